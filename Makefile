@@ -1,0 +1,49 @@
+# campaign-pipeline — the two commands are `make demo` and `make test`; both set everything up first.
+PYTHON        ?= python3
+VENV          ?= .venv
+BIN           := $(VENV)/bin
+# Match Amazon EMR emr-spark-8.0.0: Spark 4.0.2 (Scala 2.13) with Delta 4.0.x.
+SPARK_VERSION ?= 4.0.2
+DELTA_VERSION ?= 4.0.1
+SCALA         ?= 2.13
+JARS_DIR      ?= jars
+JARS := $(JARS_DIR)/delta-spark_$(SCALA)-$(DELTA_VERSION).jar \
+        $(JARS_DIR)/delta-storage-$(DELTA_VERSION).jar \
+        $(JARS_DIR)/spark-avro_$(SCALA)-$(SPARK_VERSION).jar
+REGISTRANTS   ?= 200000
+
+export CAMPAIGN_PIPELINE_JARS_DIR := $(abspath $(JARS_DIR))
+
+.PHONY: install demo test lint bench clean
+
+install: $(VENV)/.installed $(JARS)
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# Delta and spark-avro come from Maven Central; Maven resolves them where Ivy may not.
+$(JARS_DIR)/delta-spark_$(SCALA)-$(DELTA_VERSION).jar:
+	mvn -q -B dependency:copy -Dartifact=io.delta:delta-spark_$(SCALA):$(DELTA_VERSION) -DoutputDirectory=$(JARS_DIR)
+$(JARS_DIR)/delta-storage-$(DELTA_VERSION).jar:
+	mvn -q -B dependency:copy -Dartifact=io.delta:delta-storage:$(DELTA_VERSION) -DoutputDirectory=$(JARS_DIR)
+$(JARS_DIR)/spark-avro_$(SCALA)-$(SPARK_VERSION).jar:
+	mvn -q -B dependency:copy -Dartifact=org.apache.spark:spark-avro_$(SCALA):$(SPARK_VERSION) -DoutputDirectory=$(JARS_DIR)
+
+demo: install
+	$(BIN)/campaign-pipeline demo --registrants $(REGISTRANTS)
+
+test: install
+	$(BIN)/python -m pytest tests
+
+lint: install
+	$(BIN)/ruff check lib jobs tests benchmarks
+	$(BIN)/ruff format --check lib jobs tests benchmarks
+
+bench: install
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf warehouse spark-warehouse .pytest_cache

@@ -1,0 +1,161 @@
+"""`campaign-pipeline` command line: run, one verb per stage, synth, demo.
+
+Every user-facing failure prints one clear message (file, key or row, what was expected) and exits
+non-zero: 2 for a bad config, 3 for unusable input, 1 for a failed stage. `--debug` adds the
+stack trace for developers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from campaign_pipeline import __version__
+from campaign_pipeline.config import load_campaign, load_environment
+from campaign_pipeline.errors import PipelineError
+
+
+def _common(p: argparse.ArgumentParser, campaign_required: bool = True) -> None:
+    p.add_argument("--campaign", required=campaign_required, help="campaign YAML (conf/campaigns/<id>.yaml)")
+    p.add_argument("--env", default="local", help="environment name under conf/environments, or a YAML path")
+    p.add_argument("--landing", help="landing root (overrides the environment's landing_root)")
+    p.add_argument("--warehouse", help="warehouse root (overrides the environment's warehouse_root)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from campaign_pipeline.runner import registered_stages
+
+    parser = argparse.ArgumentParser(prog="campaign-pipeline", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"campaign-pipeline {__version__}")
+    parser.add_argument("--debug", action="store_true", help="print stack traces")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run all registered stages (or --stages a,b) for one campaign")
+    _common(run)
+    run.add_argument("--stages", help="comma-separated stage names, in any order (run in pipeline order)")
+    run.add_argument("--from-start", action="store_true", help="do not resume after a failed run")
+
+    for st in registered_stages():
+        one = sub.add_parser(st.name, help=st.description)
+        _common(one)
+
+    synth = sub.add_parser("synth", help="generate a synthetic campaign (landing files, ground truth, YAML)")
+    synth.add_argument("--out", required=True, help="output root: writes <out>/<campaign_id>/ and <out>/<campaign_id>.yaml")
+    synth.add_argument("--registrants", type=int, default=200_000)
+    synth.add_argument("--markets", type=int, default=12)
+    synth.add_argument("--campaign-id", default="demo-tour")
+    synth.add_argument("--seed", type=int, default=20270301)
+    synth.add_argument("--files", type=int, default=0, help="registration files (default: one per million rows)")
+    synth.add_argument("--registrations-format", default="csv", choices=["csv", "tsv", "json", "parquet", "avro"])
+    synth.add_argument("--env", default="local")
+
+    demo = sub.add_parser("demo", help="synthesise a campaign and run every stage into ./warehouse")
+    demo.add_argument("--registrants", type=int, default=200_000)
+    demo.add_argument("--markets", type=int, default=12)
+    demo.add_argument("--warehouse", default=None, help="warehouse root (default: the local environment's, ./warehouse)")
+    demo.add_argument("--env", default="local")
+    return parser
+
+
+def _session(env, app: str):
+    from campaign_pipeline.session import build_session
+
+    spark = build_session(env, app_name=app)
+    spark.sparkContext.setLogLevel(os.environ.get("CAMPAIGN_PIPELINE_SPARK_LOG", "ERROR"))
+    return spark
+
+
+def _run(args, stages: list[str] | None) -> int:
+    from campaign_pipeline.runner import run_pipeline
+
+    campaign = load_campaign(args.campaign)
+    env = load_environment(args.env).with_roots(args.landing, args.warehouse)
+    spark = _session(env, f"campaign-pipeline {campaign.campaign_id}")
+    run_pipeline(spark, campaign, env, stages=stages, from_start=getattr(args, "from_start", False))
+    return 0
+
+
+def _synth(args) -> int:
+    from campaign_pipeline.synth import SynthSpec, generate
+
+    env = load_environment(args.env)
+    spark = _session(env, "campaign-pipeline synth")
+    spec = SynthSpec(
+        campaign_id=args.campaign_id,
+        registrants=args.registrants,
+        markets=args.markets,
+        seed=args.seed,
+        registration_files=args.files,
+        registrations_format=args.registrations_format,
+    )
+    out = generate(spark, spec, args.out)
+    print(f"landing files: {out.landing}\ncampaign config: {out.campaign_yaml}\nground truth: {out.truth}")
+    return 0
+
+
+def _demo(args) -> int:
+    from campaign_pipeline.runner import run_pipeline
+    from campaign_pipeline.synth import SynthSpec, generate
+    from campaign_pipeline.tables import CATALOG, Warehouse
+
+    env = load_environment(args.env)
+    work = Path(tempfile.gettempdir()) / "campaign-pipeline-demo"
+    env = env.with_roots(landing=str(work / "landing"), warehouse=args.warehouse)
+    spark = _session(env, "campaign-pipeline demo")
+    t0 = time.perf_counter()
+    out = generate(spark, SynthSpec(registrants=args.registrants, markets=args.markets), str(work / "landing"))
+    synth_seconds = time.perf_counter() - t0
+    print(f"synth: {args.registrants:,} registrants → {out.landing} · {synth_seconds:.1f} s")
+    campaign = load_campaign(out.campaign_yaml)
+    wh = Warehouse(spark, env.warehouse_root)
+    # The demo starts its own campaign afresh; other campaigns in the warehouse are untouched.
+    for name in CATALOG:
+        wh.delete(name, f"campaign_id = '{campaign.campaign_id}'")
+    report = run_pipeline(spark, campaign, env, from_start=True)
+    print("\nsummary")
+    print(f"  {'stage':<14}{'rows':>14}{'seconds':>10}")
+    print(f"  {'synth':<14}{args.registrants:>14,}{synth_seconds:>10.1f}")
+    for name, result, seconds in report.rows:
+        rows = result.counts.get("rows_read", result.counts.get("rows", 0))
+        print(f"  {name:<14}{rows:>14,}{seconds:>10.1f}")
+    print(f"\ntables for campaign {campaign.campaign_id} under {Path(env.warehouse_root).resolve()}:")
+    for name in CATALOG:
+        if wh.exists(name):
+            n = wh.read(name, campaign.campaign_id).count()
+            if n:
+                print(f"  {name:<18}{n:>12,} rows  {wh.path(name)}")
+    print(f"\nrun id {report.run_id}; campaign config {out.campaign_yaml}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
+            return _run(args, stages)
+        if args.command == "synth":
+            return _synth(args)
+        if args.command == "demo":
+            return _demo(args)
+        return _run(args, [args.command])
+    except PipelineError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one readable line, then exit 1
+        if args.debug:
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"error: {type(exc).__name__}: {first[:500]} (run with --debug for the stack trace)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

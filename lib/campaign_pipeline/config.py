@@ -1,0 +1,381 @@
+"""Typed configuration: the campaign YAML and the environment YAML of SPEC §4.
+
+`load_campaign` and `load_environment` turn a file into a validated model or raise a
+`ConfigError` whose one-line message names the file, the key and the problem, e.g.
+``conf/campaigns/x.yaml: markets[2].capacity: must be > 0, got -5``.
+Secrets are never read from these files: the environment config only names the environment
+variables that hold them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from campaign_pipeline.errors import ConfigError
+
+_ID = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+
+
+class _Model(BaseModel):
+    # Unknown keys are errors: a typo in a config key must not be silently ignored.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- campaign
+
+
+class Options(_Model):
+    allow_intl_phones: bool = False
+    order_by_preference: bool = True
+    single_market: bool = True
+    min_score: float = Field(0.22, ge=0.0, le=1.0)
+    reassign: bool = False
+    sms_countries: list[str] = Field(default_factory=lambda: ["US", "CA"], min_length=1)
+
+    @field_validator("sms_countries")
+    @classmethod
+    def _iso_countries(cls, value: list[str]) -> list[str]:
+        out = []
+        for code in value:
+            if not re.fullmatch(r"[A-Za-z]{2}", code):
+                raise ValueError(f"must be ISO 3166 alpha-2 country codes, got {code!r}")
+            out.append(code.upper())
+        return out
+
+
+class Band(_Model):
+    name: str
+    min: float = Field(ge=0.0, le=1.0)
+    max: float = Field(ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Band:
+        if self.min >= self.max:
+            raise ValueError(f"min must be < max, got min={self.min} max={self.max}")
+        return self
+
+
+def _default_bands() -> list[Band]:
+    return [
+        Band(name="high", min=0.95, max=1.0),
+        Band(name="mid", min=0.80, max=0.95),
+        Band(name="low", min=0.22, max=0.80),
+    ]
+
+
+class FanlistFormula(_Model):
+    formula: Literal["linear", "exponential"] = "linear"
+    half_life: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _half_life_for_exponential(self) -> FanlistFormula:
+        if self.formula == "exponential" and self.half_life is None:
+            raise ValueError("half_life is required when formula is exponential")
+        return self
+
+
+class ModelScoring(_Model):
+    path: str | None = None
+    weights: dict[str, float] = Field(default_factory=dict)
+    intercept: float | None = None
+
+
+class Scoring(_Model):
+    source: Literal["model", "external", "fanlist"] = "model"
+    model: ModelScoring = Field(default_factory=ModelScoring)
+    bands: list[Band] = Field(default_factory=_default_bands, min_length=1)
+    fanlist: FanlistFormula = Field(default_factory=FanlistFormula)
+
+    @field_validator("bands")
+    @classmethod
+    def _bands_disjoint(cls, bands: list[Band]) -> list[Band]:
+        ordered = sorted(bands, key=lambda b: b.min)
+        for lower, upper in zip(ordered, ordered[1:]):
+            if lower.max > upper.min:
+                raise ValueError(f"bands {lower.name!r} and {upper.name!r} overlap")
+        names = [b.name for b in bands]
+        if len(set(names)) != len(names):
+            raise ValueError(f"band names must be unique, got {names}")
+        return bands
+
+
+class Velocity(_Model):
+    max_registrations: int = Field(5, gt=0)
+    window_minutes: int = Field(10, gt=0)
+
+
+class ScalperThresholds(_Model):
+    min_resale_listings: int = Field(10, ge=0)
+    min_chargebacks: int = Field(2, ge=0)
+
+
+class Screening(_Model):
+    blocked_emails: list[str] = Field(default_factory=list)
+    blocked_domains: list[str] = Field(default_factory=list)
+    allowed_patterns: list[str] = Field(default_factory=list)
+    rules_files: list[str] = Field(
+        default_factory=list, description="block/allow list files under conf/rules"
+    )
+    plus_tag_providers: list[str] = Field(
+        default_factory=lambda: ["gmail.com", "googlemail.com", "outlook.com", "hotmail.com", "icloud.com"]
+    )
+    ring_size: int = Field(6, gt=1)
+    max_shared: int = Field(50, gt=1)
+    velocity: Velocity = Field(default_factory=Velocity)
+    scalper: ScalperThresholds = Field(default_factory=ScalperThresholds)
+
+
+class Market(_Model):
+    market_id: str = Field(pattern=_ID)
+    name: str
+    capacity: int
+    event_date: dt.date
+    timezone: str = "UTC"
+    locale: str = "en_US"
+
+    @field_validator("capacity")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value <= 0:
+            raise ValueError(f"must be > 0, got {value}")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone {value!r}") from None
+        return value
+
+
+class Codes(_Model):
+    source: Literal["pool", "generated", "tm"] = "pool"
+    per_market: bool = True
+    length: int = Field(10, ge=6, le=32)
+    valid_days_before: int = Field(1, ge=0)
+    valid_days_after: int = Field(365, gt=0)
+    allow_partial: bool = False
+
+
+class Wave(_Model):
+    wave_id: str = Field(pattern=_ID)
+    notify_at: dt.datetime
+    limit: int | None = Field(None, gt=0)
+    markets: list[str] = Field(default_factory=list)
+    channels: Literal["auto", "sms", "email", "both"] = "auto"
+
+    @field_validator("notify_at")
+    @classmethod
+    def _aware(cls, value: dt.datetime) -> dt.datetime:
+        if value.tzinfo is None:
+            raise ValueError("must carry a time zone, e.g. 2027-03-01T15:00:00Z")
+        return value
+
+
+class Template(_Model):
+    sms: str
+    email_subject: str
+    email_body: str
+
+
+class Messages(_Model):
+    link: str = "https://example.com/presale/{campaign_id}"
+    default_locale: str = "en_US"
+    templates: dict[str, Template] = Field(default_factory=dict)
+
+
+class Campaign(_Model):
+    campaign_id: str = Field(pattern=_ID)
+    name: str
+    artist: str
+    seed: int
+    home_country: str = Field("US", pattern=r"^[A-Z]{2}$")
+    options: Options = Field(default_factory=Options)
+    scoring: Scoring = Field(default_factory=Scoring)
+    screening: Screening = Field(default_factory=Screening)
+    markets: list[Market] = Field(min_length=1)
+    codes: Codes = Field(default_factory=Codes)
+    waves: list[Wave] = Field(default_factory=list)
+    messages: Messages = Field(default_factory=Messages)
+
+    @model_validator(mode="after")
+    def _references(self) -> Campaign:
+        ids = [m.market_id for m in self.markets]
+        seen: set[str] = set()
+        for i, market_id in enumerate(ids):
+            if market_id in seen:
+                raise _KeyedError(f"markets[{i}].market_id", f"duplicate market id {market_id!r}")
+            seen.add(market_id)
+        wave_ids: set[str] = set()
+        for i, wave in enumerate(self.waves):
+            if wave.wave_id in wave_ids:
+                raise _KeyedError(f"waves[{i}].wave_id", f"duplicate wave id {wave.wave_id!r}")
+            wave_ids.add(wave.wave_id)
+            for j, market_id in enumerate(wave.markets):
+                if market_id not in seen:
+                    raise _KeyedError(f"waves[{i}].markets[{j}]", f"unknown market {market_id!r}")
+        return self
+
+    @property
+    def market_ids(self) -> list[str]:
+        return [m.market_id for m in self.markets]
+
+
+# --------------------------------------------------------------------------- environment
+
+
+class Secrets(_Model):
+    """Names of environment variables; the values never live in a file."""
+
+    code_key_env: str = "CAMPAIGN_CODE_KEY"
+    sms_token_env: str = "SMS_API_TOKEN"
+    slack_webhook_env: str = "SLACK_WEBHOOK_URL"
+
+
+class SparkSettings(_Model):
+    master: str | None = None
+    conf: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+
+class Environment(_Model):
+    name: str
+    mode: Literal["local", "cluster"] = "local"
+    warehouse_root: str
+    landing_root: str
+    spark: SparkSettings = Field(default_factory=SparkSettings)
+    sms_gateway_url: str | None = None
+    email_queue_url: str | None = None
+    aws_region: str | None = None
+    secrets: Secrets = Field(default_factory=Secrets)
+
+    def with_roots(self, landing: str | None = None, warehouse: str | None = None) -> Environment:
+        """The same environment with CLI overrides of the landing and warehouse roots."""
+        update: dict[str, Any] = {}
+        if landing:
+            update["landing_root"] = landing
+        if warehouse:
+            update["warehouse_root"] = warehouse
+        return self.model_copy(update=update)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+class _KeyedError(ValueError):
+    """A validation problem that knows its own key path (for cross-field checks)."""
+
+    def __init__(self, key: str, problem: str):
+        super().__init__(problem)
+        self.key = key
+        self.problem = problem
+
+
+def _key_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _problem(err: dict[str, Any]) -> str:
+    kind, ctx, given = err["type"], err.get("ctx") or {}, err.get("input")
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "extra_forbidden":
+        return "unknown key (check the spelling against SPEC §4)"
+    bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+    if kind in bounds:
+        limit = next(iter(ctx.values()))
+        return f"must be {bounds[kind]} {limit}, got {given!r}"
+    if kind == "value_error":
+        cause = ctx.get("error")
+        return str(cause) if cause is not None else err["msg"]
+    if kind == "literal_error":
+        return f"{err['msg'].lower()}, got {given!r}"
+    return f"{err['msg'].lower()}, got {given!r}"
+
+
+def _format_validation(path: str, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors(include_url=False):
+        cause = (err.get("ctx") or {}).get("error")
+        loc = tuple(err["loc"])
+        if isinstance(cause, _KeyedError):
+            lines.append(f"{path}: {cause.key}: {cause.problem}")
+        else:
+            lines.append(f"{path}: {_key_path(loc)}: {_problem(err)}")
+    return "\n".join(lines)
+
+
+def _read_yaml(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: {what} file not found")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{p}: {where}not valid YAML ({problem})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: (top level): expected a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def load_campaign(path: str | os.PathLike[str]) -> Campaign:
+    data = _read_yaml(path, "campaign config")
+    try:
+        return Campaign.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(str(path), exc)) from None
+
+
+def environment_path(name_or_path: str, conf_dir: str | os.PathLike[str] | None = None) -> Path:
+    """`local` → conf/environments/local.yaml; a path to a YAML file is taken as is."""
+    if name_or_path.endswith((".yaml", ".yml")) or os.sep in name_or_path:
+        return Path(name_or_path)
+    base = Path(conf_dir) if conf_dir else default_conf_dir()
+    return base / "environments" / f"{name_or_path}.yaml"
+
+
+def default_conf_dir() -> Path:
+    """`$CAMPAIGN_PIPELINE_CONF`, else ./conf, else the conf/ folder of the source checkout."""
+    explicit = os.environ.get("CAMPAIGN_PIPELINE_CONF")
+    if explicit:
+        return Path(explicit)
+    if Path("conf/environments").is_dir():
+        return Path("conf")
+    return Path(__file__).resolve().parents[2] / "conf"
+
+
+def load_environment(name_or_path: str = "local", conf_dir: str | os.PathLike[str] | None = None) -> Environment:
+    path = environment_path(name_or_path, conf_dir)
+    if not path.is_file():
+        raise ConfigError(
+            f"{path}: environment config file not found (pass --env local|emr or a path to a YAML file)"
+        )
+    data = _read_yaml(path, "environment config")
+    try:
+        return Environment.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(str(path), exc)) from None
+
+
+def dump_campaign(campaign: Campaign, path: str | os.PathLike[str]) -> None:
+    """Write a campaign as YAML that `load_campaign` reads back to an equal model."""
+    data = campaign.model_dump(mode="json", exclude_none=True)
+    Path(path).write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")

@@ -1,0 +1,34 @@
+"""Errors that carry a message meant for the person running the pipeline.
+
+The CLI prints `str(error)` and exits with `exit_code`; no stack trace is needed to understand them.
+"""
+
+
+class PipelineError(Exception):
+    """A failure the user can act on: the message says what, where and what was expected."""
+
+    exit_code = 1
+
+
+class ConfigError(PipelineError):
+    """A campaign or environment file is missing, unreadable or invalid (exit code 2)."""
+
+    exit_code = 2
+
+
+class InputError(PipelineError):
+    """Landing input cannot be used as a whole (missing folder, file without a required column)."""
+
+    exit_code = 3
+
+
+class SchemaError(PipelineError):
+    """A DataFrame or an existing Delta table does not match the table catalog."""
+
+    exit_code = 4
+
+
+class VersionError(PipelineError):
+    """pyspark and Delta Lake versions that do not work together."""
+
+    exit_code = 5

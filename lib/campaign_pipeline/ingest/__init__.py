@@ -1,0 +1,1 @@
+"""Ingest: landing files → Delta tables, with quarantine and reconciliation."""

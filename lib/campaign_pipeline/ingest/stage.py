@@ -1,0 +1,281 @@
+"""The ingest stage: land a campaign's files in Delta, quarantining what cannot be parsed.
+
+Rules:
+- Landing folder: `<landing_root>/<campaign_id>/` when it exists, else `<landing_root>` itself.
+- A file is identified by its path; its MD5 checksum decides what happens: unknown path → ingest;
+  same path and checksum → nothing changes; same path, new checksum → its earlier rows (and
+  quarantined rows) are replaced atomically per table.
+- Per file, rows read = rows ingested + rows quarantined; the stage reads the tables back to
+  prove it, and records the figures in `pipeline_runs.files` and `landing_files`.
+- Problems with a whole file (missing folder, a required column absent from the header, an
+  unsupported format) stop the stage before anything is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from campaign_pipeline.errors import InputError, PipelineError
+from campaign_pipeline.ingest import sources as src
+from campaign_pipeline.ingest.parse import parse_landing_rows, parse_list_entries
+from campaign_pipeline.ingest.readers import read_landing_file
+from campaign_pipeline.runner import StageContext, StageResult, stage
+from campaign_pipeline.session import set_stage_description
+from campaign_pipeline.tables import CATALOG, Warehouse, sql_literal
+
+
+@dataclass(frozen=True)
+class LandingFile:
+    path: str
+    name: str
+    size: int
+    kind: src.FileKind
+    fmt: str
+
+
+def _fs(spark: SparkSession, path: str):
+    hpath = spark._jvm.org.apache.hadoop.fs.Path(path)
+    return hpath, hpath.getFileSystem(spark._jsc.hadoopConfiguration())
+
+
+def resolve_landing_folder(spark: SparkSession, landing_root: str, campaign_id: str) -> str:
+    """The campaign's landing folder, or an InputError naming what was looked for."""
+    root = landing_root.rstrip("/")
+    for candidate in (f"{root}/{campaign_id}", root):
+        hpath, fs = _fs(spark, candidate)
+        if fs.exists(hpath) and fs.getFileStatus(hpath).isDirectory():
+            return fs.makeQualified(hpath).toString()
+    raise InputError(
+        f"landing folder not found: neither {root}/{campaign_id} nor {root} is a folder "
+        f"(campaign {campaign_id}); pass --landing DIR or set landing_root in the environment config"
+    )
+
+
+def list_landing_files(spark: SparkSession, folder: str) -> tuple[list[LandingFile], list[str]]:
+    """Contract files in `folder` (top level), and the names of other files that are ignored."""
+    hpath, fs = _fs(spark, folder)
+    found, ignored = [], []
+    for status in sorted(fs.listStatus(hpath), key=lambda s: s.getPath().getName()):
+        name = status.getPath().getName()
+        if status.isDirectory() or name.startswith((".", "_")):
+            continue
+        kind = src.kind_of(name)
+        if kind is None:
+            ignored.append(name)
+            continue
+        fmt = src.format_of(name)
+        if fmt is None or fmt not in kind.formats:
+            raise InputError(
+                f"{status.getPath().toString()}: a {kind.name} file must be one of "
+                f"{', '.join('.' + f for f in kind.formats)} (optionally .gz for text), got {name!r}"
+            )
+        found.append(LandingFile(status.getPath().toString(), name, int(status.getLen()), kind, fmt))
+    return found, ignored
+
+
+def file_checksum(spark: SparkSession, path: str) -> str:
+    """MD5 of the file's bytes, computed in the JVM (works for local, HDFS and S3 paths)."""
+    hpath, fs = _fs(spark, path)
+    stream = fs.open(hpath)
+    try:
+        return spark._jvm.org.apache.hadoop.io.MD5Hash.digest(stream).toString()
+    finally:
+        stream.close()
+
+
+def _parsed(spark: SparkSession, ctx: StageContext, f: LandingFile, checksum: str) -> DataFrame:
+    raw = read_landing_file(spark, f.path, f.kind, f.fmt)
+    if f.kind.entry_list:
+        typed = raw.transform(parse_list_entries(f.kind))
+    else:
+        typed = raw.transform(parse_landing_rows(f.kind, ctx.campaign_id, ctx.campaign.market_ids))
+    if not f.kind.has_campaign_column:
+        typed = typed.withColumn("campaign_id", F.lit(ctx.campaign_id))
+    return typed.withColumn("source_checksum", F.lit(checksum))
+
+
+def _reason_category(reason):
+    """`registered_at: expected ..., got '2026-13-01'` → `registered_at: expected ...` (no values)."""
+    return F.regexp_replace(F.regexp_replace(reason, r", got .*$", ""), r" in '.*'$", "")
+
+
+@stage("ingest", order=10, description="land a campaign's files in Delta tables")
+def ingest(ctx: StageContext) -> StageResult:
+    """Land the campaign's files in Delta tables; unparseable rows go to quarantine."""
+    spark, wh, cid = ctx.spark, ctx.warehouse, ctx.campaign_id
+    folder = resolve_landing_folder(spark, ctx.env.landing_root, cid)
+    files, ignored = list_landing_files(spark, folder)
+
+    known = {r["source_file"]: r["checksum"] for r in wh.read("landing_files", cid).select("source_file", "checksum").collect()}
+    if not files and not known:
+        raise InputError(f"{folder}: no landing files for campaign {cid} (expected registrations*.csv and friends, SPEC §4)")
+    if not any(f.kind is src.REGISTRATIONS for f in files) and not any(
+        r for r in wh.read("landing_files", cid).where(F.col("kind") == "registrations").select("kind").limit(1).collect()
+    ):
+        raise InputError(f"{folder}: no registrations file for campaign {cid}")
+
+    result = StageResult()
+    todo: list[tuple[LandingFile, str, str]] = []
+    for f in files:
+        set_stage_description(spark, "ingest", f"checksum {f.name}")
+        checksum = file_checksum(spark, f.path)
+        previous = known.get(f.path)
+        if previous == checksum:
+            result.files.append(_file_row(f, checksum, "unchanged", None))
+            continue
+        todo.append((f, checksum, "replaced" if previous else "ingested"))
+
+    # Build every plan first: header and schema problems surface here, before any write.
+    by_table: dict[str, list[DataFrame]] = {}
+    for f, checksum, _ in todo:
+        by_table.setdefault(f.kind.table, []).append(_parsed(spark, ctx, f, checksum))
+
+    counts: dict[str, dict[str, int]] = {}
+    quarantined: list[DataFrame] = []
+    cached: list[DataFrame] = []
+    stamp = F.lit(ctx.started_at).cast("timestamp")
+    for table, frames in by_table.items():
+        set_stage_description(spark, "ingest", f"parse {table}")
+        parsed = frames[0]
+        for more in frames[1:]:
+            parsed = parsed.unionByName(more)
+        parsed = parsed.withColumn("_ok", F.size("reasons") == 0).persist(StorageLevel.MEMORY_AND_DISK)
+        cached.append(parsed)
+        for r in parsed.groupBy("source_file").agg(
+            F.count(F.lit(1)).alias("read"), F.sum(F.col("_ok").cast("long")).alias("ok")
+        ).collect():
+            counts[r["source_file"]] = {"read": r["read"], "ok": r["ok"] or 0}
+        names = [f.path for f, _, _ in todo if f.kind.table == table]
+        good = (
+            parsed.where("_ok")
+            .drop("_ok", "reasons", "raw")
+            .withColumn("ingested_at", stamp)
+            .withColumn("run_id", F.lit(ctx.run_id))
+        )
+        set_stage_description(spark, "ingest", f"write {table}")
+        wh.replace(table, good, cid, _in("source_file", names))
+        quarantined.append(
+            parsed.where(~F.col("_ok")).select(
+                F.col("campaign_id") if "campaign_id" in parsed.columns else F.lit(cid).alias("campaign_id"),
+                F.lit("ingest").alias("stage"),
+                "source_file",
+                F.col("source_line").alias("line"),
+                "raw",
+                F.array_join("reasons", "; ").alias("reason"),
+                F.lit(ctx.run_id).alias("run_id"),
+                "source_checksum",
+                stamp.alias("quarantined_at"),
+            )
+        )
+
+    all_names = [f.path for f, _, _ in todo]
+    if todo:
+        set_stage_description(spark, "ingest", "write quarantine")
+        q = quarantined[0]
+        for more in quarantined[1:]:
+            q = q.unionByName(more)
+        # Quarantined rows keep the run's campaign id even when the row named another campaign.
+        q = q.withColumn("campaign_id", F.lit(cid))
+        wh.replace("quarantine", q, cid, f"stage = 'ingest' AND {_in('source_file', all_names)}")
+        _verify(wh, cid, todo, counts)
+
+    reasons = {}
+    if todo:
+        for r in (
+            wh.read("quarantine", cid)
+            .where((F.col("stage") == "ingest") & F.col("source_file").isin(all_names))
+            .groupBy(_reason_category(F.col("reason")).alias("reason"))
+            .count()
+            .orderBy(F.col("count").desc(), "reason")
+            .collect()
+        ):
+            reasons[r["reason"]] = r["count"]
+
+    manifest = []
+    for f, checksum, action in todo:
+        c = counts.get(f.path, {"read": 0, "ok": 0})
+        result.files.append(_file_row(f, checksum, action, c))
+        manifest.append(
+            (cid, f.path, f.kind.name, f.fmt, checksum, f.size, c["read"], c["ok"], c["read"] - c["ok"], ctx.run_id, ctx.started_at)
+        )
+    if manifest:
+        wh.merge("landing_files", spark.createDataFrame(manifest, CATALOG["landing_files"].schema), update_existing=True)
+    for df in cached:
+        df.unpersist()
+
+    new = [f for f in result.files if f["action"] != "unchanged"]
+    result.counts = {
+        "files": len(files),
+        "files_new": sum(1 for f in new if f["action"] == "ingested"),
+        "files_replaced": sum(1 for f in new if f["action"] == "replaced"),
+        "files_unchanged": len(files) - len(new),
+        "rows_read": sum(f["rows_read"] or 0 for f in new),
+        "rows_ingested": sum(f["rows_ingested"] or 0 for f in new),
+        "rows_quarantined": sum(f["rows_quarantined"] or 0 for f in new),
+        "files_ignored": len(ignored),
+    }
+    for table in sorted({f.kind.table for f, _, _ in todo}):
+        result.counts[f"{table}.ingested"] = sum(
+            counts.get(f.path, {}).get("ok", 0) for f, _, _ in todo if f.kind.table == table
+        )
+    for reason, n in reasons.items():
+        result.counts[f"quarantine:{reason}"] = n
+    result.summary = [f"landing folder {folder}"]
+    for f in result.files:
+        figures = (
+            "unchanged, skipped"
+            if f["action"] == "unchanged"
+            else f"{f['action']}: {f['rows_read']:,} read = {f['rows_ingested']:,} ingested + {f['rows_quarantined']:,} quarantined"
+        )
+        result.summary.append(f"{f['kind']:<16} {f['source_file'].rsplit('/', 1)[-1]}: {figures}")
+    for reason, n in reasons.items():
+        result.summary.append(f"quarantined {n:,} × {reason}")
+    if ignored:
+        result.summary.append(f"ignored (not a landing file kind): {', '.join(ignored)}")
+    return result
+
+
+def _in(column: str, values: list[str]) -> str:
+    return f"{column} IN ({', '.join(sql_literal(v) for v in values)})"
+
+
+def _file_row(f: LandingFile, checksum: str, action: str, c: dict | None) -> dict:
+    return {
+        "source_file": f.path,
+        "kind": f.kind.name,
+        "format": f.fmt,
+        "checksum": checksum,
+        "action": action,
+        "rows_read": c["read"] if c else None,
+        "rows_ingested": c["ok"] if c else None,
+        "rows_quarantined": c["read"] - c["ok"] if c else None,
+    }
+
+
+def _verify(wh: Warehouse, cid: str, todo: list, counts: dict[str, dict[str, int]]) -> None:
+    """Read the written tables back: per file, ingested + quarantined must equal rows read."""
+    names = [f.path for f, _, _ in todo]
+    landed: dict[str, int] = {}
+    for table in {f.kind.table for f, _, _ in todo}:
+        for r in wh.read(table, cid).where(F.col("source_file").isin(names)).groupBy("source_file").count().collect():
+            landed[r[0]] = landed.get(r[0], 0) + r[1]
+    held = {
+        r[0]: r[1]
+        for r in wh.read("quarantine", cid)
+        .where((F.col("stage") == "ingest") & F.col("source_file").isin(names))
+        .groupBy("source_file")
+        .count()
+        .collect()
+    }
+    for name in names:
+        c = counts.get(name, {"read": 0, "ok": 0})
+        if landed.get(name, 0) + held.get(name, 0) != c["read"] or landed.get(name, 0) != c["ok"]:
+            raise PipelineError(
+                f"{name}: reconciliation failed: {c['read']} rows read but {landed.get(name, 0)} ingested "
+                f"+ {held.get(name, 0)} quarantined found in the tables"
+            )
+

@@ -1,0 +1,133 @@
+"""One SparkSession factory for local runs, notebooks, tests and spark-submit.
+
+Local mode: `local[*]`, Delta extension and catalog, shuffle partitions sized to the cores, AQE on,
+UTC session time zone, Delta and spark-avro jars from the folder `make install` fills.
+Cluster mode (spark-submit on EMR or a standalone master): takes what spark-submit gives and adds
+only the Delta confs; Delta is bundled on EMR so nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from importlib import metadata
+from pathlib import Path
+
+from campaign_pipeline.config import Environment
+from campaign_pipeline.errors import VersionError
+
+DELTA_CONFS = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+}
+
+# Delta Lake releases and the Spark line each one is built for.
+DELTA_FOR_SPARK = {"4.0": "4.0", "4.1": "4.1", "3.3": "3.5", "3.2": "3.5"}
+
+
+def _minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])
+
+
+def check_versions(spark_version: str, delta_version: str | None) -> None:
+    """Fail with both versions named when pyspark and Delta Lake cannot work together."""
+    if delta_version is None:
+        raise VersionError(
+            f"Delta Lake is not available to Spark {spark_version}: run `make install` "
+            "(local) or use an EMR release that bundles Delta"
+        )
+    wanted = DELTA_FOR_SPARK.get(_minor(delta_version))
+    if wanted != _minor(spark_version):
+        raise VersionError(
+            f"Delta Lake {delta_version} does not work with Spark/pyspark {spark_version}: "
+            f"Delta {_minor(delta_version)}.x needs Spark {wanted or 'unknown'}.x; "
+            "install matching versions (this project pins pyspark 4.0.x with delta-spark 4.0.x)"
+        )
+
+
+def jars_dir() -> Path:
+    explicit = os.environ.get("CAMPAIGN_PIPELINE_JARS_DIR")
+    if explicit:
+        return Path(explicit)
+    return Path(__file__).resolve().parents[2] / "jars"
+
+
+def local_jars() -> list[str]:
+    return sorted(glob.glob(str(jars_dir() / "*.jar")))
+
+
+def _jar_delta_version(jars: list[str]) -> str | None:
+    for jar in jars:
+        name = Path(jar).name
+        if name.startswith("delta-spark_"):
+            return name.rsplit("-", 1)[-1].removesuffix(".jar")
+    return None
+
+
+def build_session(env: Environment, app_name: str = "campaign-pipeline", extra_conf: dict | None = None):
+    """Create (or return the active) SparkSession configured for `env`."""
+    import pyspark
+    from pyspark.sql import SparkSession
+
+    conf: dict[str, str] = {}
+    if env.mode == "local":
+        jars = local_jars()
+        check_versions(pyspark.__version__, _jar_delta_version(jars) or _pip_delta_version())
+        cores = os.cpu_count() or 2
+        # Bind to loopback: a laptop's other interfaces are of no use to local Spark.
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        if "PYSPARK_GATEWAY_PORT" not in os.environ:
+            # Not under spark-submit: we choose the master. Under spark-submit, its --master wins.
+            conf["spark.master"] = env.spark.master or "local[*]"
+        conf.update(
+            {
+                "spark.jars": ",".join(jars),
+                "spark.sql.shuffle.partitions": str(max(2, cores * 2)),
+                "spark.sql.adaptive.enabled": "true",
+                "spark.sql.session.timeZone": "UTC",
+                "spark.sql.warehouse.dir": str(Path(env.warehouse_root).resolve() / "_spark_catalog")
+                if "://" not in env.warehouse_root
+                else env.warehouse_root.rstrip("/") + "/_spark_catalog",
+                "spark.ui.showConsoleProgress": "false",
+                "spark.driver.memory": os.environ.get("CAMPAIGN_PIPELINE_DRIVER_MEMORY", "4g"),
+                "spark.databricks.delta.schema.autoMerge.enabled": "false",
+                # Delta replays its log with 50 tasks by default: far too many for one machine.
+                "spark.databricks.delta.snapshotPartitions": str(max(2, cores)),
+            }
+        )
+    else:
+        conf["spark.sql.session.timeZone"] = "UTC"
+    conf.update(DELTA_CONFS)
+    conf.update({k: str(v) for k, v in env.spark.conf.items()})
+    conf.update({k: str(v) for k, v in (extra_conf or {}).items()})
+
+    builder = SparkSession.builder.appName(app_name)
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    check_versions(spark.version, _jvm_delta_version(spark))
+    return spark
+
+
+def _pip_delta_version() -> str | None:
+    try:
+        return metadata.version("delta-spark")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _jvm_delta_version(spark) -> str | None:
+    """The Delta jar's own version, read from its manifest inside the JVM."""
+    try:
+        # Spark's class loader sees jars added with spark.jars; the system one does not.
+        cls = spark._jvm.org.apache.spark.util.Utils.classForName("io.delta.tables.DeltaTable", True, False)
+    except Exception:  # noqa: BLE001 - py4j raises a generic error when the class is missing
+        return None
+    return cls.getPackage().getImplementationVersion() or _pip_delta_version()
+
+
+def set_stage_description(spark, stage: str, detail: str = "") -> None:
+    """Name the Spark jobs that follow so the Spark UI reads like the pipeline."""
+    text = f"{stage}: {detail}" if detail else stage
+    spark.sparkContext.setJobGroup(stage, text, interruptOnCancel=False)
+    spark.sparkContext.setJobDescription(text)

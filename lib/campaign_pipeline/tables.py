@@ -1,0 +1,473 @@
+"""The table catalog: every Delta table of the warehouse, its schema, partitioning and merge keys.
+
+Every read and write of the pipeline goes through `Warehouse`, so a table's shape is decided here
+and nowhere else. Tables live at `<warehouse_root>/<name>` and are created with their catalog
+schema on first write. Writing a DataFrame whose columns differ from the catalog, or finding an
+existing table whose columns differ, is a `SchemaError` that names the column.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from campaign_pipeline.errors import SchemaError
+
+S, L, I, D, B, TS = T.StringType(), T.LongType(), T.IntegerType(), T.DoubleType(), T.BooleanType(), T.TimestampType()
+
+
+def _f(name: str, dtype: T.DataType, nullable: bool = True) -> T.StructField:
+    return T.StructField(name, dtype, nullable)
+
+
+def _key(name: str, dtype: T.DataType = S) -> T.StructField:
+    return T.StructField(name, dtype, False)
+
+
+# Columns every ingested table carries: where the row came from.
+LINEAGE = [
+    _key("source_file"),
+    _key("source_line", L),
+    _key("source_checksum"),
+    _key("ingested_at", TS),
+    _key("run_id"),
+]
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    schema: T.StructType
+    partition_by: tuple[str, ...] = ("campaign_id",)
+    merge_keys: tuple[str, ...] = ()
+    description: str = ""
+    constraints: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def columns(self) -> list[str]:
+        return [f.name for f in self.schema.fields]
+
+
+def _spec(name, fields, partition_by=("campaign_id",), merge_keys=(), description="", constraints=None):
+    return TableSpec(name, T.StructType(fields), tuple(partition_by), tuple(merge_keys), description, constraints or {})
+
+
+FILE_COUNTS = T.StructType(
+    [
+        _f("source_file", S),
+        _f("kind", S),
+        _f("format", S),
+        _f("checksum", S),
+        _f("action", S),
+        _f("rows_read", L),
+        _f("rows_ingested", L),
+        _f("rows_quarantined", L),
+    ]
+)
+
+CATALOG: dict[str, TableSpec] = {
+    t.name: t
+    for t in [
+        # ---------------------------------------------------------------- ingested inputs
+        _spec(
+            "registrations",
+            [
+                _key("campaign_id"),
+                _key("global_user_id"),
+                _f("member_id", S),
+                _f("email", S),
+                _f("phone", S),
+                _f("phone_confirmed", B),
+                _f("first_name", S),
+                _f("last_name", S),
+                _f("locale", S),
+                _f("country", S),
+                _f("postal_code", S),
+                _key("market_preferences", T.ArrayType(S, False)),
+                _key("registered_at", TS),
+                _f("ip_address", S),
+                _f("device_id", S),
+                _f("payment_fingerprint", S),
+                _f("do_not_text", B),
+                *LINEAGE,
+            ],
+            merge_keys=("campaign_id", "source_file", "source_line"),
+            description="one row per ingested registration row",
+        ),
+        _spec(
+            "fan_activity",
+            [
+                _key("campaign_id"),
+                _key("global_user_id"),
+                _f("account_created_at", TS),
+                _f("tickets_purchased_24m", L),
+                _f("events_attended_24m", L),
+                _f("artist_tickets_purchased", L),
+                _f("artist_streams_90d", L),
+                _f("resale_listings_24m", L),
+                _f("chargebacks_24m", L),
+                *LINEAGE,
+            ],
+            merge_keys=("campaign_id", "source_file", "source_line"),
+            description="one row per ingested fan activity row",
+        ),
+        _spec(
+            "external_scores",
+            [
+                _key("campaign_id"),
+                _key("global_user_id"),
+                _key("score", D),
+                _f("extra", T.MapType(S, S)),
+                *LINEAGE,
+            ],
+            merge_keys=("campaign_id", "source_file", "source_line"),
+            description="the data-science scored file; extra columns carried along in `extra`",
+        ),
+        _spec(
+            "fanlist_ranks",
+            [_key("campaign_id"), _key("global_user_id"), _key("rank", L), *LINEAGE],
+            merge_keys=("campaign_id", "source_file", "source_line"),
+        ),
+        _spec(
+            "code_pool",
+            [_key("campaign_id"), _key("code"), _f("market_id", S), *LINEAGE],
+            merge_keys=("campaign_id", "source_file", "source_line"),
+        ),
+        _spec(
+            "screening_lists",
+            [_key("campaign_id"), _key("list_name"), _key("entry"), *LINEAGE],
+            merge_keys=("campaign_id", "source_file", "source_line"),
+            description="blocked_emails / blocked_domains / allowed_patterns entries from landing",
+        ),
+        _spec(
+            "landing_files",
+            [
+                _key("campaign_id"),
+                _key("source_file"),
+                _key("kind"),
+                _key("format"),
+                _key("checksum"),
+                _f("size_bytes", L),
+                _f("rows_read", L),
+                _f("rows_ingested", L),
+                _f("rows_quarantined", L),
+                _key("run_id"),
+                _key("ingested_at", TS),
+            ],
+            merge_keys=("campaign_id", "source_file"),
+            description="manifest of ingested landing files: path + checksum make re-ingest a no-op",
+        ),
+        _spec(
+            "quarantine",
+            [
+                _key("campaign_id"),
+                _key("stage"),
+                _key("source_file"),
+                _f("line", L),
+                _f("raw", S),
+                _key("reason"),
+                _key("run_id"),
+                _f("source_checksum", S),
+                _key("quarantined_at", TS),
+            ],
+            merge_keys=("campaign_id", "stage", "source_file", "line"),
+            description="every rejected input row with the reason",
+        ),
+        # ---------------------------------------------------------------- stage outputs
+        _spec(
+            "registrants",
+            [
+                _key("campaign_id"),
+                _key("global_user_id"),
+                _f("member_id", S),
+                _f("email_canonical", S),
+                _f("phone_e164", S),
+                _f("phone_country", S),
+                _f("phone_type", S),
+                _f("identity_cluster_id", S),
+                _f("cluster_size", L),
+                _f("tags", T.ArrayType(S, False)),
+                _key("eligible", B),
+                _f("ineligible_reasons", T.ArrayType(S, False)),
+                _key("run_id"),
+            ],
+            merge_keys=("campaign_id", "global_user_id"),
+        ),
+        _spec(
+            "scores",
+            [
+                _key("campaign_id"),
+                _key("global_user_id"),
+                _f("raw_score", D),
+                _f("score_source", S),
+                _f("band", S),
+                _f("band_score", D),
+                _f("model_version", S),
+                _key("run_id"),
+            ],
+            merge_keys=("campaign_id", "global_user_id"),
+        ),
+        _spec(
+            "selections",
+            [
+                _key("campaign_id"),
+                _key("global_user_id"),
+                _key("verdict"),
+                _f("market_id", S),
+                _f("preference_rank", I),
+                _f("market_rank", L),
+                _f("reasons", T.ArrayType(S, False)),
+                _key("run_id"),
+            ],
+            merge_keys=("campaign_id", "global_user_id", "market_id"),
+        ),
+        _spec(
+            "code_assignments",
+            [
+                _key("campaign_id"),
+                _key("market_id"),
+                _key("global_user_id"),
+                _f("member_id", S),
+                _f("code", S),
+                _key("code_type"),
+                _f("valid_from", TS),
+                _f("valid_until", TS),
+                _key("assigned_at", TS),
+            ],
+            merge_keys=("campaign_id", "global_user_id", "market_id"),
+        ),
+        _spec(
+            "waves",
+            [
+                _key("campaign_id"),
+                _key("wave_id"),
+                _key("notify_at", TS),
+                _key("status"),
+                _f("attempts", I),
+                _f("total", L),
+                _f("sent", L),
+                _f("failed", L),
+                _f("skipped", L),
+            ],
+            merge_keys=("campaign_id", "wave_id"),
+        ),
+        _spec(
+            "wave_messages",
+            [
+                _key("campaign_id"),
+                _key("wave_id"),
+                _key("message_id"),
+                _key("global_user_id"),
+                _f("market_id", S),
+                _key("channel"),
+                _f("recipient", S),
+                _f("code", S),
+                _f("locale", S),
+                _f("text", S),
+                _f("link", S),
+            ],
+            partition_by=("campaign_id", "wave_id"),
+            merge_keys=("campaign_id", "message_id"),
+        ),
+        _spec(
+            "notification_log",
+            [
+                _key("campaign_id"),
+                _key("message_id"),
+                _key("status"),
+                _f("attempts", I),
+                _f("provider_id", S),
+                _f("last_error", S),
+                _f("sent_at", TS),
+            ],
+            merge_keys=("campaign_id", "message_id"),
+        ),
+        # ---------------------------------------------------------------- operations
+        _spec(
+            "pipeline_runs",
+            [
+                _key("run_id"),
+                _key("campaign_id"),
+                _key("stage"),
+                _key("started_at", TS),
+                _f("finished_at", TS),
+                _key("status"),
+                _f("seconds", D),
+                _f("counts", T.MapType(S, L)),
+                _f("files", T.ArrayType(FILE_COUNTS)),
+                _f("error", S),
+            ],
+            merge_keys=("run_id", "stage"),
+            description="one row per stage run: counts, per-file reconciliation, status, error",
+        ),
+        _spec(
+            "dq_results",
+            [
+                _key("run_id"),
+                _key("campaign_id"),
+                _key("table"),
+                _key("expectation"),
+                _key("success", B),
+                _f("observed", S),
+            ],
+        ),
+        _spec(
+            "campaign_stats",
+            [
+                _key("campaign_id"),
+                _key("run_id"),
+                _key("computed_at", TS),
+                _f("funnel", T.MapType(S, L)),
+                _f("per_market", T.MapType(S, T.MapType(S, L))),
+            ],
+        ),
+    ]
+}
+
+
+def sql_literal(value: str) -> str:
+    """A Spark SQL string literal for `value` (paths may contain quotes)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def spec(name: str) -> TableSpec:
+    try:
+        return CATALOG[name]
+    except KeyError:
+        raise SchemaError(f"unknown table {name!r}; known tables: {', '.join(sorted(CATALOG))}") from None
+
+
+def _type_text(dtype: T.DataType) -> str:
+    return dtype.simpleString()
+
+
+def _strip_nullability(dtype: T.DataType) -> T.DataType:
+    """Types compared without nullability: Delta enforces NOT NULL itself at write time."""
+    if isinstance(dtype, T.StructType):
+        return T.StructType([T.StructField(f.name, _strip_nullability(f.dataType), True) for f in dtype.fields])
+    if isinstance(dtype, T.ArrayType):
+        return T.ArrayType(_strip_nullability(dtype.elementType), True)
+    if isinstance(dtype, T.MapType):
+        return T.MapType(_strip_nullability(dtype.keyType), _strip_nullability(dtype.valueType), True)
+    return dtype
+
+
+def schema_differences(expected: T.StructType, actual: T.StructType) -> list[str]:
+    """Human-readable differences, one per column, empty when the schemas match."""
+    problems = []
+    have = {f.name: f for f in actual.fields}
+    want = {f.name: f for f in expected.fields}
+    for name, f in want.items():
+        if name not in have:
+            problems.append(f"column {name!r} ({_type_text(f.dataType)}) is missing")
+        elif _strip_nullability(have[name].dataType) != _strip_nullability(f.dataType):
+            problems.append(
+                f"column {name!r} is {_type_text(have[name].dataType)}, expected {_type_text(f.dataType)}"
+            )
+    for name in have:
+        if name not in want:
+            problems.append(f"column {name!r} is not in the table catalog")
+    return problems
+
+
+class Warehouse:
+    """Read/write helpers for the Delta tables under one warehouse root."""
+
+    def __init__(self, spark: SparkSession, root: str):
+        self.spark = spark
+        self.root = root.rstrip("/")
+        self._checked: set[str] = set()  # tables created or checked against the catalog already
+
+    def path(self, name: str) -> str:
+        spec(name)
+        return f"{self.root}/{name}"
+
+    def exists(self, name: str) -> bool:
+        from delta.tables import DeltaTable
+
+        return DeltaTable.isDeltaTable(self.spark, self.path(name))
+
+    def ensure(self, name: str) -> None:
+        """Create the table with its catalog schema if it does not exist; check it if it does."""
+        from delta.tables import DeltaTable
+
+        t = spec(name)
+        if name in self._checked:
+            return
+        if not self.exists(name):
+            builder = DeltaTable.createIfNotExists(self.spark).location(self.path(name)).addColumns(t.schema)
+            if t.partition_by:
+                builder = builder.partitionedBy(*t.partition_by)
+            builder.execute()
+        else:
+            problems = schema_differences(t.schema, self.spark.read.format("delta").load(self.path(name)).schema)
+            if problems:
+                raise SchemaError(
+                    f"Delta table {self.path(name)} does not match the catalog: " + "; ".join(problems)
+                )
+        self._checked.add(name)
+
+    def conform(self, name: str, df: DataFrame) -> DataFrame:
+        """`df` with exactly the catalog columns in catalog order, or a SchemaError naming the column."""
+        t = spec(name)
+        problems = schema_differences(t.schema, df.schema)
+        if problems:
+            raise SchemaError(f"data for table {name!r} does not match the catalog: " + "; ".join(problems))
+        return df.select(*t.columns)
+
+    def read(self, name: str, campaign_id: str | None = None) -> DataFrame:
+        self.ensure(name)
+        df = self.spark.read.format("delta").load(self.path(name))
+        if campaign_id is not None:
+            df = df.where(F.col("campaign_id") == campaign_id)
+        return df
+
+    def version(self, name: str) -> int | None:
+        """The latest Delta version of a table (for audit output), or None if it does not exist."""
+        from delta.tables import DeltaTable
+
+        if not self.exists(name):
+            return None
+        return DeltaTable.forPath(self.spark, self.path(name)).history(1).select("version").first()[0]
+
+    def append(self, name: str, df: DataFrame) -> None:
+        self.ensure(name)
+        self.conform(name, df).write.format("delta").mode("append").save(self.path(name))
+
+    def replace(self, name: str, df: DataFrame, campaign_id: str, condition: str | None = None) -> None:
+        """Atomically overwrite one campaign's rows (optionally narrowed by `condition`) with `df`."""
+        self.ensure(name)
+        predicate = f"campaign_id = {sql_literal(campaign_id)}"
+        if condition:
+            predicate += f" AND ({condition})"
+        (
+            self.conform(name, df)
+            .write.format("delta")
+            .mode("overwrite")
+            .option("replaceWhere", predicate)
+            .save(self.path(name))
+        )
+
+    def merge(self, name: str, df: DataFrame, update_existing: bool = False) -> None:
+        """MERGE `df` on the table's merge keys: insert new rows; update matches only if asked."""
+        from delta.tables import DeltaTable
+
+        t = spec(name)
+        if not t.merge_keys:
+            raise SchemaError(f"table {name!r} has no merge keys in the catalog")
+        self.ensure(name)
+        source = self.conform(name, df)
+        on = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in t.merge_keys)
+        builder = DeltaTable.forPath(self.spark, self.path(name)).alias("t").merge(source.alias("s"), on)
+        if update_existing:
+            builder = builder.whenMatchedUpdateAll()
+        builder.whenNotMatchedInsertAll().execute()
+
+    def delete(self, name: str, condition: str | Column) -> None:
+        from delta.tables import DeltaTable
+
+        if self.exists(name):
+            DeltaTable.forPath(self.spark, self.path(name)).delete(condition)

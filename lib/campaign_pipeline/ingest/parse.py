@@ -23,8 +23,8 @@ _DATE_ONLY = r"^\d{4}-\d{2}-\d{2}$"
 
 
 def clean_string(col: Column) -> Column:
-    """Trimmed text; an empty or blank value is null."""
-    trimmed = F.trim(col)
+    """Text without surrounding whitespace (tabs and no-break spaces too); blank is null."""
+    trimmed = F.regexp_replace(col, r"^[\s\u00A0\uFEFF]+|[\s\u00A0\uFEFF]+$", "")
     return F.when(F.length(trimmed) > 0, trimmed)
 
 

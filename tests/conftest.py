@@ -1,0 +1,60 @@
+"""One SparkSession for the whole test run: local[2], 2 shuffle partitions, UI off, Delta on."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import make_campaign
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("CAMPAIGN_PIPELINE_JARS_DIR", str(ROOT / "jars"))
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+
+
+@pytest.fixture(scope="session")
+def test_env(tmp_path_factory):
+    from campaign_pipeline.config import Environment, SparkSettings
+
+    base = tmp_path_factory.mktemp("env")
+    return Environment(
+        name="test",
+        mode="local",
+        warehouse_root=str(base / "warehouse"),
+        landing_root=str(base / "landing"),
+        spark=SparkSettings(
+            master="local[2]",
+            conf={
+                "spark.sql.shuffle.partitions": 2,
+                "spark.default.parallelism": 2,
+                "spark.ui.enabled": False,
+                "spark.databricks.delta.snapshotPartitions": 2,
+                "spark.driver.memory": "2g",
+            },
+        ),
+    )
+
+
+@pytest.fixture(scope="session")
+def spark(test_env):
+    from campaign_pipeline.session import build_session
+
+    session = build_session(test_env, app_name="campaign-pipeline-tests")
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def warehouse(spark, tmp_path):
+    from campaign_pipeline.tables import Warehouse
+
+    return Warehouse(spark, str(tmp_path / "warehouse"))
+
+
+@pytest.fixture
+def campaign():
+    return make_campaign()

@@ -1,0 +1,116 @@
+"""Readers keep every delivered row with its physical line number, whatever the format."""
+
+import json
+
+import pytest
+from pyspark.sql import functions as F
+
+from campaign_pipeline.errors import InputError
+from campaign_pipeline.ingest import sources as src
+from campaign_pipeline.ingest.readers import read_landing_file
+
+HEADER = ",".join(src.REGISTRATIONS.field_names)
+
+
+def _row(uid, prefs="NYC-01|LAX-02", last="Smith", ts="2027-02-01T10:00:00Z"):
+    return f"tour-test,{uid},M1,a@b.com,212-555-0101,true,Ann,{last},en_US,US,10001,{prefs},{ts},1.2.3.4,d1,p1,false"
+
+
+def test_csv_keeps_line_numbers_quoted_commas_and_flags_wrong_field_counts(spark, tmp_path):
+    path = tmp_path / "registrations_a.csv"
+    lines = [
+        HEADER,
+        _row("U1"),
+        _row("U2", last='"Smith, Jr."'),
+        "",  # blank line: not a row, but line numbers keep counting
+        _row("U3", last='"O""Brien"'),
+        _row("U4").rsplit(",", 1)[0],  # one field short
+        _row("U5") + ",extra",
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    rows = {r["source_line"]: r for r in read_landing_file(spark, str(path), src.REGISTRATIONS, "csv").collect()}
+    assert sorted(rows) == [2, 3, 5, 6, 7]
+    assert rows[2]["global_user_id"] == "U1" and rows[2]["shape_problem"] is None
+    assert rows[3]["last_name"] == "Smith, Jr."
+    assert rows[5]["last_name"] == 'O"Brien'
+    assert rows[6]["shape_problem"] == "wrong field count: expected 17, got 16"
+    assert rows[7]["shape_problem"] == "wrong field count: expected 17, got 18"
+    assert rows[6]["raw"] == lines[5]
+
+
+def test_columns_may_come_in_any_order_and_case(spark, tmp_path):
+    path = tmp_path / "fan_activity.csv"
+    path.write_text("Tickets_Purchased_24m,GLOBAL_USER_ID\n3,U1\n", encoding="utf-8")
+    row = read_landing_file(spark, str(path), src.FAN_ACTIVITY, "csv").first()
+    assert (row["global_user_id"], row["tickets_purchased_24m"], row["chargebacks_24m"]) == ("U1", "3", None)
+
+
+def test_a_file_without_a_required_column_is_refused_before_anything_is_read(spark, tmp_path):
+    path = tmp_path / "registrations_b.csv"
+    path.write_text("campaign_id,global_user_id,email\ntour-test,U1,a@b.com\n", encoding="utf-8")
+    with pytest.raises(InputError) as info:
+        read_landing_file(spark, str(path), src.REGISTRATIONS, "csv")
+    assert str(info.value).startswith(f"{path}: line 1 (header): required columns market_preferences, registered_at missing")
+
+
+def test_tsv_scores_carry_unknown_columns_along(spark, tmp_path):
+    path = tmp_path / "scored_v2.tsv"
+    path.write_text("campaign_id\tglobal_user_id\tscore\tmodel\tsegment\ntour-test\tU1\t0.97\tgbm-3\tsuperfan\n", encoding="utf-8")
+    row = read_landing_file(spark, str(path), src.SCORED, "tsv").first()
+    assert (row["score"], row["extra"]) == ("0.97", {"model": "gbm-3", "segment": "superfan"})
+
+
+def test_json_lines_take_arrays_and_report_broken_lines(spark, tmp_path):
+    path = tmp_path / "registrations_c.jsonl"
+    good = {"campaign_id": "tour-test", "global_user_id": "U1", "market_preferences": ["LAX-02", "NYC-01"],
+            "registered_at": "2027-02-01T10:00:00Z", "phone_confirmed": True, "Email": "x@y.z"}
+    path.write_text(json.dumps(good) + "\n{not json\n", encoding="utf-8")
+    rows = {r["source_line"]: r for r in read_landing_file(spark, str(path), src.REGISTRATIONS, "json").collect()}
+    assert json.loads(rows[1]["market_preferences"]) == ["LAX-02", "NYC-01"]
+    assert (rows[1]["phone_confirmed"], rows[1]["email"]) == ("true", "x@y.z")
+    assert rows[2]["shape_problem"] == "not a JSON object" and rows[2]["raw"] == "{not json"
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "avro"])
+def test_columnar_files_number_rows_and_turn_typed_values_into_text(spark, tmp_path, fmt):
+    import datetime as dt
+
+    df = spark.createDataFrame(
+        [("tour-test", "U1", ["NYC-01"], dt.datetime(2027, 2, 1, 10, tzinfo=dt.timezone.utc), True),
+         ("tour-test", "U2", ["LAX-02", "NYC-01"], dt.datetime(2027, 2, 2, 10, tzinfo=dt.timezone.utc), None)],
+        "campaign_id string, global_user_id string, market_preferences array<string>, registered_at timestamp, do_not_text boolean",
+    )
+    out = tmp_path / "out"
+    df.coalesce(1).write.format(fmt).save(str(out))
+    part = next(p for p in out.iterdir() if p.name.startswith("part-"))
+    target = tmp_path / f"registrations_d.{fmt}"
+    part.rename(target)
+    rows = {r["source_line"]: r for r in read_landing_file(spark, str(target), src.REGISTRATIONS, fmt).collect()}
+    assert rows[1]["registered_at"] == "2027-02-01T10:00:00.000000Z"
+    assert json.loads(rows[2]["market_preferences"]) == ["LAX-02", "NYC-01"]
+    assert (rows[1]["do_not_text"], rows[2]["do_not_text"]) == ("true", None)
+    assert json.loads(rows[2]["raw"])["global_user_id"] == "U2"
+
+
+def test_line_numbers_are_physical_even_when_spark_splits_the_file(spark, tmp_path):
+    path = tmp_path / "fanlist_ranks.csv"
+    n = 5000
+    path.write_text("global_user_id,rank\n" + "".join(f"U{i:06d},{i}\n" for i in range(1, n + 1)), encoding="utf-8")
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "8k")
+    try:
+        df = read_landing_file(spark, str(path), src.FANLIST_RANKS, "csv")
+        assert df.rdd.getNumPartitions() > 5
+        wrong = df.where(F.col("source_line") != F.col("rank").cast("long") + 1).count()
+        assert (df.count(), wrong) == (n, 0)
+    finally:
+        spark.conf.unset("spark.sql.files.maxPartitionBytes")
+
+
+def test_gzip_compressed_csv_is_read(spark, tmp_path):
+    import gzip
+
+    path = tmp_path / "code_pool.csv.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as fh:
+        fh.write("code,market_id\nAAAA1111,NYC-01\nBBBB2222,\n")
+    rows = sorted((r["source_line"], r["code"], r["market_id"]) for r in read_landing_file(spark, str(path), src.CODE_POOL, "csv").collect())
+    assert rows == [(2, "AAAA1111", "NYC-01"), (3, "BBBB2222", None)]

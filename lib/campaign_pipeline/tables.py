@@ -419,8 +419,12 @@ class Warehouse:
         return df.select(*t.columns)
 
     def read(self, name: str, campaign_id: str | None = None) -> DataFrame:
-        self.ensure(name)
-        df = self.spark.read.format("delta").load(self.path(name))
+        """The table (one campaign's rows if given); an empty frame if it was never written."""
+        if name not in self._checked and not self.exists(name):
+            df = self.spark.createDataFrame([], spec(name).schema)
+        else:
+            self.ensure(name)
+            df = self.spark.read.format("delta").load(self.path(name))
         if campaign_id is not None:
             df = df.where(F.col("campaign_id") == campaign_id)
         return df

@@ -181,19 +181,9 @@ def ingest(ctx: StageContext) -> StageResult:
         # Quarantined rows keep the run's campaign id even when the row named another campaign.
         q = q.withColumn("campaign_id", F.lit(cid))
         wh.replace("quarantine", q, cid, f"stage = 'ingest' AND {_in('source_file', all_names)}")
-        _verify(wh, cid, todo, counts)
-
-    reasons = {}
-    if todo:
-        for r in (
-            wh.read("quarantine", cid)
-            .where((F.col("stage") == "ingest") & F.col("source_file").isin(all_names))
-            .groupBy(_reason_category(F.col("reason")).alias("reason"))
-            .count()
-            .orderBy(F.col("count").desc(), "reason")
-            .collect()
-        ):
-            reasons[r["reason"]] = r["count"]
+        reasons = _verify(wh, cid, todo, counts)
+    else:
+        reasons = {}
 
     manifest = []
     for f, checksum, action in todo:
@@ -256,26 +246,40 @@ def _file_row(f: LandingFile, checksum: str, action: str, c: dict | None) -> dic
     }
 
 
-def _verify(wh: Warehouse, cid: str, todo: list, counts: dict[str, dict[str, int]]) -> None:
-    """Read the written tables back: per file, ingested + quarantined must equal rows read."""
+def _verify(wh: Warehouse, cid: str, todo: list, counts: dict[str, dict[str, int]]) -> dict[str, int]:
+    """Read the written tables back: per file, ingested + quarantined must equal rows read.
+
+    Returns the quarantined rows of these files per reason category (values stripped).
+    """
     names = [f.path for f, _, _ in todo]
-    landed: dict[str, int] = {}
-    for table in {f.kind.table for f, _, _ in todo}:
-        for r in wh.read(table, cid).where(F.col("source_file").isin(names)).groupBy("source_file").count().collect():
-            landed[r[0]] = landed.get(r[0], 0) + r[1]
-    held = {
-        r[0]: r[1]
-        for r in wh.read("quarantine", cid)
-        .where((F.col("stage") == "ingest") & F.col("source_file").isin(names))
-        .groupBy("source_file")
+    landed = None
+    for table in sorted({f.kind.table for f, _, _ in todo}):
+        part = wh.read(table, cid).where(F.col("source_file").isin(names)).select(
+            "source_file", F.lit(None).cast("string").alias("reason")
+        )
+        landed = part if landed is None else landed.unionByName(part)
+    held = wh.read("quarantine", cid).where((F.col("stage") == "ingest") & F.col("source_file").isin(names))
+    rows = (
+        landed.unionByName(held.select("source_file", _reason_category(F.col("reason")).alias("reason")))
+        .groupBy("source_file", "reason")
         .count()
         .collect()
-    }
+    )
+    ingested: dict[str, int] = {}
+    quarantined: dict[str, int] = {}
+    reasons: dict[str, int] = {}
+    for r in rows:
+        if r["reason"] is None:
+            ingested[r["source_file"]] = r["count"]
+        else:
+            quarantined[r["source_file"]] = quarantined.get(r["source_file"], 0) + r["count"]
+            reasons[r["reason"]] = reasons.get(r["reason"], 0) + r["count"]
     for name in names:
         c = counts.get(name, {"read": 0, "ok": 0})
-        if landed.get(name, 0) + held.get(name, 0) != c["read"] or landed.get(name, 0) != c["ok"]:
+        got_ok, got_q = ingested.get(name, 0), quarantined.get(name, 0)
+        if got_ok + got_q != c["read"] or got_ok != c["ok"]:
             raise PipelineError(
-                f"{name}: reconciliation failed: {c['read']} rows read but {landed.get(name, 0)} ingested "
-                f"+ {held.get(name, 0)} quarantined found in the tables"
+                f"{name}: reconciliation failed: {c['read']} rows read but {got_ok} ingested "
+                f"+ {got_q} quarantined found in the tables"
             )
-
+    return dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])))

@@ -32,6 +32,9 @@ def test_env(tmp_path_factory):
                 "spark.default.parallelism": 2,
                 "spark.ui.enabled": False,
                 "spark.databricks.delta.snapshotPartitions": 2,
+                # Tiny test data: interpreted expressions beat compiling code for every query.
+                "spark.sql.codegen.wholeStage": False,
+                "spark.sql.codegen.factoryMode": "NO_CODEGEN",
                 "spark.driver.memory": "2g",
             },
         ),

@@ -113,7 +113,11 @@ def _record(wh: Warehouse, run_id: str, campaign_id: str, name: str, started: dt
         ],
         error,
     )
-    wh.merge("pipeline_runs", spark.createDataFrame([row], schema), update_existing=True)
+    df = spark.createDataFrame([row], schema)
+    if status == "running":  # a new (run, stage): nothing to update yet
+        wh.append("pipeline_runs", df)
+    else:
+        wh.merge("pipeline_runs", df, update_existing=True)
 
 
 def resume_point(wh: Warehouse, campaign_id: str, names: list[str]) -> tuple[str | None, str | None]:

@@ -110,12 +110,11 @@ def ingest(ctx: StageContext) -> StageResult:
     folder = resolve_landing_folder(spark, ctx.env.landing_root, cid)
     files, ignored = list_landing_files(spark, folder)
 
-    known = {r["source_file"]: r["checksum"] for r in wh.read("landing_files", cid).select("source_file", "checksum").collect()}
+    manifest_rows = wh.read("landing_files", cid).select("source_file", "checksum", "kind").collect()
+    known = {r["source_file"]: r["checksum"] for r in manifest_rows}
     if not files and not known:
         raise InputError(f"{folder}: no landing files for campaign {cid} (expected registrations*.csv and friends, SPEC §4)")
-    if not any(f.kind is src.REGISTRATIONS for f in files) and not any(
-        r for r in wh.read("landing_files", cid).where(F.col("kind") == "registrations").select("kind").limit(1).collect()
-    ):
+    if not any(f.kind is src.REGISTRATIONS for f in files) and not any(r["kind"] == "registrations" for r in manifest_rows):
         raise InputError(f"{folder}: no registrations file for campaign {cid}")
 
     result = StageResult()
@@ -134,33 +133,24 @@ def ingest(ctx: StageContext) -> StageResult:
     for f, checksum, _ in todo:
         by_table.setdefault(f.kind.table, []).append(_parsed(spark, ctx, f, checksum))
 
-    counts: dict[str, dict[str, int]] = {}
-    quarantined: list[DataFrame] = []
-    cached: list[DataFrame] = []
+    parsed_by_table = {table: _union(frames).withColumn("_ok", F.size("reasons") == 0) for table, frames in by_table.items()}
+    for df in parsed_by_table.values():
+        df.persist(StorageLevel.MEMORY_AND_DISK)
+    counts = _counts_per_file(spark, parsed_by_table)
+    names_by_table = {t: [f.path for f, _, _ in todo if f.kind.table == t] for t in parsed_by_table}
+    all_names = [f.path for f, _, _ in todo]
+    leftovers = _tables_with_rows_of(wh, cid, names_by_table, all_names)
+
     stamp = F.lit(ctx.started_at).cast("timestamp")
-    for table, frames in by_table.items():
-        set_stage_description(spark, "ingest", f"parse {table}")
-        parsed = frames[0]
-        for more in frames[1:]:
-            parsed = parsed.unionByName(more)
-        parsed = parsed.withColumn("_ok", F.size("reasons") == 0).persist(StorageLevel.MEMORY_AND_DISK)
-        cached.append(parsed)
-        for r in parsed.groupBy("source_file").agg(
-            F.count(F.lit(1)).alias("read"), F.sum(F.col("_ok").cast("long")).alias("ok")
-        ).collect():
-            counts[r["source_file"]] = {"read": r["read"], "ok": r["ok"] or 0}
-        names = [f.path for f, _, _ in todo if f.kind.table == table]
-        good = (
-            parsed.where("_ok")
-            .drop("_ok", "reasons", "raw")
-            .withColumn("ingested_at", stamp)
-            .withColumn("run_id", F.lit(ctx.run_id))
-        )
+    quarantined: list[DataFrame] = []
+    for table, parsed in parsed_by_table.items():
+        good = parsed.where("_ok").drop("_ok", "reasons", "raw").withColumn("ingested_at", stamp).withColumn("run_id", F.lit(ctx.run_id))
         set_stage_description(spark, "ingest", f"write {table}")
-        wh.replace(table, good, cid, _in("source_file", names))
+        _write_files(wh, table, good, cid, names_by_table[table], replace=table in leftovers)
         quarantined.append(
             parsed.where(~F.col("_ok")).select(
-                F.col("campaign_id") if "campaign_id" in parsed.columns else F.lit(cid).alias("campaign_id"),
+                # Quarantined rows keep the run's campaign id even when the row named another campaign.
+                F.lit(cid).alias("campaign_id"),
                 F.lit("ingest").alias("stage"),
                 "source_file",
                 F.col("source_line").alias("line"),
@@ -172,18 +162,12 @@ def ingest(ctx: StageContext) -> StageResult:
             )
         )
 
-    all_names = [f.path for f, _, _ in todo]
+    reasons: dict[str, int] = {}
     if todo:
         set_stage_description(spark, "ingest", "write quarantine")
-        q = quarantined[0]
-        for more in quarantined[1:]:
-            q = q.unionByName(more)
-        # Quarantined rows keep the run's campaign id even when the row named another campaign.
-        q = q.withColumn("campaign_id", F.lit(cid))
-        wh.replace("quarantine", q, cid, f"stage = 'ingest' AND {_in('source_file', all_names)}")
+        _write_files(wh, "quarantine", _union(quarantined), cid, all_names, "stage = 'ingest'", replace="quarantine" in leftovers)
+        set_stage_description(spark, "ingest", "reconcile")
         reasons = _verify(wh, cid, todo, counts)
-    else:
-        reasons = {}
 
     manifest = []
     for f, checksum, action in todo:
@@ -194,7 +178,7 @@ def ingest(ctx: StageContext) -> StageResult:
         )
     if manifest:
         wh.merge("landing_files", spark.createDataFrame(manifest, CATALOG["landing_files"].schema), update_existing=True)
-    for df in cached:
+    for df in parsed_by_table.values():
         df.unpersist()
 
     new = [f for f in result.files if f["action"] != "unchanged"]
@@ -227,6 +211,52 @@ def ingest(ctx: StageContext) -> StageResult:
     if ignored:
         result.summary.append(f"ignored (not a landing file kind): {', '.join(ignored)}")
     return result
+
+
+def _union(frames: list[DataFrame]) -> DataFrame:
+    out = frames[0]
+    for more in frames[1:]:
+        out = out.unionByName(more)
+    return out
+
+
+def _counts_per_file(spark: SparkSession, parsed_by_table: dict[str, DataFrame]) -> dict[str, dict[str, int]]:
+    """Rows read and rows parseable per file, for every table in one job."""
+    if not parsed_by_table:
+        return {}
+    both = _union([df.select("source_file", F.col("_ok").cast("long").alias("ok")) for df in parsed_by_table.values()])
+    rows = both.groupBy("source_file").agg(F.count(F.lit(1)).alias("read"), F.sum("ok").alias("ok")).collect()
+    return {r["source_file"]: {"read": r["read"], "ok": r["ok"] or 0} for r in rows}
+
+
+def _tables_with_rows_of(wh: Warehouse, cid: str, names_by_table: dict[str, list[str]], all_names: list[str]) -> set[str]:
+    """Tables that already hold rows of the files about to be written (a changed file, a crashed run)."""
+    probes = [
+        wh.read(table, cid).where(F.col("source_file").isin(names)).select(F.lit(table).alias("t")).limit(1)
+        for table, names in names_by_table.items()
+        if wh.exists(table)
+    ]
+    if wh.exists("quarantine") and all_names:
+        probes.append(
+            wh.read("quarantine", cid)
+            .where((F.col("stage") == "ingest") & F.col("source_file").isin(all_names))
+            .select(F.lit("quarantine").alias("t"))
+            .limit(1)
+        )
+    return {r["t"] for r in _union(probes).collect()} if probes else set()
+
+
+def _write_files(wh: Warehouse, table: str, df: DataFrame, cid: str, names: list[str], condition: str | None = None,
+                 replace: bool = True) -> None:
+    """Write the rows of these files; with `replace`, atomically instead of the rows they left before.
+
+    Appending is much cheaper than a conditional overwrite, so it is used when the table holds
+    no row of these files.
+    """
+    if replace:
+        wh.replace(table, df, cid, _in("source_file", names) + (f" AND {condition}" if condition else ""))
+    else:
+        wh.append(table, df)
 
 
 def _in(column: str, values: list[str]) -> str:

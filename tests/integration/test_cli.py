@@ -1,0 +1,51 @@
+"""The command line through a subprocess: exit codes and one clear message, never a bare stack trace."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from pyspark.sql import functions as F
+
+from campaign_pipeline.tables import Warehouse
+
+ROOT = Path(__file__).resolve().parents[2]
+CAMPAIGN = ROOT / "conf" / "campaigns" / "spring-tour-2027.yaml"
+
+
+def cli(*args, cwd):
+    env = dict(os.environ, CAMPAIGN_PIPELINE_JARS_DIR=str(ROOT / "jars"), CAMPAIGN_PIPELINE_DRIVER_MEMORY="1g")
+    return subprocess.run(
+        [sys.executable, "-m", "campaign_pipeline.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_bad_config_exits_2_with_file_key_and_problem(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(CAMPAIGN.read_text().replace("capacity: 900,", "capacity: -5,"))
+    proc = cli("run", "--campaign", str(bad), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"error: {bad}: markets[2].capacity: must be > 0, got -5"
+    assert not (tmp_path / "warehouse").exists()
+
+
+def test_missing_landing_folder_exits_3_with_a_clear_message(tmp_path):
+    proc = cli("run", "--campaign", str(CAMPAIGN), "--landing", str(tmp_path / "nope"), "--warehouse", str(tmp_path / "wh"), cwd=tmp_path)
+    assert proc.returncode == 3, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: landing folder not found: neither {tmp_path / 'nope'}/spring-tour-2027 nor")
+    assert "Traceback" not in proc.stderr
+
+
+def test_run_ingests_hand_written_landing_files_and_prints_progress(spark, tmp_path):
+    landing = tmp_path / "landing"
+    shutil.copytree(ROOT / "tests" / "data" / "landing", landing)
+    proc = cli("run", "--campaign", str(CAMPAIGN), "--landing", str(landing), "--warehouse", str(tmp_path / "wh"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    progress = [line for line in proc.stdout.splitlines() if line.startswith("[ingest]")]
+    assert len(progress) == 1 and "rows read 34" in progress[0]
+    assert "quarantined 1 × wrong field count: expected 17" in proc.stdout
+    wh = Warehouse(spark, str(tmp_path / "wh"))
+    assert wh.read("registrations", "spring-tour-2027").count() == 6
+    assert wh.read("pipeline_runs", "spring-tour-2027").where(F.col("status") == "succeeded").count() == 1

@@ -1,0 +1,132 @@
+"""Ingest on a real Spark standalone cluster (master + one worker on 127.0.0.1) gives the same
+tables as local mode: the code ships to executors and keeps no driver-only state."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import pyspark
+import pytest
+
+from campaign_pipeline.config import load_campaign
+from campaign_pipeline.runner import run_pipeline
+from campaign_pipeline.session import local_jars
+from campaign_pipeline.tables import Warehouse
+
+ROOT = Path(__file__).resolve().parents[2]
+SPARK_HOME = Path(pyspark.__file__).parent
+CAMPAIGN = ROOT / "conf" / "campaigns" / "spring-tour-2027.yaml"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(predicate, what: str, seconds: float = 90):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except OSError:
+            pass
+        time.sleep(1)
+    raise TimeoutError(f"{what} not ready after {seconds:.0f} s")
+
+
+@pytest.fixture(scope="module")
+def standalone_cluster(tmp_path_factory):
+    logs = tmp_path_factory.mktemp("cluster-logs")
+    port, ui, worker_ui = _free_port(), _free_port(), _free_port()
+    env = dict(os.environ, SPARK_HOME=str(SPARK_HOME), SPARK_LOCAL_IP="127.0.0.1", SPARK_LOG_DIR=str(logs),
+               SPARK_WORKER_DIR=str(logs / "work"), PYSPARK_PYTHON=sys.executable)
+    spark_class = str(SPARK_HOME / "bin" / "spark-class")
+    master = subprocess.Popen(
+        [spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port), "--webui-port", str(ui)],
+        env=env, stdout=open(logs / "master.log", "w"), stderr=subprocess.STDOUT,
+    )
+    url = f"spark://127.0.0.1:{port}"
+    worker = None
+    try:
+        _wait(lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() is None, "Spark master")
+        worker = subprocess.Popen(
+            [spark_class, "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--cores", "2", "--memory", "2g",
+             "--webui-port", str(worker_ui), url],
+            env=env, stdout=open(logs / "worker.log", "w"), stderr=subprocess.STDOUT,
+        )
+
+        def worker_alive():
+            with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=2) as r:
+                return json.load(r).get("aliveworkers", 0) >= 1
+
+        _wait(worker_alive, "Spark worker registration")
+        yield {"url": url, "env": env, "logs": logs}
+    finally:
+        for proc in (worker, master):
+            if proc is not None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+
+def _package_zip(tmp_path: Path) -> Path:
+    """The package as a --py-files zip, the way it is shipped to a cluster without a pip install."""
+    target = tmp_path / "campaign_pipeline.zip"
+    with zipfile.ZipFile(target, "w") as zf:
+        for path in (ROOT / "lib" / "campaign_pipeline").rglob("*.py"):
+            zf.write(path, path.relative_to(ROOT / "lib"))
+    return target
+
+
+def _table(wh: Warehouse, name: str, cid: str):
+    drop = [c for c in ("run_id", "ingested_at", "quarantined_at") if c in wh.read(name).columns]
+    return sorted(tuple(r) for r in wh.read(name, cid).drop(*drop).collect())
+
+
+@pytest.mark.distributed
+def test_ingest_on_a_standalone_cluster_matches_local_mode(spark, test_env, standalone_cluster, tmp_path):
+    landing = tmp_path / "landing"
+    shutil.copytree(ROOT / "tests" / "data" / "landing", landing)
+    env_file = tmp_path / "cluster.yaml"
+    env_file.write_text(
+        "name: standalone\nmode: cluster\n"
+        f"warehouse_root: {tmp_path / 'wh-cluster'}\nlanding_root: {landing}\n"
+        "spark:\n  conf:\n    spark.sql.shuffle.partitions: 4\n    spark.executor.memory: 1g\n"
+        "    spark.databricks.delta.snapshotPartitions: 2\n    spark.sql.codegen.wholeStage: false\n"
+        "    spark.sql.codegen.factoryMode: NO_CODEGEN\n"
+    )
+    cmd = [
+        str(SPARK_HOME / "bin" / "spark-submit"),
+        "--master", standalone_cluster["url"],
+        "--jars", ",".join(local_jars()),
+        "--py-files", str(_package_zip(tmp_path)),
+        "--conf", f"spark.executorEnv.PYSPARK_PYTHON={sys.executable}",
+        "--conf", "spark.driver.host=127.0.0.1",
+        str(ROOT / "jobs" / "ingest.py"),
+        "--campaign", str(CAMPAIGN), "--env", str(env_file),
+    ]
+    proc = subprocess.run(cmd, env=dict(standalone_cluster["env"], PYSPARK_DRIVER_PYTHON=sys.executable),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "[ingest]" in proc.stdout
+
+    local_env = test_env.with_roots(str(landing), str(tmp_path / "wh-local"))
+    run_pipeline(spark, load_campaign(CAMPAIGN), local_env, stages=["ingest"], out=open(os.devnull, "w"))
+
+    cluster_wh, local_wh = Warehouse(spark, str(tmp_path / "wh-cluster")), Warehouse(spark, str(tmp_path / "wh-local"))
+    for name in ("registrations", "fan_activity", "external_scores", "fanlist_ranks", "code_pool", "screening_lists", "quarantine"):
+        assert _table(cluster_wh, name, "spring-tour-2027") == _table(local_wh, name, "spring-tour-2027"), name
+    # The executors really ran tasks: the worker launched at least one executor for the job.
+    work = standalone_cluster["logs"] / "work"
+    assert any(work.rglob("stderr")), "no executor was launched on the worker"

@@ -14,6 +14,18 @@ ROOT = Path(__file__).resolve().parents[2]
 CAMPAIGN = ROOT / "conf" / "campaigns" / "spring-tour-2027.yaml"
 
 
+def env_file(tmp_path: Path) -> Path:
+    """A local environment sized for tiny test data (2 cores, no code generation)."""
+    path = tmp_path / "env-test.yaml"
+    path.write_text(
+        "name: test\nmode: local\nwarehouse_root: ./warehouse\nlanding_root: ./landing\n"
+        "spark:\n  master: local[2]\n  conf:\n    spark.sql.shuffle.partitions: 2\n    spark.ui.enabled: false\n"
+        "    spark.databricks.delta.snapshotPartitions: 2\n    spark.sql.codegen.wholeStage: false\n"
+        "    spark.sql.codegen.factoryMode: NO_CODEGEN\n"
+    )
+    return path
+
+
 def cli(*args, cwd):
     env = dict(os.environ, CAMPAIGN_PIPELINE_JARS_DIR=str(ROOT / "jars"), CAMPAIGN_PIPELINE_DRIVER_MEMORY="1g")
     return subprocess.run(
@@ -31,7 +43,8 @@ def test_bad_config_exits_2_with_file_key_and_problem(tmp_path):
 
 
 def test_missing_landing_folder_exits_3_with_a_clear_message(tmp_path):
-    proc = cli("run", "--campaign", str(CAMPAIGN), "--landing", str(tmp_path / "nope"), "--warehouse", str(tmp_path / "wh"), cwd=tmp_path)
+    proc = cli("run", "--campaign", str(CAMPAIGN), "--env", str(env_file(tmp_path)), "--landing", str(tmp_path / "nope"),
+               "--warehouse", str(tmp_path / "wh"), cwd=tmp_path)
     assert proc.returncode == 3, proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: landing folder not found: neither {tmp_path / 'nope'}/spring-tour-2027 nor")
@@ -41,7 +54,8 @@ def test_missing_landing_folder_exits_3_with_a_clear_message(tmp_path):
 def test_run_ingests_hand_written_landing_files_and_prints_progress(spark, tmp_path):
     landing = tmp_path / "landing"
     shutil.copytree(ROOT / "tests" / "data" / "landing", landing)
-    proc = cli("run", "--campaign", str(CAMPAIGN), "--landing", str(landing), "--warehouse", str(tmp_path / "wh"), cwd=tmp_path)
+    proc = cli("run", "--campaign", str(CAMPAIGN), "--env", str(env_file(tmp_path)), "--landing", str(landing),
+               "--warehouse", str(tmp_path / "wh"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     progress = [line for line in proc.stdout.splitlines() if line.startswith("[ingest]")]
     assert len(progress) == 1 and "rows read 34" in progress[0]

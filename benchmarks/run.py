@@ -39,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     spark.sparkContext.setLogLevel("ERROR")
 
     t0 = time.perf_counter()
-    out = generate(spark, SynthSpec(campaign_id="bench", registrants=args.registrants, markets=args.markets), str(work / "landing"))
+    out = generate(
+        spark, SynthSpec(campaign_id="bench", registrants=args.registrants, markets=args.markets), str(work / "landing")
+    )
     synth_seconds = time.perf_counter() - t0
     print(f"synth {args.registrants:,} registrants, {args.markets} markets: {synth_seconds:.1f} s")
     campaign = load_campaign(out.campaign_yaml)
@@ -55,10 +57,12 @@ def main(argv: list[str] | None = None) -> int:
             rows[name] = result.counts.get("rows_read", args.registrants)
         print(f"repeat {i + 1}: " + ", ".join(f"{n} {s:.1f} s" for n, _, s in report.rows))
 
-    print(f"\n| stage | rows | runs (s) | median (s) | rows/s |\n|---|---:|---|---:|---:|")
+    print("\n| stage | rows | runs (s) | median (s) | rows/s |\n|---|---:|---|---:|---:|")
     for name, values in timings.items():
         med = statistics.median(values)
-        print(f"| {name} | {rows[name]:,} | {', '.join(f'{v:.1f}' for v in values)} | {med:.1f} | {rows[name] / med:,.0f} |")
+        print(
+            f"| {name} | {rows[name]:,} | {', '.join(f'{v:.1f}' for v in values)} | {med:.1f} | {rows[name] / med:,.0f} |"
+        )
     spark.stop()
     return 0
 

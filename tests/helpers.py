@@ -28,5 +28,5 @@ def stage_context(spark, campaign, env, warehouse_root: str, landing_root: str, 
 
     env = env.with_roots(landing_root, warehouse_root)
     return StageContext(
-        spark, campaign, env, Warehouse(spark, warehouse_root), run_id, dt.datetime(2027, 1, 1, tzinfo=dt.timezone.utc)
+        spark, campaign, env, Warehouse(spark, warehouse_root), run_id, dt.datetime(2027, 1, 1, tzinfo=dt.UTC)
     )

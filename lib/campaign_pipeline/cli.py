@@ -44,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
         _common(one)
 
     synth = sub.add_parser("synth", help="generate a synthetic campaign (landing files, ground truth, YAML)")
-    synth.add_argument("--out", required=True, help="output root: writes <out>/<campaign_id>/ and <out>/<campaign_id>.yaml")
+    synth.add_argument(
+        "--out", required=True, help="output root: writes <out>/<campaign_id>/ and <out>/<campaign_id>.yaml"
+    )
     synth.add_argument("--registrants", type=int, default=200_000)
     synth.add_argument("--markets", type=int, default=12)
     synth.add_argument("--campaign-id", default="demo-tour")
@@ -56,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="synthesise a campaign and run every stage into ./warehouse")
     demo.add_argument("--registrants", type=int, default=200_000)
     demo.add_argument("--markets", type=int, default=12)
-    demo.add_argument("--warehouse", default=None, help="warehouse root (default: the local environment's, ./warehouse)")
+    demo.add_argument(
+        "--warehouse", default=None, help="warehouse root (default: the local environment's, ./warehouse)"
+    )
     demo.add_argument("--env", default="local")
     return parser
 

@@ -98,7 +98,7 @@ class Scoring(_Model):
     @classmethod
     def _bands_disjoint(cls, bands: list[Band]) -> list[Band]:
         ordered = sorted(bands, key=lambda b: b.min)
-        for lower, upper in zip(ordered, ordered[1:]):
+        for lower, upper in zip(ordered, ordered[1:], strict=False):
             if lower.max > upper.min:
                 raise ValueError(f"bands {lower.name!r} and {upper.name!r} overlap")
         names = [b.name for b in bands]
@@ -121,9 +121,7 @@ class Screening(_Model):
     blocked_emails: list[str] = Field(default_factory=list)
     blocked_domains: list[str] = Field(default_factory=list)
     allowed_patterns: list[str] = Field(default_factory=list)
-    rules_files: list[str] = Field(
-        default_factory=list, description="block/allow list files under conf/rules"
-    )
+    rules_files: list[str] = Field(default_factory=list, description="block/allow list files under conf/rules")
     plus_tag_providers: list[str] = Field(
         default_factory=lambda: ["gmail.com", "googlemail.com", "outlook.com", "hotmail.com", "icloud.com"]
     )
@@ -365,9 +363,7 @@ def default_conf_dir() -> Path:
 def load_environment(name_or_path: str = "local", conf_dir: str | os.PathLike[str] | None = None) -> Environment:
     path = environment_path(name_or_path, conf_dir)
     if not path.is_file():
-        raise ConfigError(
-            f"{path}: environment config file not found (pass --env local|emr or a path to a YAML file)"
-        )
+        raise ConfigError(f"{path}: environment config file not found (pass --env local|emr or a path to a YAML file)")
     data = _read_yaml(path, "environment config")
     try:
         return Environment.model_validate(data)

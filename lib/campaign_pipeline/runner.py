@@ -92,9 +92,18 @@ class RunReport:
     resumed_from: str | None = None
 
 
-def _record(wh: Warehouse, run_id: str, campaign_id: str, name: str, started: dt.datetime,
-            finished: dt.datetime | None, status: str, seconds: float | None,
-            result: StageResult | None, error: str | None) -> None:
+def _record(
+    wh: Warehouse,
+    run_id: str,
+    campaign_id: str,
+    name: str,
+    started: dt.datetime,
+    finished: dt.datetime | None,
+    status: str,
+    seconds: float | None,
+    result: StageResult | None,
+    error: str | None,
+) -> None:
     spark = wh.spark
     schema = CATALOG["pipeline_runs"].schema
     row = (
@@ -107,8 +116,16 @@ def _record(wh: Warehouse, run_id: str, campaign_id: str, name: str, started: dt
         seconds,
         {k: int(v) for k, v in (result.counts if result else {}).items()},
         [
-            (f["source_file"], f["kind"], f["format"], f["checksum"], f["action"], f["rows_read"],
-             f["rows_ingested"], f["rows_quarantined"])
+            (
+                f["source_file"],
+                f["kind"],
+                f["format"],
+                f["checksum"],
+                f["action"],
+                f["rows_read"],
+                f["rows_ingested"],
+                f["rows_quarantined"],
+            )
             for f in (result.files if result else [])
         ],
         error,
@@ -161,7 +178,7 @@ def run_pipeline(
     else:
         selected = known
     wh = Warehouse(spark, env.warehouse_root)
-    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     run_id = new_run_id(campaign.campaign_id, now)
     resumed_from = None
     if not stages and not from_start:
@@ -178,7 +195,7 @@ def run_pipeline(
     report = RunReport(run_id, [], resumed_from)
     for st in selected:
         ctx = StageContext(spark, campaign, env, wh, run_id, now)
-        started = dt.datetime.now(dt.timezone.utc)
+        started = dt.datetime.now(dt.UTC)
         _record(wh, run_id, campaign.campaign_id, st.name, started, None, "running", None, None, None)
         set_stage_description(spark, st.name, f"{campaign.campaign_id} run {run_id}")
         t0 = time.perf_counter()
@@ -187,15 +204,35 @@ def run_pipeline(
         except Exception as exc:
             seconds = time.perf_counter() - t0
             message = str(exc) if isinstance(exc, PipelineError) else f"{type(exc).__name__}: {exc}"
-            _record(wh, run_id, campaign.campaign_id, st.name, started, dt.datetime.now(dt.timezone.utc),
-                    "failed", seconds, None, message[:4000])
+            _record(
+                wh,
+                run_id,
+                campaign.campaign_id,
+                st.name,
+                started,
+                dt.datetime.now(dt.UTC),
+                "failed",
+                seconds,
+                None,
+                message[:4000],
+            )
             print(f"[{st.name}] FAILED after {seconds:.1f} s", file=out)
             raise
         finally:
             spark.sparkContext.setJobGroup("", "", interruptOnCancel=False)
         seconds = time.perf_counter() - t0
-        _record(wh, run_id, campaign.campaign_id, st.name, started, dt.datetime.now(dt.timezone.utc),
-                "succeeded", seconds, result, None)
+        _record(
+            wh,
+            run_id,
+            campaign.campaign_id,
+            st.name,
+            started,
+            dt.datetime.now(dt.UTC),
+            "succeeded",
+            seconds,
+            result,
+            None,
+        )
         print(f"[{st.name}] {result.headline()} · {seconds:.1f} s", file=out)
         for line in result.summary:
             print(f"    {line}", file=out)

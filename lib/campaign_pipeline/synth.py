@@ -30,43 +30,151 @@ from pyspark.sql import functions as F
 from campaign_pipeline.config import Campaign, Market, Options, Screening, Wave, dump_campaign
 
 CITIES = [
-    ("NYC", "New York", "America/New_York", "en_US"), ("LAX", "Los Angeles", "America/Los_Angeles", "en_US"),
-    ("CHI", "Chicago", "America/Chicago", "en_US"), ("TOR", "Toronto", "America/Toronto", "en_CA"),
-    ("HOU", "Houston", "America/Chicago", "es_US"), ("ATL", "Atlanta", "America/New_York", "en_US"),
-    ("MIA", "Miami", "America/New_York", "es_US"), ("SEA", "Seattle", "America/Los_Angeles", "en_US"),
-    ("BOS", "Boston", "America/New_York", "en_US"), ("MTL", "Montreal", "America/Toronto", "fr_CA"),
-    ("DEN", "Denver", "America/Denver", "en_US"), ("PHX", "Phoenix", "America/Phoenix", "en_US"),
-    ("VAN", "Vancouver", "America/Vancouver", "en_CA"), ("DAL", "Dallas", "America/Chicago", "en_US"),
-    ("SFO", "San Francisco", "America/Los_Angeles", "en_US"), ("PHL", "Philadelphia", "America/New_York", "en_US"),
-    ("DET", "Detroit", "America/Detroit", "en_US"), ("MSP", "Minneapolis", "America/Chicago", "en_US"),
-    ("NSH", "Nashville", "America/Chicago", "en_US"), ("AUS", "Austin", "America/Chicago", "en_US"),
-    ("LVG", "Las Vegas", "America/Los_Angeles", "en_US"), ("POR", "Portland", "America/Los_Angeles", "en_US"),
-    ("SDG", "San Diego", "America/Los_Angeles", "en_US"), ("CLT", "Charlotte", "America/New_York", "en_US"),
+    ("NYC", "New York", "America/New_York", "en_US"),
+    ("LAX", "Los Angeles", "America/Los_Angeles", "en_US"),
+    ("CHI", "Chicago", "America/Chicago", "en_US"),
+    ("TOR", "Toronto", "America/Toronto", "en_CA"),
+    ("HOU", "Houston", "America/Chicago", "es_US"),
+    ("ATL", "Atlanta", "America/New_York", "en_US"),
+    ("MIA", "Miami", "America/New_York", "es_US"),
+    ("SEA", "Seattle", "America/Los_Angeles", "en_US"),
+    ("BOS", "Boston", "America/New_York", "en_US"),
+    ("MTL", "Montreal", "America/Toronto", "fr_CA"),
+    ("DEN", "Denver", "America/Denver", "en_US"),
+    ("PHX", "Phoenix", "America/Phoenix", "en_US"),
+    ("VAN", "Vancouver", "America/Vancouver", "en_CA"),
+    ("DAL", "Dallas", "America/Chicago", "en_US"),
+    ("SFO", "San Francisco", "America/Los_Angeles", "en_US"),
+    ("PHL", "Philadelphia", "America/New_York", "en_US"),
+    ("DET", "Detroit", "America/Detroit", "en_US"),
+    ("MSP", "Minneapolis", "America/Chicago", "en_US"),
+    ("NSH", "Nashville", "America/Chicago", "en_US"),
+    ("AUS", "Austin", "America/Chicago", "en_US"),
+    ("LVG", "Las Vegas", "America/Los_Angeles", "en_US"),
+    ("POR", "Portland", "America/Los_Angeles", "en_US"),
+    ("SDG", "San Diego", "America/Los_Angeles", "en_US"),
+    ("CLT", "Charlotte", "America/New_York", "en_US"),
     ("ORL", "Orlando", "America/New_York", "en_US"),
 ]
-FIRST = ["Maria", "James", "Sofia", "Liam", "Olivia", "Noah", "Emma", "Mateo", "Ava", "Lucas", "Chloé", "Ethan",
-         "Isabella", "Aiden", "Mia", "Jamal", "Priya", "Wei", "Fatima", "Jörg", "Zoë", "Diego", "Hannah", "Kofi"]
-LAST = ["Garcia", "Smith", "Nguyen", "Johnson", "Brown", "O'Brien", "Müller", "Smith, Jr.", "Kim", "Patel",
-        "Rodriguez", "Martin", "Lee", "Walker", "Hall", "de la Cruz", "Young", "Allen", "Wright", "Lopez",
-        "Chen", "Okafor", "Dubois", "Kowalski"]
+FIRST = [
+    "Maria",
+    "James",
+    "Sofia",
+    "Liam",
+    "Olivia",
+    "Noah",
+    "Emma",
+    "Mateo",
+    "Ava",
+    "Lucas",
+    "Chloé",
+    "Ethan",
+    "Isabella",
+    "Aiden",
+    "Mia",
+    "Jamal",
+    "Priya",
+    "Wei",
+    "Fatima",
+    "Jörg",
+    "Zoë",
+    "Diego",
+    "Hannah",
+    "Kofi",
+]
+LAST = [
+    "Garcia",
+    "Smith",
+    "Nguyen",
+    "Johnson",
+    "Brown",
+    "O'Brien",
+    "Müller",
+    "Smith, Jr.",
+    "Kim",
+    "Patel",
+    "Rodriguez",
+    "Martin",
+    "Lee",
+    "Walker",
+    "Hall",
+    "de la Cruz",
+    "Young",
+    "Allen",
+    "Wright",
+    "Lopez",
+    "Chen",
+    "Okafor",
+    "Dubois",
+    "Kowalski",
+]
 # 20 area codes, 3 of them Canadian: a phone's area slot decides its country.
-AREAS = ["212", "416", "213", "312", "415", "617", "604", "206", "305", "404", "512", "702", "514", "303", "214",
-         "602", "615", "503", "718", "646"]
+AREAS = [
+    "212",
+    "416",
+    "213",
+    "312",
+    "415",
+    "617",
+    "604",
+    "206",
+    "305",
+    "404",
+    "512",
+    "702",
+    "514",
+    "303",
+    "214",
+    "602",
+    "615",
+    "503",
+    "718",
+    "646",
+]
 CA_AREAS = {"416", "604", "514"}
 # (country, e164 prefix, digits after it, national trunk prefix for typing it locally)
-INTL = [("GB", "+447400", 6, "0"), ("GB", "+447800", 6, "0"), ("DE", "+491512", 7, "0"),
-        ("FR", "+3361", 7, "0"), ("FR", "+3367", 7, "0"), ("MX", "+5255", 8, "")]
-PROVIDERS = ["gmail.com", "yahoo.com", "outlook.com", "icloud.com", "hotmail.com", "aol.com", "proton.me", "comcast.net"]
+INTL = [
+    ("GB", "+447400", 6, "0"),
+    ("GB", "+447800", 6, "0"),
+    ("DE", "+491512", 7, "0"),
+    ("FR", "+3361", 7, "0"),
+    ("FR", "+3367", 7, "0"),
+    ("MX", "+5255", 8, ""),
+]
+PROVIDERS = [
+    "gmail.com",
+    "yahoo.com",
+    "outlook.com",
+    "icloud.com",
+    "hotmail.com",
+    "aol.com",
+    "proton.me",
+    "comcast.net",
+]
 DISPOSABLE = ["mailinator.com", "guerrillamail.com", "yopmail.com", "10minutemail.com", "sharklasers.com"]
 BLOCKED_DOMAIN = "scalperhub.example"
 ALLOWED_PATTERN = "*@partners.scalperhub.example"
 CALL_CENTRE_PHONE = "+18005550199"
 REGISTRATION_COLUMNS = [
-    "campaign_id", "global_user_id", "member_id", "email", "phone", "phone_confirmed", "first_name",
-    "last_name", "locale", "country", "postal_code", "market_preferences", "registered_at", "ip_address",
-    "device_id", "payment_fingerprint", "do_not_text",
+    "campaign_id",
+    "global_user_id",
+    "member_id",
+    "email",
+    "phone",
+    "phone_confirmed",
+    "first_name",
+    "last_name",
+    "locale",
+    "country",
+    "postal_code",
+    "market_preferences",
+    "registered_at",
+    "ip_address",
+    "device_id",
+    "payment_fingerprint",
+    "do_not_text",
 ]
-WINDOW_START = dt.datetime(2027, 2, 1, tzinfo=dt.timezone.utc)
+WINDOW_START = dt.datetime(2027, 2, 1, tzinfo=dt.UTC)
 WINDOW_SECONDS = 7 * 24 * 3600
 
 
@@ -142,8 +250,12 @@ def make_campaign(spec: SynthSpec) -> Campaign:
         screening=Screening(ring_size=6, max_shared=50),
         markets=markets,
         waves=[
-            Wave(wave_id="wave-1", notify_at=dt.datetime(2027, 3, 1, 15, tzinfo=dt.timezone.utc), limit=max(1, spec.registrants // 10)),
-            Wave(wave_id="wave-2", notify_at=dt.datetime(2027, 3, 2, 15, tzinfo=dt.timezone.utc)),
+            Wave(
+                wave_id="wave-1",
+                notify_at=dt.datetime(2027, 3, 1, 15, tzinfo=dt.UTC),
+                limit=max(1, spec.registrants // 10),
+            ),
+            Wave(wave_id="wave-2", notify_at=dt.datetime(2027, 3, 2, 15, tzinfo=dt.UTC)),
         ],
     )
 
@@ -160,14 +272,18 @@ def accounts(spark: SparkSession, spec: SynthSpec, campaign: Campaign) -> DataFr
     prev_dup1 = (F.pmod(a - 1, F.lit(8)) == 1) & (d.uniform("dup1", a - 1) < 0.24)
     dup2 = (slot == 2) & prev_dup1 & (d.uniform("dup2", a) < 0.35)
     ring = (slot >= 3) & (d.uniform("ring", a) < 0.04)
-    df = spark.range(n).withColumnRenamed("id", "acct").select(
-        "acct",
-        F.when(ring, "ring").when(dup1 | dup2, "duplicate").otherwise("genuine").alias("role"),
-        F.when(dup1, a - 1).when(dup2, a - 2).otherwise(a).alias("person_id"),
-        F.when(ring, d.below("ring_id", n_rings, a)).alias("ring_id"),
+    df = (
+        spark.range(n)
+        .withColumnRenamed("id", "acct")
+        .select(
+            "acct",
+            F.when(ring, "ring").when(dup1 | dup2, "duplicate").otherwise("genuine").alias("role"),
+            F.when(dup1, a - 1).when(dup2, a - 2).otherwise(a).alias("person_id"),
+            F.when(ring, d.below("ring_id", n_rings, a)).alias("ring_id"),
+        )
     )
-    p, r = F.col("person_id"), F.col("ring_id")
-    is_ring, is_dup = F.col("role") == "ring", F.col("role") == "duplicate"
+    p = F.col("person_id")
+    is_ring = F.col("role") == "ring"
     solo = (F.pmod(p, F.lit(8)) >= 3) & ~is_ring  # a person with a single account
     df = df.select(
         "*",
@@ -183,14 +299,21 @@ def accounts(spark: SparkSession, spec: SynthSpec, campaign: Campaign) -> DataFr
         (solo & (d.uniform("blockedmail", p) < 0.001)).alias("blocked_email"),
         (solo & (d.uniform("blockeddom", p) < 0.002)).alias("blocked_domain"),
         (solo & (d.uniform("allowed", p) < 0.0008)).alias("allowlisted"),
-        ((solo & (d.uniform("disposable", p) < 0.004)) | (is_ring & (d.uniform("ringdisp", a) < 0.3))).alias("disposable"),
+        ((solo & (d.uniform("disposable", p) < 0.004)) | (is_ring & (d.uniform("ringdisp", a) < 0.3))).alias(
+            "disposable"
+        ),
         (d.uniform("dnt", a) < 0.05).alias("do_not_text"),
         F.when(is_ring, d.uniform("conf", a) < 0.2).otherwise(d.uniform("conf", a) < 0.85).alias("phone_confirmed"),
     )
     # exclusive email plantings: the first flag that applies wins
-    df = df.withColumn("blocked_domain", F.col("blocked_domain") & ~F.col("blocked_email")) \
-           .withColumn("allowlisted", F.col("allowlisted") & ~F.col("blocked_email") & ~F.col("blocked_domain")) \
-           .withColumn("disposable", F.col("disposable") & ~F.col("blocked_email") & ~F.col("blocked_domain") & ~F.col("allowlisted"))
+    df = (
+        df.withColumn("blocked_domain", F.col("blocked_domain") & ~F.col("blocked_email"))
+        .withColumn("allowlisted", F.col("allowlisted") & ~F.col("blocked_email") & ~F.col("blocked_domain"))
+        .withColumn(
+            "disposable",
+            F.col("disposable") & ~F.col("blocked_email") & ~F.col("blocked_domain") & ~F.col("allowlisted"),
+        )
+    )
     # Materialise the flags: every later column reads them, and inlining them everywhere makes
     # generated code too large to compile.
     df = df.localCheckpoint(eager=False)
@@ -244,7 +367,9 @@ def _phones(d: _Draw):
             .when(fmt < 6, F.concat(F.substring(e164, 1, 3), F.lit(" "), national))
             .otherwise(e164)
         )
-        garbage = F.element_at(F.array(F.lit("12345"), F.lit("555-01"), F.lit("n/a"), F.lit("000-000-0000")), d.below("garbage", 4, a) + 1)
+        garbage = F.element_at(
+            F.array(F.lit("12345"), F.lit("555-01"), F.lit("n/a"), F.lit("000-000-0000")), d.below("garbage", 4, a) + 1
+        )
         typed = (
             F.when(F.col("no_phone"), F.lit(None))
             .when(F.col("invalid_phone"), garbage)
@@ -307,7 +432,10 @@ def _devices(d: _Draw, n_rings: int):
         a, p, r = F.col("acct"), F.col("person_id"), F.col("ring_id")
         is_ring = F.col("role") == "ring"
         device = (
-            F.when(is_ring & (d.uniform("ringdev", r) < 0.5), F.concat(F.lit("dev-"), F.lower(F.hex(d.hash("ringdevice", r)))))
+            F.when(
+                is_ring & (d.uniform("ringdev", r) < 0.5),
+                F.concat(F.lit("dev-"), F.lower(F.hex(d.hash("ringdevice", r)))),
+            )
             .when(d.uniform("nodev", a) < 0.3, F.lit(None))
             .otherwise(F.concat(F.lit("dev-"), F.lower(F.hex(d.hash("device", a)))))
         )
@@ -316,12 +444,18 @@ def _devices(d: _Draw, n_rings: int):
             .when(d.uniform("nocard", a) < 0.4, F.lit(None))
             .otherwise(F.concat(F.lit("pf_"), F.lower(F.hex(d.hash("card", a)))))
         )
-        ip_key = F.when(is_ring, F.concat(F.lit("r"), r.cast("string"))).otherwise(F.concat(F.lit("a"), a.cast("string")))
+        ip_key = F.when(is_ring, F.concat(F.lit("r"), r.cast("string"))).otherwise(
+            F.concat(F.lit("a"), a.cast("string"))
+        )
         octet = lambda i: (F.pmod(d.hash(f"ip{i}", ip_key), F.lit(254)) + 1).cast("string")  # noqa: E731
         ip = F.concat_ws(".", octet(1), octet(2), octet(3), octet(4))
         postal = F.lpad(d.below("zip", 99999, p).cast("string"), 5, "0")
-        return df.withColumn("device_id", device).withColumn("payment_fingerprint", card) \
-                 .withColumn("ip_address", ip).withColumn("postal_code", postal)
+        return (
+            df.withColumn("device_id", device)
+            .withColumn("payment_fingerprint", card)
+            .withColumn("ip_address", ip)
+            .withColumn("postal_code", postal)
+        )
 
     return transform
 
@@ -336,16 +470,21 @@ def _preferences(d: _Draw, campaign: Campaign):
         u_n = d.uniform("npref", a)
         n_pref = F.when(u_n < 0.35, 1).when(u_n < 0.65, 2).when(u_n < 0.85, 3).otherwise(4)
         n_pref = F.least(n_pref, F.lit(len(ids)))
-        table = F.array(*[
-            F.struct(F.lit(i).alias("i"), F.lit(m).alias("m"), F.lit(float(w)).alias("w"))
-            for i, (m, w) in enumerate(zip(ids, weights))
-        ])
+        table = F.array(
+            *[
+                F.struct(F.lit(i).alias("i"), F.lit(m).alias("m"), F.lit(float(w)).alias("w"))
+                for i, (m, w) in enumerate(zip(ids, weights, strict=True))
+            ]
+        )
         keyed = F.transform(
-            table, lambda t: F.struct((-F.log(d.uniform("pref", a, t["i"]) + 1e-12) / t["w"]).alias("k"), t["m"].alias("m"))
+            table,
+            lambda t: F.struct((-F.log(d.uniform("pref", a, t["i"]) + 1e-12) / t["w"]).alias("k"), t["m"].alias("m")),
         )
         chosen = F.slice(F.transform(F.array_sort(keyed), lambda s: s["m"]), 1, n_pref)
-        locale = F.element_at(F.array(*[F.lit(m.locale) for m in campaign.markets]),
-                              F.array_position(F.array(*[F.lit(i) for i in ids]), F.element_at(chosen, 1)).cast("int"))
+        locale = F.element_at(
+            F.array(*[F.lit(m.locale) for m in campaign.markets]),
+            F.array_position(F.array(*[F.lit(i) for i in ids]), F.element_at(chosen, 1)).cast("int"),
+        )
         return df.withColumn("market_preferences", chosen).withColumn("locale", locale)
 
     return transform
@@ -400,12 +539,26 @@ def registration_rows(df: DataFrame, spec: SynthSpec, fmt: str) -> DataFrame:
     prefs_text = F.array_join("market_preferences", "|")
     rows = df.select(
         F.lit(spec.campaign_id).alias("campaign_id"),
-        "global_user_id", "member_id", "email", "phone",
-        F.when(F.col("phone_confirmed"), "true").otherwise(d.pick("false_word", ["false", "0", "no"], F.col("acct"))).alias("phone_confirmed"),
-        "first_name", "last_name", "locale", "country", "postal_code",
+        "global_user_id",
+        "member_id",
+        "email",
+        "phone",
+        F.when(F.col("phone_confirmed"), "true")
+        .otherwise(d.pick("false_word", ["false", "0", "no"], F.col("acct")))
+        .alias("phone_confirmed"),
+        "first_name",
+        "last_name",
+        "locale",
+        "country",
+        "postal_code",
         (prefs_text if fmt in ("csv", "tsv") else F.col("market_preferences")).alias("market_preferences"),
-        "registered_at", "ip_address", "device_id", "payment_fingerprint",
-        F.when(F.col("do_not_text"), d.pick("true_word", ["true", "1", "yes"], F.col("acct"))).otherwise("false").alias("do_not_text"),
+        "registered_at",
+        "ip_address",
+        "device_id",
+        "payment_fingerprint",
+        F.when(F.col("do_not_text"), d.pick("true_word", ["true", "1", "yes"], F.col("acct")))
+        .otherwise("false")
+        .alias("do_not_text"),
         F.col("acct").alias("_order"),
         F.lit(None).cast("string").alias("_malformed"),
     )
@@ -415,13 +568,27 @@ def registration_rows(df: DataFrame, spec: SynthSpec, fmt: str) -> DataFrame:
 def malformed_rows(spark: SparkSession, spec: SynthSpec, template: DataFrame, fmt: str) -> DataFrame:
     n_bad = max(len(MALFORMED), int(spec.registrants * spec.malformed_rate))
     kinds = F.array(*[F.lit(k) for k, _ in MALFORMED])
-    bad = template.where(F.col("_order") < n_bad).withColumn("_malformed", F.element_at(kinds, (F.pmod(F.col("_order"), F.lit(len(MALFORMED))) + 1).cast("int")))
+    bad = template.where(F.col("_order") < n_bad).withColumn(
+        "_malformed", F.element_at(kinds, (F.pmod(F.col("_order"), F.lit(len(MALFORMED))) + 1).cast("int"))
+    )
     k = F.col("_malformed")
     bad = (
-        bad.withColumn("global_user_id", F.when(k == "missing_id", F.lit("")).otherwise(F.concat(F.lit("X"), F.col("global_user_id"))))
-        .withColumn("registered_at", F.when(k == "bad_timestamp", F.lit("2027-02-31T25:61:00Z"))
-                    .when(k == "no_zone", F.lit("2027-02-03T10:15:00")).otherwise(F.col("registered_at")))
-        .withColumn("market_preferences", F.when(k == "no_market", F.lit("") if fmt in ("csv", "tsv") else F.array().cast("array<string>")).otherwise(F.col("market_preferences")))
+        bad.withColumn(
+            "global_user_id",
+            F.when(k == "missing_id", F.lit("")).otherwise(F.concat(F.lit("X"), F.col("global_user_id"))),
+        )
+        .withColumn(
+            "registered_at",
+            F.when(k == "bad_timestamp", F.lit("2027-02-31T25:61:00Z"))
+            .when(k == "no_zone", F.lit("2027-02-03T10:15:00"))
+            .otherwise(F.col("registered_at")),
+        )
+        .withColumn(
+            "market_preferences",
+            F.when(k == "no_market", F.lit("") if fmt in ("csv", "tsv") else F.array().cast("array<string>")).otherwise(
+                F.col("market_preferences")
+            ),
+        )
         .withColumn("phone_confirmed", F.when(k == "bad_boolean", F.lit("maybe")).otherwise(F.col("phone_confirmed")))
         .withColumn("_order", F.col("_order") + spec.registrants)
     )
@@ -458,7 +625,9 @@ def _move_parts(spark: SparkSession, tmp: str, dest_dir: str, prefix: str, ext: 
     return sorted(moved)
 
 
-def _write_text_files(spark: SparkSession, lines: DataFrame, dest: str, prefix: str, ext: str, n_files: int) -> list[str]:
+def _write_text_files(
+    spark: SparkSession, lines: DataFrame, dest: str, prefix: str, ext: str, n_files: int
+) -> list[str]:
     """`lines` (`_f`, `_k`, `value`) → one text file per `_f`, rows ordered by `_k`."""
     tmp = f"{dest}/_tmp_{prefix}"
     (
@@ -473,7 +642,9 @@ def _write_text_files(spark: SparkSession, lines: DataFrame, dest: str, prefix: 
 
 
 def _with_headers(rows: DataFrame, header: str, n_files: int, spark: SparkSession) -> DataFrame:
-    headers = spark.range(n_files).select(F.col("id").cast("int").alias("_f"), F.lit(-1).cast("long").alias("_k"), F.lit(header).alias("value"))
+    headers = spark.range(n_files).select(
+        F.col("id").cast("int").alias("_f"), F.lit(-1).cast("long").alias("_k"), F.lit(header).alias("value")
+    )
     return rows.unionByName(headers)
 
 
@@ -503,15 +674,29 @@ def generate(spark: SparkSession, spec: SynthSpec, out: str) -> SynthOutput:
     if fmt in ("csv", "tsv"):
         sep = "," if fmt == "csv" else "\t"
         lines = all_rows.select("_f", F.col("_order").alias("_k"), _line(all_rows, sep).alias("value"))
-        _write_text_files(spark, _with_headers(lines, sep.join(REGISTRATION_COLUMNS), n_files, spark), dest, "registrations", fmt, n_files)
+        _write_text_files(
+            spark,
+            _with_headers(lines, sep.join(REGISTRATION_COLUMNS), n_files, spark),
+            dest,
+            "registrations",
+            fmt,
+            n_files,
+        )
     elif fmt == "json":
         payload = F.to_json(F.struct(*[F.col(c) for c in REGISTRATION_COLUMNS]))
         lines = all_rows.select("_f", F.col("_order").alias("_k"), payload.alias("value"))
         _write_text_files(spark, lines, dest, "registrations", "jsonl", n_files)
     else:
         tmp = f"{dest}/_tmp_registrations"
-        (all_rows.repartition(n_files, "_f").sortWithinPartitions("_f", "_order")
-         .select("_f", *REGISTRATION_COLUMNS).write.mode("overwrite").partitionBy("_f").format(fmt).save(tmp))
+        (
+            all_rows.repartition(n_files, "_f")
+            .sortWithinPartitions("_f", "_order")
+            .select("_f", *REGISTRATION_COLUMNS)
+            .write.mode("overwrite")
+            .partitionBy("_f")
+            .format(fmt)
+            .save(tmp)
+        )
         _move_parts(spark, tmp, dest, "registrations", fmt)
 
     # fan activity (Parquet): most registrants have a history; genuine fans are more active.
@@ -521,13 +706,28 @@ def generate(spark: SparkSession, spec: SynthSpec, out: str) -> SynthOutput:
     activity = acc.where(d.uniform("has_activity", a) < 0.92).select(
         "global_user_id",
         F.when(ring, F.timestamp_seconds(F.lit(int(WINDOW_START.timestamp())) - (u("age") * 60 * 86400).cast("long")))
-        .otherwise(F.timestamp_seconds(F.lit(int(dt.datetime(2008, 1, 1, tzinfo=dt.timezone.utc).timestamp())) + (u("age") * 18 * 365 * 86400).cast("long")))
+        .otherwise(
+            F.timestamp_seconds(
+                F.lit(int(dt.datetime(2008, 1, 1, tzinfo=dt.UTC).timestamp()))
+                + (u("age") * 18 * 365 * 86400).cast("long")
+            )
+        )
         .alias("account_created_at"),
-        F.when(ring, F.floor(u("tix") * 3)).otherwise(F.floor(u("tix") * u("tix2") * 14)).cast("long").alias("tickets_purchased_24m"),
+        F.when(ring, F.floor(u("tix") * 3))
+        .otherwise(F.floor(u("tix") * u("tix2") * 14))
+        .cast("long")
+        .alias("tickets_purchased_24m"),
         F.when(ring, F.lit(0)).otherwise(F.floor(u("tix") * u("tix2") * 10)).cast("long").alias("events_attended_24m"),
         F.when(ring, F.lit(0)).otherwise(F.floor(u("atix") * 4)).cast("long").alias("artist_tickets_purchased"),
-        F.when(ring, F.floor(u("streams") * 5)).otherwise(F.floor(F.pow(u("streams"), 3) * 5000)).cast("long").alias("artist_streams_90d"),
-        F.when(ring, F.floor(u("resale") * 50) + 10).when(u("resale") < 0.92, F.lit(0)).otherwise(F.floor(u("resale2") * 3) + 1).cast("long").alias("resale_listings_24m"),
+        F.when(ring, F.floor(u("streams") * 5))
+        .otherwise(F.floor(F.pow(u("streams"), 3) * 5000))
+        .cast("long")
+        .alias("artist_streams_90d"),
+        F.when(ring, F.floor(u("resale") * 50) + 10)
+        .when(u("resale") < 0.92, F.lit(0))
+        .otherwise(F.floor(u("resale2") * 3) + 1)
+        .cast("long")
+        .alias("resale_listings_24m"),
         F.when(ring, F.floor(u("cb") * 5)).otherwise(F.lit(0)).cast("long").alias("chargebacks_24m"),
     )
     tmp = f"{dest}/_tmp_fan_activity"
@@ -535,18 +735,34 @@ def generate(spark: SparkSession, spec: SynthSpec, out: str) -> SynthOutput:
     _move_parts(spark, tmp, dest, "fan_activity", "parquet")
 
     # code pool (CSV): 10% more codes than capacity per market, seeded, unique.
-    markets = spark.createDataFrame([(m.market_id, int(m.capacity * 1.1) + 1) for m in campaign.markets], "market_id string, n int")
+    markets = spark.createDataFrame(
+        [(m.market_id, int(m.capacity * 1.1) + 1) for m in campaign.markets], "market_id string, n int"
+    )
     codes = markets.select("market_id", F.explode(F.sequence(F.lit(1), F.col("n"))).alias("i")).select(
-        F.upper(F.lpad(F.conv(F.pmod(d.hash("code", F.col("market_id"), F.col("i")), F.lit(1 << 50)).cast("string"), 10, 32), 10, "0")).alias("code"),
+        F.upper(
+            F.lpad(
+                F.conv(F.pmod(d.hash("code", F.col("market_id"), F.col("i")), F.lit(1 << 50)).cast("string"), 10, 32),
+                10,
+                "0",
+            )
+        ).alias("code"),
         "market_id",
         F.col("i"),
     )
-    code_lines = codes.select(F.lit(0).alias("_f"), F.col("i").cast("long").alias("_k"), F.concat_ws(",", "code", "market_id").alias("value"))
+    code_lines = codes.select(
+        F.lit(0).alias("_f"), F.col("i").cast("long").alias("_k"), F.concat_ws(",", "code", "market_id").alias("value")
+    )
     _write_text_files(spark, _with_headers(code_lines, "code,market_id", 1, spark), dest, "code_pool", "csv", 1)
 
     # block / allow lists
-    blocked = acc.where("blocked_email").select(F.lit(0).alias("_f"), F.col("acct").alias("_k"), F.col("truth_email").alias("value"))
-    comment = spark.range(1).select(F.lit(0).alias("_f"), F.lit(-1).cast("long").alias("_k"), F.lit("# addresses blocked by the campaign team").alias("value"))
+    blocked = acc.where("blocked_email").select(
+        F.lit(0).alias("_f"), F.col("acct").alias("_k"), F.col("truth_email").alias("value")
+    )
+    comment = spark.range(1).select(
+        F.lit(0).alias("_f"),
+        F.lit(-1).cast("long").alias("_k"),
+        F.lit("# addresses blocked by the campaign team").alias("value"),
+    )
     _write_text_files(spark, blocked.unionByName(comment), dest, "blocked_emails", "txt", 1)
     (landing / "blocked_domains.txt").write_text(f"# resale operations\n{BLOCKED_DOMAIN}\n", encoding="utf-8")
     (landing / "allowed_patterns.txt").write_text(f"# partner staff\n{ALLOWED_PATTERN}\n", encoding="utf-8")
@@ -560,16 +776,35 @@ def generate(spark: SparkSession, spec: SynthSpec, out: str) -> SynthOutput:
         stale.rename(landing / "fan_activity.parquet")
 
     truth_cols = [
-        "acct", "global_user_id", "person_id", "role", "ring_id", "linked_by", "intl", "shared_phone",
-        "invalid_phone", "no_phone", "blocked_email", "blocked_domain", "allowlisted", "disposable",
-        "do_not_text", "phone_confirmed", "truth_phone_e164", "truth_email", "truth_registered_at", "country",
+        "acct",
+        "global_user_id",
+        "person_id",
+        "role",
+        "ring_id",
+        "linked_by",
+        "intl",
+        "shared_phone",
+        "invalid_phone",
+        "no_phone",
+        "blocked_email",
+        "blocked_domain",
+        "allowlisted",
+        "disposable",
+        "do_not_text",
+        "phone_confirmed",
+        "truth_phone_e164",
+        "truth_email",
+        "truth_registered_at",
+        "country",
     ]
     acc.select(*truth_cols, F.lit(None).cast("string").alias("malformed")).unionByName(
         bad.select(
-            F.col("_order").alias("acct"), "global_user_id",
+            F.col("_order").alias("acct"),
+            "global_user_id",
             *[F.lit(None).alias(c) for c in truth_cols[2:]],
             F.col("_malformed").alias("malformed"),
-        ), allowMissingColumns=False,
+        ),
+        allowMissingColumns=False,
     ).write.mode("overwrite").parquet(str(truth / "accounts"))
     acc.unpersist()
 

@@ -16,7 +16,7 @@ from pyspark.sql import types as T
 
 from campaign_pipeline.errors import SchemaError
 
-S, L, I, D, B, TS = T.StringType(), T.LongType(), T.IntegerType(), T.DoubleType(), T.BooleanType(), T.TimestampType()
+S, L, INT, D, B, TS = T.StringType(), T.LongType(), T.IntegerType(), T.DoubleType(), T.BooleanType(), T.TimestampType()
 
 
 def _f(name: str, dtype: T.DataType, nullable: bool = True) -> T.StructField:
@@ -217,7 +217,7 @@ CATALOG: dict[str, TableSpec] = {
                 _key("global_user_id"),
                 _key("verdict"),
                 _f("market_id", S),
-                _f("preference_rank", I),
+                _f("preference_rank", INT),
                 _f("market_rank", L),
                 _f("reasons", T.ArrayType(S, False)),
                 _key("run_id"),
@@ -246,7 +246,7 @@ CATALOG: dict[str, TableSpec] = {
                 _key("wave_id"),
                 _key("notify_at", TS),
                 _key("status"),
-                _f("attempts", I),
+                _f("attempts", INT),
                 _f("total", L),
                 _f("sent", L),
                 _f("failed", L),
@@ -278,7 +278,7 @@ CATALOG: dict[str, TableSpec] = {
                 _key("campaign_id"),
                 _key("message_id"),
                 _key("status"),
-                _f("attempts", I),
+                _f("attempts", INT),
                 _f("provider_id", S),
                 _f("last_error", S),
                 _f("sent_at", TS),
@@ -328,6 +328,15 @@ CATALOG: dict[str, TableSpec] = {
 }
 
 
+def absolute_root(root: str) -> str:
+    """A local folder made absolute (Delta cannot take `./warehouse`); URIs such as s3:// kept."""
+    if "://" in root or root.startswith("file:"):
+        return root.rstrip("/")
+    from pathlib import Path
+
+    return str(Path(root).expanduser().resolve())
+
+
 def sql_literal(value: str) -> str:
     """A Spark SQL string literal for `value` (paths may contain quotes)."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
@@ -364,9 +373,7 @@ def schema_differences(expected: T.StructType, actual: T.StructType) -> list[str
         if name not in have:
             problems.append(f"column {name!r} ({_type_text(f.dataType)}) is missing")
         elif _strip_nullability(have[name].dataType) != _strip_nullability(f.dataType):
-            problems.append(
-                f"column {name!r} is {_type_text(have[name].dataType)}, expected {_type_text(f.dataType)}"
-            )
+            problems.append(f"column {name!r} is {_type_text(have[name].dataType)}, expected {_type_text(f.dataType)}")
     for name in have:
         if name not in want:
             problems.append(f"column {name!r} is not in the table catalog")
@@ -378,7 +385,7 @@ class Warehouse:
 
     def __init__(self, spark: SparkSession, root: str):
         self.spark = spark
-        self.root = root.rstrip("/")
+        self.root = absolute_root(root)
         self._checked: set[str] = set()  # tables created or checked against the catalog already
 
     def path(self, name: str) -> str:
@@ -405,9 +412,7 @@ class Warehouse:
         else:
             problems = schema_differences(t.schema, self.spark.read.format("delta").load(self.path(name)).schema)
             if problems:
-                raise SchemaError(
-                    f"Delta table {self.path(name)} does not match the catalog: " + "; ".join(problems)
-                )
+                raise SchemaError(f"Delta table {self.path(name)} does not match the catalog: " + "; ".join(problems))
         self._checked.add(name)
 
     def conform(self, name: str, df: DataFrame) -> DataFrame:

@@ -29,7 +29,12 @@ def env_file(tmp_path: Path) -> Path:
 def cli(*args, cwd):
     env = dict(os.environ, CAMPAIGN_PIPELINE_JARS_DIR=str(ROOT / "jars"), CAMPAIGN_PIPELINE_DRIVER_MEMORY="1g")
     return subprocess.run(
-        [sys.executable, "-m", "campaign_pipeline.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "campaign_pipeline.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -43,8 +48,18 @@ def test_bad_config_exits_2_with_file_key_and_problem(tmp_path):
 
 
 def test_missing_landing_folder_exits_3_with_a_clear_message(tmp_path):
-    proc = cli("run", "--campaign", str(CAMPAIGN), "--env", str(env_file(tmp_path)), "--landing", str(tmp_path / "nope"),
-               "--warehouse", str(tmp_path / "wh"), cwd=tmp_path)
+    proc = cli(
+        "run",
+        "--campaign",
+        str(CAMPAIGN),
+        "--env",
+        str(env_file(tmp_path)),
+        "--landing",
+        str(tmp_path / "nope"),
+        "--warehouse",
+        str(tmp_path / "wh"),
+        cwd=tmp_path,
+    )
     assert proc.returncode == 3, proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: landing folder not found: neither {tmp_path / 'nope'}/spring-tour-2027 nor")
@@ -54,8 +69,18 @@ def test_missing_landing_folder_exits_3_with_a_clear_message(tmp_path):
 def test_run_ingests_hand_written_landing_files_and_prints_progress(spark, tmp_path):
     landing = tmp_path / "landing"
     shutil.copytree(ROOT / "tests" / "data" / "landing", landing)
-    proc = cli("run", "--campaign", str(CAMPAIGN), "--env", str(env_file(tmp_path)), "--landing", str(landing),
-               "--warehouse", str(tmp_path / "wh"), cwd=tmp_path)
+    proc = cli(
+        "run",
+        "--campaign",
+        str(CAMPAIGN),
+        "--env",
+        str(env_file(tmp_path)),
+        "--landing",
+        str(landing),
+        "--warehouse",
+        str(tmp_path / "wh"),
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     progress = [line for line in proc.stdout.splitlines() if line.startswith("[ingest]")]
     assert len(progress) == 1 and "rows read 34" in progress[0]

@@ -47,21 +47,51 @@ def _wait(predicate, what: str, seconds: float = 90):
 def standalone_cluster(tmp_path_factory):
     logs = tmp_path_factory.mktemp("cluster-logs")
     port, ui, worker_ui = _free_port(), _free_port(), _free_port()
-    env = dict(os.environ, SPARK_HOME=str(SPARK_HOME), SPARK_LOCAL_IP="127.0.0.1", SPARK_LOG_DIR=str(logs),
-               SPARK_WORKER_DIR=str(logs / "work"), PYSPARK_PYTHON=sys.executable)
+    env = dict(
+        os.environ,
+        SPARK_HOME=str(SPARK_HOME),
+        SPARK_LOCAL_IP="127.0.0.1",
+        SPARK_LOG_DIR=str(logs),
+        SPARK_WORKER_DIR=str(logs / "work"),
+        PYSPARK_PYTHON=sys.executable,
+    )
     spark_class = str(SPARK_HOME / "bin" / "spark-class")
     master = subprocess.Popen(
-        [spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port), "--webui-port", str(ui)],
-        env=env, stdout=open(logs / "master.log", "w"), stderr=subprocess.STDOUT,
+        [
+            spark_class,
+            "org.apache.spark.deploy.master.Master",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--webui-port",
+            str(ui),
+        ],
+        env=env,
+        stdout=open(logs / "master.log", "w"),
+        stderr=subprocess.STDOUT,
     )
     url = f"spark://127.0.0.1:{port}"
     worker = None
     try:
         _wait(lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() is None, "Spark master")
         worker = subprocess.Popen(
-            [spark_class, "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--cores", "2", "--memory", "2g",
-             "--webui-port", str(worker_ui), url],
-            env=env, stdout=open(logs / "worker.log", "w"), stderr=subprocess.STDOUT,
+            [
+                spark_class,
+                "org.apache.spark.deploy.worker.Worker",
+                "--host",
+                "127.0.0.1",
+                "--cores",
+                "2",
+                "--memory",
+                "2g",
+                "--webui-port",
+                str(worker_ui),
+                url,
+            ],
+            env=env,
+            stdout=open(logs / "worker.log", "w"),
+            stderr=subprocess.STDOUT,
         )
 
         def worker_alive():
@@ -108,16 +138,29 @@ def test_ingest_on_a_standalone_cluster_matches_local_mode(spark, test_env, stan
     )
     cmd = [
         str(SPARK_HOME / "bin" / "spark-submit"),
-        "--master", standalone_cluster["url"],
-        "--jars", ",".join(local_jars()),
-        "--py-files", str(_package_zip(tmp_path)),
-        "--conf", f"spark.executorEnv.PYSPARK_PYTHON={sys.executable}",
-        "--conf", "spark.driver.host=127.0.0.1",
+        "--master",
+        standalone_cluster["url"],
+        "--jars",
+        ",".join(local_jars()),
+        "--py-files",
+        str(_package_zip(tmp_path)),
+        "--conf",
+        f"spark.executorEnv.PYSPARK_PYTHON={sys.executable}",
+        "--conf",
+        "spark.driver.host=127.0.0.1",
         str(ROOT / "jobs" / "ingest.py"),
-        "--campaign", str(CAMPAIGN), "--env", str(env_file),
+        "--campaign",
+        str(CAMPAIGN),
+        "--env",
+        str(env_file),
     ]
-    proc = subprocess.run(cmd, env=dict(standalone_cluster["env"], PYSPARK_DRIVER_PYTHON=sys.executable),
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        cmd,
+        env=dict(standalone_cluster["env"], PYSPARK_DRIVER_PYTHON=sys.executable),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "[ingest]" in proc.stdout
 
@@ -125,7 +168,15 @@ def test_ingest_on_a_standalone_cluster_matches_local_mode(spark, test_env, stan
     run_pipeline(spark, load_campaign(CAMPAIGN), local_env, stages=["ingest"], out=open(os.devnull, "w"))
 
     cluster_wh, local_wh = Warehouse(spark, str(tmp_path / "wh-cluster")), Warehouse(spark, str(tmp_path / "wh-local"))
-    for name in ("registrations", "fan_activity", "external_scores", "fanlist_ranks", "code_pool", "screening_lists", "quarantine"):
+    for name in (
+        "registrations",
+        "fan_activity",
+        "external_scores",
+        "fanlist_ranks",
+        "code_pool",
+        "screening_lists",
+        "quarantine",
+    ):
         assert _table(cluster_wh, name, "spring-tour-2027") == _table(local_wh, name, "spring-tour-2027"), name
     # The executors really ran tasks: the worker launched at least one executor for the job.
     work = standalone_cluster["logs"] / "work"

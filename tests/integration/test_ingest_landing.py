@@ -51,7 +51,10 @@ def test_every_kind_and_format_lands_and_bad_rows_are_quarantined_with_reasons(s
 
     q = _quarantine(wh)
     assert q == {
-        ("registrations_web.csv", 6): "registered_at: expected an ISO-8601 timestamp with zone, got '2027-02-31T10:00:00Z'",
+        (
+            "registrations_web.csv",
+            6,
+        ): "registered_at: expected an ISO-8601 timestamp with zone, got '2027-02-31T10:00:00Z'",
         ("registrations_web.csv", 7): "missing required field global_user_id",
         ("registrations_web.csv", 8): "no market in market_preferences",
         ("registrations_web.csv", 9): "wrong field count: expected 17, got 7",
@@ -69,20 +72,35 @@ def test_every_kind_and_format_lands_and_bad_rows_are_quarantined_with_reasons(s
     assert raw == "spring-tour-2027,F0008,M008,gus@example.com,3125550125,true,Gus"
 
     scores = {r["global_user_id"]: (r["score"], r["extra"]) for r in wh.read("external_scores", cid).collect()}
-    assert scores == {"F0001": (0.97, {"model_version": "gbm-7", "segment": "superfan"}),
-                      "F0003": (0.41, {"model_version": "gbm-7", "segment": "casual"})}
+    assert scores == {
+        "F0001": (0.97, {"model_version": "gbm-7", "segment": "superfan"}),
+        "F0003": (0.41, {"model_version": "gbm-7", "segment": "casual"}),
+    }
     activity = {r["global_user_id"]: r["tickets_purchased_24m"] for r in wh.read("fan_activity", cid).collect()}
     assert activity == {"F0001": 6, "F0003": 1, "F0101": 3}
-    assert sorted(r["code"] for r in wh.read("code_pool", cid).collect()) == ["ANYAAA0001", "LAXAAA0001", "NYCAAA0001", "NYCAAA0002"]
+    assert sorted(r["code"] for r in wh.read("code_pool", cid).collect()) == [
+        "ANYAAA0001",
+        "LAXAAA0001",
+        "NYCAAA0001",
+        "NYCAAA0002",
+    ]
     lists = sorted((r["list_name"], r["entry"]) for r in wh.read("screening_lists", cid).collect())
-    assert lists == [("allowed_patterns", "*@auroraskies.example"), ("blocked_domains", "resale.example"),
-                     ("blocked_domains", "ticketflip.example"), ("blocked_emails", "scalper@example.com")]
+    assert lists == [
+        ("allowed_patterns", "*@auroraskies.example"),
+        ("blocked_domains", "resale.example"),
+        ("blocked_domains", "ticketflip.example"),
+        ("blocked_emails", "scalper@example.com"),
+    ]
 
     # Per file: rows read = ingested + quarantined, and the run records it.
     result = report.rows[0][1]
     for f in result.files:
         assert f["rows_read"] == f["rows_ingested"] + f["rows_quarantined"], f
-    assert (result.counts["rows_read"], result.counts["rows_ingested"], result.counts["rows_quarantined"]) == (34, 21, 13)
+    assert (result.counts["rows_read"], result.counts["rows_ingested"], result.counts["rows_quarantined"]) == (
+        34,
+        21,
+        13,
+    )
     assert result.counts["files_ignored"] == 1  # README_ops.txt
     runs = wh.read("pipeline_runs", cid).where(F.col("run_id") == report.run_id).first()
     assert runs["status"] == "succeeded" and runs["counts"]["rows_read"] == 34
@@ -124,10 +142,14 @@ def test_a_changed_file_replaces_its_earlier_rows_and_quarantine(spark, test_env
 
 
 def test_a_file_missing_a_required_column_stops_ingest_before_any_write(spark, test_env, landing, tmp_path):
-    (landing / "spring-tour-2027" / "registrations_zz.csv").write_text("campaign_id,global_user_id\nspring-tour-2027,F9\n")
+    (landing / "spring-tour-2027" / "registrations_zz.csv").write_text(
+        "campaign_id,global_user_id\nspring-tour-2027,F9\n"
+    )
     with pytest.raises(InputError) as info:
         _run(spark, test_env, landing, tmp_path / "wh")
-    assert "registrations_zz.csv: line 1 (header): required columns market_preferences, registered_at missing" in str(info.value)
+    assert "registrations_zz.csv: line 1 (header): required columns market_preferences, registered_at missing" in str(
+        info.value
+    )
     wh = Warehouse(spark, str(tmp_path / "wh"))
     data_tables = [t for t in CATALOG if t != "pipeline_runs"]
     assert [t for t in data_tables if wh.exists(t)] == []

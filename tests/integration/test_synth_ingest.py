@@ -23,14 +23,22 @@ def synth_campaign(spark, tmp_path_factory):
 def ingested(spark, test_env, synth_campaign, tmp_path_factory):
     wh_root = tmp_path_factory.mktemp("wh")
     env = test_env.with_roots(str(Path(synth_campaign.landing).parent), str(wh_root))
-    report = run_pipeline(spark, load_campaign(synth_campaign.campaign_yaml), env, stages=["ingest"], out=open("/dev/null", "w"))
+    report = run_pipeline(
+        spark, load_campaign(synth_campaign.campaign_yaml), env, stages=["ingest"], out=open("/dev/null", "w")
+    )
     return Warehouse(spark, str(wh_root)), report
 
 
 def test_synth_writes_every_landing_kind_and_a_matching_campaign(synth_campaign):
     names = sorted(p.name for p in Path(synth_campaign.landing).iterdir() if not p.name.startswith("_"))
-    assert names == ["allowed_patterns.txt", "blocked_domains.txt", "blocked_emails.txt", "code_pool.csv",
-                     "fan_activity.parquet", "registrations_000.csv"]
+    assert names == [
+        "allowed_patterns.txt",
+        "blocked_domains.txt",
+        "blocked_emails.txt",
+        "code_pool.csv",
+        "fan_activity.parquet",
+        "registrations_000.csv",
+    ]
     campaign = load_campaign(synth_campaign.campaign_yaml)
     assert len(campaign.markets) == 8 and campaign.campaign_id == "synth-5k"
 
@@ -45,10 +53,17 @@ def test_truth_plants_the_mess_the_screening_stage_must_find(spark, synth_campai
     truth = spark.read.parquet(synth_campaign.truth)
     roles = {r["role"]: r["count"] for r in truth.groupBy("role").count().collect()}
     assert roles["genuine"] > 0.85 * N and roles["duplicate"] > 0.01 * N and roles["ring"] > 0.01 * N
-    flags = truth.agg(*[F.sum(F.col(c).cast("int")).alias(c) for c in ("intl", "shared_phone", "disposable", "blocked_domain", "do_not_text")]).first()
+    flags = truth.agg(
+        *[
+            F.sum(F.col(c).cast("int")).alias(c)
+            for c in ("intl", "shared_phone", "disposable", "blocked_domain", "do_not_text")
+        ]
+    ).first()
     assert all(flags[c] > 0 for c in flags.asDict()), flags
     # rings share a payment card and register from one IP
-    per_ring = truth.where("role = 'ring'").groupBy("ring_id").agg(F.count(F.lit(1)).alias("n")).agg(F.max("n")).first()[0]
+    per_ring = (
+        truth.where("role = 'ring'").groupBy("ring_id").agg(F.count(F.lit(1)).alias("n")).agg(F.max("n")).first()[0]
+    )
     assert per_ring >= 6
 
 
@@ -60,7 +75,9 @@ def test_every_registration_lands_and_planted_malformed_rows_are_quarantined(spa
     assert regs.count() == N
     assert regs.select("global_user_id").subtract(good_ids).count() == 0
     q = wh.read("quarantine", "synth-5k").where(F.col("source_file").endswith("registrations_000.csv"))
-    planted = {kind: n for kind, n in truth.where(F.col("malformed").isNotNull()).groupBy("malformed").count().collect()}
+    planted = {
+        kind: n for kind, n in truth.where(F.col("malformed").isNotNull()).groupBy("malformed").count().collect()
+    }
     assert q.count() == sum(planted.values())
     for kind, expected_reason in MALFORMED:
         matching = q.where(F.col("reason").startswith(expected_reason)).count()

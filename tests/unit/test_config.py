@@ -38,7 +38,11 @@ def test_a_good_campaign_loads_with_documented_defaults(tmp_path):
     c = load_campaign(_write(tmp_path, GOOD))
     assert c.market_ids == ["NYC-01", "LAX-02", "CHI-03"]
     assert c.options.sms_countries == ["US", "CA"]
-    assert [(b.name, b.min, b.max) for b in c.scoring.bands] == [("high", 0.95, 1.0), ("mid", 0.8, 0.95), ("low", 0.22, 0.8)]
+    assert [(b.name, b.min, b.max) for b in c.scoring.bands] == [
+        ("high", 0.95, 1.0),
+        ("mid", 0.8, 0.95),
+        ("low", 0.22, 0.8),
+    ]
     assert c.screening.ring_size == 6
 
 

@@ -25,15 +25,27 @@ def test_clean_string_trims_and_turns_blank_into_null(spark):
 
 
 def test_booleans_accept_true_false_1_0_yes_no_in_any_case(spark):
-    rows = [("true", True), ("TRUE", True), (" yes ", True), ("1", True), ("Y", True),
-            ("false", False), ("No", False), ("0", False), ("f", False),
-            ("maybe", None), ("", None), (None, None), ("2", None)]
+    rows = [
+        ("true", True),
+        ("TRUE", True),
+        (" yes ", True),
+        ("1", True),
+        ("Y", True),
+        ("false", False),
+        ("No", False),
+        ("0", False),
+        ("f", False),
+        ("maybe", None),
+        ("", None),
+        (None, None),
+        ("2", None),
+    ]
     df = spark.createDataFrame(rows, "raw string, expected boolean").withColumn("got", parse_boolean(F.col("raw")))
     assert_column_equality(df, "got", "expected")
 
 
 def test_timestamps_need_a_zone_and_bad_ones_are_null_not_errors(spark):
-    utc = dt.timezone.utc
+    utc = dt.UTC
     rows = [
         ("2027-02-03T10:15:00Z", dt.datetime(2027, 2, 3, 10, 15, tzinfo=utc)),
         ("2027-02-03T11:15:00+01:00", dt.datetime(2027, 2, 3, 10, 15, tzinfo=utc)),
@@ -50,8 +62,16 @@ def test_timestamps_need_a_zone_and_bad_ones_are_null_not_errors(spark):
 
 
 def test_whole_numbers_accept_spreadsheet_decimals_and_reject_text(spark):
-    rows = [("12", 12), (" 7 ", 7), ("3.0", 3), ("-2", -2), ("1.5", None), ("abc", None), ("", None),
-            ("99999999999999999999", None)]
+    rows = [
+        ("12", 12),
+        (" 7 ", 7),
+        ("3.0", 3),
+        ("-2", -2),
+        ("1.5", None),
+        ("abc", None),
+        ("", None),
+        ("99999999999999999999", None),
+    ]
     df = spark.createDataFrame(rows, "raw string, expected long").withColumn("got", parse_long(F.col("raw")))
     assert_column_equality(df, "got", "expected")
 
@@ -81,7 +101,10 @@ def _registration(**values):
 
 def _parse(spark, rows, campaign_id="tour-test"):
     cols = ["source_file", "source_line", "raw", "shape_problem", *src.REGISTRATIONS.field_names]
-    data = [tuple(["f.csv", i + 1, "raw", r.pop("shape_problem", None)] + [r[c] for c in cols[4:]]) for i, r in enumerate(rows)]
+    data = [
+        tuple(["f.csv", i + 1, "raw", r.pop("shape_problem", None)] + [r[c] for c in cols[4:]])
+        for i, r in enumerate(rows)
+    ]
     schema = "source_file string, source_line long, raw string, shape_problem string, " + ", ".join(
         f"{c} string" for c in cols[4:]
     )

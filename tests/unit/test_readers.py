@@ -50,20 +50,30 @@ def test_a_file_without_a_required_column_is_refused_before_anything_is_read(spa
     path.write_text("campaign_id,global_user_id,email\ntour-test,U1,a@b.com\n", encoding="utf-8")
     with pytest.raises(InputError) as info:
         read_landing_file(spark, str(path), src.REGISTRATIONS, "csv")
-    assert str(info.value).startswith(f"{path}: line 1 (header): required columns market_preferences, registered_at missing")
+    assert str(info.value).startswith(
+        f"{path}: line 1 (header): required columns market_preferences, registered_at missing"
+    )
 
 
 def test_tsv_scores_carry_unknown_columns_along(spark, tmp_path):
     path = tmp_path / "scored_v2.tsv"
-    path.write_text("campaign_id\tglobal_user_id\tscore\tmodel\tsegment\ntour-test\tU1\t0.97\tgbm-3\tsuperfan\n", encoding="utf-8")
+    path.write_text(
+        "campaign_id\tglobal_user_id\tscore\tmodel\tsegment\ntour-test\tU1\t0.97\tgbm-3\tsuperfan\n", encoding="utf-8"
+    )
     row = read_landing_file(spark, str(path), src.SCORED, "tsv").first()
     assert (row["score"], row["extra"]) == ("0.97", {"model": "gbm-3", "segment": "superfan"})
 
 
 def test_json_lines_take_arrays_and_report_broken_lines(spark, tmp_path):
     path = tmp_path / "registrations_c.jsonl"
-    good = {"campaign_id": "tour-test", "global_user_id": "U1", "market_preferences": ["LAX-02", "NYC-01"],
-            "registered_at": "2027-02-01T10:00:00Z", "phone_confirmed": True, "Email": "x@y.z"}
+    good = {
+        "campaign_id": "tour-test",
+        "global_user_id": "U1",
+        "market_preferences": ["LAX-02", "NYC-01"],
+        "registered_at": "2027-02-01T10:00:00Z",
+        "phone_confirmed": True,
+        "Email": "x@y.z",
+    }
     path.write_text(json.dumps(good) + "\n{not json\n", encoding="utf-8")
     rows = {r["source_line"]: r for r in read_landing_file(spark, str(path), src.REGISTRATIONS, "json").collect()}
     assert json.loads(rows[1]["market_preferences"]) == ["LAX-02", "NYC-01"]
@@ -76,8 +86,10 @@ def test_columnar_files_number_rows_and_turn_typed_values_into_text(spark, tmp_p
     import datetime as dt
 
     df = spark.createDataFrame(
-        [("tour-test", "U1", ["NYC-01"], dt.datetime(2027, 2, 1, 10, tzinfo=dt.timezone.utc), True),
-         ("tour-test", "U2", ["LAX-02", "NYC-01"], dt.datetime(2027, 2, 2, 10, tzinfo=dt.timezone.utc), None)],
+        [
+            ("tour-test", "U1", ["NYC-01"], dt.datetime(2027, 2, 1, 10, tzinfo=dt.UTC), True),
+            ("tour-test", "U2", ["LAX-02", "NYC-01"], dt.datetime(2027, 2, 2, 10, tzinfo=dt.UTC), None),
+        ],
         "campaign_id string, global_user_id string, market_preferences array<string>, registered_at timestamp, do_not_text boolean",
     )
     out = tmp_path / "out"
@@ -112,5 +124,8 @@ def test_gzip_compressed_csv_is_read(spark, tmp_path):
     path = tmp_path / "code_pool.csv.gz"
     with gzip.open(path, "wt", encoding="utf-8") as fh:
         fh.write("code,market_id\nAAAA1111,NYC-01\nBBBB2222,\n")
-    rows = sorted((r["source_line"], r["code"], r["market_id"]) for r in read_landing_file(spark, str(path), src.CODE_POOL, "csv").collect())
+    rows = sorted(
+        (r["source_line"], r["code"], r["market_id"])
+        for r in read_landing_file(spark, str(path), src.CODE_POOL, "csv").collect()
+    )
     assert rows == [(2, "AAAA1111", "NYC-01"), (3, "BBBB2222", None)]

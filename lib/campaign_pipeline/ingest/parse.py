@@ -20,11 +20,12 @@ MAX_PREFERENCES = 4
 # An ISO-8601 timestamp must say its zone: `Z`, `+01:00`, `+0100` or `+01`. A bare date is UTC midnight.
 _ZONE = r"(Z|z|[+-]\d{2}(:?\d{2})?)$"
 _DATE_ONLY = r"^\d{4}-\d{2}-\d{2}$"
+_WHITESPACE = " \t\r\n\u00a0\ufeff"
 
 
 def clean_string(col: Column) -> Column:
     """Text without surrounding whitespace (tabs and no-break spaces too); blank is null."""
-    trimmed = F.regexp_replace(col, r"^[\s\u00A0\uFEFF]+|[\s\u00A0\uFEFF]+$", "")
+    trimmed = F.trim(col, F.lit(_WHITESPACE))
     return F.when(F.length(trimmed) > 0, trimmed)
 
 
@@ -61,11 +62,11 @@ def parse_double(col: Column) -> Column:
 def parse_markets(col: Column) -> Column:
     """Ordered, distinct market ids from `A|B|C` text or a JSON array; empty entries dropped."""
     text = clean_string(col)
-    as_array = F.when(
-        text.startswith("["), F.from_json(text, "array<string>")
-    ).otherwise(F.split(text, r"\|"))
-    trimmed = F.transform(as_array, lambda m: F.trim(m))
-    return F.array_distinct(F.filter(trimmed, lambda m: m.isNotNull() & (F.length(m) > 0)))
+    from_text = F.split(text, r"\s*\|\s*")
+    # JSON arrays are rare (JSON lines / columnar files); only they pay for the per-element trim.
+    from_json = F.transform(F.from_json(text, "array<string>"), lambda m: F.trim(m, F.lit(_WHITESPACE)))
+    as_array = F.when(text.startswith("["), from_json).otherwise(from_text)
+    return F.array_distinct(F.array_remove(F.array_compact(as_array), ""))
 
 
 Parser = Callable[[Column, str], tuple[Column, Column]]
@@ -75,78 +76,105 @@ def _problem_if(condition: Column, message: Column) -> Column:
     return F.when(condition, message)
 
 
-def _field(name: str, kind: str, required: bool, campaign_id: str, market_ids: Sequence[str]) -> tuple[Column, Column]:
-    """(typed value, problem text or null) for one landing field."""
-    raw = F.col(name)
-    text = clean_string(raw)
-    missing = _problem_if(text.isNull(), F.lit(f"missing required field {name}")) if required else F.lit(None)
-
-    def bad(value: Column, expected: str) -> Column:
-        return _problem_if(text.isNotNull() & value.isNull(), F.concat(F.lit(f"{name}: expected {expected}, got "), _shown(text)))
-
+def _typed(name: str, kind: str, market_ids: Sequence[str]) -> Column:
+    """The typed value of a cleaned landing field (column `name` is already `clean_string`-ed)."""
+    text = F.col(name)
     if kind in (src.STRING, src.ID):
-        return text, missing
+        return text
     if kind == src.UPPER:
-        return F.upper(text), missing
+        return F.upper(text)
     if kind == src.BOOL:
-        value = parse_boolean(raw)
-        return value, F.coalesce(missing, bad(value, "true/false/1/0/yes/no"))
+        return parse_boolean(text)
     if kind == src.TIMESTAMP:
-        value = parse_timestamp(raw)
-        return value, F.coalesce(missing, bad(value, "an ISO-8601 timestamp with zone"))
+        return parse_timestamp(text)
     if kind in (src.LONG, src.COUNT, src.RANK):
-        value = parse_long(raw)
-        problem = bad(value, "a whole number")
-        if kind == src.COUNT:
-            problem = F.coalesce(problem, _problem_if(value < 0, F.concat(F.lit(f"{name}: expected a count >= 0, got "), _shown(text))))
-        if kind == src.RANK:
-            problem = F.coalesce(problem, _problem_if(value < 1, F.concat(F.lit(f"{name}: expected a rank >= 1, got "), _shown(text))))
-        return value, F.coalesce(missing, problem)
+        return parse_long(text)
     if kind == src.SCORE:
-        value = parse_double(raw)
-        out_of_range = _problem_if((value < 0) | (value > 1), F.concat(F.lit(f"{name}: expected a number in [0, 1], got "), _shown(text)))
-        return value, F.coalesce(missing, bad(value, "a number in [0, 1]"), out_of_range)
+        return parse_double(text)
     if kind == src.MARKETS:
-        given = parse_markets(raw)
-        known = F.array(*[F.lit(m) for m in market_ids])
-        value = F.slice(F.filter(given, lambda m: F.array_contains(known, m)), 1, MAX_PREFERENCES)
-        no_market = _problem_if(
-            text.isNull() | (F.size(given) == 0) | given.isNull(), F.lit(f"no market in {name}")
-        )
-        none_known = _problem_if(
-            F.size(value) == 0,
-            F.concat(F.lit(f"{name}: no market of this campaign in "), _shown(text)),
-        )
-        return value, F.coalesce(no_market, none_known)
+        return parse_markets(text)  # all given markets; cut to the campaign's below
     raise ValueError(f"unknown field kind {kind!r} for {name}")
 
 
-def parse_landing_rows(kind: src.FileKind, campaign_id: str, market_ids: Sequence[str]) -> Callable[[DataFrame], DataFrame]:
+def _problem(name: str, kind: str, required: bool) -> Column:
+    """Why a field cannot be used (null if it can), from cleaned text `_t_<name>` and typed `name`."""
+    text, value = F.col(f"_t_{name}"), F.col(name)
+
+    def bad(expected: str) -> Column:
+        return _problem_if(
+            text.isNotNull() & value.isNull(), F.concat(F.lit(f"{name}: expected {expected}, got "), _shown(text))
+        )
+
+    def out_of_range(condition: Column, expected: str) -> Column:
+        return _problem_if(condition, F.concat(F.lit(f"{name}: expected {expected}, got "), _shown(text)))
+
+    problems: list[Column] = []
+    if required:
+        problems.append(_problem_if(text.isNull(), F.lit(f"missing required field {name}")))
+    if kind == src.BOOL:
+        problems.append(bad("true/false/1/0/yes/no"))
+    elif kind == src.TIMESTAMP:
+        problems.append(bad("an ISO-8601 timestamp with zone"))
+    elif kind in (src.LONG, src.COUNT, src.RANK):
+        problems.append(bad("a whole number"))
+        if kind == src.COUNT:
+            problems.append(out_of_range(value < 0, "a count >= 0"))
+        if kind == src.RANK:
+            problems.append(out_of_range(value < 1, "a rank >= 1"))
+    elif kind == src.SCORE:
+        problems.append(bad("a number in [0, 1]"))
+        problems.append(out_of_range((value < 0) | (value > 1), "a number in [0, 1]"))
+    elif kind == src.MARKETS:
+        given = F.col("_given_markets")
+        problems = [
+            _problem_if(text.isNull() | given.isNull() | (F.size(given) == 0), F.lit(f"no market in {name}")),
+            _problem_if(F.size(value) == 0, F.concat(F.lit(f"{name}: no market of this campaign in "), _shown(text))),
+        ]
+    return F.coalesce(*problems) if problems else F.lit(None).cast("string")
+
+
+def parse_landing_rows(
+    kind: src.FileKind, campaign_id: str, market_ids: Sequence[str]
+) -> Callable[[DataFrame], DataFrame]:
     """Typed columns of `kind` plus `reasons` (empty when the row can be ingested).
 
     Expects the reader's columns: `source_file`, `source_line`, `raw`, `shape_problem` and one
-    string column per field of the kind (null where the file has no such column).
+    string column per field of the kind (null where the file has no such column). Three
+    projections — clean, type, judge — so each value is cleaned and parsed once per row.
     """
+    names = kind.field_names
+    keep = ["source_file", "source_line", "raw", "shape_problem", *(["extra"] if kind.carries_extra else [])]
 
     def transform(df: DataFrame) -> DataFrame:
-        values, problems = [], [F.col("shape_problem")]
+        cleaned = df.select(*keep, *[clean_string(F.col(n)).alias(n) for n in names])
+        typed_cols = []
         for f in kind.fields:
-            value, problem = _field(f.name, f.kind, f.required, campaign_id, market_ids)
-            values.append(value.alias(f.name))
-            problems.append(problem)
+            typed_cols.append(F.col(f.name).alias(f"_t_{f.name}"))
+            typed_cols.append(_typed(f.name, f.kind, market_ids).alias(f.name))
+        if any(f.kind == src.MARKETS for f in kind.fields):
+            markets_field = next(f.name for f in kind.fields if f.kind == src.MARKETS)
+            typed = cleaned.select(*keep, *typed_cols)
+            known = F.array(*[F.lit(m) for m in market_ids])
+            typed = typed.withColumnRenamed(markets_field, "_given_markets").withColumn(
+                markets_field, F.slice(F.array_intersect(F.col("_given_markets"), known), 1, MAX_PREFERENCES)
+            )
+        else:
+            typed = cleaned.select(*keep, *typed_cols)
+        problems = [F.col("shape_problem")] + [_problem(f.name, f.kind, f.required) for f in kind.fields]
         if kind.has_campaign_column:
-            cid = clean_string(F.col("campaign_id"))
+            cid = F.col("_t_campaign_id")
             problems.append(
                 _problem_if(
                     cid.isNotNull() & (cid != F.lit(campaign_id)),
                     F.concat(F.lit("campaign_id: "), _shown(cid), F.lit(f" is not this campaign ('{campaign_id}')")),
                 )
             )
-        reasons = F.filter(F.array(*problems), lambda p: p.isNotNull())
         # A row whose shape is wrong has meaningless field values: report the shape alone.
-        reasons = F.when(F.col("shape_problem").isNotNull(), F.array(F.col("shape_problem"))).otherwise(reasons)
-        extra = [F.col("extra")] if kind.carries_extra else []
-        return df.select("source_file", "source_line", "raw", *values, *extra, reasons.alias("reasons"))
+        reasons = F.when(F.col("shape_problem").isNotNull(), F.array(F.col("shape_problem"))).otherwise(
+            F.array_compact(F.array(*problems))
+        )
+        extra = ["extra"] if kind.carries_extra else []
+        return typed.select("source_file", "source_line", "raw", *names, *extra, reasons.alias("reasons"))
 
     return transform
 
@@ -158,7 +186,10 @@ def parse_list_entries(kind: src.FileKind) -> Callable[[DataFrame], DataFrame]:
         entry = clean_string(F.col("entry"))
         if kind.name == "blocked_emails":
             value = F.lower(entry)
-            problem = _problem_if(~value.rlike(r"^[^@\s]+@[^@\s]+\.[^@\s]+$"), F.concat(F.lit("blocked_emails: expected an email address, got "), _shown(entry)))
+            problem = _problem_if(
+                ~value.rlike(r"^[^@\s]+@[^@\s]+\.[^@\s]+$"),
+                F.concat(F.lit("blocked_emails: expected an email address, got "), _shown(entry)),
+            )
         elif kind.name == "blocked_domains":
             value = F.regexp_replace(F.lower(entry), r"^@", "")
             problem = _problem_if(
@@ -172,7 +203,12 @@ def parse_list_entries(kind: src.FileKind) -> Callable[[DataFrame], DataFrame]:
             F.filter(F.array(problem), lambda p: p.isNotNull())
         )
         return df.select(
-            "source_file", "source_line", "raw", F.lit(kind.name).alias("list_name"), value.alias("entry"), reasons.alias("reasons")
+            "source_file",
+            "source_line",
+            "raw",
+            F.lit(kind.name).alias("list_name"),
+            value.alias("entry"),
+            reasons.alias("reasons"),
         )
 
     return transform

@@ -50,9 +50,9 @@ def read_text_lines(spark: SparkSession, path: str) -> DataFrame:
     )
     numbered = number_rows(lines)
     value = F.regexp_replace(F.col("value"), f"^{_BOM}", "")
-    return numbered.select(
-        F.lit(path).alias("source_file"), "source_line", value.alias("value")
-    ).where(F.length(F.trim(F.col("value"))) > 0)
+    return numbered.select(F.lit(path).alias("source_file"), "source_line", value.alias("value")).where(
+        F.length(F.trim(F.col("value"))) > 0
+    )
 
 
 def read_first_line(spark: SparkSession, path: str) -> str:
@@ -171,14 +171,18 @@ def read_columnar(spark: SparkSession, path: str, kind: src.FileKind, fmt: str) 
     numbered = number_rows(rows)
     original = [F.col(f"`{c.name}`") for c in df.schema.fields]
     fields = [
-        (_as_text(F.col(f"`{columns[f].name}`"), columns[f].dataType) if f in columns else F.lit(None).cast("string")).alias(f)
+        (
+            _as_text(F.col(f"`{columns[f].name}`"), columns[f].dataType) if f in columns else F.lit(None).cast("string")
+        ).alias(f)
         for f in kind.field_names
     ]
     extra = []
     if kind.carries_extra:
         others = [n for n in columns if n not in kind.field_names]
         extra = [
-            _extra_map(others, [_as_text(F.col(f"`{columns[n].name}`"), columns[n].dataType) for n in others]).alias("extra")
+            _extra_map(others, [_as_text(F.col(f"`{columns[n].name}`"), columns[n].dataType) for n in others]).alias(
+                "extra"
+            )
         ]
     return numbered.select(
         F.lit(path).alias("source_file"),

@@ -117,9 +117,15 @@ CODE_POOL = FileKind(
     (Field("code", ID, True), Field("market_id", ID)),
 )
 
-BLOCKED_EMAILS = FileKind("blocked_emails", ("blocked_emails",), "screening_lists", entry_list=True, formats=("txt", "csv"))
-BLOCKED_DOMAINS = FileKind("blocked_domains", ("blocked_domains",), "screening_lists", entry_list=True, formats=("txt", "csv"))
-ALLOWED_PATTERNS = FileKind("allowed_patterns", ("allowed_patterns",), "screening_lists", entry_list=True, formats=("txt", "csv"))
+BLOCKED_EMAILS = FileKind(
+    "blocked_emails", ("blocked_emails",), "screening_lists", entry_list=True, formats=("txt", "csv")
+)
+BLOCKED_DOMAINS = FileKind(
+    "blocked_domains", ("blocked_domains",), "screening_lists", entry_list=True, formats=("txt", "csv")
+)
+ALLOWED_PATTERNS = FileKind(
+    "allowed_patterns", ("allowed_patterns",), "screening_lists", entry_list=True, formats=("txt", "csv")
+)
 
 KINDS: tuple[FileKind, ...] = (
     REGISTRATIONS,

@@ -25,7 +25,7 @@ from campaign_pipeline.ingest.parse import parse_landing_rows, parse_list_entrie
 from campaign_pipeline.ingest.readers import read_landing_file
 from campaign_pipeline.runner import StageContext, StageResult, stage
 from campaign_pipeline.session import set_stage_description
-from campaign_pipeline.tables import CATALOG, Warehouse, sql_literal
+from campaign_pipeline.tables import CATALOG, Warehouse, absolute_root, sql_literal
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ def _fs(spark: SparkSession, path: str):
 
 def resolve_landing_folder(spark: SparkSession, landing_root: str, campaign_id: str) -> str:
     """The campaign's landing folder, or an InputError naming what was looked for."""
-    root = landing_root.rstrip("/")
+    root = absolute_root(landing_root)
     for candidate in (f"{root}/{campaign_id}", root):
         hpath, fs = _fs(spark, candidate)
         if fs.exists(hpath) and fs.getFileStatus(hpath).isDirectory():
@@ -113,8 +113,12 @@ def ingest(ctx: StageContext) -> StageResult:
     manifest_rows = wh.read("landing_files", cid).select("source_file", "checksum", "kind").collect()
     known = {r["source_file"]: r["checksum"] for r in manifest_rows}
     if not files and not known:
-        raise InputError(f"{folder}: no landing files for campaign {cid} (expected registrations*.csv and friends, SPEC §4)")
-    if not any(f.kind is src.REGISTRATIONS for f in files) and not any(r["kind"] == "registrations" for r in manifest_rows):
+        raise InputError(
+            f"{folder}: no landing files for campaign {cid} (expected registrations*.csv and friends, SPEC §4)"
+        )
+    if not any(f.kind is src.REGISTRATIONS for f in files) and not any(
+        r["kind"] == "registrations" for r in manifest_rows
+    ):
         raise InputError(f"{folder}: no registrations file for campaign {cid}")
 
     result = StageResult()
@@ -133,7 +137,9 @@ def ingest(ctx: StageContext) -> StageResult:
     for f, checksum, _ in todo:
         by_table.setdefault(f.kind.table, []).append(_parsed(spark, ctx, f, checksum))
 
-    parsed_by_table = {table: _union(frames).withColumn("_ok", F.size("reasons") == 0) for table, frames in by_table.items()}
+    parsed_by_table = {
+        table: _union(frames).withColumn("_ok", F.size("reasons") == 0) for table, frames in by_table.items()
+    }
     for df in parsed_by_table.values():
         df.persist(StorageLevel.MEMORY_AND_DISK)
     counts = _counts_per_file(spark, parsed_by_table)
@@ -144,7 +150,12 @@ def ingest(ctx: StageContext) -> StageResult:
     stamp = F.lit(ctx.started_at).cast("timestamp")
     quarantined: list[DataFrame] = []
     for table, parsed in parsed_by_table.items():
-        good = parsed.where("_ok").drop("_ok", "reasons", "raw").withColumn("ingested_at", stamp).withColumn("run_id", F.lit(ctx.run_id))
+        good = (
+            parsed.where("_ok")
+            .drop("_ok", "reasons", "raw")
+            .withColumn("ingested_at", stamp)
+            .withColumn("run_id", F.lit(ctx.run_id))
+        )
         set_stage_description(spark, "ingest", f"write {table}")
         _write_files(wh, table, good, cid, names_by_table[table], replace=table in leftovers)
         quarantined.append(
@@ -165,7 +176,9 @@ def ingest(ctx: StageContext) -> StageResult:
     reasons: dict[str, int] = {}
     if todo:
         set_stage_description(spark, "ingest", "write quarantine")
-        _write_files(wh, "quarantine", _union(quarantined), cid, all_names, "stage = 'ingest'", replace="quarantine" in leftovers)
+        _write_files(
+            wh, "quarantine", _union(quarantined), cid, all_names, "stage = 'ingest'", replace="quarantine" in leftovers
+        )
         set_stage_description(spark, "ingest", "reconcile")
         reasons = _verify(wh, cid, todo, counts)
 
@@ -174,10 +187,24 @@ def ingest(ctx: StageContext) -> StageResult:
         c = counts.get(f.path, {"read": 0, "ok": 0})
         result.files.append(_file_row(f, checksum, action, c))
         manifest.append(
-            (cid, f.path, f.kind.name, f.fmt, checksum, f.size, c["read"], c["ok"], c["read"] - c["ok"], ctx.run_id, ctx.started_at)
+            (
+                cid,
+                f.path,
+                f.kind.name,
+                f.fmt,
+                checksum,
+                f.size,
+                c["read"],
+                c["ok"],
+                c["read"] - c["ok"],
+                ctx.run_id,
+                ctx.started_at,
+            )
         )
     if manifest:
-        wh.merge("landing_files", spark.createDataFrame(manifest, CATALOG["landing_files"].schema), update_existing=True)
+        wh.merge(
+            "landing_files", spark.createDataFrame(manifest, CATALOG["landing_files"].schema), update_existing=True
+        )
     for df in parsed_by_table.values():
         df.unpersist()
 
@@ -229,7 +256,9 @@ def _counts_per_file(spark: SparkSession, parsed_by_table: dict[str, DataFrame])
     return {r["source_file"]: {"read": r["read"], "ok": r["ok"] or 0} for r in rows}
 
 
-def _tables_with_rows_of(wh: Warehouse, cid: str, names_by_table: dict[str, list[str]], all_names: list[str]) -> set[str]:
+def _tables_with_rows_of(
+    wh: Warehouse, cid: str, names_by_table: dict[str, list[str]], all_names: list[str]
+) -> set[str]:
     """Tables that already hold rows of the files about to be written (a changed file, a crashed run)."""
     probes = [
         wh.read(table, cid).where(F.col("source_file").isin(names)).select(F.lit(table).alias("t")).limit(1)
@@ -246,8 +275,15 @@ def _tables_with_rows_of(wh: Warehouse, cid: str, names_by_table: dict[str, list
     return {r["t"] for r in _union(probes).collect()} if probes else set()
 
 
-def _write_files(wh: Warehouse, table: str, df: DataFrame, cid: str, names: list[str], condition: str | None = None,
-                 replace: bool = True) -> None:
+def _write_files(
+    wh: Warehouse,
+    table: str,
+    df: DataFrame,
+    cid: str,
+    names: list[str],
+    condition: str | None = None,
+    replace: bool = True,
+) -> None:
     """Write the rows of these files; with `replace`, atomically instead of the rows they left before.
 
     Appending is much cheaper than a conditional overwrite, so it is used when the table holds
@@ -284,8 +320,10 @@ def _verify(wh: Warehouse, cid: str, todo: list, counts: dict[str, dict[str, int
     names = [f.path for f, _, _ in todo]
     landed = None
     for table in sorted({f.kind.table for f, _, _ in todo}):
-        part = wh.read(table, cid).where(F.col("source_file").isin(names)).select(
-            "source_file", F.lit(None).cast("string").alias("reason")
+        part = (
+            wh.read(table, cid)
+            .where(F.col("source_file").isin(names))
+            .select("source_file", F.lit(None).cast("string").alias("reason"))
         )
         landed = part if landed is None else landed.unionByName(part)
     held = wh.read("quarantine", cid).where((F.col("stage") == "ingest") & F.col("source_file").isin(names))

@@ -124,7 +124,7 @@ def _demo(args) -> int:
     print(f"  {'stage':<14}{'rows':>14}{'seconds':>10}")
     print(f"  {'synth':<14}{args.registrants:>14,}{synth_seconds:>10.1f}")
     for name, result, seconds in report.rows:
-        rows = result.counts.get("rows_read", result.counts.get("rows", 0))
+        rows = result.counts.get("rows_read", result.counts.get("registrants", 0))
         print(f"  {name:<14}{rows:>14,}{seconds:>10.1f}")
     print(f"\ntables for campaign {campaign.campaign_id} under {Path(env.warehouse_root).resolve()}:")
     for name in CATALOG:
@@ -132,6 +132,22 @@ def _demo(args) -> int:
             n = wh.read(name, campaign.campaign_id).count()
             if n:
                 print(f"  {name:<18}{n:>12,} rows  {wh.path(name)}")
+    if wh.exists("registrants"):
+        from campaign_pipeline.screening.quality import screening_quality
+
+        quality = screening_quality(wh.read("registrants", campaign.campaign_id), spark.read.parquet(out.truth))
+        print("\nscreening against the synthetic ground truth:")
+        labels = {
+            "ring_ineligible": "planted ring accounts ineligible",
+            "clean_genuine_eligible": "clean genuine accounts eligible",
+            "multi_account_persons_keep_one": "multi-account persons keeping exactly one account",
+            "blocked_ineligible": "blocked / disposable / international ineligible",
+            "allowlisted_eligible": "allow-listed accounts kept",
+            "phone_e164_match": "valid planted phones normalised to the true E.164",
+        }
+        for key, label in labels.items():
+            value = quality.get(key)
+            print(f"  {label:<52} {'n/a' if value is None else f'{value:.2%}'}")
     print(f"\nrun id {report.run_id}; campaign config {out.campaign_yaml}")
     return 0
 

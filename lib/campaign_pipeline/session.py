@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -76,6 +77,8 @@ def build_session(env: Environment, app_name: str = "campaign-pipeline", extra_c
         cores = os.cpu_count() or 2
         # Bind to loopback: a laptop's other interfaces are of no use to local Spark.
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        # Python workers run the interpreter that runs the driver (the venv with pandas, phonenumbers).
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         if "PYSPARK_GATEWAY_PORT" not in os.environ:
             # Not under spark-submit: we choose the master. Under spark-submit, its --master wins.
             conf["spark.master"] = env.spark.master or "local[*]"

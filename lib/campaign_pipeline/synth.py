@@ -285,6 +285,8 @@ def accounts(spark: SparkSession, spec: SynthSpec, campaign: Campaign) -> DataFr
     p = F.col("person_id")
     is_ring = F.col("role") == "ring"
     solo = (F.pmod(p, F.lit(8)) >= 3) & ~is_ring  # a person with a single account
+    # Enough fans behind one call-centre number to exceed max_shared (50) at any campaign size.
+    shared_rate = min(0.05, max(0.002, 130 / max(1, n)))
     df = df.select(
         "*",
         F.concat(F.lit("U"), F.lpad(F.hex(d.hash("uid", a)), 16, "0")).alias("global_user_id"),
@@ -292,10 +294,23 @@ def accounts(spark: SparkSession, spec: SynthSpec, campaign: Campaign) -> DataFr
         d.pick("first", FIRST, p).alias("first_name"),
         d.pick("last", LAST, p).alias("last_name"),
         # international: 2.5% of single-account genuine fans
-        (solo & (d.uniform("intl", p) < 0.025)).alias("intl"),
-        (solo & (d.uniform("callcentre", p) < 0.002)).alias("shared_phone"),
-        (solo & (d.uniform("badphone", p) < 0.005)).alias("invalid_phone"),
-        (d.uniform("nophone", a) < 0.03).alias("no_phone"),
+        # Phone plantings are exclusive (first wins): no phone, invalid, call-centre, international.
+        # Only single-account people lose or garble their phone, so duplicates stay linked by it.
+        (solo & (d.uniform("nophone", p) < 0.03)).alias("no_phone"),
+        (solo & (d.uniform("nophone", p) >= 0.03) & (d.uniform("badphone", p) < 0.005)).alias("invalid_phone"),
+        (
+            solo
+            & (d.uniform("nophone", p) >= 0.03)
+            & (d.uniform("badphone", p) >= 0.005)
+            & (d.uniform("callcentre", p) < shared_rate)
+        ).alias("shared_phone"),
+        (
+            solo
+            & (d.uniform("nophone", p) >= 0.03)
+            & (d.uniform("badphone", p) >= 0.005)
+            & (d.uniform("callcentre", p) >= shared_rate)
+            & (d.uniform("intl", p) < 0.025)
+        ).alias("intl"),
         (solo & (d.uniform("blockedmail", p) < 0.001)).alias("blocked_email"),
         (solo & (d.uniform("blockeddom", p) < 0.002)).alias("blocked_domain"),
         (solo & (d.uniform("allowed", p) < 0.0008)).alias("allowlisted"),

@@ -66,7 +66,7 @@ def test_missing_landing_folder_exits_3_with_a_clear_message(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_run_ingests_hand_written_landing_files_and_prints_progress(spark, tmp_path):
+def test_run_ingests_and_screens_hand_written_landing_files_and_prints_progress(spark, tmp_path):
     landing = tmp_path / "landing"
     shutil.copytree(ROOT / "tests" / "data" / "landing", landing)
     proc = cli(
@@ -85,6 +85,8 @@ def test_run_ingests_hand_written_landing_files_and_prints_progress(spark, tmp_p
     progress = [line for line in proc.stdout.splitlines() if line.startswith("[ingest]")]
     assert len(progress) == 1 and "rows read 34" in progress[0]
     assert "quarantined 1 × wrong field count: expected 17" in proc.stdout
+    assert any(line.startswith("[screen] registrants 6 · eligible 3") for line in proc.stdout.splitlines())
     wh = Warehouse(spark, str(tmp_path / "wh"))
     assert wh.read("registrations", "spring-tour-2027").count() == 6
-    assert wh.read("pipeline_runs", "spring-tour-2027").where(F.col("status") == "succeeded").count() == 1
+    assert wh.read("registrants", "spring-tour-2027").count() == 6
+    assert wh.read("pipeline_runs", "spring-tour-2027").where(F.col("status") == "succeeded").count() == 2

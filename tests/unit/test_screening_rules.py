@@ -1,0 +1,193 @@
+"""Screening rules on small inline DataFrames."""
+
+import datetime as dt
+
+from chispa import assert_column_equality
+from pyspark.sql import functions as F
+
+from campaign_pipeline.screening.emails import canonical_email, glob_regex, normalise_email, parent_domains, tag_emails
+from campaign_pipeline.screening.identity import connected_components, identifier_memberships, split_shared
+from campaign_pipeline.screening.phones import parse_phone
+from campaign_pipeline.screening.stage import assign_tags, cluster_verdicts, latest_registration, velocity_flags
+
+PROVIDERS = ["gmail.com", "googlemail.com", "outlook.com"]
+
+
+def test_canonical_email_folds_gmail_dots_and_plus_tags_only_where_the_provider_does(spark):
+    rows = [
+        ("J.Doe+presale@Gmail.com ", "jdoe@gmail.com"),
+        ("jdoe@googlemail.com", "jdoe@gmail.com"),
+        ("john.smith+x@outlook.com", "john.smith@outlook.com"),
+        ("john.smith+x@example.org", "john.smith+x@example.org"),
+        ("  ", None),
+    ]
+    df = spark.createDataFrame(rows, "raw string, expected string").withColumn(
+        "got", canonical_email(normalise_email(F.col("raw")), PROVIDERS)
+    )
+    assert_column_equality(df, "got", "expected")
+
+
+def test_parent_domains_stop_at_two_labels(spark):
+    row = (
+        spark.createDataFrame([("a.b.mailinator.com",)], "d string")
+        .select(*[c.alias(f"p{i}") for i, c in enumerate(parent_domains(F.col("d")))])
+        .first()
+    )
+    assert list(row) == ["a.b.mailinator.com", "b.mailinator.com", "mailinator.com", None]
+
+
+def test_glob_patterns_become_one_anchored_regex():
+    assert glob_regex(["*@Partners.Example", "vip+?@gmail.com"]) == r"^(?:.*@partners\.example|vip\+.@gmail\.com)$"
+    assert glob_regex([" "]) is None
+
+
+def test_email_blocks_disposable_subdomains_and_allow_list_wins(spark):
+    df = spark.createDataFrame(
+        [
+            ("u1", "Ann@x.mailinator.com"),
+            ("u2", "b.o.b+promo@gmail.com"),
+            ("u3", "carl@partners.resale.example"),
+            ("u4", "dee@resale.example"),
+            ("u5", "not an email"),
+            ("u6", "eve@fine.example"),
+        ],
+        "global_user_id string, email string",
+    )
+    out = {
+        r["global_user_id"]: (r["_blocked_email"], r["_blocked_domain"], r["_allowlisted"], r["_invalid_email"])
+        for r in df.transform(
+            tag_emails(spark, PROVIDERS, ["BOB@gmail.com"], ["resale.example"], ["*@partners.resale.example"])
+        ).collect()
+    }
+    assert out == {
+        "u1": (False, True, False, False),  # disposable parent domain
+        "u2": (True, False, False, False),  # a gmail spelling of a blocked address
+        "u3": (False, False, True, False),  # blocked domain, but allow-listed
+        "u4": (False, True, False, False),
+        "u5": (False, False, False, True),
+        "u6": (False, False, False, False),
+    }
+
+
+def test_phones_typed_many_ways_give_one_e164():
+    for typed, region in [
+        ("(212) 555-0134", "US"),
+        ("212.555.0134", None),
+        ("+1 212 555 0134", "GB"),
+        ("1-212-555-0134", "US"),
+    ]:
+        assert parse_phone(typed, region)[:2] == ("+12125550134", "US"), typed
+    assert parse_phone("07400 123456", "GB")[:3] == ("+447400123456", "GB", "mobile")
+    assert parse_phone("12345", "US") == (None, None, None, False)
+    assert parse_phone("  ", "US") == (None, None, None, None)
+
+
+def test_identity_components_join_shared_identifiers_and_skip_hot_keys(spark):
+    rows = [
+        # a, b share a card; b, c share a device → one cluster {a, b, c}
+        ("a", "a@x.com", None, None, "card-1"),
+        ("b", "b@x.com", None, "dev-1", "card-1"),
+        ("c", "c@x.com", None, "dev-1", None),
+        # d, e share only a placeholder and a hot phone held by 3 accounts (max_shared = 2)
+        ("d", "d@x.com", "+18005550199", "unknown", None),
+        ("e", "e@x.com", "+18005550199", "unknown", None),
+        ("f", "f@x.com", "+18005550199", None, None),
+    ]
+    df = spark.createDataFrame(
+        rows,
+        "global_user_id string, email_canonical string, phone_e164 string, device_id string, payment_fingerprint string",
+    )
+    edges, shared = split_shared(identifier_memberships(df), max_shared=2)
+    clusters, rounds = connected_components(edges, lambda d: d.localCheckpoint())
+    assert {r["account"]: r["cluster"] for r in clusters.collect()} == {"a": "a", "b": "a", "c": "a"}
+    assert sorted(r["account"] for r in shared.collect()) == ["d", "e", "f"]
+    assert rounds <= 3
+
+
+def test_inside_a_cluster_the_confirmed_then_earliest_then_smallest_account_stays(spark):
+    t = dt.datetime(2027, 2, 1, tzinfo=dt.UTC)
+    rows = [
+        ("k1", "z9", False, t, 3),
+        ("k1", "a1", True, t + dt.timedelta(hours=1), 3),
+        ("k1", "b2", True, t + dt.timedelta(hours=2), 3),
+        ("k2", "c3", True, t, 2),
+        ("k2", "c1", True, t, 2),
+        ("ring", "r1", True, t, 7),
+    ]
+    df = spark.createDataFrame(
+        rows,
+        "identity_cluster_id string, global_user_id string, phone_confirmed boolean, registered_at timestamp, cluster_size long",
+    )
+    out = {
+        r["global_user_id"]: (r["_duplicate"], r["_fraud_ring"])
+        for r in df.transform(cluster_verdicts(ring_size=6)).collect()
+    }
+    assert out == {
+        "a1": (False, False),
+        "b2": (True, False),
+        "z9": (True, False),
+        "c1": (False, False),
+        "c3": (True, False),
+        "r1": (False, True),
+    }
+
+
+def test_velocity_flags_a_burst_from_one_ip_but_not_spread_out_registrations(spark):
+    t = dt.datetime(2027, 2, 1, tzinfo=dt.UTC)
+    burst = [(f"b{i}", "9.9.9.9", None, t + dt.timedelta(minutes=i)) for i in range(6)]
+    spread = [(f"s{i}", "8.8.8.8", None, t + dt.timedelta(hours=i)) for i in range(6)]
+    df = spark.createDataFrame(
+        burst + spread, "global_user_id string, ip_address string, device_id string, registered_at timestamp"
+    ).withColumn("campaign_id", F.lit("c"))
+    out = {r["global_user_id"]: r["_velocity"] for r in df.transform(velocity_flags(5, 10)).collect()}
+    assert all(out[f"b{i}"] for i in range(6)) and not any(out[f"s{i}"] for i in range(6))
+
+
+def test_tags_and_eligibility_follow_the_rule_book(spark):
+    flags = [
+        "_invalid_phone",
+        "_unconfirmed_phone",
+        "_intl_phone",
+        "_invalid_email",
+        "_blocked_email",
+        "_blocked_domain",
+        "_allowlisted",
+        "_shared_identifier",
+        "_duplicate",
+        "_fraud_ring",
+        "_velocity",
+        "_scalper",
+    ]
+    rows = [
+        ("clean", *[False] * 12),
+        ("unconfirmed", False, True, *[False] * 10),
+        ("intl", False, False, True, *[False] * 9),
+        ("ring_velocity", *[False] * 9, True, True, False),
+    ]
+    df = spark.createDataFrame(rows, "fan string, " + ", ".join(f"{f} boolean" for f in flags))
+    strict = {
+        r["fan"]: (r["tags"], r["eligible"], r["ineligible_reasons"])
+        for r in df.transform(assign_tags(False)).collect()
+    }
+    assert strict["clean"] == ([], True, [])
+    assert strict["unconfirmed"] == (["UNCONFIRMED_PHONE"], True, [])
+    assert strict["intl"] == (["INTL_PHONE"], False, ["INTL_PHONE"])
+    assert strict["ring_velocity"] == (["FRAUD_RING", "VELOCITY"], False, ["FRAUD_RING", "VELOCITY"])
+    lenient = {r["fan"]: r["eligible"] for r in df.transform(assign_tags(True)).collect()}
+    assert lenient["intl"] is True
+
+
+def test_a_fan_registered_twice_keeps_the_latest_registration(spark):
+    t = dt.datetime(2027, 2, 1, tzinfo=dt.UTC)
+    df = spark.createDataFrame(
+        [
+            ("c", "u1", t, "f1", 2, "old"),
+            ("c", "u1", t + dt.timedelta(days=1), "f2", 5, "new"),
+            ("c", "u2", t, "f1", 3, "only"),
+        ],
+        "campaign_id string, global_user_id string, registered_at timestamp, source_file string, source_line long, email string",
+    )
+    assert sorted((r["global_user_id"], r["email"]) for r in latest_registration(df).collect()) == [
+        ("u1", "new"),
+        ("u2", "only"),
+    ]

@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--registrants", type=int, default=int(os.environ.get("BENCH_REGISTRANTS", 2_000_000)))
     parser.add_argument("--markets", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--stages", default="ingest")
+    parser.add_argument("--stages", default="ingest,screen")
     parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "campaign-pipeline-bench"))
     args = parser.parse_args(argv)
 
@@ -47,14 +47,18 @@ def main(argv: list[str] | None = None) -> int:
     campaign = load_campaign(out.campaign_yaml)
     stages = [s.strip() for s in args.stages.split(",")]
 
-    timings: dict[str, list[float]] = {s: [] for s in stages}
+    timings: dict[str, list[float]] = {s: [] for s in stages}  # plus "<stage>: <step>" entries
     rows: dict[str, int] = {}
     for i in range(args.repeats):
         shutil.rmtree(work / "warehouse", ignore_errors=True)
         report = run_pipeline(spark, campaign, env, stages=stages, from_start=True, out=open(os.devnull, "w"))
         for name, result, seconds in report.rows:
             timings[name].append(seconds)
-            rows[name] = result.counts.get("rows_read", args.registrants)
+            rows[name] = result.counts.get("rows_read", result.counts.get("registrants", args.registrants))
+            for key, ms in result.counts.items():
+                if key.startswith("ms:"):
+                    timings.setdefault(f"{name}: {key[3:]}", []).append(ms / 1000)
+                    rows[f"{name}: {key[3:]}"] = rows[name]
         print(f"repeat {i + 1}: " + ", ".join(f"{n} {s:.1f} s" for n, _, s in report.rows))
 
     print("\n| stage | rows | runs (s) | median (s) | rows/s |\n|---|---:|---|---:|---:|")
@@ -63,6 +67,13 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"| {name} | {rows[name]:,} | {', '.join(f'{v:.1f}' for v in values)} | {med:.1f} | {rows[name] / med:,.0f} |"
         )
+    if "screen" in stages:
+        from campaign_pipeline.screening.quality import screening_quality
+        from campaign_pipeline.tables import Warehouse
+
+        registrants = Warehouse(spark, env.warehouse_root).read("registrants", campaign.campaign_id)
+        quality = screening_quality(registrants, spark.read.parquet(out.truth))
+        print("\nscreening quality against the ground truth: " + ", ".join(f"{k} {v}" for k, v in quality.items()))
     spark.stop()
     return 0
 

@@ -8,7 +8,7 @@ existing table whose columns differ, is a `SchemaError` that names the column.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -44,15 +44,14 @@ class TableSpec:
     partition_by: tuple[str, ...] = ("campaign_id",)
     merge_keys: tuple[str, ...] = ()
     description: str = ""
-    constraints: dict[str, str] = field(default_factory=dict)
 
     @property
     def columns(self) -> list[str]:
         return [f.name for f in self.schema.fields]
 
 
-def _spec(name, fields, partition_by=("campaign_id",), merge_keys=(), description="", constraints=None):
-    return TableSpec(name, T.StructType(fields), tuple(partition_by), tuple(merge_keys), description, constraints or {})
+def _spec(name, fields, partition_by=("campaign_id",), merge_keys=(), description=""):
+    return TableSpec(name, T.StructType(fields), tuple(partition_by), tuple(merge_keys), description)
 
 
 FILE_COUNTS = T.StructType(

@@ -23,6 +23,7 @@ then smallest id. A fan registered twice keeps the latest registration (ties: la
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from pyspark.sql import DataFrame, Window
@@ -276,19 +277,33 @@ def screen(ctx: StageContext) -> StageResult:
         raise PipelineError(f"no registrations ingested for campaign {cid}: run the ingest stage first")
     checkpoints = f"{wh.root}/_checkpoints/{ctx.run_id}"
     spark.sparkContext.setCheckpointDir(checkpoints)
-    rounds = {"n": 0}
+    steps: dict[str, float] = {}
+    clock = {"n": 0, "t": time.perf_counter()}
+
+    def lap(step: str) -> None:
+        now = time.perf_counter()
+        steps[step] = steps.get(step, 0.0) + now - clock["t"]
+        clock["t"] = now
 
     def cut_lineage(df: DataFrame) -> DataFrame:
-        rounds["n"] += 1
-        set_stage_description(spark, "screen", f"materialise step {rounds['n']}")
-        return df.checkpoint(eager=True)
+        # The first materialisation holds phone/email normalisation; the rest are graph rounds.
+        clock["n"] += 1
+        set_stage_description(
+            spark,
+            "screen",
+            "normalise phones and emails" if clock["n"] == 1 else f"identity graph step {clock['n'] - 1}",
+        )
+        out = df.checkpoint(eager=True)
+        lap("normalise" if clock["n"] == 1 else "identity_graph")
+        return out
 
     try:
         registrants, figures = screen_registrants(
             spark, ctx.campaign, registrations, wh.read("fan_activity", cid), screening_lists(ctx), cut_lineage
         )
-        set_stage_description(spark, "screen", "write registrants")
+        set_stage_description(spark, "screen", "fraud rules, tags and write registrants")
         wh.replace("registrants", registrants.withColumn("run_id", F.lit(ctx.run_id)), cid)
+        lap("rules_and_write")
     finally:
         _remove(spark, checkpoints)
 
@@ -307,11 +322,14 @@ def screen(ctx: StageContext) -> StageResult:
     }
     set_stage_description(spark, "screen", "expectations")
     dq = run_suite(spark, wh, ctx.run_id, cid, "registrants", written, registrants_suite(DISQUALIFYING))
+    lap("counts_and_checks")
 
     result = StageResult()
     n, eligible = totals["registrants"] or 0, totals["eligible"] or 0
     result.counts = {"registrants": n, "eligible": eligible, "ineligible": n - eligible, **figures}
     result.counts["registrations_read"] = registrations.count()
+    for step, seconds in steps.items():
+        result.counts[f"ms:{step}"] = int(seconds * 1000)
     for tag in TAG_ORDER:
         if tag in tag_counts:
             result.counts[f"tag:{tag}"] = tag_counts[tag]
@@ -321,6 +339,7 @@ def screen(ctx: StageContext) -> StageResult:
             disq = reason_counts.get(tag, 0)
             result.summary.append(f"{tag:<18} {tag_counts[tag]:>10,}" + (f"  ({disq:,} disqualifying)" if disq else ""))
     result.summary.append(f"identity graph: {figures['graph_rounds']} rounds; expectations: {dq}")
+    result.summary.append("steps: " + ", ".join(f"{k} {v:.1f} s" for k, v in steps.items()))
     return result
 
 

@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 from campaign_pipeline.config import Campaign, Environment
 from campaign_pipeline.errors import PipelineError
 from campaign_pipeline.session import set_stage_description
-from campaign_pipeline.tables import CATALOG, Warehouse
+from campaign_pipeline.tables import CATALOG, FILE_COUNTS, Warehouse
 
 
 @dataclass
@@ -99,12 +99,13 @@ def _record(
     campaign_id: str,
     name: str,
     started: dt.datetime,
-    finished: dt.datetime | None,
     status: str,
-    seconds: float | None,
-    result: StageResult | None,
-    error: str | None,
+    seconds: float | None = None,
+    result: StageResult | None = None,
+    error: str | None = None,
 ) -> None:
+    """Write the stage run's row; a running stage has no end time yet."""
+    finished = None if status == "running" else dt.datetime.now(dt.UTC)
     spark = wh.spark
     schema = CATALOG["pipeline_runs"].schema
     row = (
@@ -116,19 +117,7 @@ def _record(
         status,
         seconds,
         {k: int(v) for k, v in (result.counts if result else {}).items()},
-        [
-            (
-                f["source_file"],
-                f["kind"],
-                f["format"],
-                f["checksum"],
-                f["action"],
-                f["rows_read"],
-                f["rows_ingested"],
-                f["rows_quarantined"],
-            )
-            for f in (result.files if result else [])
-        ],
+        [tuple(f[k] for k in FILE_COUNTS.fieldNames()) for f in (result.files if result else [])],
         error,
     )
     df = spark.createDataFrame([row], schema)
@@ -197,7 +186,8 @@ def run_pipeline(
     for st in selected:
         ctx = StageContext(spark, campaign, env, wh, run_id, now)
         started = dt.datetime.now(dt.UTC)
-        _record(wh, run_id, campaign.campaign_id, st.name, started, None, "running", None, None, None)
+        stage_row = (wh, run_id, campaign.campaign_id, st.name, started)
+        _record(*stage_row, "running")
         set_stage_description(spark, st.name, f"{campaign.campaign_id} run {run_id}")
         t0 = time.perf_counter()
         try:
@@ -205,35 +195,13 @@ def run_pipeline(
         except Exception as exc:
             seconds = time.perf_counter() - t0
             message = str(exc) if isinstance(exc, PipelineError) else f"{type(exc).__name__}: {exc}"
-            _record(
-                wh,
-                run_id,
-                campaign.campaign_id,
-                st.name,
-                started,
-                dt.datetime.now(dt.UTC),
-                "failed",
-                seconds,
-                None,
-                message[:4000],
-            )
+            _record(*stage_row, "failed", seconds, error=message[:4000])
             print(f"[{st.name}] FAILED after {seconds:.1f} s", file=out)
             raise
         finally:
             spark.sparkContext.setJobGroup("", "", interruptOnCancel=False)
         seconds = time.perf_counter() - t0
-        _record(
-            wh,
-            run_id,
-            campaign.campaign_id,
-            st.name,
-            started,
-            dt.datetime.now(dt.UTC),
-            "succeeded",
-            seconds,
-            result,
-            None,
-        )
+        _record(*stage_row, "succeeded", seconds, result)
         print(f"[{st.name}] {result.headline()} · {seconds:.1f} s", file=out)
         for line in result.summary:
             print(f"    {line}", file=out)

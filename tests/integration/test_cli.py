@@ -38,6 +38,14 @@ def cli(*args, cwd):
     )
 
 
+def run_campaign(tmp_path: Path, landing: Path):
+    """`campaign-pipeline run` on the example campaign with a test environment and given landing root."""
+    return cli(
+        "run", "--campaign", str(CAMPAIGN), "--env", str(env_file(tmp_path)),
+        "--landing", str(landing), "--warehouse", str(tmp_path / "wh"), cwd=tmp_path,
+    )  # fmt: skip
+
+
 def test_bad_config_exits_2_with_file_key_and_problem(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(CAMPAIGN.read_text().replace("capacity: 900,", "capacity: -5,"))
@@ -48,18 +56,7 @@ def test_bad_config_exits_2_with_file_key_and_problem(tmp_path):
 
 
 def test_missing_landing_folder_exits_3_with_a_clear_message(tmp_path):
-    proc = cli(
-        "run",
-        "--campaign",
-        str(CAMPAIGN),
-        "--env",
-        str(env_file(tmp_path)),
-        "--landing",
-        str(tmp_path / "nope"),
-        "--warehouse",
-        str(tmp_path / "wh"),
-        cwd=tmp_path,
-    )
+    proc = run_campaign(tmp_path, tmp_path / "nope")
     assert proc.returncode == 3, proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: landing folder not found: neither {tmp_path / 'nope'}/spring-tour-2027 nor")
@@ -69,18 +66,7 @@ def test_missing_landing_folder_exits_3_with_a_clear_message(tmp_path):
 def test_run_ingests_and_screens_hand_written_landing_files_and_prints_progress(spark, tmp_path):
     landing = tmp_path / "landing"
     shutil.copytree(ROOT / "tests" / "data" / "landing", landing)
-    proc = cli(
-        "run",
-        "--campaign",
-        str(CAMPAIGN),
-        "--env",
-        str(env_file(tmp_path)),
-        "--landing",
-        str(landing),
-        "--warehouse",
-        str(tmp_path / "wh"),
-        cwd=tmp_path,
-    )
+    proc = run_campaign(tmp_path, landing)
     assert proc.returncode == 0, proc.stderr
     progress = [line for line in proc.stdout.splitlines() if line.startswith("[ingest]")]
     assert len(progress) == 1 and "rows read 34" in progress[0]

@@ -12,7 +12,19 @@ from campaign_pipeline.tables import CATALOG
 
 def _quarantine_row(spark, campaign_id="c1", line=1):
     return spark.createDataFrame(
-        [(campaign_id, "ingest", "f.csv", line, "raw", "reason", "run-1", None, dt.datetime(2027, 1, 1, tzinfo=dt.timezone.utc))],
+        [
+            (
+                campaign_id,
+                "ingest",
+                "f.csv",
+                line,
+                "raw",
+                "reason",
+                "run-1",
+                None,
+                dt.datetime(2027, 1, 1, tzinfo=dt.UTC),
+            )
+        ],
         CATALOG["quarantine"].schema,
     )
 
@@ -38,7 +50,10 @@ def test_an_existing_table_that_drifted_from_the_catalog_is_refused(spark, wareh
 def test_replace_touches_one_campaign_and_merge_never_doubles(spark, warehouse):
     warehouse.append("quarantine", _quarantine_row(spark, "c1").unionByName(_quarantine_row(spark, "c2")))
     warehouse.replace("quarantine", _quarantine_row(spark, "c1", line=7), "c1")
-    assert sorted((r["campaign_id"], r["line"]) for r in warehouse.read("quarantine").collect()) == [("c1", 7), ("c2", 1)]
+    assert sorted((r["campaign_id"], r["line"]) for r in warehouse.read("quarantine").collect()) == [
+        ("c1", 7),
+        ("c2", 1),
+    ]
     warehouse.merge("quarantine", _quarantine_row(spark, "c2"))
     warehouse.merge("quarantine", _quarantine_row(spark, "c2"))
     assert warehouse.read("quarantine", "c2").count() == 1

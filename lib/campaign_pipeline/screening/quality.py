@@ -25,7 +25,9 @@ def screening_quality(registrants: DataFrame, truth: DataFrame, allow_intl_phone
         rate(clean_genuine, F.col("eligible")).alias("clean_genuine_eligible"),
         rate(must_block, ~F.col("eligible")).alias("blocked_ineligible"),
         # the allow list lifts email blocks only: an allow-listed fan with a foreign phone stays out
-        rate(F.col("allowlisted") & (F.lit(allow_intl_phones) | ~F.col("intl")), F.col("eligible")).alias("allowlisted_eligible"),
+        rate(F.col("allowlisted") & (F.lit(allow_intl_phones) | ~F.col("intl")), F.col("eligible")).alias(
+            "allowlisted_eligible"
+        ),
         rate(F.col("truth_phone_e164").isNotNull(), F.col("phone_e164") == F.col("truth_phone_e164")).alias(
             "phone_e164_match"
         ),

@@ -125,7 +125,10 @@ def velocity_flags(max_registrations: int, window_minutes: int):
         out = df.withColumn("_t", F.unix_timestamp("registered_at"))
         flags = []
         for key in ("ip_address", "device_id"):
-            ordered = Window.partitionBy("campaign_id", key).orderBy("_t")
+            # A missing IP/device must not become one giant window partition: each such row gets a
+            # partition of its own (the fan id), where it can never exceed K.
+            group = F.coalesce(F.col(key), F.concat(F.lit("\u0000"), F.col("global_user_id")))
+            ordered = Window.partitionBy(F.col("campaign_id"), group).orderBy("_t")
             # A window [t - T, t] holding more than K registrations ends at a "burst end"; every
             # registration with a burst end within T after it lies inside such a window.
             end = f"_end_{key}"

@@ -35,6 +35,8 @@ def test_env(tmp_path_factory):
                 "spark.sql.codegen.wholeStage": False,
                 "spark.sql.codegen.factoryMode": "NO_CODEGEN",
                 "spark.driver.memory": "2g",
+                # Tiny test queries: adaptive re-planning adds a Spark job per shuffle and wins nothing.
+                "spark.sql.adaptive.enabled": False,
             },
         ),
     )

@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--registrations-format", default="csv", choices=["csv", "tsv", "json", "parquet", "avro"])
     synth.add_argument("--env", default="local")
 
+    explain = sub.add_parser("explain", help="one fan's story: tags, score, band, rank, verdict, code, messages")
+    _common(explain)
+    explain.add_argument("--fan", required=True, help="the fan's global_user_id")
+
     demo = sub.add_parser("demo", help="synthesise a campaign and run every stage into ./warehouse")
     demo.add_argument("--registrants", type=int, default=200_000)
     demo.add_argument("--markets", type=int, default=12)
@@ -152,6 +156,18 @@ def _demo(args) -> int:
     return 0
 
 
+def _explain(args) -> int:
+    from campaign_pipeline.ops.explain import explain_fan
+    from campaign_pipeline.tables import Warehouse
+
+    campaign = load_campaign(args.campaign)
+    env = load_environment(args.env).with_roots(args.landing, args.warehouse)
+    spark = _session(env, f"campaign-pipeline explain {campaign.campaign_id}")
+    for line in explain_fan(Warehouse(spark, env.warehouse_root), campaign, args.fan):
+        print(line)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -163,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
             return _synth(args)
         if args.command == "demo":
             return _demo(args)
+        if args.command == "explain":
+            return _explain(args)
         return _run(args, [args.command])
     except PipelineError as exc:
         if args.debug:

@@ -210,14 +210,18 @@ CATALOG: dict[str, TableSpec] = {
             [
                 _key("campaign_id"),
                 _key("global_user_id"),
+                _key("eligible", B),
                 _f("raw_score", D),
-                _f("score_source", S),
+                _key("score_source"),
                 _f("band", S),
                 _f("band_score", D),
                 _f("model_version", S),
+                _f("top_features", T.ArrayType(T.StructType([_f("feature", S), _f("contribution", D)]))),
+                _f("extra", T.MapType(S, S)),
                 _key("run_id"),
             ],
             merge_keys=("campaign_id", "global_user_id"),
+            description="one score per registrant: raw score, band, in-band lottery score, explanation",
         ),
         _spec(
             "selections",
@@ -228,10 +232,13 @@ CATALOG: dict[str, TableSpec] = {
                 _f("market_id", S),
                 _f("preference_rank", INT),
                 _f("market_rank", L),
-                _f("reasons", T.ArrayType(S, False)),
+                _f("waitlist_position", L),
+                _f("band_score", D),
+                _key("reasons", T.ArrayType(S, False)),
                 _key("run_id"),
             ],
             merge_keys=("campaign_id", "global_user_id", "market_id"),
+            description="one verdict per registrant (per won market when single_market is false)",
         ),
         _spec(
             "code_assignments",
@@ -351,6 +358,66 @@ def sql_literal(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _sql_value(value, dtype: T.DataType) -> str:
+    """A Spark SQL literal of `value` typed as `dtype`."""
+    if value is None:
+        return f"CAST(NULL AS {dtype.simpleString()})"
+    if isinstance(dtype, T.ArrayType):
+        items = ", ".join(_sql_value(v, dtype.elementType) for v in value)
+        return f"CAST(array({items}) AS {dtype.simpleString()})"
+    if isinstance(dtype, T.MapType):
+        if not value:
+            return f"CAST(map() AS {dtype.simpleString()})"
+        items = ", ".join(f"{_sql_value(k, dtype.keyType)}, {_sql_value(v, dtype.valueType)}" for k, v in value.items())
+        return f"map({items})"
+    if isinstance(dtype, T.StructType):
+        items = list(value.values() if isinstance(value, dict) else value)
+        args = [
+            x
+            for f, v in zip(dtype.fields, items, strict=True)
+            for x in (sql_literal(f.name), _sql_value(v, f.dataType))
+        ]
+        return f"named_struct({', '.join(args)})"
+    if isinstance(dtype, T.StringType):
+        return sql_literal(str(value))
+    if isinstance(dtype, T.BooleanType):
+        return "TRUE" if value else "FALSE"
+    if isinstance(dtype, T.TimestampType):
+        return f"TIMESTAMP {sql_literal(value.isoformat())}"
+    if isinstance(dtype, T.DateType):
+        return f"DATE {sql_literal(value.isoformat())}"
+    return f"CAST({value!r} AS {dtype.simpleString()})"
+
+
+def literal_frame(spark: SparkSession, rows: list, schema: T.StructType | str) -> DataFrame:
+    """A small DataFrame from driver-side rows, as a SQL `VALUES` relation inside the JVM.
+
+    `createDataFrame(list)` ships pickled rows through Python workers on every scan; for the
+    handful of rows the pipeline builds on the driver (market capacities, wave plans) a local
+    relation is read without Python, and stays cheap when scanned once per allocation round.
+    """
+    if isinstance(schema, str):
+        schema = spark.createDataFrame([], schema).schema
+    if not rows:
+        return spark.createDataFrame([], schema)
+    names = ", ".join(f"`{f.name}`" for f in schema.fields)
+    values = ",\n".join(
+        "(" + ", ".join(_sql_value(v, f.dataType) for v, f in zip(tuple(row), schema.fields, strict=True)) + ")"
+        for row in rows
+    )
+    df = spark.sql(f"SELECT * FROM VALUES {values} AS t({names})")
+    have = {f.name: f.dataType for f in df.schema.fields}
+    return df.select(
+        *[
+            F.col(f"`{f.name}`")
+            if have[f.name].simpleString() == f.dataType.simpleString()
+            # a cast only where the SQL literal's type differs (never to drop nullability)
+            else F.col(f"`{f.name}`").cast(f.dataType).alias(f.name)
+            for f in schema.fields
+        ]
+    )
+
+
 def spec(name: str) -> TableSpec:
     try:
         return CATALOG[name]
@@ -468,6 +535,30 @@ class Warehouse:
             .option("replaceWhere", predicate)
             .save(self.path(name))
         )
+
+    def replace_if_changed(
+        self, name: str, df: DataFrame, campaign_id: str, ignore: tuple[str, ...] = ("run_id",)
+    ) -> bool:
+        """`replace`, unless the campaign's rows already equal `df` (ignoring `ignore` columns).
+
+        Re-running a stage on unchanged inputs then commits nothing: no new Delta version, and the
+        rows keep the run id that decided them. Returns whether anything was written.
+        """
+        if self.exists(name):
+            # Set operations cannot compare maps: a map is compared as its sorted entries.
+            columns = [
+                F.array_sort(F.map_entries(f.name)).alias(f.name)
+                if isinstance(f.dataType, T.MapType)
+                else F.col(f.name)
+                for f in spec(name).schema.fields
+                if f.name not in ignore
+            ]
+            new = self.conform(name, df).select(*columns)
+            old = self.read(name, campaign_id).select(*columns)
+            if new.exceptAll(old).isEmpty() and old.exceptAll(new).isEmpty():
+                return False
+        self.replace(name, df, campaign_id)
+        return True
 
     def merge(self, name: str, df: DataFrame, update_existing: bool = False) -> None:
         """MERGE `df` on the table's merge keys: insert new rows; update matches only if asked."""

@@ -75,4 +75,22 @@ def test_run_ingests_and_screens_hand_written_landing_files_and_prints_progress(
     wh = Warehouse(spark, str(tmp_path / "wh"))
     assert wh.read("registrations", "spring-tour-2027").count() == 6
     assert wh.read("registrants", "spring-tour-2027").count() == 6
-    assert wh.read("pipeline_runs", "spring-tour-2027").where(F.col("status") == "succeeded").count() == 2
+    from campaign_pipeline.runner import registered_stages
+
+    succeeded = wh.read("pipeline_runs", "spring-tour-2027").where(F.col("status") == "succeeded")
+    assert succeeded.count() == len(registered_stages())
+    assert any(line.startswith("[select] registrants 6 · selected 3") for line in proc.stdout.splitlines())
+
+    story = cli(
+        "explain", "--campaign", str(CAMPAIGN), "--env", str(env_file(tmp_path)),
+        "--warehouse", str(tmp_path / "wh"), "--fan", "F0002", cwd=tmp_path,
+    )  # fmt: skip
+    assert story.returncode == 0, story.stderr
+    assert "screening: INELIGIBLE · tags DUPLICATE_ACCOUNT" in story.stdout
+    assert "verdict: REJECTED" in story.stdout and "a***@gmail.com" in story.stdout
+    assert "annlee" not in story.stdout and "5550101" not in story.stdout.replace("******0101", "")
+    missing = cli(
+        "explain", "--campaign", str(CAMPAIGN), "--env", str(env_file(tmp_path)),
+        "--warehouse", str(tmp_path / "wh"), "--fan", "NOBODY", cwd=tmp_path,
+    )  # fmt: skip
+    assert missing.returncode == 3 and "no registrant 'NOBODY'" in missing.stderr

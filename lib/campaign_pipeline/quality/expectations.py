@@ -8,12 +8,17 @@ fails the stage with the failed expectations named.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from campaign_pipeline.errors import PipelineError
+
+# great-expectations draws tqdm progress bars; a batch job's log wants one line per stage. Set
+# before great_expectations (and tqdm) is first imported.
+os.environ.setdefault("TQDM_DISABLE", "1")
 
 E164 = r"^\+[1-9][0-9]{6,14}$"
 
@@ -48,13 +53,13 @@ def registrants_suite(disqualifying: tuple[str, ...]) -> Suite:
 
 def run_suite(spark: SparkSession, wh, run_id: str, campaign_id: str, table: str, df: DataFrame, suite: Suite) -> str:
     """Validate `df`, append one `dq_results` row per expectation, raise if any failed."""
-    import os
-
-    # great-expectations draws tqdm progress bars; a batch job's log wants one line per stage.
-    os.environ.setdefault("TQDM_DISABLE", "1")
     import great_expectations as gx
 
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
     context = gx.get_context(mode="ephemeral")
+    # great-expectations passes `disable=` to tqdm itself, so TQDM_DISABLE alone does not silence it.
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     source = context.data_sources.add_spark(name=f"{table}_source")
     asset = source.add_dataframe_asset(name=table)
     batch_definition = asset.add_batch_definition_whole_dataframe("whole")

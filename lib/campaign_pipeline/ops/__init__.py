@@ -1,0 +1,1 @@
+"""Operations: explain a fan's story, and (later) maintenance of the warehouse."""

@@ -1,0 +1,40 @@
+"""Masking of personal data for logs, Slack, reports and `explain` output.
+
+`mask_email("jane.doe@example.com")` → `j***@example.com`; `mask_phone("+14155550123")` →
+`+1*******0123` (country code and last four digits kept). Spark column versions do the same
+inside a plan, so masked values never need raw data on the driver.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column
+from pyspark.sql import functions as F
+
+
+def mask_email(email: str | None) -> str | None:
+    if not email:
+        return email
+    local, _, domain = email.partition("@")
+    return f"{local[:1]}***@{domain}" if domain else "***"
+
+
+def mask_phone(phone: str | None) -> str | None:
+    if not phone:
+        return phone
+    keep_head = 2 if phone.startswith("+") else 0
+    if len(phone) <= keep_head + 4:
+        return "*" * len(phone)
+    return phone[:keep_head] + "*" * (len(phone) - keep_head - 4) + phone[-4:]
+
+
+def mask_email_col(col: Column) -> Column:
+    return F.when(
+        col.contains("@"), F.concat(F.substring(col, 1, 1), F.lit("***@"), F.substring_index(col, "@", -1))
+    ).when(col.isNotNull(), F.lit("***"))
+
+
+def mask_phone_col(col: Column) -> Column:
+    return F.when(
+        F.length(col) > 6,
+        F.concat(F.substring(col, 1, 2), F.repeat(F.lit("*"), F.length(col) - 6), F.substring(col, -4, 4)),
+    ).when(col.isNotNull(), F.lit("******"))

@@ -1,0 +1,155 @@
+"""The score stage: one `scores` row per registrant (eligible or not), from the configured source.
+
+`scoring.source`:
+- `model` — the built-in weighted logistic model (weights in config, defaults in
+  `scoring.model.DEFAULT_WEIGHTS`) with the top contributing features stored per fan, or a Spark ML
+  `PipelineModel` when `scoring.model.path` is set;
+- `external` — the ingested data-science file (`external_scores`), extra columns kept in `extra`;
+- `fanlist` — the ingested ranks through the configured formula.
+
+A registrant the source does not cover has no raw score, no band and cannot be selected
+(`NO_SCORE` at selection). Bands and the in-band lottery are in `scoring.model.with_bands`.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from campaign_pipeline.config import Campaign
+from campaign_pipeline.errors import PipelineError
+from campaign_pipeline.runner import StageContext, StageResult, stage
+from campaign_pipeline.scoring import model as m
+from campaign_pipeline.scoring.features import fan_features
+from campaign_pipeline.session import set_stage_description
+
+SCORE_COLUMNS = [
+    "campaign_id",
+    "global_user_id",
+    "eligible",
+    "raw_score",
+    "score_source",
+    "band",
+    "band_score",
+    "model_version",
+    "top_features",
+    "extra",
+]
+
+
+def source_scores(
+    campaign: Campaign, registrants: DataFrame, activity: DataFrame, external: DataFrame, ranks: DataFrame
+) -> DataFrame:
+    """The raw scores of the configured source (fans it does not cover are absent)."""
+    scoring = campaign.scoring
+    if scoring.source == "model":
+        features = fan_features(registrants, activity)
+        if scoring.model.path:
+            return m.pipeline_model_scores(features, scoring.model.path)
+        weights, intercept = m.model_weights(scoring)
+        return m.builtin_scores(features, weights, intercept)
+    if scoring.source == "external":
+        m.require_rows(external, "external scores (scored*.tsv)", campaign.campaign_id)
+        return m.external_scores(external)
+    m.require_rows(ranks, "fanlist ranks (fanlist_ranks*)", campaign.campaign_id)
+    return m.fanlist_scores(ranks, scoring)
+
+
+def score_registrants(
+    campaign: Campaign, registrants: DataFrame, activity: DataFrame, external: DataFrame, ranks: DataFrame
+) -> DataFrame:
+    """Pure scoring: registrants (+ activity / external scores / ranks) → one scores row per registrant."""
+    raw = source_scores(campaign, registrants, activity, external, ranks)
+    scored = registrants.select("campaign_id", "global_user_id", "eligible").join(
+        raw, ["campaign_id", "global_user_id"], "left"
+    )
+    return (
+        scored.withColumn("score_source", F.lit(campaign.scoring.source))
+        .transform(lambda df: m.with_bands(df, campaign.scoring, campaign.seed))
+        .select(*SCORE_COLUMNS)
+    )
+
+
+def scores_suite(band_names: list[str], bands):
+    import great_expectations as gx
+
+    from campaign_pipeline.quality.expectations import Suite
+
+    name, low, high = m.band_of(bands, F.col("raw_score"))
+    band_ok = F.col("band").eqNullSafe(name)
+    inside = F.col("band_score").isNull() | ((F.col("band_score") >= low) & (F.col("band_score") <= high))
+    return Suite(
+        "scores",
+        [
+            gx.expectations.ExpectCompoundColumnsToBeUnique(column_list=["campaign_id", "global_user_id"]),
+            gx.expectations.ExpectColumnValuesToBeBetween(column="raw_score", min_value=0.0, max_value=1.0),
+            gx.expectations.ExpectColumnValuesToBeBetween(column="band_score", min_value=0.0, max_value=1.0),
+            gx.expectations.ExpectColumnValuesToBeInSet(column="band", value_set=band_names),
+            gx.expectations.ExpectColumnValuesToBeInSet(column="_band_matches_score", value_set=[True]),
+            gx.expectations.ExpectColumnValuesToBeInSet(column="_band_score_inside_band", value_set=[True]),
+        ],
+        {"_band_matches_score": band_ok, "_band_score_inside_band": inside & band_ok},
+    )
+
+
+@stage("score", order=30, description="one raw score, band and lottery band_score per registrant")
+def score(ctx: StageContext) -> StageResult:
+    """Score every registrant of the campaign into `scores` (a no-op when nothing changed)."""
+    from campaign_pipeline.quality.expectations import run_suite
+
+    spark, wh, cid, campaign = ctx.spark, ctx.warehouse, ctx.campaign_id, ctx.campaign
+    if not wh.exists("registrants"):
+        raise PipelineError(f"no screened registrants for campaign {cid}: run the screen stage first")
+    registrants = wh.read("registrants", cid)
+    scores = score_registrants(
+        campaign,
+        registrants,
+        wh.read("fan_activity", cid),
+        wh.read("external_scores", cid),
+        wh.read("fanlist_ranks", cid),
+    )
+    set_stage_description(spark, "score", f"score with source {campaign.scoring.source}")
+    written = wh.replace_if_changed("scores", scores.withColumn("run_id", F.lit(ctx.run_id)), cid)
+    table = wh.read("scores", cid)
+    set_stage_description(spark, "score", "count bands")
+    per_band = {
+        (r["band"] or "(none)", bool(r["eligible"]), r["has_score"]): r["n"]
+        for r in table.groupBy("band", "eligible", F.col("raw_score").isNotNull().alias("has_score"))
+        .agg(F.count(F.lit(1)).alias("n"))
+        .collect()
+    }
+    set_stage_description(spark, "score", "expectations")
+    dq = run_suite(
+        spark,
+        wh,
+        ctx.run_id,
+        cid,
+        "scores",
+        table,
+        scores_suite([b.name for b in campaign.scoring.bands], campaign.scoring.bands),
+    )
+    total = sum(per_band.values())
+    unscored = sum(n for (_, _, has), n in per_band.items() if not has)
+    result = StageResult()
+    result.counts = {"registrants": total, "scored": total - unscored, "unscored": unscored}
+    bands = [b.name for b in sorted(campaign.scoring.bands, key=lambda b: -b.min)] + ["(none)"]
+    for band in bands:
+        n = sum(v for (b, _, has), v in per_band.items() if b == band and (has or band != "(none)"))
+        eligible = sum(v for (b, e, has), v in per_band.items() if b == band and e and (has or band != "(none)"))
+        result.counts[f"band:{band}"] = n
+        result.counts[f"band_eligible:{band}"] = eligible
+    version = table.select("model_version").where("model_version IS NOT NULL").first()
+    result.summary = [
+        f"source {campaign.scoring.source}"
+        + (f" · model {version[0]}" if version else "")
+        + ("" if written else " · unchanged since the last run (nothing written)")
+    ]
+    for band in bands:
+        label = "below every band" if band == "(none)" else band
+        result.summary.append(
+            f"{label:<17} {result.counts[f'band:{band}']:>10,} fans  ({result.counts[f'band_eligible:{band}']:,} eligible)"
+        )
+    if unscored:
+        result.summary.append(f"not covered by the source (no score): {unscored:,}")
+    result.summary.append(f"expectations: {dq}")
+    return result

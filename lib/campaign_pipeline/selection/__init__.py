@@ -1,0 +1,1 @@
+"""Selection: allocate eligible scored fans to markets, never over capacity, deterministically."""

@@ -1,0 +1,156 @@
+"""Capacity-safe allocation of fans to markets: a few rank-per-market rounds, no driver loop over fans.
+
+Every ordering that decides an outcome is total: `band_score` descending, then `global_user_id`.
+
+`order_by_preference: true` (the default). Round k offers the k-th preference of every fan still
+unplaced (with `single_market: false`: of every fan) to the capacity each market has left; a market
+takes the highest band scores. Rounds = the longest preference list (≤ 4). First choices are served
+before any second choice.
+
+`order_by_preference: false`. Every market ranks every unplaced fan who listed it, at any position,
+and admits as many as it has capacity left. A fan admitted by several markets keeps the one listed
+first and frees the others; freed seats go to the next fans in a new round, until a round places
+nobody. With `single_market: false` one round suffices: a fan keeps every market that admitted him.
+
+Top-up: `kept` selections (an earlier run's `selected` rows) keep their market and rank, count
+against capacity and are never offered again; new market ranks continue after them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from campaign_pipeline.config import Campaign
+from campaign_pipeline.tables import literal_frame
+
+FAN = ["campaign_id", "global_user_id"]
+MARKET = ["campaign_id", "market_id"]
+PLACED = ["campaign_id", "global_user_id", "market_id", "preference_rank", "market_rank", "band_score"]
+MAX_ROUNDS_WITHOUT_ORDER = 100
+
+
+def fan_order() -> list[Column]:
+    return [F.col("band_score").desc(), F.col("global_user_id").asc()]
+
+
+def offers(candidates: DataFrame) -> DataFrame:
+    """(fan, market, preference_rank, band_score) per listed market; a market listed twice counts once."""
+    exploded = candidates.select(*FAN, "band_score", F.posexplode("market_preferences").alias("_pos", "market_id"))
+    return exploded.groupBy(*FAN, "market_id", "band_score").agg(
+        (F.min("_pos") + 1).cast("int").alias("preference_rank")
+    )
+
+
+def capacity_left(spark, campaign: Campaign, kept: DataFrame) -> DataFrame:
+    """(campaign_id, market_id, remaining, offset) per market: capacity minus kept selections."""
+    caps = literal_frame(
+        spark,
+        [(campaign.campaign_id, m.market_id, int(m.capacity)) for m in campaign.markets],
+        "campaign_id string, market_id string, capacity long",
+    )
+    held = kept.groupBy(*MARKET).agg(F.count(F.lit(1)).alias("taken"), F.max("market_rank").alias("last_rank"))
+    return caps.join(held, MARKET, "left").select(
+        *MARKET,
+        F.greatest(F.col("capacity") - F.coalesce("taken", F.lit(0)), F.lit(0)).alias("remaining"),
+        # New ranks continue after the highest kept rank (ranks stay unique inside a market).
+        F.greatest(F.coalesce("taken", F.lit(0)), F.coalesce("last_rank", F.lit(0))).cast("long").alias("offset"),
+    )
+
+
+def _take(open_offers: DataFrame, left: DataFrame) -> DataFrame:
+    """Offers ranked inside their market; those within the capacity left are admitted."""
+    ranked = open_offers.join(F.broadcast(left), MARKET).where("remaining > 0")
+    rank = F.row_number().over(Window.partitionBy(*MARKET).orderBy(*fan_order()))
+    return ranked.withColumn("_r", rank).where(F.col("_r") <= F.col("remaining"))
+
+
+def _after(base: DataFrame, placed_rounds: list[DataFrame]) -> DataFrame:
+    """Capacity left after the placed rounds (each already materialised, so the plan stays small)."""
+    if not placed_rounds:
+        return base
+    placed = placed_rounds[0].select(*MARKET)
+    for more in placed_rounds[1:]:
+        placed = placed.unionByName(more.select(*MARKET))
+    taken = placed.groupBy(*MARKET).agg(F.count(F.lit(1)).alias("_n"))
+    return base.join(taken, MARKET, "left").select(
+        *MARKET,
+        (F.col("remaining") - F.coalesce("_n", F.lit(0))).alias("remaining"),
+        (F.col("offset") + F.coalesce("_n", F.lit(0))).alias("offset"),
+    )
+
+
+def _placements(admitted: DataFrame, rank: str) -> DataFrame:
+    return admitted.select(
+        *FAN, "market_id", "preference_rank", (F.col("offset") + F.col(rank)).alias("market_rank"), "band_score"
+    )
+
+
+def allocate(
+    campaign: Campaign,
+    candidates: DataFrame,
+    kept: DataFrame,
+    base: DataFrame,
+    cut_lineage: Callable[[DataFrame], DataFrame],
+) -> DataFrame:
+    """New placements (PLACED columns) for `candidates` (fan, band_score, market_preferences).
+
+    `base` is `capacity_left(...)`; `cut_lineage` materialises each round (a checkpoint), so round
+    k reads the earlier rounds' results instead of recomputing them: one Spark job per round.
+    """
+    opts = campaign.options
+    all_offers = offers(candidates)
+    if opts.single_market:
+        all_offers = all_offers.join(kept.select(*FAN).distinct(), FAN, "left_anti")
+    else:
+        all_offers = all_offers.join(kept.select(*FAN, "market_id"), [*FAN, "market_id"], "left_anti")
+    placed_rounds: list[DataFrame] = []
+    key = FAN if opts.single_market else [*FAN, "market_id"]
+
+    def unplaced(frame: DataFrame) -> DataFrame:
+        for done in placed_rounds:
+            frame = frame.join(done.select(*key), key, "left_anti")
+        return frame
+
+    if opts.order_by_preference:
+        longest = candidates.agg(F.max(F.size("market_preferences"))).first()[0] or 0
+        for k in range(1, longest + 1):
+            admitted = _take(unplaced(all_offers.where(F.col("preference_rank") == k)), _after(base, placed_rounds))
+            placed_rounds.append(cut_lineage(_placements(admitted, "_r")))
+    elif not opts.single_market:
+        placed_rounds.append(cut_lineage(_placements(_take(all_offers, base), "_r")))
+    else:
+        for _ in range(MAX_ROUNDS_WITHOUT_ORDER):
+            admitted = _take(unplaced(all_offers), _after(base, placed_rounds))
+            first_listed = Window.partitionBy(*FAN).orderBy(F.col("preference_rank").asc())
+            kept_one = admitted.withColumn("_k", F.row_number().over(first_listed)).where("_k = 1")
+            # Ranks inside the market among those who stay (freed seats leave no gaps).
+            in_market = Window.partitionBy(*MARKET).orderBy(*fan_order())
+            now = cut_lineage(_placements(kept_one.withColumn("_m", F.row_number().over(in_market)), "_m"))
+            if now.isEmpty():
+                break
+            placed_rounds.append(now)
+    placed = kept.limit(0).select(*PLACED)
+    for more in placed_rounds:
+        placed = placed.unionByName(more)
+    return placed
+
+
+def waitlist(candidates: DataFrame, placed_fans: DataFrame) -> DataFrame:
+    """Candidates placed nowhere: waitlisted for their first choice, with a position in its queue."""
+    waiting = candidates.join(placed_fans.select(*FAN).distinct(), FAN, "left_anti").withColumn(
+        "market_id", F.element_at("market_preferences", 1)
+    )
+    position = F.row_number().over(Window.partitionBy(*MARKET).orderBy(*fan_order()))
+    return waiting.select(
+        *FAN,
+        F.lit("waitlisted").alias("verdict"),
+        "market_id",
+        F.lit(1).alias("preference_rank"),
+        F.lit(None).cast("long").alias("market_rank"),
+        position.cast("long").alias("waitlist_position"),
+        "band_score",
+        F.array(F.lit("NOT_REACHED")).alias("reasons"),
+    )

@@ -1,0 +1,243 @@
+"""The select stage: one verdict per registrant in `selections` (per won market when fans may
+hold several). Allocation rules are in `selection.allocate`; verdicts:
+
+| verdict | who | market_id | reasons |
+|---|---|---|---|
+| selected | placed by capacity (or kept from an earlier run) | the market | `[]` |
+| waitlisted | eligible, scored ≥ min_score, not reached | first choice (with `waitlist_position`) | `NOT_REACHED` |
+| rejected | ineligible, or no score, or below the lowest band / min_score | null | the screening reasons, `NO_SCORE`, `BELOW_LOWEST_BAND`, `BELOW_MIN_SCORE` |
+
+A later run keeps every earlier `selected` row (top-up) unless `options.reassign` is true.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from campaign_pipeline.config import Campaign
+from campaign_pipeline.errors import PipelineError
+from campaign_pipeline.runner import StageContext, StageResult, stage
+from campaign_pipeline.selection.allocate import FAN, allocate, capacity_left, waitlist
+from campaign_pipeline.session import set_stage_description
+
+COLUMNS = [
+    "campaign_id",
+    "global_user_id",
+    "verdict",
+    "market_id",
+    "preference_rank",
+    "market_rank",
+    "waitlist_position",
+    "band_score",
+    "reasons",
+    "run_id",
+]
+
+
+def rejection_reasons(min_score: float):
+    """Why a registrant cannot be selected (empty array when it can)."""
+    return (
+        F.when(~F.col("eligible"), F.col("ineligible_reasons"))
+        .when(F.col("raw_score").isNull(), F.array(F.lit("NO_SCORE")))
+        .when(F.col("band").isNull(), F.array(F.lit("BELOW_LOWEST_BAND")))
+        .when(F.col("band_score") < F.lit(min_score), F.array(F.lit("BELOW_MIN_SCORE")))
+        .otherwise(F.array().cast("array<string>"))
+    )
+
+
+def select_fans(
+    spark: SparkSession,
+    campaign: Campaign,
+    registrants: DataFrame,
+    scores: DataFrame,
+    previous: DataFrame,
+    run_id: str,
+    cut_lineage: Callable[[DataFrame], DataFrame] = lambda df: df.localCheckpoint(eager=True),
+) -> DataFrame:
+    """Pure selection: (registrants, scores, previous selections) → selections.
+
+    `cut_lineage` materialises intermediate results (the stage passes a reliable checkpoint).
+    """
+    opts = campaign.options
+    fans = registrants.select(*FAN, "eligible", "ineligible_reasons", "market_preferences").join(
+        scores.select(*FAN, "raw_score", "band", "band_score"), FAN, "left"
+    )
+    fans = fans.withColumn("_why", rejection_reasons(opts.min_score))
+    kept = (
+        previous.where(F.col("verdict") == "selected").select(*COLUMNS)
+        if not opts.reassign
+        else previous.limit(0).select(*COLUMNS)
+    )
+    kept_fans = kept.select(*FAN).distinct()
+    candidates = cut_lineage(fans.where(F.size("_why") == 0).select(*FAN, "band_score", "market_preferences"))
+    if opts.single_market:
+        candidates = candidates.join(kept_fans, FAN, "left_anti")
+    left = capacity_left(spark, campaign, kept)
+    placed = allocate(campaign, candidates, kept, left, cut_lineage)
+    new_selected = placed.select(
+        *FAN,
+        F.lit("selected").alias("verdict"),
+        "market_id",
+        "preference_rank",
+        "market_rank",
+        F.lit(None).cast("long").alias("waitlist_position"),
+        "band_score",
+        F.array().cast("array<string>").alias("reasons"),
+        F.lit(run_id).alias("run_id"),
+    )
+    placed_fans = placed.select(*FAN).unionByName(kept_fans)
+    waiting = waitlist(candidates, placed_fans).withColumn("run_id", F.lit(run_id))
+    rejected = (
+        fans.where(F.size("_why") > 0)
+        .join(kept_fans, FAN, "left_anti")
+        .select(
+            *FAN,
+            F.lit("rejected").alias("verdict"),
+            F.lit(None).cast("string").alias("market_id"),
+            F.lit(None).cast("int").alias("preference_rank"),
+            F.lit(None).cast("long").alias("market_rank"),
+            F.lit(None).cast("long").alias("waitlist_position"),
+            "band_score",
+            F.col("_why").alias("reasons"),
+            F.lit(run_id).alias("run_id"),
+        )
+    )
+    out = kept.unionByName(new_selected).unionByName(waiting.select(*COLUMNS)).unionByName(rejected)
+    return out.select(*COLUMNS)
+
+
+def selections_suite(campaign: Campaign):
+    import great_expectations as gx
+
+    from campaign_pipeline.quality.expectations import Suite
+
+    capacity = F.create_map(*[x for m in campaign.markets for x in (F.lit(m.market_id), F.lit(m.capacity))])
+    selected = F.col("verdict") == "selected"
+    in_market = F.sum(selected.cast("int")).over(Window.partitionBy("campaign_id", "market_id"))
+    per_fan = Window.partitionBy("campaign_id", "global_user_id")
+    one_verdict = F.size(F.collect_set("verdict").over(per_fan)) == 1
+    if campaign.options.single_market:
+        one_verdict = one_verdict & (F.count(F.lit(1)).over(per_fan) == 1)
+    return Suite(
+        "selections",
+        [
+            gx.expectations.ExpectColumnValuesToBeInSet(
+                column="verdict", value_set=["selected", "waitlisted", "rejected"]
+            ),
+            gx.expectations.ExpectColumnValuesToBeInSet(column="_one_verdict_per_fan", value_set=[True]),
+            gx.expectations.ExpectColumnValuesToBeInSet(column="_within_capacity", value_set=[True]),
+            gx.expectations.ExpectColumnValuesToBeInSet(column="_selected_has_market_and_rank", value_set=[True]),
+            gx.expectations.ExpectColumnValuesToBeInSet(column="_rejected_has_reason", value_set=[True]),
+        ],
+        {
+            "_one_verdict_per_fan": one_verdict,
+            # A capacity lowered below the selections already made fails here, loudly.
+            "_within_capacity": ~selected | (in_market <= F.coalesce(capacity[F.col("market_id")], F.lit(0))),
+            "_selected_has_market_and_rank": ~selected
+            | (F.col("market_id").isNotNull() & F.col("market_rank").isNotNull()),
+            "_rejected_has_reason": (F.col("verdict") != "rejected") | (F.size("reasons") > 0),
+        },
+    )
+
+
+def fairness_summary(spark, campaign: Campaign, selections: DataFrame, registrants: DataFrame, scores: DataFrame):
+    """Counts behind the fairness summary: per band, per market (first choice), rounds."""
+    first = registrants.select(*FAN, F.element_at("market_preferences", 1).alias("first_choice"))
+    rows = (
+        selections.join(first, FAN, "left")
+        .join(scores.select(*FAN, "band"), FAN, "left")
+        .groupBy("verdict", "market_id", "first_choice", "band", "preference_rank")
+        .agg(F.countDistinct(*FAN).alias("fans"), F.count(F.lit(1)).alias("rows"))
+        .collect()
+    )
+    return [r.asDict() for r in rows]
+
+
+@stage("select", order=40, description="allocate eligible scored fans to markets within capacity")
+def select(ctx: StageContext) -> StageResult:
+    """Write one verdict per registrant into `selections` (a no-op when nothing changed)."""
+    from campaign_pipeline.quality.expectations import run_suite
+
+    spark, wh, cid, campaign = ctx.spark, ctx.warehouse, ctx.campaign_id, ctx.campaign
+    for needed, stage_name in (("registrants", "screen"), ("scores", "score")):
+        if not wh.exists(needed):
+            raise PipelineError(f"no {needed} for campaign {cid}: run the {stage_name} stage first")
+    registrants, scores = wh.read("registrants", cid), wh.read("scores", cid)
+    previous = wh.read("selections", cid)
+    checkpoints = f"{wh.root}/_checkpoints/{ctx.run_id}-select"
+    spark.sparkContext.setCheckpointDir(checkpoints)
+    try:
+        set_stage_description(spark, "select", "allocation rounds")
+        selections = select_fans(
+            spark, campaign, registrants, scores, previous, ctx.run_id, lambda df: df.checkpoint(eager=True)
+        )
+        set_stage_description(spark, "select", "write selections")
+        written = wh.replace_if_changed("selections", selections, cid)
+    finally:
+        from campaign_pipeline.screening.stage import _remove
+
+        _remove(spark, checkpoints)
+    table = wh.read("selections", cid)
+    set_stage_description(spark, "select", "expectations and fairness summary")
+    suite = selections_suite(campaign)
+    dq = run_suite(spark, wh, ctx.run_id, cid, "selections", table, suite)
+    facts = fairness_summary(spark, campaign, table, registrants, scores)
+    return _result(campaign, facts, written, dq)
+
+
+def _result(campaign: Campaign, facts: list[dict], written: bool, dq: str) -> StageResult:
+    result = StageResult()
+
+    def total(**match) -> int:
+        return sum(f["rows"] for f in facts if all(f[k] == v for k, v in match.items()))
+
+    def fans(**match) -> int:
+        return sum(f["fans"] for f in facts if all(f[k] == v for k, v in match.items()))
+
+    selected_fans, waitlisted, rejected = (
+        fans(verdict="selected"),
+        total(verdict="waitlisted"),
+        total(verdict="rejected"),
+    )
+    result.counts = {
+        "registrants": selected_fans + waitlisted + rejected,
+        "selected": selected_fans,
+        "waitlisted": waitlisted,
+        "rejected": rejected,
+        "selections": total(verdict="selected"),
+    }
+    lines = [
+        f"{selected_fans:,} selected · {waitlisted:,} waitlisted · {rejected:,} rejected"
+        + ("" if written else " · unchanged since the last run (nothing written)"),
+        f"{'market':<12}{'capacity':>10}{'selected':>10}{'left':>8}{'waitlisted':>12}{'rejected':>10}   first choice served",
+    ]
+    for m in campaign.markets:
+        sel = total(verdict="selected", market_id=m.market_id)
+        wait = total(verdict="waitlisted", market_id=m.market_id)
+        rej = total(verdict="rejected", first_choice=m.market_id)
+        firsts = total(verdict="selected", market_id=m.market_id, preference_rank=1)
+        result.counts[f"selected:{m.market_id}"] = sel
+        result.counts[f"capacity_left:{m.market_id}"] = max(m.capacity - sel, 0)
+        lines.append(
+            f"{m.market_id:<12}{m.capacity:>10,}{sel:>10,}{max(m.capacity - sel, 0):>8,}{wait:>12,}{rej:>10,}   "
+            f"{firsts / sel if sel else 0:.0%}"
+        )
+    lines.append("selection rate per band (selected / eligible candidates of the band):")
+    for band in sorted(campaign.scoring.bands, key=lambda b: -b.min):
+        sel = fans(verdict="selected", band=band.name)
+        cands = sel + total(verdict="waitlisted", band=band.name)
+        result.counts[f"band_selected:{band.name}"] = sel
+        lines.append(f"  {band.name:<8} {sel:>10,} / {cands:<10,} {sel / cands if cands else 0:.1%}")
+    by_round = {k: total(verdict="selected", preference_rank=k) for k in range(1, 5)}
+    rounds = max([k for k, n in by_round.items() if n], default=0)
+    result.counts["rounds"] = rounds
+    lines.append(
+        f"rounds used {rounds}; selections by choice: "
+        + ", ".join(f"choice {k}: {n:,}" for k, n in by_round.items() if n)
+    )
+    lines.append(f"expectations: {dq}")
+    result.summary = lines
+    return result

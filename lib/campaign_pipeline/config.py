@@ -254,6 +254,7 @@ class Environment(_Model):
     sms_gateway_url: str | None = None
     email_queue_url: str | None = None
     aws_region: str | None = None
+    export_root: str | None = Field(None, description="legacy wave zips; default <warehouse_root>/_exports")
     secrets: Secrets = Field(default_factory=Secrets)
 
     def with_roots(self, landing: str | None = None, warehouse: str | None = None) -> Environment:

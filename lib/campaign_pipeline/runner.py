@@ -78,10 +78,12 @@ def registered_stages() -> list[Stage]:
 
 def _load_builtin_stages() -> None:
     # Importing a stage module registers it; later issues add their modules here.
+    import campaign_pipeline.codes.stage  # noqa: F401
     import campaign_pipeline.ingest.stage  # noqa: F401
     import campaign_pipeline.scoring.stage  # noqa: F401
     import campaign_pipeline.screening.stage  # noqa: F401
     import campaign_pipeline.selection.stage  # noqa: F401
+    import campaign_pipeline.waves.stage  # noqa: F401
 
 
 def new_run_id(campaign_id: str, now: dt.datetime) -> str:

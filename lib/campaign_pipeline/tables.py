@@ -44,14 +44,15 @@ class TableSpec:
     partition_by: tuple[str, ...] = ("campaign_id",)
     merge_keys: tuple[str, ...] = ()
     description: str = ""
+    checks: tuple[tuple[str, str], ...] = ()  # Delta CHECK constraints: (name, SQL expression)
 
     @property
     def columns(self) -> list[str]:
         return [f.name for f in self.schema.fields]
 
 
-def _spec(name, fields, partition_by=("campaign_id",), merge_keys=(), description=""):
-    return TableSpec(name, T.StructType(fields), tuple(partition_by), tuple(merge_keys), description)
+def _spec(name, fields, partition_by=("campaign_id",), merge_keys=(), description="", checks=()):
+    return TableSpec(name, T.StructType(fields), tuple(partition_by), tuple(merge_keys), description, tuple(checks))
 
 
 FILE_COUNTS = T.StructType(
@@ -249,11 +250,19 @@ CATALOG: dict[str, TableSpec] = {
                 _f("member_id", S),
                 _f("code", S),
                 _key("code_type"),
+                _f("wave_id", S),
                 _f("valid_from", TS),
                 _f("valid_until", TS),
                 _key("assigned_at", TS),
+                _key("run_id"),
             ],
             merge_keys=("campaign_id", "global_user_id", "market_id"),
+            description="one code per selected (fan, market); rows are only ever inserted",
+            checks=(
+                ("code_type_known", "code_type IN ('pool', 'generated', 'tm')"),
+                ("code_unless_tm", "(code_type = 'tm' AND code IS NULL) OR (code_type <> 'tm' AND code IS NOT NULL)"),
+                ("validity_ordered", "valid_from IS NULL OR valid_until > valid_from"),
+            ),
         ),
         _spec(
             "waves",
@@ -264,11 +273,16 @@ CATALOG: dict[str, TableSpec] = {
                 _key("status"),
                 _f("attempts", INT),
                 _f("total", L),
+                _f("sms", L),
+                _f("email", L),
                 _f("sent", L),
                 _f("failed", L),
                 _f("skipped", L),
+                _f("planned_at", TS),
+                _key("run_id"),
             ],
             merge_keys=("campaign_id", "wave_id"),
+            description="one row per configured wave: schedule, status, message counts",
         ),
         _spec(
             "wave_messages",
@@ -277,16 +291,30 @@ CATALOG: dict[str, TableSpec] = {
                 _key("wave_id"),
                 _key("message_id"),
                 _key("global_user_id"),
-                _f("market_id", S),
+                _f("member_id", S),
+                _key("market_id"),
                 _key("channel"),
-                _f("recipient", S),
+                _key("recipient"),
                 _f("code", S),
+                _key("code_type"),
                 _f("locale", S),
-                _f("text", S),
+                _f("subject", S),
+                _key("text"),
                 _f("link", S),
+                _f("sms_segments", INT),
+                _f("sms_encoding", S),
+                _f("first_name", S),
+                _f("last_name", S),
+                _f("email", S),
+                _f("mobile_number", S),
+                _f("do_not_text", B),
+                _key("notify_at", TS),
+                _key("run_id"),
             ],
             partition_by=("campaign_id", "wave_id"),
             merge_keys=("campaign_id", "message_id"),
+            description="one row per message to send: the notifier's input",
+            checks=(("channel_known", "channel IN ('sms', 'email')"),),
         ),
         _spec(
             "notification_log",
@@ -489,6 +517,12 @@ class Warehouse:
             problems = schema_differences(t.schema, self.spark.read.format("delta").load(self.path(name)).schema)
             if problems:
                 raise SchemaError(f"Delta table {self.path(name)} does not match the catalog: " + "; ".join(problems))
+        if t.checks:
+            table = f"delta.`{self.path(name)}`"
+            present = {r["key"] for r in self.spark.sql(f"SHOW TBLPROPERTIES {table}").collect()}
+            for check, expression in t.checks:
+                if f"delta.constraints.{check.lower()}" not in present:
+                    self.spark.sql(f"ALTER TABLE {table} ADD CONSTRAINT {check} CHECK ({expression})")
         self._checked.add(name)
 
     def conform(self, name: str, df: DataFrame) -> DataFrame:
@@ -560,8 +594,11 @@ class Warehouse:
         self.replace(name, df, campaign_id)
         return True
 
-    def merge(self, name: str, df: DataFrame, update_existing: bool = False) -> None:
-        """MERGE `df` on the table's merge keys: insert new rows; update matches only if asked."""
+    def merge(
+        self, name: str, df: DataFrame, update_existing: bool = False, update_condition: str | None = None
+    ) -> None:
+        """MERGE `df` on the table's merge keys: insert new rows; update matches only if asked
+        (and, with `update_condition`, only matches where it holds)."""
         from delta.tables import DeltaTable
 
         t = spec(name)
@@ -572,7 +609,7 @@ class Warehouse:
         on = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in t.merge_keys)
         builder = DeltaTable.forPath(self.spark, self.path(name)).alias("t").merge(source.alias("s"), on)
         if update_existing:
-            builder = builder.whenMatchedUpdateAll()
+            builder = builder.whenMatchedUpdateAll(condition=update_condition)
         builder.whenNotMatchedInsertAll().execute()
 
     def delete(self, name: str, condition: str | Column) -> None:

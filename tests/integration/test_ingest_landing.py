@@ -67,6 +67,10 @@ def test_every_kind_and_format_lands_and_bad_rows_are_quarantined_with_reasons(s
         ("scored_ds.tsv", 4): "score: expected a number in [0, 1], got '1.7'",
         ("fanlist_ranks.json", 3): "rank: expected a rank >= 1, got '0'",
         ("blocked_emails.txt", 3): "blocked_emails: expected an email address, got 'not-an-address'",
+        (
+            "code_pool_upload1.csv",
+            7,
+        ): "code: duplicate code, got 'NYCAAA0001' again (first at code_pool_upload1.csv line 2)",
     }
     raw = wh.read("quarantine", cid).where(F.col("line") == 9).select("raw").first()[0]
     assert raw == "spring-tour-2027,F0008,M008,gus@example.com,3125550125,true,Gus"
@@ -80,6 +84,7 @@ def test_every_kind_and_format_lands_and_bad_rows_are_quarantined_with_reasons(s
     assert activity == {"F0001": 6, "F0003": 1, "F0101": 3}
     assert sorted(r["code"] for r in wh.read("code_pool", cid).collect()) == [
         "ANYAAA0001",
+        "CHIAAA0001",
         "LAXAAA0001",
         "NYCAAA0001",
         "NYCAAA0002",
@@ -97,13 +102,13 @@ def test_every_kind_and_format_lands_and_bad_rows_are_quarantined_with_reasons(s
     for f in result.files:
         assert f["rows_read"] == f["rows_ingested"] + f["rows_quarantined"], f
     assert (result.counts["rows_read"], result.counts["rows_ingested"], result.counts["rows_quarantined"]) == (
-        34,
-        21,
-        13,
+        36,
+        22,
+        14,
     )
     assert result.counts["files_ignored"] == 1  # README_ops.txt
     runs = wh.read("pipeline_runs", cid).where(F.col("run_id") == report.run_id).first()
-    assert runs["status"] == "succeeded" and runs["counts"]["rows_read"] == 34
+    assert runs["status"] == "succeeded" and runs["counts"]["rows_read"] == 36
     assert {Path(f["source_file"]).name: f["rows_quarantined"] for f in runs["files"]}["registrations_web.csv"] == 6
 
 

@@ -46,7 +46,11 @@ def test_external_scores_golden_case_and_a_rerun_commits_nothing(spark, screened
     assert scores["F0001"]["model_version"] == "gbm-7"
     assert scores["F0003"]["band"] == "low"  # scored 0.41, but a scalper
     assert scores["F0101"]["raw_score"] is None  # its 1.7 was quarantined at ingest
-    assert (sel["F0001"]["verdict"], sel["F0001"]["market_id"], sel["F0001"]["market_rank"]) == ("selected", "NYC-01", 1)
+    assert (sel["F0001"]["verdict"], sel["F0001"]["market_id"], sel["F0001"]["market_rank"]) == (
+        "selected",
+        "NYC-01",
+        1,
+    )
     assert (sel["F0003"]["verdict"], sel["F0003"]["reasons"]) == ("rejected", ["SCALPER_SIGNALS"])
     assert (sel["F0002"]["verdict"], sel["F0002"]["reasons"]) == ("rejected", ["DUPLICATE_ACCOUNT"])
     assert (sel["F0101"]["verdict"], sel["F0101"]["reasons"]) == ("rejected", ["NO_SCORE"])

@@ -140,6 +140,11 @@ def ingest(ctx: StageContext) -> StageResult:
     parsed_by_table = {
         table: _union(frames).withColumn("_ok", F.size("reasons") == 0) for table, frames in by_table.items()
     }
+    if "code_pool" in parsed_by_table:
+        from campaign_pipeline.codes.pool import flag_duplicate_codes
+
+        earlier = wh.read("code_pool", cid).where(~F.col("source_file").isin(all_names_of(todo)))
+        parsed_by_table["code_pool"] = flag_duplicate_codes(parsed_by_table["code_pool"], earlier)
     for df in parsed_by_table.values():
         df.persist(StorageLevel.MEMORY_AND_DISK)
     counts = _counts_per_file(spark, parsed_by_table)
@@ -238,6 +243,10 @@ def ingest(ctx: StageContext) -> StageResult:
     if ignored:
         result.summary.append(f"ignored (not a landing file kind): {', '.join(ignored)}")
     return result
+
+
+def all_names_of(todo: list) -> list[str]:
+    return [f.path for f, _, _ in todo]
 
 
 def _union(frames: list[DataFrame]) -> DataFrame:

@@ -54,7 +54,6 @@ def registrants_suite(disqualifying: tuple[str, ...]) -> Suite:
 def run_suite(spark: SparkSession, wh, run_id: str, campaign_id: str, table: str, df: DataFrame, suite: Suite) -> str:
     """Validate `df`, append one `dq_results` row per expectation, raise if any failed."""
     import great_expectations as gx
-
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")

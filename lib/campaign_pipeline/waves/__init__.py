@@ -1,1 +1,1 @@
-"""waves"""
+"""Waves: which coded fans are told when, on which channel, with which text."""

@@ -1,0 +1,132 @@
+"""The legacy per-wave zip: `sms/{market}.csv`, `email/{market}.csv` (one row per email address),
+`masterCodes/{market}.csv` (every coded fan of the wave, TM placeholders left out), with the
+columns the old notifier tooling reads. Written to a local folder or to `s3://bucket/prefix`
+through boto3 (which honours `AWS_ENDPOINT_URL`, e.g. a moto server in tests).
+
+The zip is streamed: rows come to the driver one partition at a time (`toLocalIterator`), sorted
+by member file, so memory stays flat whatever the wave's size. Entry timestamps are the wave's
+notify time, so the same wave exports to byte-identical zips.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from campaign_pipeline.errors import PipelineError
+
+
+def legacy_columns():
+    """(header, column) pairs of the legacy CSVs (built lazily: Columns need a running session)."""
+    return [
+        ("code", F.coalesce(F.when(F.col("code_type") != "tm", F.col("code")), F.lit(""))),
+        ("doNotText", F.when(F.coalesce(F.col("do_not_text"), F.lit(False)), "true").otherwise("false")),
+        ("email", F.col("email")),
+        ("firstName", F.col("first_name")),
+        ("lastName", F.col("last_name")),
+        ("link", F.col("link")),
+        ("locale", F.col("locale")),
+        ("marketId", F.col("market_id")),
+        ("globalUserId", F.col("global_user_id")),
+        ("memberId", F.col("member_id")),
+        ("mobileNumber", F.col("mobile_number")),
+        ("smsText", F.when(F.col("channel") == "sms", F.col("text"))),
+    ]
+
+
+HEADER = "code,doNotText,email,firstName,lastName,link,locale,marketId,globalUserId,memberId,mobileNumber,smsText"
+
+
+def _csv_field(col):
+    text = F.coalesce(col.cast("string"), F.lit(""))
+    needs_quotes = text.rlike('[",\r\n]')
+    return F.when(needs_quotes, F.concat(F.lit('"'), F.replace(text, F.lit('"'), F.lit('""')), F.lit('"'))).otherwise(
+        text
+    )
+
+
+def legacy_lines(messages: DataFrame) -> DataFrame:
+    """(member, sort key, line) for one wave's messages."""
+    line = F.concat_ws(",", *[_csv_field(c) for _, c in legacy_columns()])
+    sms = messages.where(F.col("channel") == "sms").select(
+        F.concat(F.lit("sms/"), F.col("market_id"), F.lit(".csv")).alias("member"),
+        F.col("global_user_id").alias("k"),
+        line.alias("line"),
+    )
+    first_per_email = Window.partitionBy("market_id", F.lower("email")).orderBy("global_user_id")
+    email = (
+        messages.where(F.col("channel") == "email")
+        .withColumn("_n", F.row_number().over(first_per_email))
+        .where("_n = 1")
+        .select(
+            F.concat(F.lit("email/"), F.col("market_id"), F.lit(".csv")).alias("member"),
+            F.col("global_user_id").alias("k"),
+            line.alias("line"),
+        )
+    )
+    one_per_code = Window.partitionBy("market_id", "global_user_id").orderBy(F.col("channel").desc())
+    master = (
+        messages.where(F.col("code_type") != "tm")
+        .withColumn("_n", F.row_number().over(one_per_code))
+        .where("_n = 1")
+        .withColumn("text", F.lit(None).cast("string"))
+        .withColumn("channel", F.lit(None).cast("string"))
+        .select(
+            F.concat(F.lit("masterCodes/"), F.col("market_id"), F.lit(".csv")).alias("member"),
+            F.col("global_user_id").alias("k"),
+            F.concat_ws(",", *[_csv_field(c) for _, c in legacy_columns()]).alias("line"),
+        )
+    )
+    return sms.unionByName(email).unionByName(master)
+
+
+def write_wave_zip(lines: DataFrame, path: str, stamp) -> int:
+    """Stream `lines` into a zip at a local path; returns the number of data rows."""
+    rows = 0
+    date_time = (stamp.year, stamp.month, stamp.day, stamp.hour, stamp.minute, stamp.second)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        current, handle = None, None
+        for r in lines.orderBy("member", "k").toLocalIterator():
+            if r["member"] != current:
+                if handle:
+                    handle.close()
+                info = zipfile.ZipInfo(r["member"], date_time=date_time)
+                info.compress_type = zipfile.ZIP_DEFLATED
+                handle = zf.open(info, "w")
+                handle.write((HEADER + "\n").encode("utf-8"))
+                current = r["member"]
+            handle.write((r["line"] + "\n").encode("utf-8"))
+            rows += 1
+        if handle:
+            handle.close()
+    return rows
+
+
+def export_wave(lines: DataFrame, destination: str, campaign_id: str, wave_id: str, stamp) -> tuple[str, int]:
+    """Write `<destination>/<campaign_id>/<wave_id>.zip` (local or s3://); returns (uri, rows)."""
+    name = f"{campaign_id}/{wave_id}.zip"
+    if destination.startswith("s3://"):
+        import boto3
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        bucket, _, prefix = destination[5:].partition("/")
+        key = f"{prefix.rstrip('/')}/{name}" if prefix else name
+        with tempfile.TemporaryDirectory() as tmp:
+            local = os.path.join(tmp, "wave.zip")
+            rows = write_wave_zip(lines, local, stamp)
+            try:
+                boto3.client("s3").upload_file(local, bucket, key)
+            except (BotoCoreError, ClientError) as exc:
+                raise PipelineError(f"legacy export: cannot upload s3://{bucket}/{key}: {exc}") from None
+        return f"s3://{bucket}/{key}", rows
+    target = Path(destination.removeprefix("file:")) / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".zip.partial")
+    rows = write_wave_zip(lines, str(partial), stamp)
+    partial.replace(target)  # readers never see a half-written zip
+    return str(target), rows

@@ -1,0 +1,165 @@
+"""Messages of the waves: channel rule, locale, rendered text and a deterministic message id.
+
+Channel (`waves[].channels`):
+- `auto` (default): SMS when the fan has a valid mobile number in `sms_countries` and is not
+  `do_not_text`; otherwise email.
+- `sms`: SMS only; fans who cannot get an SMS are not messaged in this wave (counted).
+- `email`: email only.
+- `both`: SMS where possible and email where possible.
+A fan with neither channel is counted as unreachable. Locale: the fan's if a template exists for
+it, else the market's, else `messages.default_locale`, else the built-in English template.
+`message_id` = sha256(campaign ␟ wave ␟ fan ␟ channel), plus the market when fans may hold several.
+"""
+
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from campaign_pipeline.config import Campaign
+from campaign_pipeline.tables import literal_frame
+from campaign_pipeline.waves.render import BUILTIN, render_messages, templates_of
+
+SMS_LINE_TYPES = ("mobile", "fixed_line_or_mobile")
+
+
+def sms_possible(sms_countries: list[str]):
+    return (
+        F.col("phone_e164").isNotNull()
+        & F.coalesce(F.col("phone_type"), F.lit("")).isin(*SMS_LINE_TYPES)
+        & F.coalesce(F.col("phone_country"), F.lit("")).isin(*sms_countries)
+        & ~F.coalesce(F.col("do_not_text"), F.lit(False))
+    )
+
+
+def channels_for(mode: str, sms_ok, email_ok):
+    sms = F.when(sms_ok, F.lit("sms"))
+    email = F.when(email_ok, F.lit("email"))
+    if mode == "auto":
+        return F.array_compact(F.array(F.coalesce(sms, email)))
+    if mode == "sms":
+        return F.array_compact(F.array(sms))
+    if mode == "email":
+        return F.array_compact(F.array(email))
+    return F.array_compact(F.array(sms, email))
+
+
+def market_frame(spark, campaign: Campaign) -> DataFrame:
+    rows = []
+    for m in campaign.markets:
+        for w in campaign.waves:
+            local = w.notify_at.astimezone(ZoneInfo(m.timezone))
+            rows.append(
+                (
+                    campaign.campaign_id,
+                    m.market_id,
+                    w.wave_id,
+                    m.name,
+                    m.event_date.isoformat(),
+                    local.strftime("%Y-%m-%d %H:%M %Z"),
+                    m.locale,
+                    w.channels,
+                )
+            )
+    return literal_frame(
+        spark,
+        rows,
+        "campaign_id string, market_id string, wave_id string, market_name string, event_date string, "
+        "wave_date string, market_locale string, channels string",
+    )
+
+
+def plan_messages(
+    spark, campaign: Campaign, members: DataFrame, assignments: DataFrame, registrants: DataFrame, run_id: str
+) -> DataFrame:
+    """One row per message (catalog `wave_messages` columns) for coded wave members."""
+    key = ["campaign_id", "global_user_id", "market_id"]
+    coded = members.join(assignments.select(*key, "code", "code_type"), key, "inner").join(
+        registrants.select(
+            "campaign_id",
+            "global_user_id",
+            "member_id",
+            "email",
+            "phone_e164",
+            "phone_type",
+            "phone_country",
+            "do_not_text",
+            "first_name",
+            "last_name",
+            F.col("locale").alias("fan_locale"),
+        ),
+        ["campaign_id", "global_user_id"],
+        "inner",
+    )
+    coded = coded.join(F.broadcast(market_frame(spark, campaign)), ["campaign_id", "market_id", "wave_id"], "left")
+    sms_ok = sms_possible(campaign.options.sms_countries)
+    email_ok = F.col("email").isNotNull()
+    modes = {w.wave_id: w.channels for w in campaign.waves}
+    channel_list = F.lit(None).cast("array<string>")
+    for mode in sorted(set(modes.values())):
+        channel_list = F.when(F.col("channels") == mode, channels_for(mode, sms_ok, email_ok)).otherwise(channel_list)
+    messages = coded.withColumn("channel", F.explode_outer(channel_list))
+    known = [k for k in templates_of(campaign) if k != BUILTIN]
+    default = campaign.messages.default_locale
+    template_key = (
+        F.when(F.col("fan_locale").isin(*known), F.col("fan_locale"))
+        .when(F.col("market_locale").isin(*known), F.col("market_locale"))
+        .otherwise(F.lit(default if default in known else BUILTIN))
+        if known
+        else F.lit(BUILTIN)
+    )
+    link = F.lit(campaign.messages.link)
+    for name in ("campaign_id", "market_id", "wave_id"):
+        link = F.replace(link, F.lit("{" + name + "}"), F.col(name))
+    messages = messages.withColumn("_template", template_key).withColumn("link", link)
+    variables = F.struct(
+        F.lit(campaign.name).alias("campaign_name"),
+        F.lit(campaign.artist).alias("artist"),
+        F.col("market_name").alias("market"),
+        F.col("market_id"),
+        F.col("event_date"),
+        F.col("wave_date"),
+        F.coalesce(F.col("code"), F.lit("")).alias("code"),
+        F.col("link"),
+        F.coalesce(F.col("first_name"), F.lit("")).alias("first_name"),
+        F.coalesce(F.col("last_name"), F.lit("")).alias("last_name"),
+    )
+    id_parts = [F.col("campaign_id"), F.col("wave_id"), F.col("global_user_id")]
+    if not campaign.options.single_market:
+        id_parts.append(F.col("market_id"))
+    id_parts.append(F.col("channel"))
+    reachable = messages.where(F.col("channel").isNotNull())
+    rendered = reachable.withColumn("_r", render_messages(campaign, F.col("_template"), F.col("channel"), variables))
+    return rendered.select(
+        "campaign_id",
+        "wave_id",
+        F.substring(F.sha2(F.concat_ws("\u001f", *id_parts), 256), 1, 32).alias("message_id"),
+        "global_user_id",
+        "member_id",
+        "market_id",
+        "channel",
+        F.when(F.col("channel") == "sms", F.col("phone_e164")).otherwise(F.col("email")).alias("recipient"),
+        "code",
+        "code_type",
+        F.when(F.col("_template") == BUILTIN, F.lit(default)).otherwise(F.col("_template")).alias("locale"),
+        F.col("_r.subject").alias("subject"),
+        F.col("_r.text").alias("text"),
+        "link",
+        F.col("_r.sms_segments").alias("sms_segments"),
+        F.col("_r.sms_encoding").alias("sms_encoding"),
+        "first_name",
+        "last_name",
+        "email",
+        F.col("phone_e164").alias("mobile_number"),
+        "do_not_text",
+        "notify_at",
+        F.lit(run_id).alias("run_id"),
+    )
+
+
+def unreachable(members: DataFrame, assignments: DataFrame, messages: DataFrame) -> DataFrame:
+    key = ["campaign_id", "global_user_id", "market_id"]
+    coded = members.join(assignments.select(*key), key, "inner")
+    return coded.join(messages.select(*key).distinct(), key, "left_anti")

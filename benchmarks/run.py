@@ -1,9 +1,9 @@
 """Scale benchmarks (`make bench`): synth a campaign, then time each stage over several runs.
 
-    python benchmarks/run.py [--registrants 2000000] [--repeats 3] [--stages ingest]
+    python benchmarks/run.py [--registrants 2000000] [--repeats 3] [--stages ingest,screen]
 
-Each repeat ingests into a fresh warehouse (ingest of an already-ingested file is a no-op, which
-would measure nothing). Prints seconds per run, the median, and rows/s; paste the table into
+Each repeat runs the stages into a fresh warehouse (re-running a stage on unchanged inputs is a
+no-op, which would measure nothing). The default is the whole chain, ingest → plan_waves. Prints seconds per run, the median, and rows/s; paste the table into
 benchmarks/RESULTS.md with the machine it ran on.
 """
 
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--registrants", type=int, default=int(os.environ.get("BENCH_REGISTRANTS", 2_000_000)))
     parser.add_argument("--markets", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--stages", default="ingest,screen")
+    parser.add_argument("--stages", default="ingest,screen,score,select,assign_codes,plan_waves")
     parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "campaign-pipeline-bench"))
     args = parser.parse_args(argv)
 
@@ -54,12 +54,22 @@ def main(argv: list[str] | None = None) -> int:
         report = run_pipeline(spark, campaign, env, stages=stages, from_start=True, out=open(os.devnull, "w"))
         for name, result, seconds in report.rows:
             timings[name].append(seconds)
-            rows[name] = result.counts.get("rows_read", result.counts.get("registrants", args.registrants))
+            rows[name] = next(
+                (
+                    result.counts[k]
+                    for k in ("rows_read", "registrants", "codes_held", "messages")
+                    if k in result.counts
+                ),
+                args.registrants,
+            )
+            if name in ("select", "assign_codes", "plan_waves"):
+                print(f"  [{name}] " + "\n  ".join(result.summary[:16]))
             for key, ms in result.counts.items():
                 if key.startswith("ms:"):
                     timings.setdefault(f"{name}: {key[3:]}", []).append(ms / 1000)
                     rows[f"{name}: {key[3:]}"] = rows[name]
-        print(f"repeat {i + 1}: " + ", ".join(f"{n} {s:.1f} s" for n, _, s in report.rows))
+        total = sum(s for _, _, s in report.rows)
+        print(f"repeat {i + 1}: " + ", ".join(f"{n} {s:.1f} s" for n, _, s in report.rows) + f"; total {total:.1f} s")
 
     print("\n| stage | rows | runs (s) | median (s) | rows/s |\n|---|---:|---|---:|---:|")
     for name, values in timings.items():

@@ -176,4 +176,10 @@ def test_a_failed_run_is_resumed_at_the_failed_stage(spark, test_env, landing, t
     bad.unlink()
     report = _run(spark, test_env, landing, tmp_path / "wh", stages=())
     assert report.resumed_from == "ingest"
-    assert report.rows[0][0] == "ingest"
+    assert [name for name, _, _ in report.rows] == [
+        "ingest", "screen", "score", "select", "assign_codes", "plan_waves",
+    ]  # fmt: skip
+    # the hand-written campaign end to end: two fans selected, coded from the pool and messaged by SMS
+    results = {name: result.counts for name, result, _ in report.rows}
+    assert results["select"]["selected"] == 2 and results["assign_codes"]["codes_held"] == 2
+    assert (results["plan_waves"]["messages"], results["plan_waves"]["sms"]) == (2, 2)

@@ -144,7 +144,8 @@ def ingest(ctx: StageContext) -> StageResult:
         from campaign_pipeline.codes.pool import flag_duplicate_codes
 
         earlier = wh.read("code_pool", cid).where(~F.col("source_file").isin(all_names_of(todo)))
-        parsed_by_table["code_pool"] = flag_duplicate_codes(parsed_by_table["code_pool"], earlier)
+        flagged = flag_duplicate_codes(parsed_by_table["code_pool"].drop("_ok"), earlier)
+        parsed_by_table["code_pool"] = flagged.withColumn("_ok", F.size("reasons") == 0)
     for df in parsed_by_table.values():
         df.persist(StorageLevel.MEMORY_AND_DISK)
     counts = _counts_per_file(spark, parsed_by_table)

@@ -1,0 +1,13 @@
+"""spark-submit entry point: the plan_waves stage for one campaign.
+
+    spark-submit jobs/plan_waves.py --campaign conf/campaigns/<id>.yaml --env emr [--warehouse s3://...]
+
+All logic lives in the installed `campaign_pipeline` package; this file only forwards arguments.
+"""
+
+import sys
+
+from campaign_pipeline.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["plan_waves", *sys.argv[1:]]))

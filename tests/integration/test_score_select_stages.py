@@ -86,5 +86,5 @@ def test_fanlist_golden_case_and_explain_masks_personal_data(spark, screened):
     assert "annlee@gmail.com" not in story and "+12125550101" not in story and "Ann.Lee" not in story
     assert "a***@gmail.com" in story and "+1******0101" in story, story
     assert "VERDICT: SELECTED market NYC-01 (choice 1, market rank 1)" in story.replace("verdict: ", "VERDICT: ")
-    assert "choice 1: NYC-01 · rank 1 of 2" in story, story
+    assert "choice 1: NYC-01 · rank 1 of 2 candidates" in story, story
     assert f"selections@v{wh.version('selections')}" in story

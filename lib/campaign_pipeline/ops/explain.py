@@ -91,7 +91,7 @@ def explain_fan(wh: Warehouse, campaign: Campaign, fan: str) -> list[str]:
     for c in _one(wh, "code_assignments", cid, fan):
         code = "(TM account unlock, no code)" if c["code_type"] == "tm" else c["code"]
         out.append(
-            f"code: {code} for {c['market_id']} ({c['code_type']}), valid {c['valid_from']} → {c['valid_until']}"
+            f"code: {code} for {c['market_id']} ({c['code_type']}), valid {c['valid_from']} → {c['valid_until']} UTC"
         )
     sent = {m["message_id"]: m for m in _one_by_message(wh, cid, fan)}
     for msg in sorted(_one(wh, "wave_messages", cid, fan), key=lambda m: (m["wave_id"], m["channel"])):
@@ -143,7 +143,8 @@ def _market_standing(wh: Warehouse, campaign: Campaign, fan: str, prefs: list[st
         selected, lowest = cutoffs.get(market, (0, None))
         cut = "no one selected" if lowest is None else f"lowest selected band_score {lowest:.6f}"
         lines.append(
-            f"  choice {i}: {market} · rank {ahead_n + 1:,} of {listed:,} · capacity {capacity.get(market, 0):,},"
+            f"  choice {i}: {market} · rank {ahead_n + 1:,} of {listed:,} candidates who listed it at any position"
+            f" · capacity {capacity.get(market, 0):,},"
             f" {selected:,} selected, {cut}"
         )
     return lines

@@ -256,6 +256,11 @@ def test_waves_channels_templates_zip_on_s3_and_sent_messages_are_never_replanne
         f"{f2},true,bo@example.com,FirstF2,LastF2,https://presale.example.com/{CID},en_US,NYC-01,F2,M-F2"
     )
 
+    # re-planning unchanged inputs commits nothing: same messages, same ids, no new Delta version
+    versions = (wh.version("wave_messages"), wh.version("waves"))
+    run_pipeline(spark, campaign(), env, stages=["plan_waves"], out=QUIET)
+    assert (wh.version("wave_messages"), wh.version("waves")) == versions and messages(wh) == got
+
     # F1's SMS was sent; a changed template re-plans F2's email but never F1's message
     log = literal_frame(
         spark, [(CID, f1["message_id"], "sent", 1, "p-1", None, T0)], CATALOG["notification_log"].schema

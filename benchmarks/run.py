@@ -54,14 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         report = run_pipeline(spark, campaign, env, stages=stages, from_start=True, out=open(os.devnull, "w"))
         for name, result, seconds in report.rows:
             timings[name].append(seconds)
-            rows[name] = next(
-                (
-                    result.counts[k]
-                    for k in ("rows_read", "registrants", "codes_held", "messages")
-                    if k in result.counts
-                ),
-                args.registrants,
-            )
+            rows[name] = result.rows(default=args.registrants)
             if name in ("select", "assign_codes", "plan_waves"):
                 print(f"  [{name}] " + "\n  ".join(result.summary[:16]))
             for key, ms in result.counts.items():

@@ -128,10 +128,7 @@ def _demo(args) -> int:
     print(f"  {'stage':<14}{'rows':>14}{'seconds':>10}")
     print(f"  {'synth':<14}{args.registrants:>14,}{synth_seconds:>10.1f}")
     for name, result, seconds in report.rows:
-        rows = next(
-            (result.counts[k] for k in ("rows_read", "registrants", "codes_held", "messages") if k in result.counts), 0
-        )
-        print(f"  {name:<14}{rows:>14,}{seconds:>10.1f}")
+        print(f"  {name:<14}{result.rows():>14,}{seconds:>10.1f}")
     print(f"\ntables for campaign {campaign.campaign_id} under {Path(env.warehouse_root).resolve()}:")
     for name in CATALOG:
         if wh.exists(name):

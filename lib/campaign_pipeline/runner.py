@@ -45,6 +45,13 @@ class StageResult:
     files: list[dict] = field(default_factory=list)
     summary: list[str] = field(default_factory=list)  # extra lines printed under the progress line
 
+    def rows(self, default: int = 0) -> int:
+        """The row count a stage is measured by: rows read, registrants, codes held or messages."""
+        for key in ("rows_read", "registrants", "codes_held", "messages"):
+            if key in self.counts:
+                return self.counts[key]
+        return default
+
     def headline(self) -> str:
         keys = [k for k in self.counts if ":" not in k and "." not in k]
         return " · ".join(f"{k.replace('_', ' ')} {self.counts[k]:,}" for k in keys[:6])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import os
 import sys
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -134,3 +135,14 @@ def set_stage_description(spark, stage: str, detail: str = "") -> None:
     text = f"{stage}: {detail}" if detail else stage
     spark.sparkContext.setJobGroup(stage, text, interruptOnCancel=False)
     spark.sparkContext.setJobDescription(text)
+
+
+@contextmanager
+def checkpoint_folder(spark, path: str):
+    """Use `path` as the Spark checkpoint folder for a stage; delete it afterwards, failed or not."""
+    spark.sparkContext.setCheckpointDir(path)
+    try:
+        yield path
+    finally:
+        hpath = spark._jvm.org.apache.hadoop.fs.Path(path)
+        hpath.getFileSystem(spark._jsc.hadoopConfiguration()).delete(hpath, True)

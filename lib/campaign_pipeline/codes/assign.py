@@ -60,6 +60,12 @@ def assign_pool_codes(campaign: Campaign, need: DataFrame, pool: DataFrame, used
     )
 
 
+def _without_pools(need: DataFrame, assigned: DataFrame) -> Assignment:
+    """An assignment that draws on no pool (TM placeholders, generated codes)."""
+    empty = need.sparkSession.createDataFrame([], "campaign_id string, pool string, needed long")
+    return Assignment(assigned, empty, empty.withColumnRenamed("needed", "available"))
+
+
 def assign_tm(need: DataFrame) -> Assignment:
     assigned = need.select(
         "campaign_id",
@@ -68,8 +74,7 @@ def assign_tm(need: DataFrame) -> Assignment:
         F.lit(None).cast("string").alias("code"),
         F.lit("tm").alias("code_type"),
     )
-    empty = need.sparkSession.createDataFrame([], "campaign_id string, pool string, needed long")
-    return Assignment(assigned, empty, empty.withColumnRenamed("needed", "available"))
+    return _without_pools(need, assigned)
 
 
 def assign_generated(
@@ -115,8 +120,7 @@ def assign_generated(
     for more in accepted[1:]:
         out = out.unionByName(more)
     assigned = out.select("campaign_id", "market_id", "global_user_id", "code", F.lit("generated").alias("code_type"))
-    empty = need.sparkSession.createDataFrame([], "campaign_id string, pool string, needed long")
-    return Assignment(assigned, empty, empty.withColumnRenamed("needed", "available")), collisions
+    return _without_pools(need, assigned), collisions
 
 
 def duplicate_problems(existing: DataFrame, new: DataFrame, single_market: bool) -> list[str]:

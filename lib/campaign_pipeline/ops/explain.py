@@ -93,8 +93,9 @@ def explain_fan(wh: Warehouse, campaign: Campaign, fan: str) -> list[str]:
         out.append(
             f"code: {code} for {c['market_id']} ({c['code_type']}), valid {c['valid_from']} → {c['valid_until']} UTC"
         )
-    sent = {m["message_id"]: m for m in _one_by_message(wh, cid, fan)}
-    for msg in sorted(_one(wh, "wave_messages", cid, fan), key=lambda m: (m["wave_id"], m["channel"])):
+    planned = _one(wh, "wave_messages", cid, fan)
+    sent = {m["message_id"]: m for m in _delivery(wh, cid, [m["message_id"] for m in planned])}
+    for msg in sorted(planned, key=lambda m: (m["wave_id"], m["channel"])):
         to = mask_phone(msg["recipient"]) if msg["channel"] == "sms" else mask_email(msg["recipient"])
         log = sent.get(msg["message_id"])
         status = f"{log['status']} ({log['attempts']} attempt(s))" if log else "not sent yet"
@@ -102,11 +103,12 @@ def explain_fan(wh: Warehouse, campaign: Campaign, fan: str) -> list[str]:
     return out
 
 
-def _one_by_message(wh: Warehouse, cid: str, fan: str) -> list[dict]:
-    if not (wh.exists("notification_log") and wh.exists("wave_messages")):
+def _delivery(wh: Warehouse, cid: str, message_ids: list[str]) -> list[dict]:
+    """The fan's `notification_log` rows (a fan has a handful of messages at most)."""
+    if not message_ids or not wh.exists("notification_log"):
         return []
-    ids = wh.read("wave_messages", cid).where(F.col("global_user_id") == fan).select("message_id")
-    return [r.asDict() for r in wh.read("notification_log", cid).join(ids, "message_id").collect()]
+    log = wh.read("notification_log", cid).where(F.col("message_id").isin(message_ids))
+    return [r.asDict() for r in log.collect()]
 
 
 def _market_standing(wh: Warehouse, campaign: Campaign, fan: str, prefs: list[str], band_score: float) -> list[str]:

@@ -37,28 +37,29 @@ def _count(name: str) -> Column:
     return F.greatest(F.coalesce(F.col(name).cast("double"), F.lit(0.0)), F.lit(0.0))
 
 
-def activity_per_fan(activity: DataFrame) -> DataFrame:
-    """One activity row per (campaign, fan): a fan listed twice keeps the latest ingested row."""
+def latest_ingested(df: DataFrame) -> DataFrame:
+    """One row per (campaign, fan) of an ingested table: the latest ingested row; file and line break ties."""
     from pyspark.sql import Window
 
     latest = Window.partitionBy("campaign_id", "global_user_id").orderBy(
         F.col("ingested_at").desc(), F.col("source_file").desc(), F.col("source_line").desc()
     )
-    return (
-        activity.withColumn("_n", F.row_number().over(latest))
-        .where("_n = 1")
-        .select(
-            "campaign_id",
-            "global_user_id",
-            "account_created_at",
-            "tickets_purchased_24m",
-            "events_attended_24m",
-            "artist_tickets_purchased",
-            "artist_streams_90d",
-            "resale_listings_24m",
-            "chargebacks_24m",
-            F.lit(True).alias("_has_activity"),
-        )
+    return df.withColumn("_n", F.row_number().over(latest)).where("_n = 1").drop("_n")
+
+
+def activity_per_fan(activity: DataFrame) -> DataFrame:
+    """One activity row per (campaign, fan): a fan listed twice keeps the latest ingested row."""
+    return latest_ingested(activity).select(
+        "campaign_id",
+        "global_user_id",
+        "account_created_at",
+        "tickets_purchased_24m",
+        "events_attended_24m",
+        "artist_tickets_purchased",
+        "artist_streams_90d",
+        "resale_listings_24m",
+        "chargebacks_24m",
+        F.lit(True).alias("_has_activity"),
     )
 
 

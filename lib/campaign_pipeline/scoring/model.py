@@ -14,7 +14,7 @@ from pyspark.sql import types as T
 
 from campaign_pipeline.config import Scoring
 from campaign_pipeline.errors import ConfigError, InputError
-from campaign_pipeline.scoring.features import FEATURES
+from campaign_pipeline.scoring.features import FEATURES, latest_ingested
 
 # The documented defaults of the built-in weighted logistic model (README "Scoring"): logit =
 # intercept + Σ weight × feature. Engagement with the artist counts most; resale and chargebacks
@@ -116,17 +116,9 @@ def pipeline_model_scores(features: DataFrame, path: str) -> DataFrame:
     )
 
 
-def _latest(df: DataFrame) -> DataFrame:
-    """A fan listed more than once keeps the latest ingested row (file and line break ties)."""
-    order = Window.partitionBy("campaign_id", "global_user_id").orderBy(
-        F.col("ingested_at").desc(), F.col("source_file").desc(), F.col("source_line").desc()
-    )
-    return df.withColumn("_n", F.row_number().over(order)).where("_n = 1").drop("_n")
-
-
 def external_scores(scored: DataFrame) -> DataFrame:
     """The data-science scored file; `model_version` is its `model_version` column if it has one."""
-    latest = _latest(scored)
+    latest = latest_ingested(scored)
     version = F.coalesce(
         F.col("extra")["model_version"],
         F.concat(F.lit("external:"), F.element_at(F.split("source_file", "/"), -1)),

@@ -35,7 +35,7 @@ from campaign_pipeline.runner import StageContext, StageResult, stage
 from campaign_pipeline.screening.emails import tag_emails
 from campaign_pipeline.screening.identity import keep_one_per_cluster, with_identity_clusters
 from campaign_pipeline.screening.phones import phone_details
-from campaign_pipeline.session import set_stage_description
+from campaign_pipeline.session import checkpoint_folder, set_stage_description
 
 DISQUALIFYING = (
     "INTL_PHONE",
@@ -278,8 +278,6 @@ def screen(ctx: StageContext) -> StageResult:
     registrations = wh.read("registrations", cid)
     if not wh.exists("registrations"):
         raise PipelineError(f"no registrations ingested for campaign {cid}: run the ingest stage first")
-    checkpoints = f"{wh.root}/_checkpoints/{ctx.run_id}"
-    spark.sparkContext.setCheckpointDir(checkpoints)
     steps: dict[str, float] = {}
     clock = {"n": 0, "t": time.perf_counter()}
 
@@ -300,15 +298,13 @@ def screen(ctx: StageContext) -> StageResult:
         lap("normalise" if clock["n"] == 1 else "identity_graph")
         return out
 
-    try:
+    with checkpoint_folder(spark, f"{wh.root}/_checkpoints/{ctx.run_id}"):
         registrants, figures = screen_registrants(
             spark, ctx.campaign, registrations, wh.read("fan_activity", cid), screening_lists(ctx), cut_lineage
         )
         set_stage_description(spark, "screen", "fraud rules, tags and write registrants")
         wh.replace("registrants", registrants.withColumn("run_id", F.lit(ctx.run_id)), cid)
         lap("rules_and_write")
-    finally:
-        _remove(spark, checkpoints)
 
     written = wh.read("registrants", cid)
     set_stage_description(spark, "screen", "count tags")
@@ -344,9 +340,3 @@ def screen(ctx: StageContext) -> StageResult:
     result.summary.append(f"identity graph: {figures['graph_rounds']} rounds; expectations: {dq}")
     result.summary.append("steps: " + ", ".join(f"{k} {v:.1f} s" for k, v in steps.items()))
     return result
-
-
-def _remove(spark, path: str) -> None:
-    hpath = spark._jvm.org.apache.hadoop.fs.Path(path)
-    fs = hpath.getFileSystem(spark._jsc.hadoopConfiguration())
-    fs.delete(hpath, True)

@@ -21,7 +21,7 @@ from campaign_pipeline.config import Campaign
 from campaign_pipeline.errors import PipelineError
 from campaign_pipeline.runner import StageContext, StageResult, stage
 from campaign_pipeline.selection.allocate import FAN, allocate, capacity_left, waitlist
-from campaign_pipeline.session import set_stage_description
+from campaign_pipeline.session import checkpoint_folder, set_stage_description
 
 COLUMNS = [
     "campaign_id",
@@ -143,7 +143,7 @@ def selections_suite(campaign: Campaign):
     )
 
 
-def fairness_summary(spark, campaign: Campaign, selections: DataFrame, registrants: DataFrame, scores: DataFrame):
+def fairness_summary(selections: DataFrame, registrants: DataFrame, scores: DataFrame):
     """Counts behind the fairness summary: per band, per market (first choice), rounds."""
     first = registrants.select(*FAN, F.element_at("market_preferences", 1).alias("first_choice"))
     rows = (
@@ -167,24 +167,18 @@ def select(ctx: StageContext) -> StageResult:
             raise PipelineError(f"no {needed} for campaign {cid}: run the {stage_name} stage first")
     registrants, scores = wh.read("registrants", cid), wh.read("scores", cid)
     previous = wh.read("selections", cid)
-    checkpoints = f"{wh.root}/_checkpoints/{ctx.run_id}-select"
-    spark.sparkContext.setCheckpointDir(checkpoints)
-    try:
+    with checkpoint_folder(spark, f"{wh.root}/_checkpoints/{ctx.run_id}-select"):
         set_stage_description(spark, "select", "allocation rounds")
         selections = select_fans(
             spark, campaign, registrants, scores, previous, ctx.run_id, lambda df: df.checkpoint(eager=True)
         )
         set_stage_description(spark, "select", "write selections")
         written = wh.replace_if_changed("selections", selections, cid)
-    finally:
-        from campaign_pipeline.screening.stage import _remove
-
-        _remove(spark, checkpoints)
     table = wh.read("selections", cid)
     set_stage_description(spark, "select", "expectations and fairness summary")
     suite = selections_suite(campaign)
     dq = run_suite(spark, wh, ctx.run_id, cid, "selections", table, suite)
-    facts = fairness_summary(spark, campaign, table, registrants, scores)
+    facts = fairness_summary(table, registrants, scores)
     return _result(campaign, facts, written, dq)
 
 

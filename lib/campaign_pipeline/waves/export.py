@@ -74,12 +74,11 @@ def legacy_lines(messages: DataFrame) -> DataFrame:
         messages.where(F.col("code_type") != "tm")
         .withColumn("_n", F.row_number().over(one_per_code))
         .where("_n = 1")
-        .withColumn("text", F.lit(None).cast("string"))
-        .withColumn("channel", F.lit(None).cast("string"))
+        .withColumn("channel", F.lit(None).cast("string"))  # a master code row has no SMS text
         .select(
             F.concat(F.lit("masterCodes/"), F.col("market_id"), F.lit(".csv")).alias("member"),
             F.col("global_user_id").alias("k"),
-            F.concat_ws(",", *[_csv_field(c) for _, c in legacy_columns()]).alias("line"),
+            line.alias("line"),
         )
     )
     return sms.unionByName(email).unionByName(master)

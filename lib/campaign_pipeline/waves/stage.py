@@ -61,10 +61,13 @@ def plan_waves(ctx: StageContext) -> StageResult:
     in_waves = members.count()
     coded_members = members.join(assignments.select(*KEY), KEY, "left_semi").count()
 
+    per_wave = {
+        w.wave_id: (per.get((w.wave_id, "sms"), (0, 0, 0))[0], per.get((w.wave_id, "email"), (0, 0, 0))[0])
+        for w in ordered_waves(campaign)
+    }
     wave_rows = []
     for w in ordered_waves(campaign):
-        sms = per.get((w.wave_id, "sms"), (0, 0, 0))[0]
-        email = per.get((w.wave_id, "email"), (0, 0, 0))[0]
+        sms, email = per_wave[w.wave_id]
         wave_rows.append(
             (cid, w.wave_id, w.notify_at, "scheduled", 0, sms + email, sms, email, 0, 0, 0, ctx.started_at, ctx.run_id)
         )
@@ -98,8 +101,7 @@ def plan_waves(ctx: StageContext) -> StageResult:
         result.summary.append(f"{no_channel:,} coded fans have no usable channel for their wave (not messaged)")
     destination = export_root(ctx)
     for w in ordered_waves(campaign):
-        sms = per.get((w.wave_id, "sms"), (0, 0, 0))[0]
-        email = per.get((w.wave_id, "email"), (0, 0, 0))[0]
+        sms, email = per_wave[w.wave_id]
         result.counts[f"wave:{w.wave_id}"] = sms + email
         set_stage_description(spark, "plan_waves", f"legacy export {w.wave_id}")
         uri, rows = export_wave(

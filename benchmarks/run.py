@@ -3,7 +3,7 @@
     python benchmarks/run.py [--registrants 2000000] [--repeats 3] [--stages ingest,screen]
 
 Each repeat runs the stages into a fresh warehouse (re-running a stage on unchanged inputs is a
-no-op, which would measure nothing). The default is the whole chain, ingest → plan_waves. Prints seconds per run, the median, and rows/s; paste the table into
+no-op, which would measure nothing). The default is the whole pipeline (`campaign_pipeline.pipeline.PIPELINE`). Prints seconds per run, the median, and rows/s; paste the table into
 benchmarks/RESULTS.md with the machine it ran on.
 """
 
@@ -20,11 +20,13 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
+    from campaign_pipeline.pipeline import PIPELINE
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--registrants", type=int, default=int(os.environ.get("BENCH_REGISTRANTS", 2_000_000)))
     parser.add_argument("--markets", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--stages", default="ingest,screen,score,select,assign_codes,plan_waves")
+    parser.add_argument("--stages", default=",".join(s.name for s in PIPELINE), help="default: the whole pipeline")
     parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "campaign-pipeline-bench"))
     args = parser.parse_args(argv)
 
@@ -55,12 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         for name, result, seconds in report.rows:
             timings[name].append(seconds)
             rows[name] = result.rows(default=args.registrants)
-            if name in ("select", "assign_codes", "plan_waves"):
+            if name not in ("ingest", "screen"):
                 print(f"  [{name}] " + "\n  ".join(result.summary[:16]))
-            for key, ms in result.counts.items():
-                if key.startswith("ms:"):
-                    timings.setdefault(f"{name}: {key[3:]}", []).append(ms / 1000)
-                    rows[f"{name}: {key[3:]}"] = rows[name]
+            for step, seconds in result.steps.items():
+                timings.setdefault(f"{name}: {step}", []).append(seconds)
+                rows[f"{name}: {step}"] = rows[name]
         total = sum(s for _, _, s in report.rows)
         print(f"repeat {i + 1}: " + ", ".join(f"{n} {s:.1f} s" for n, _, s in report.rows) + f"; total {total:.1f} s")
 

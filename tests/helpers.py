@@ -20,13 +20,3 @@ def make_campaign(campaign_id: str = "tour-test", markets=("NYC-01", "LAX-02", "
     }
     data.update(overrides)
     return Campaign.model_validate(data)
-
-
-def stage_context(spark, campaign, env, warehouse_root: str, landing_root: str, run_id: str = "run-test"):
-    from campaign_pipeline.runner import StageContext
-    from campaign_pipeline.tables import Warehouse
-
-    env = env.with_roots(landing_root, warehouse_root)
-    return StageContext(
-        spark, campaign, env, Warehouse(spark, warehouse_root), run_id, dt.datetime(2027, 1, 1, tzinfo=dt.UTC)
-    )

@@ -27,21 +27,23 @@ def _common(p: argparse.ArgumentParser, campaign_required: bool = True) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from campaign_pipeline.runner import registered_stages
+    from campaign_pipeline.pipeline import PIPELINE
 
     parser = argparse.ArgumentParser(prog="campaign-pipeline", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"campaign-pipeline {__version__}")
     parser.add_argument("--debug", action="store_true", help="print stack traces")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run all registered stages (or --stages a,b) for one campaign")
+    run = sub.add_parser("run", help="run every stage of the pipeline (or --stages a,b) for one campaign")
     _common(run)
     run.add_argument("--stages", help="comma-separated stage names, in any order (run in pipeline order)")
     run.add_argument("--from-start", action="store_true", help="do not resume after a failed run")
 
-    for st in registered_stages():
+    for st in PIPELINE:
         one = sub.add_parser(st.name, help=st.description)
         _common(one)
+
+    sub.add_parser("stages", help="print the pipeline: each stage with the tables it reads and writes")
 
     synth = sub.add_parser("synth", help="generate a synthetic campaign (landing files, ground truth, YAML)")
     synth.add_argument(
@@ -180,6 +182,11 @@ def main(argv: list[str] | None = None) -> int:
             return _demo(args)
         if args.command == "explain":
             return _explain(args)
+        if args.command == "stages":
+            from campaign_pipeline.pipeline import diagram
+
+            print(diagram())
+            return 0
         return _run(args, [args.command])
     except PipelineError as exc:
         if args.debug:

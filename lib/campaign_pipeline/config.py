@@ -255,6 +255,10 @@ class Environment(_Model):
     email_queue_url: str | None = None
     aws_region: str | None = None
     export_root: str | None = Field(None, description="legacy wave zips; default <warehouse_root>/_exports")
+    lineage: Literal["checkpoint", "local_checkpoint", "persist"] | None = Field(
+        None,
+        description="how stages cut lineage between steps; default local_checkpoint (local), checkpoint (cluster)",
+    )
     secrets: Secrets = Field(default_factory=Secrets)
 
     def with_roots(self, landing: str | None = None, warehouse: str | None = None) -> Environment:

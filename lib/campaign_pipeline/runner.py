@@ -1,19 +1,21 @@
-"""The stage runner: registered stages in pipeline order, each recorded in `pipeline_runs`.
+"""The stage runner: the stages of `pipeline.PIPELINE` in order, each recorded in `pipeline_runs`.
 
-A stage is a function `(StageContext) -> StageResult` registered with `@stage(name, order)`.
-`run_pipeline` runs the selected stages in order, prints one progress line per stage (counts
-and seconds), names the stage's Spark jobs for the Spark UI, and records each stage's start,
-end, status, counts, per-file reconciliation and error in `pipeline_runs`. A failing stage
-stops the run; the next run of the same campaign resumes at that stage unless told otherwise.
+`run_pipeline` runs the selected stages in pipeline order. Before a stage it checks the stage's
+prerequisites from the pipeline definition; it prints one progress line per stage (counts and
+seconds) and the stage's summary, and records each stage's start, end, status, counts (with
+`ms:<step>` timings), per-file reconciliation and error in `pipeline_runs`. A failing stage stops
+the run; the next run of the same campaign resumes at that stage unless told otherwise. The run's
+checkpoint folder (lineage policy `checkpoint`) is deleted when the run ends, failed or not.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TextIO
 
 from pyspark.sql import SparkSession
@@ -21,76 +23,9 @@ from pyspark.sql import functions as F
 
 from campaign_pipeline.config import Campaign, Environment
 from campaign_pipeline.errors import PipelineError
-from campaign_pipeline.session import set_stage_description
-from campaign_pipeline.tables import CATALOG, FILE_COUNTS, Warehouse
-
-
-@dataclass
-class StageContext:
-    spark: SparkSession
-    campaign: Campaign
-    env: Environment
-    warehouse: Warehouse
-    run_id: str
-    started_at: dt.datetime
-
-    @property
-    def campaign_id(self) -> str:
-        return self.campaign.campaign_id
-
-
-@dataclass
-class StageResult:
-    counts: dict[str, int] = field(default_factory=dict)
-    files: list[dict] = field(default_factory=list)
-    summary: list[str] = field(default_factory=list)  # extra lines printed under the progress line
-
-    def rows(self, default: int = 0) -> int:
-        """The row count a stage is measured by: rows read, registrants, codes held or messages."""
-        for key in ("rows_read", "registrants", "codes_held", "messages"):
-            if key in self.counts:
-                return self.counts[key]
-        return default
-
-    def headline(self) -> str:
-        keys = [k for k in self.counts if ":" not in k and "." not in k]
-        return " · ".join(f"{k.replace('_', ' ')} {self.counts[k]:,}" for k in keys[:6])
-
-
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    order: int
-    func: Callable[[StageContext], StageResult]
-    description: str
-
-
-_STAGES: dict[str, Stage] = {}
-
-
-def stage(name: str, order: int, description: str = ""):
-    """Register a stage function under `name`; `order` places it in the pipeline."""
-
-    def decorate(func: Callable[[StageContext], StageResult]):
-        _STAGES[name] = Stage(name, order, func, description or (func.__doc__ or "").strip().splitlines()[0])
-        return func
-
-    return decorate
-
-
-def registered_stages() -> list[Stage]:
-    _load_builtin_stages()
-    return sorted(_STAGES.values(), key=lambda s: s.order)
-
-
-def _load_builtin_stages() -> None:
-    # Importing a stage module registers it; later issues add their modules here.
-    import campaign_pipeline.codes.stage  # noqa: F401
-    import campaign_pipeline.ingest.stage  # noqa: F401
-    import campaign_pipeline.scoring.stage  # noqa: F401
-    import campaign_pipeline.screening.stage  # noqa: F401
-    import campaign_pipeline.selection.stage  # noqa: F401
-    import campaign_pipeline.waves.stage  # noqa: F401
+from campaign_pipeline.pipeline import PIPELINE, Stage, producer
+from campaign_pipeline.stage_context import StageContext, StageReport
+from campaign_pipeline.tables import Warehouse, catalog_rows
 
 
 def new_run_id(campaign_id: str, now: dt.datetime) -> str:
@@ -100,38 +35,33 @@ def new_run_id(campaign_id: str, now: dt.datetime) -> str:
 @dataclass
 class RunReport:
     run_id: str
-    rows: list[tuple[str, StageResult, float]]
+    rows: list[tuple[str, StageReport, float]]
     resumed_from: str | None = None
 
 
 def _record(
     wh: Warehouse,
-    run_id: str,
-    campaign_id: str,
-    name: str,
+    ctx: StageContext,
     started: dt.datetime,
     status: str,
     seconds: float | None = None,
-    result: StageResult | None = None,
+    report: StageReport | None = None,
     error: str | None = None,
 ) -> None:
     """Write the stage run's row; a running stage has no end time yet."""
-    finished = None if status == "running" else dt.datetime.now(dt.UTC)
-    spark = wh.spark
-    schema = CATALOG["pipeline_runs"].schema
-    row = (
-        run_id,
-        campaign_id,
-        name,
-        started,
-        finished,
-        status,
-        seconds,
-        {k: int(v) for k, v in (result.counts if result else {}).items()},
-        [tuple(f[k] for k in FILE_COUNTS.fieldNames()) for f in (result.files if result else [])],
-        error,
-    )
-    df = spark.createDataFrame([row], schema)
+    row = {
+        "run_id": ctx.run_id,
+        "campaign_id": ctx.campaign_id,
+        "stage": ctx.stage,
+        "started_at": started,
+        "finished_at": None if status == "running" else dt.datetime.now(dt.UTC),
+        "status": status,
+        "seconds": seconds,
+        "counts": report.recorded_counts() if report else {},
+        "files": report.files if report else [],
+        "error": error,
+    }
+    df = catalog_rows(wh.spark, "pipeline_runs", [row])
     if status == "running":  # a new (run, stage): nothing to update yet
         wh.append("pipeline_runs", df)
     else:
@@ -156,6 +86,63 @@ def resume_point(wh: Warehouse, campaign_id: str, names: list[str]) -> tuple[str
     return None, None
 
 
+def check_prerequisites(wh: Warehouse, campaign_id: str, stage: Stage, done_in_this_run: set[str]) -> None:
+    """Each table the stage needs holds the campaign's rows, or the stage that writes it succeeded."""
+    for table in stage.needs:
+        maker = producer(table, before=stage.name)
+        if maker is None or maker.name in done_in_this_run:
+            continue
+        if not wh.read(table, campaign_id).isEmpty():
+            continue
+        succeeded = wh.read("pipeline_runs", campaign_id).where(
+            (F.col("stage") == maker.name) & (F.col("status") == "succeeded")
+        )
+        if succeeded.isEmpty():
+            raise PipelineError(f"stage {stage.name} needs {table} for campaign {campaign_id}: run {maker.name} first")
+
+
+def _selected(stages: Iterable[str] | None) -> list[Stage]:
+    if not stages:
+        return list(PIPELINE)
+    names = [s.name for s in PIPELINE]
+    unknown = [s for s in stages if s not in names]
+    if unknown:
+        raise PipelineError(f"--stages: unknown stage {unknown[0]!r}; stages are {', '.join(names)}")
+    return [s for s in PIPELINE if s.name in set(stages)]
+
+
+def _run_stage(ctx: StageContext, stage: Stage, done: set[str], out: TextIO) -> tuple[StageReport, float]:
+    wh = ctx.warehouse
+    started = dt.datetime.now(dt.UTC)
+    _record(wh, ctx, started, "running")
+    t0 = time.perf_counter()
+    try:
+        ctx.describe("prerequisites")
+        check_prerequisites(wh, ctx.campaign_id, stage, done)
+        report = stage.run(ctx)
+    except Exception as exc:
+        seconds = time.perf_counter() - t0
+        message = str(exc) if isinstance(exc, PipelineError) else f"{type(exc).__name__}: {exc}"
+        _record(wh, ctx, started, "failed", seconds, error=message[:4000])
+        print(f"[{stage.name}] FAILED after {seconds:.1f} s", file=out)
+        raise
+    finally:
+        ctx.release()
+        ctx.spark.sparkContext.setJobGroup("", "", interruptOnCancel=False)
+    seconds = time.perf_counter() - t0
+    report.steps = dict(ctx.steps)
+    _record(wh, ctx, started, "succeeded", seconds, report)
+    print(f"[{stage.name}] {report.headline()} · {seconds:.1f} s", file=out)
+    for line in report.summary + ([report.steps_line()] if report.steps else []):
+        print(f"    {line}", file=out)
+    return report, seconds
+
+
+def _remove_folder(spark: SparkSession, path: str) -> None:
+    hpath = spark._jvm.org.apache.hadoop.fs.Path(path)
+    hpath.getFileSystem(spark._jsc.hadoopConfiguration()).delete(hpath, True)
+
+
 def run_pipeline(
     spark: SparkSession,
     campaign: Campaign,
@@ -164,28 +151,19 @@ def run_pipeline(
     from_start: bool = False,
     out: TextIO | None = None,
 ) -> RunReport:
-    """Run the selected (default: all) registered stages for one campaign, in pipeline order."""
-    import sys
-
+    """Run the selected (default: all) stages of the pipeline for one campaign, in pipeline order."""
     out = out or sys.stdout
-    known = registered_stages()
-    names = [s.name for s in known]
-    if stages:
-        wanted = list(stages)
-        unknown = [s for s in wanted if s not in names]
-        if unknown:
-            raise PipelineError(f"--stages: unknown stage {unknown[0]!r}; stages are {', '.join(names)}")
-        selected = [s for s in known if s.name in wanted]
-    else:
-        selected = known
+    stages = list(stages or [])
+    selected = _selected(stages)
     wh = Warehouse(spark, env.warehouse_root)
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     run_id = new_run_id(campaign.campaign_id, now)
     resumed_from = None
     if not stages and not from_start:
+        names = [s.name for s in PIPELINE]
         previous_run, failed_stage = resume_point(wh, campaign.campaign_id, names)
         if failed_stage:
-            selected = [s for s in selected if s.order >= _STAGES[failed_stage].order]
+            selected = selected[names.index(failed_stage) :]
             resumed_from = failed_stage
             print(
                 f"resuming after failed run {previous_run}: starting at stage {failed_stage} "
@@ -194,27 +172,13 @@ def run_pipeline(
             )
     print(f"run {run_id} · campaign {campaign.campaign_id} · stages {', '.join(s.name for s in selected)}", file=out)
     report = RunReport(run_id, [], resumed_from)
-    for st in selected:
-        ctx = StageContext(spark, campaign, env, wh, run_id, now)
-        started = dt.datetime.now(dt.UTC)
-        stage_row = (wh, run_id, campaign.campaign_id, st.name, started)
-        _record(*stage_row, "running")
-        set_stage_description(spark, st.name, f"{campaign.campaign_id} run {run_id}")
-        t0 = time.perf_counter()
-        try:
-            result = st.func(ctx)
-        except Exception as exc:
-            seconds = time.perf_counter() - t0
-            message = str(exc) if isinstance(exc, PipelineError) else f"{type(exc).__name__}: {exc}"
-            _record(*stage_row, "failed", seconds, error=message[:4000])
-            print(f"[{st.name}] FAILED after {seconds:.1f} s", file=out)
-            raise
-        finally:
-            spark.sparkContext.setJobGroup("", "", interruptOnCancel=False)
-        seconds = time.perf_counter() - t0
-        _record(*stage_row, "succeeded", seconds, result)
-        print(f"[{st.name}] {result.headline()} · {seconds:.1f} s", file=out)
-        for line in result.summary:
-            print(f"    {line}", file=out)
-        report.rows.append((st.name, result, seconds))
+    done: set[str] = set()
+    try:
+        for st in selected:
+            ctx = StageContext(spark, campaign, env, wh, run_id, now, stage=st.name)
+            result, seconds = _run_stage(ctx, st, done, out)
+            done.add(st.name)
+            report.rows.append((st.name, result, seconds))
+    finally:
+        _remove_folder(spark, f"{wh.root}/_checkpoints/{run_id}")
     return report

@@ -11,7 +11,6 @@ from __future__ import annotations
 import glob
 import os
 import sys
-from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -128,21 +127,3 @@ def _jvm_delta_version(spark) -> str | None:
     except Exception:  # noqa: BLE001 - py4j raises a generic error when the class is missing
         return None
     return cls.getPackage().getImplementationVersion() or _pip_delta_version()
-
-
-def set_stage_description(spark, stage: str, detail: str = "") -> None:
-    """Name the Spark jobs that follow so the Spark UI reads like the pipeline."""
-    text = f"{stage}: {detail}" if detail else stage
-    spark.sparkContext.setJobGroup(stage, text, interruptOnCancel=False)
-    spark.sparkContext.setJobDescription(text)
-
-
-@contextmanager
-def checkpoint_folder(spark, path: str):
-    """Use `path` as the Spark checkpoint folder for a stage; delete it afterwards, failed or not."""
-    spark.sparkContext.setCheckpointDir(path)
-    try:
-        yield path
-    finally:
-        hpath = spark._jvm.org.apache.hadoop.fs.Path(path)
-        hpath.getFileSystem(spark._jsc.hadoopConfiguration()).delete(hpath, True)

@@ -372,6 +372,41 @@ CATALOG: dict[str, TableSpec] = {
 }
 
 
+# A registrant's key, and a (registrant, market) key: every stage joins on these.
+FAN: list[str] = list(CATALOG["registrants"].merge_keys)
+FAN_MARKET: list[str] = list(CATALOG["code_assignments"].merge_keys)
+
+
+def columns(name: str, without: tuple[str, ...] = ()) -> list[str]:
+    """The catalog's columns of table `name`, in order, less `without`."""
+    return [c for c in spec(name).columns if c not in without]
+
+
+def require_columns(df: DataFrame, needed, where: str) -> None:
+    """Fail at the start of a pure function when its input lacks columns, naming the missing ones."""
+    have = set(df.columns)
+    missing = [c for c in needed if c not in have]
+    if missing:
+        raise SchemaError(f"{where} needs column(s) {', '.join(missing)}; the input has {', '.join(df.columns)}")
+
+
+def catalog_rows(spark: SparkSession, name: str, rows: list[dict]) -> DataFrame:
+    """A small frame of table `name` from driver-side rows given by column name (never by position)."""
+    t = spec(name)
+    for row in rows:
+        unknown = sorted(set(row) - set(t.columns))
+        missing = [c for c in t.columns if c not in row and not t.schema[c].nullable]
+        if unknown or missing:
+            raise SchemaError(
+                f"row for table {name!r}: "
+                + "; ".join(
+                    ([f"unknown column(s) {', '.join(unknown)}"] if unknown else [])
+                    + ([f"missing column(s) {', '.join(missing)}"] if missing else [])
+                )
+            )
+    return literal_frame(spark, [tuple(row.get(c) for c in t.columns) for row in rows], t.schema)
+
+
 def absolute_root(root: str) -> str:
     """A local folder made absolute (Delta cannot take `./warehouse`); URIs such as s3:// kept."""
     if "://" in root or root.startswith("file:"):
@@ -399,7 +434,7 @@ def _sql_value(value, dtype: T.DataType) -> str:
         items = ", ".join(f"{_sql_value(k, dtype.keyType)}, {_sql_value(v, dtype.valueType)}" for k, v in value.items())
         return f"map({items})"
     if isinstance(dtype, T.StructType):
-        items = list(value.values() if isinstance(value, dict) else value)
+        items = [value.get(f.name) for f in dtype.fields] if isinstance(value, dict) else list(value)
         args = [
             x
             for f, v in zip(dtype.fields, items, strict=True)

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from campaign_pipeline.codes.stage import commit_assignments, plan_assignments
+from campaign_pipeline.codes.stage import commit_assignments, plan_assignments, read_inputs
 from campaign_pipeline.config import load_campaign
 from campaign_pipeline.errors import PipelineError
-from campaign_pipeline.runner import StageContext, run_pipeline
+from campaign_pipeline.runner import run_pipeline
 from campaign_pipeline.tables import CATALOG, Warehouse, literal_frame
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,12 +127,9 @@ def test_pool_exhaustion_names_the_market_and_writes_nothing_unless_partial_is_a
 
 def test_concurrent_assignment_runs_cannot_both_commit(spark, test_env, tmp_path):
     wh = seed_warehouse(spark, tmp_path / "wh", POOL)
-    env = test_env.with_roots(str(tmp_path / "l"), str(tmp_path / "wh"))
-    wh.ensure("code_assignments")
-    ctx = StageContext(spark, campaign(), env, wh, "run-a", T0)
-    existing = wh.read("code_assignments", CID)
-    plan_a, _, _ = plan_assignments(ctx, existing)
-    plan_b, _, _ = plan_assignments(StageContext(spark, campaign(), env, wh, "run-b", T0), existing)
+    inputs = read_inputs(wh, CID)
+    plan_a = plan_assignments(campaign(), inputs, None, "run-a", T0).new
+    plan_b = plan_assignments(campaign(), inputs, None, "run-b", T0).new
     plan_a, plan_b = plan_a.localCheckpoint(eager=True), plan_b.localCheckpoint(eager=True)
 
     def slow(batches):  # run B's MERGE reads the table, then waits while run A commits

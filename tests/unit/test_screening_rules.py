@@ -8,7 +8,7 @@ from pyspark.sql import functions as F
 from campaign_pipeline.screening.emails import canonical_email, glob_regex, normalise_email, parent_domains, tag_emails
 from campaign_pipeline.screening.identity import connected_components, identifier_memberships, split_shared
 from campaign_pipeline.screening.phones import parse_phone
-from campaign_pipeline.screening.stage import assign_tags, cluster_verdicts, latest_registration, velocity_flags
+from campaign_pipeline.screening.rules import assign_tags, cluster_verdicts, latest_registration, velocity_flags
 
 PROVIDERS = ["gmail.com", "googlemail.com", "outlook.com"]
 
@@ -98,7 +98,7 @@ def test_identity_components_join_shared_identifiers_and_skip_hot_keys(spark):
         "global_user_id string, email_canonical string, phone_e164 string, device_id string, payment_fingerprint string",
     )
     edges, shared = split_shared(identifier_memberships(df), max_shared=2)
-    clusters, rounds = connected_components(edges, lambda d: d.localCheckpoint())
+    clusters, rounds = connected_components(edges)
     assert {r["account"]: r["cluster"] for r in clusters.collect()} == {"a": "a", "b": "a", "c": "a"}
     assert sorted(r["account"] for r in shared.collect()) == ["d", "e", "f"]
     assert rounds <= 3

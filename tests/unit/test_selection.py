@@ -152,7 +152,7 @@ def _allocate_cases(spark, cases, **options):
     base = literal_frame(spark, caps, "campaign_id string, market_id string, remaining long, offset long")
     kept = spark.createDataFrame([], CATALOG["selections"].schema)
     campaign = _campaign({"A": 1}, **options)
-    placed = allocate(campaign, candidates, kept, base, lambda df: df.localCheckpoint(eager=True))
+    placed = allocate(campaign, candidates, kept, base)
     selected = placed.withColumn("verdict", F.lit("selected")).withColumn("waitlist_position", F.lit(None).cast("long"))
     waiting = waitlist(candidates, placed).drop("reasons")
     return selected.unionByName(waiting).collect()

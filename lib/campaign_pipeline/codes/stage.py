@@ -10,6 +10,8 @@ notify time to `valid_days_after` days after it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -24,20 +26,47 @@ from campaign_pipeline.codes.assign import (
 from campaign_pipeline.codes.generated import code_key
 from campaign_pipeline.config import Campaign
 from campaign_pipeline.errors import PipelineError
-from campaign_pipeline.runner import StageContext, StageResult, stage
-from campaign_pipeline.session import set_stage_description
-from campaign_pipeline.tables import Warehouse
+from campaign_pipeline.stage_context import StageContext, StageReport, local_cut
+from campaign_pipeline.tables import FAN, FAN_MARKET, Warehouse
 from campaign_pipeline.waves.membership import wave_membership
 
-FAN = ["campaign_id", "global_user_id"]
+
+@dataclass
+class CodeInputs:
+    selections: DataFrame
+    code_pool: DataFrame
+    registrants: DataFrame
+    existing: DataFrame  # the campaign's code_assignments at the version this run started from
+
+
+@dataclass
+class AssignmentPlan:
+    new: DataFrame  # rows for code_assignments, not yet written
+    counts: dict[str, int] = field(default_factory=dict)
+    shortfall: list[str] = field(default_factory=list)  # one line per pool that is too small
+
+
+def read_inputs(wh: Warehouse, campaign_id: str) -> CodeInputs:
+    """The stage's inputs; existing assignments pinned to one Delta version (the commit checks it)."""
+    wh.ensure("code_assignments")
+    existing = (
+        wh.spark.read.format("delta")
+        .option("versionAsOf", wh.version("code_assignments"))
+        .load(wh.path("code_assignments"))
+        .where(F.col("campaign_id") == campaign_id)
+    )
+    return CodeInputs(
+        wh.read("selections", campaign_id),
+        wh.read("code_pool", campaign_id),
+        wh.read("registrants", campaign_id),
+        existing,
+    )
 
 
 def with_validity(campaign: Campaign, assigned: DataFrame, membership: DataFrame, registrants: DataFrame) -> DataFrame:
     """Adds member id, wave and validity dates to assigned codes."""
     before, after = campaign.codes.valid_days_before, campaign.codes.valid_days_after
-    joined = assigned.join(membership, ["campaign_id", "global_user_id", "market_id"], "left").join(
-        registrants.select(*FAN, "member_id"), FAN, "left"
-    )
+    joined = assigned.join(membership, FAN_MARKET, "left").join(registrants.select(*FAN, "member_id"), FAN, "left")
     return joined.select(
         *ASSIGNMENT_COLUMNS,
         "member_id",
@@ -47,116 +76,115 @@ def with_validity(campaign: Campaign, assigned: DataFrame, membership: DataFrame
     )
 
 
-def plan_assignments(ctx: StageContext, existing: DataFrame) -> tuple[DataFrame, dict[str, int], list[str]]:
-    """New code_assignments rows (not yet written), counts, and per-market shortfall lines."""
-    spark, wh, cid, campaign = ctx.spark, ctx.warehouse, ctx.campaign_id, ctx.campaign
-    selections = wh.read("selections", cid)
-    need = fans_needing_codes(selections, existing, campaign.options.single_market).localCheckpoint(eager=True)
+def pool_shortfall(assignment) -> tuple[dict[str, int], list[str]]:
+    """Counts and one line per pool whose unused codes do not cover the fans that need one."""
+    needed = {r["pool"]: r["needed"] for r in assignment.needed.collect()}
+    available = {r["pool"]: r["available"] for r in assignment.available.collect()}
+    counts: dict[str, int] = {}
+    lines: list[str] = []
+    for pool, n in sorted(needed.items()):
+        have = available.get(pool, 0)
+        if n > have:
+            counts[f"no_code_available:{pool}"] = n - have
+            where = "campaign-wide pool" if pool == "*" else pool
+            lines.append(f"{where}: {n:,} selected fans need a code, {have:,} unused pool codes: short by {n - have:,}")
+    used = sum(min(n, available.get(p, 0)) for p, n in needed.items())
+    counts["pool_codes_unused_after"] = sum(available.values()) - used
+    return counts, lines
+
+
+def plan_assignments(
+    campaign: Campaign, inputs: CodeInputs, key: bytes | None, run_id: str, assigned_at, cut=local_cut
+) -> AssignmentPlan:
+    """Pure: new code_assignments rows for selected fans without a code (`key` for generated codes)."""
+    need = cut(
+        fans_needing_codes(inputs.selections, inputs.existing, campaign.options.single_market), "fans needing codes"
+    )
     source = campaign.codes.source
     counts: dict[str, int] = {}
     shortfall: list[str] = []
     if source == "pool":
-        used = existing.select("campaign_id", "code")
-        assignment = assign_pool_codes(campaign, need, wh.read("code_pool", cid), used)
-        needed = {r["pool"]: r["needed"] for r in assignment.needed.collect()}
-        available = {r["pool"]: r["available"] for r in assignment.available.collect()}
-        for pool, n in sorted(needed.items()):
-            have = available.get(pool, 0)
-            if n > have:
-                counts[f"no_code_available:{pool}"] = n - have
-                where = "campaign-wide pool" if pool == "*" else pool
-                shortfall.append(
-                    f"{where}: {n:,} selected fans need a code, {have:,} unused pool codes: short by {n - have:,}"
-                )
-        counts["pool_codes_unused_after"] = sum(available.values()) - sum(
-            min(n, available.get(p, 0)) for p, n in needed.items()
-        )
+        used = inputs.existing.select("campaign_id", "code")
+        assignment = assign_pool_codes(campaign, need, inputs.code_pool, used)
+        counts, shortfall = pool_shortfall(assignment)
     elif source == "generated":
-        key = code_key(ctx.env.secrets.code_key_env)
-        used = existing.select("campaign_id", "code").unionByName(
-            wh.read("code_pool", cid).select("campaign_id", "code")
-        )
-        assignment, collisions = assign_generated(campaign, need, used, key)
-        counts["collisions_regenerated"] = collisions
+        used = inputs.existing.select("campaign_id", "code").unionByName(inputs.code_pool.select("campaign_id", "code"))
+        assignment, counts["collisions_regenerated"] = assign_generated(campaign, need, used, key, cut)
     else:
         assignment = assign_tm(need)
-    selected = selections.where(F.col("verdict") == "selected")
-    membership = wave_membership(spark, campaign, selected)
-    new = with_validity(campaign, assignment.assigned, membership, wh.read("registrants", cid))
-    new = new.withColumn("assigned_at", F.lit(ctx.started_at).cast("timestamp")).withColumn("run_id", F.lit(ctx.run_id))
-    return new, counts, shortfall
+    membership = wave_membership(campaign, inputs.selections.where(F.col("verdict") == "selected"))
+    new = with_validity(campaign, assignment.assigned, membership, inputs.registrants)
+    new = new.withColumn("assigned_at", F.lit(assigned_at).cast("timestamp")).withColumn("run_id", F.lit(run_id))
+    return AssignmentPlan(new, counts, shortfall)
 
 
 def commit_assignments(wh: Warehouse, campaign_id: str, new: DataFrame) -> None:
     """Insert-only MERGE; a concurrent commit to the campaign's assignments fails this one cleanly."""
+    from delta.exceptions import DeltaConcurrentModificationException
+
     try:
         wh.merge("code_assignments", new)
-    except Exception as exc:  # noqa: BLE001 - Delta raises JVM exceptions; only conflicts are translated
-        text = f"{type(exc).__name__}: {exc}"
-        if "Concurrent" in text or "DELTA_CONCURRENT" in text:
-            raise PipelineError(
-                f"assign_codes: another run committed code assignments for campaign {campaign_id} while this one was "
-                "running (Delta optimistic concurrency); nothing of this run was written and no code was given twice. "
-                "Re-run the stage to top up."
-            ) from None
-        raise
-
-
-@stage("assign_codes", order=50, description="one unique code per selected fan by a partitioned join")
-def assign_codes(ctx: StageContext) -> StageResult:
-    """Assign codes to selected fans without one; existing assignments never change."""
-    spark, wh, cid, campaign = ctx.spark, ctx.warehouse, ctx.campaign_id, ctx.campaign
-    if not wh.exists("selections"):
-        raise PipelineError(f"no selections for campaign {cid}: run the select stage first")
-    wh.ensure("code_assignments")
-    version = wh.version("code_assignments")
-    existing = (
-        spark.read.format("delta")
-        .option("versionAsOf", version)
-        .load(wh.path("code_assignments"))
-        .where(F.col("campaign_id") == cid)
-    )
-    set_stage_description(spark, "assign_codes", f"plan with source {campaign.codes.source}")
-    new, counts, shortfall = plan_assignments(ctx, existing)
-    if shortfall and not campaign.codes.allow_partial:
+    except DeltaConcurrentModificationException:
         raise PipelineError(
-            "assign_codes: the code pool is too small; nothing was written (set codes.allow_partial: true to assign "
-            "what there is):\n  " + "\n  ".join(shortfall)
-        )
-    new = new.localCheckpoint(eager=True)
-    set_stage_description(spark, "assign_codes", "uniqueness check")
-    problems = duplicate_problems(existing, new, campaign.options.single_market)
+            f"assign_codes: another run committed code assignments for campaign {campaign_id} while this one was "
+            "running (Delta optimistic concurrency); nothing of this run was written and no code was given twice. "
+            "Re-run the stage to top up."
+        ) from None
+
+
+def check_unique(existing: DataFrame, new: DataFrame, single_market: bool, when: str) -> None:
+    problems = duplicate_problems(existing, new, single_market)
     if problems:
-        raise PipelineError("assign_codes: uniqueness check failed, nothing was written: " + "; ".join(problems))
-    n_new = new.count()
-    if n_new:
-        set_stage_description(spark, "assign_codes", "merge into code_assignments")
-        commit_assignments(wh, cid, new)
-    table = wh.read("code_assignments", cid)
-    after = duplicate_problems(table.limit(0), table, campaign.options.single_market)
-    if after:
-        raise PipelineError("assign_codes: code_assignments holds duplicates after the commit: " + "; ".join(after))
+        raise PipelineError(f"assign_codes: uniqueness check failed {when}: " + "; ".join(problems))
+
+
+def assign_codes(ctx: StageContext) -> StageReport:
+    """Assign codes to selected fans without one; existing assignments never change."""
+    wh, cid, campaign = ctx.warehouse, ctx.campaign_id, ctx.campaign
+    single = campaign.options.single_market
+    inputs = read_inputs(wh, cid)
+    key = code_key(ctx.env.secrets.code_key_env) if campaign.codes.source == "generated" else None
+    with ctx.step("plan"):
+        plan = plan_assignments(campaign, inputs, key, ctx.run_id, ctx.started_at, ctx.cut)
+        if plan.shortfall and not campaign.codes.allow_partial:
+            raise PipelineError(
+                "assign_codes: the code pool is too small; nothing was written (set codes.allow_partial: true to "
+                "assign what there is):\n  " + "\n  ".join(plan.shortfall)
+            )
+        new = ctx.cut(plan.new, "planned assignments")
+    with ctx.step("check_and_commit"):
+        check_unique(inputs.existing, new, single, "before the commit, nothing was written")
+        n_new = new.count()
+        if n_new:
+            commit_assignments(wh, cid, new)
+        table = wh.read("code_assignments", cid)
+        check_unique(table.limit(0), table, single, "after the commit")
+    with ctx.step("counts"):
+        return codes_report(campaign, table, n_new, plan)
+
+
+def codes_report(campaign: Campaign, table: DataFrame, n_new: int, plan: AssignmentPlan) -> StageReport:
+    """Codes assigned now and held per market, shortfalls, fans in no wave yet."""
     per_market = {
         (r["market_id"], r["code_type"]): (r["n"], r["no_wave"])
         for r in table.groupBy("market_id", "code_type")
         .agg(F.count(F.lit(1)).alias("n"), F.sum(F.col("wave_id").isNull().cast("int")).alias("no_wave"))
         .collect()
     }
-    result = StageResult()
     total = sum(n for n, _ in per_market.values())
-    result.counts = {"assigned_now": n_new, "codes_held": total, **counts}
-    result.counts["without_wave"] = sum(w for _, w in per_market.values())
-    short = sum(v for k, v in counts.items() if k.startswith("no_code_available:"))
-    result.counts["no_code_available"] = short
-    result.summary = [
+    short = sum(v for k, v in plan.counts.items() if k.startswith("no_code_available:"))
+    report = StageReport(counts={"assigned_now": n_new, "codes_held": total, **plan.counts})
+    report.counts["without_wave"] = sum(w for _, w in per_market.values())
+    report.counts["no_code_available"] = short
+    report.summary = [
         f"{n_new:,} codes assigned now ({campaign.codes.source}); {total:,} held in total"
         + (f"; {short:,} selected fans without a code (NO_CODE_AVAILABLE)" if short else "")
     ]
     for m in campaign.markets:
         held = sum(n for (market, _), (n, _) in per_market.items() if market == m.market_id)
-        result.counts[f"codes:{m.market_id}"] = held
-        result.summary.append(f"{m.market_id:<12} {held:>10,} codes  (capacity {m.capacity:,})")
-    result.summary += [f"short: {line}" for line in shortfall]
-    if result.counts["without_wave"]:
-        result.summary.append(f"{result.counts['without_wave']:,} coded fans are in no wave yet (no validity dates)")
-    return result
+        report.counts[f"codes:{m.market_id}"] = held
+        report.summary.append(f"{m.market_id:<12} {held:>10,} codes  (capacity {m.capacity:,})")
+    report.summary += [f"short: {line}" for line in plan.shortfall]
+    if report.counts["without_wave"]:
+        report.summary.append(f"{report.counts['without_wave']:,} coded fans are in no wave yet (no validity dates)")
+    return report

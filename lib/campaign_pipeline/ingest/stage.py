@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -23,9 +22,8 @@ from campaign_pipeline.errors import InputError, PipelineError
 from campaign_pipeline.ingest import sources as src
 from campaign_pipeline.ingest.parse import parse_landing_rows, parse_list_entries
 from campaign_pipeline.ingest.readers import read_landing_file
-from campaign_pipeline.runner import StageContext, StageResult, stage
-from campaign_pipeline.session import set_stage_description
-from campaign_pipeline.tables import CATALOG, Warehouse, absolute_root, sql_literal
+from campaign_pipeline.stage_context import StageContext, StageReport
+from campaign_pipeline.tables import Warehouse, absolute_root, catalog_rows, sql_literal
 
 
 @dataclass(frozen=True)
@@ -87,15 +85,202 @@ def file_checksum(spark: SparkSession, path: str) -> str:
         stream.close()
 
 
-def _parsed(spark: SparkSession, ctx: StageContext, f: LandingFile, checksum: str) -> DataFrame:
-    raw = read_landing_file(spark, f.path, f.kind, f.fmt)
+@dataclass
+class FilePlan:
+    """What this run does with one landing file, and its row figures once parsed."""
+
+    file: LandingFile
+    checksum: str
+    action: str  # ingested (new path) | replaced (new checksum) | unchanged
+    read: int = 0
+    ok: int = 0
+
+    @property
+    def path(self) -> str:
+        return self.file.path
+
+    @property
+    def table(self) -> str:
+        return self.file.kind.table
+
+    def row(self) -> dict:
+        """The file's entry in `pipeline_runs.files`."""
+        done = self.action != "unchanged"
+        return {
+            "source_file": self.path,
+            "kind": self.file.kind.name,
+            "format": self.file.fmt,
+            "checksum": self.checksum,
+            "action": self.action,
+            "rows_read": self.read if done else None,
+            "rows_ingested": self.ok if done else None,
+            "rows_quarantined": self.read - self.ok if done else None,
+        }
+
+
+def plan_files(ctx: StageContext) -> tuple[str, list[FilePlan], list[str]]:
+    """(landing folder, one plan per contract file, names of ignored files); checksums decide actions."""
+    spark, wh, cid = ctx.spark, ctx.warehouse, ctx.campaign_id
+    folder = resolve_landing_folder(spark, ctx.env.landing_root, cid)
+    files, ignored = list_landing_files(spark, folder)
+    manifest = wh.read("landing_files", cid).select("source_file", "checksum", "kind").collect()
+    known = {r["source_file"]: r["checksum"] for r in manifest}
+    if not files and not known:
+        raise InputError(f"{folder}: no landing files for campaign {cid} (expected registrations*.csv and friends)")
+    if not any(f.kind is src.REGISTRATIONS for f in files) and not any(r["kind"] == "registrations" for r in manifest):
+        raise InputError(f"{folder}: no registrations file for campaign {cid}")
+    plans = []
+    for f in files:
+        ctx.describe(f"checksum {f.name}")
+        checksum = file_checksum(spark, f.path)
+        previous = known.get(f.path)
+        action = "unchanged" if previous == checksum else "replaced" if previous else "ingested"
+        plans.append(FilePlan(f, checksum, action))
+    return folder, plans, ignored
+
+
+def parse_file(ctx: StageContext, plan: FilePlan) -> DataFrame:
+    """One landing file as typed rows with `reasons` (empty when the row is good) and its lineage."""
+    f = plan.file
+    raw = read_landing_file(ctx.spark, f.path, f.kind, f.fmt)
     if f.kind.entry_list:
         typed = raw.transform(parse_list_entries(f.kind))
     else:
         typed = raw.transform(parse_landing_rows(f.kind, ctx.campaign_id, ctx.campaign.market_ids))
     if not f.kind.has_campaign_column:
         typed = typed.withColumn("campaign_id", F.lit(ctx.campaign_id))
-    return typed.withColumn("source_checksum", F.lit(checksum))
+    return typed.withColumn("source_checksum", F.lit(plan.checksum))
+
+
+def parse_tables(ctx: StageContext, todo: list[FilePlan]) -> dict[str, DataFrame]:
+    """Per table, the parsed rows of its files with `_ok`; duplicate pool codes flagged.
+
+    Every plan is built before anything is written, so header and schema problems stop the stage
+    with nothing written.
+    """
+    by_table: dict[str, list[DataFrame]] = {}
+    for plan in todo:
+        by_table.setdefault(plan.table, []).append(parse_file(ctx, plan))
+    parsed = {table: _union(frames) for table, frames in by_table.items()}
+    if "code_pool" in parsed:
+        from campaign_pipeline.codes.pool import flag_duplicate_codes
+
+        others = ctx.warehouse.read("code_pool", ctx.campaign_id).where(~F.col("source_file").isin(_paths(todo)))
+        parsed["code_pool"] = flag_duplicate_codes(parsed["code_pool"], others)
+    return {t: ctx.cut(df.withColumn("_ok", F.size("reasons") == 0), f"parse {t}") for t, df in parsed.items()}
+
+
+def count_rows(parsed: dict[str, DataFrame], todo: list[FilePlan]) -> None:
+    """Fill each plan's rows read and rows parseable, for every table in one job."""
+    if not parsed:
+        return
+    both = _union([df.select("source_file", F.col("_ok").cast("long").alias("ok")) for df in parsed.values()])
+    rows = both.groupBy("source_file").agg(F.count(F.lit(1)).alias("read"), F.sum("ok").alias("ok")).collect()
+    figures = {r["source_file"]: (r["read"], r["ok"] or 0) for r in rows}
+    for plan in todo:
+        plan.read, plan.ok = figures.get(plan.path, (0, 0))
+
+
+def quarantined_rows(ctx: StageContext, parsed: DataFrame) -> DataFrame:
+    stamp = F.lit(ctx.started_at).cast("timestamp")
+    return parsed.where(~F.col("_ok")).select(
+        # Quarantined rows keep the run's campaign id even when the row named another campaign.
+        F.lit(ctx.campaign_id).alias("campaign_id"),
+        F.lit("ingest").alias("stage"),
+        "source_file",
+        F.col("source_line").alias("line"),
+        "raw",
+        F.array_join("reasons", "; ").alias("reason"),
+        F.lit(ctx.run_id).alias("run_id"),
+        "source_checksum",
+        stamp.alias("quarantined_at"),
+    )
+
+
+def write_tables(ctx: StageContext, parsed: dict[str, DataFrame], todo: list[FilePlan]) -> None:
+    """Good rows to their tables, bad rows to quarantine; rows an earlier version of a file left are replaced."""
+    wh, cid = ctx.warehouse, ctx.campaign_id
+    paths = {t: [p.path for p in todo if p.table == t] for t in parsed}
+    leftovers = _tables_with_rows_of(wh, cid, paths, _paths(todo))
+    stamp = F.lit(ctx.started_at).cast("timestamp")
+    for table, df in parsed.items():
+        good = df.where("_ok").drop("_ok", "reasons", "raw")
+        good = good.withColumn("ingested_at", stamp).withColumn("run_id", F.lit(ctx.run_id))
+        ctx.describe(f"write {table}")
+        _write_files(wh, table, good, cid, paths[table], replace=table in leftovers)
+    ctx.describe("write quarantine")
+    bad = _union([quarantined_rows(ctx, df) for df in parsed.values()])
+    _write_files(wh, "quarantine", bad, cid, _paths(todo), "stage = 'ingest'", replace="quarantine" in leftovers)
+
+
+def write_manifest(ctx: StageContext, todo: list[FilePlan]) -> None:
+    rows = [
+        {
+            "campaign_id": ctx.campaign_id,
+            "source_file": p.path,
+            "kind": p.file.kind.name,
+            "format": p.file.fmt,
+            "checksum": p.checksum,
+            "size_bytes": p.file.size,
+            "rows_read": p.read,
+            "rows_ingested": p.ok,
+            "rows_quarantined": p.read - p.ok,
+            "run_id": ctx.run_id,
+            "ingested_at": ctx.started_at,
+        }
+        for p in todo
+    ]
+    if rows:
+        ctx.warehouse.merge("landing_files", catalog_rows(ctx.spark, "landing_files", rows), update_existing=True)
+
+
+def ingest(ctx: StageContext) -> StageReport:
+    """Land the campaign's files in Delta tables; unparseable rows go to quarantine."""
+    with ctx.step("list_and_checksum"):
+        folder, plans, ignored = plan_files(ctx)
+        todo = [p for p in plans if p.action != "unchanged"]
+    reasons: dict[str, int] = {}
+    if todo:
+        with ctx.step("parse"):
+            parsed = parse_tables(ctx, todo)
+            count_rows(parsed, todo)
+        with ctx.step("write"):
+            write_tables(ctx, parsed, todo)
+        with ctx.step("reconcile"):
+            reasons = _verify(ctx.warehouse, ctx.campaign_id, todo)
+            write_manifest(ctx, todo)
+    return ingest_report(folder, plans, ignored, reasons)
+
+
+def ingest_report(folder: str, plans: list[FilePlan], ignored: list[str], reasons: dict[str, int]) -> StageReport:
+    """Files by action, rows read = ingested + quarantined per file, quarantine reasons."""
+    todo = [p for p in plans if p.action != "unchanged"]
+    report = StageReport(files=[p.row() for p in plans])
+    report.counts = {
+        "files": len(plans),
+        "files_new": sum(p.action == "ingested" for p in todo),
+        "files_replaced": sum(p.action == "replaced" for p in todo),
+        "files_unchanged": len(plans) - len(todo),
+        "rows_read": sum(p.read for p in todo),
+        "rows_ingested": sum(p.ok for p in todo),
+        "rows_quarantined": sum(p.read - p.ok for p in todo),
+        "files_ignored": len(ignored),
+    }
+    for table in sorted({p.table for p in todo}):
+        report.counts[f"{table}.ingested"] = sum(p.ok for p in todo if p.table == table)
+    report.counts.update({f"quarantine:{reason}": n for reason, n in reasons.items()})
+    report.summary = [f"landing folder {folder}"]
+    for p in plans:
+        figures = (
+            "unchanged, skipped"
+            if p.action == "unchanged"
+            else f"{p.action}: {p.read:,} read = {p.ok:,} ingested + {p.read - p.ok:,} quarantined"
+        )
+        report.summary.append(f"{p.file.kind.name:<16} {p.file.name}: {figures}")
+    report.summary += [f"quarantined {n:,} × {reason}" for reason, n in reasons.items()]
+    if ignored:
+        report.summary.append(f"ignored (not a landing file kind): {', '.join(ignored)}")
+    return report
 
 
 def _reason_category(reason):
@@ -103,151 +288,8 @@ def _reason_category(reason):
     return F.regexp_replace(F.regexp_replace(reason, r", got .*$", ""), r" in '.*'$", "")
 
 
-@stage("ingest", order=10, description="land a campaign's files in Delta tables")
-def ingest(ctx: StageContext) -> StageResult:
-    """Land the campaign's files in Delta tables; unparseable rows go to quarantine."""
-    spark, wh, cid = ctx.spark, ctx.warehouse, ctx.campaign_id
-    folder = resolve_landing_folder(spark, ctx.env.landing_root, cid)
-    files, ignored = list_landing_files(spark, folder)
-
-    manifest_rows = wh.read("landing_files", cid).select("source_file", "checksum", "kind").collect()
-    known = {r["source_file"]: r["checksum"] for r in manifest_rows}
-    if not files and not known:
-        raise InputError(
-            f"{folder}: no landing files for campaign {cid} (expected registrations*.csv and friends, SPEC §4)"
-        )
-    if not any(f.kind is src.REGISTRATIONS for f in files) and not any(
-        r["kind"] == "registrations" for r in manifest_rows
-    ):
-        raise InputError(f"{folder}: no registrations file for campaign {cid}")
-
-    result = StageResult()
-    todo: list[tuple[LandingFile, str, str]] = []
-    for f in files:
-        set_stage_description(spark, "ingest", f"checksum {f.name}")
-        checksum = file_checksum(spark, f.path)
-        previous = known.get(f.path)
-        if previous == checksum:
-            result.files.append(_file_row(f, checksum, "unchanged", None))
-            continue
-        todo.append((f, checksum, "replaced" if previous else "ingested"))
-
-    # Build every plan first: header and schema problems surface here, before any write.
-    by_table: dict[str, list[DataFrame]] = {}
-    for f, checksum, _ in todo:
-        by_table.setdefault(f.kind.table, []).append(_parsed(spark, ctx, f, checksum))
-
-    parsed_by_table = {
-        table: _union(frames).withColumn("_ok", F.size("reasons") == 0) for table, frames in by_table.items()
-    }
-    if "code_pool" in parsed_by_table:
-        from campaign_pipeline.codes.pool import flag_duplicate_codes
-
-        earlier = wh.read("code_pool", cid).where(~F.col("source_file").isin(all_names_of(todo)))
-        flagged = flag_duplicate_codes(parsed_by_table["code_pool"].drop("_ok"), earlier)
-        parsed_by_table["code_pool"] = flagged.withColumn("_ok", F.size("reasons") == 0)
-    for df in parsed_by_table.values():
-        df.persist(StorageLevel.MEMORY_AND_DISK)
-    counts = _counts_per_file(spark, parsed_by_table)
-    names_by_table = {t: [f.path for f, _, _ in todo if f.kind.table == t] for t in parsed_by_table}
-    all_names = [f.path for f, _, _ in todo]
-    leftovers = _tables_with_rows_of(wh, cid, names_by_table, all_names)
-
-    stamp = F.lit(ctx.started_at).cast("timestamp")
-    quarantined: list[DataFrame] = []
-    for table, parsed in parsed_by_table.items():
-        good = (
-            parsed.where("_ok")
-            .drop("_ok", "reasons", "raw")
-            .withColumn("ingested_at", stamp)
-            .withColumn("run_id", F.lit(ctx.run_id))
-        )
-        set_stage_description(spark, "ingest", f"write {table}")
-        _write_files(wh, table, good, cid, names_by_table[table], replace=table in leftovers)
-        quarantined.append(
-            parsed.where(~F.col("_ok")).select(
-                # Quarantined rows keep the run's campaign id even when the row named another campaign.
-                F.lit(cid).alias("campaign_id"),
-                F.lit("ingest").alias("stage"),
-                "source_file",
-                F.col("source_line").alias("line"),
-                "raw",
-                F.array_join("reasons", "; ").alias("reason"),
-                F.lit(ctx.run_id).alias("run_id"),
-                "source_checksum",
-                stamp.alias("quarantined_at"),
-            )
-        )
-
-    reasons: dict[str, int] = {}
-    if todo:
-        set_stage_description(spark, "ingest", "write quarantine")
-        _write_files(
-            wh, "quarantine", _union(quarantined), cid, all_names, "stage = 'ingest'", replace="quarantine" in leftovers
-        )
-        set_stage_description(spark, "ingest", "reconcile")
-        reasons = _verify(wh, cid, todo, counts)
-
-    manifest = []
-    for f, checksum, action in todo:
-        c = counts.get(f.path, {"read": 0, "ok": 0})
-        result.files.append(_file_row(f, checksum, action, c))
-        manifest.append(
-            (
-                cid,
-                f.path,
-                f.kind.name,
-                f.fmt,
-                checksum,
-                f.size,
-                c["read"],
-                c["ok"],
-                c["read"] - c["ok"],
-                ctx.run_id,
-                ctx.started_at,
-            )
-        )
-    if manifest:
-        wh.merge(
-            "landing_files", spark.createDataFrame(manifest, CATALOG["landing_files"].schema), update_existing=True
-        )
-    for df in parsed_by_table.values():
-        df.unpersist()
-
-    new = [f for f in result.files if f["action"] != "unchanged"]
-    result.counts = {
-        "files": len(files),
-        "files_new": sum(1 for f in new if f["action"] == "ingested"),
-        "files_replaced": sum(1 for f in new if f["action"] == "replaced"),
-        "files_unchanged": len(files) - len(new),
-        "rows_read": sum(f["rows_read"] or 0 for f in new),
-        "rows_ingested": sum(f["rows_ingested"] or 0 for f in new),
-        "rows_quarantined": sum(f["rows_quarantined"] or 0 for f in new),
-        "files_ignored": len(ignored),
-    }
-    for table in sorted({f.kind.table for f, _, _ in todo}):
-        result.counts[f"{table}.ingested"] = sum(
-            counts.get(f.path, {}).get("ok", 0) for f, _, _ in todo if f.kind.table == table
-        )
-    for reason, n in reasons.items():
-        result.counts[f"quarantine:{reason}"] = n
-    result.summary = [f"landing folder {folder}"]
-    for f in result.files:
-        figures = (
-            "unchanged, skipped"
-            if f["action"] == "unchanged"
-            else f"{f['action']}: {f['rows_read']:,} read = {f['rows_ingested']:,} ingested + {f['rows_quarantined']:,} quarantined"
-        )
-        result.summary.append(f"{f['kind']:<16} {f['source_file'].rsplit('/', 1)[-1]}: {figures}")
-    for reason, n in reasons.items():
-        result.summary.append(f"quarantined {n:,} × {reason}")
-    if ignored:
-        result.summary.append(f"ignored (not a landing file kind): {', '.join(ignored)}")
-    return result
-
-
-def all_names_of(todo: list) -> list[str]:
-    return [f.path for f, _, _ in todo]
+def _paths(plans: list[FilePlan]) -> list[str]:
+    return [p.path for p in plans]
 
 
 def _union(frames: list[DataFrame]) -> DataFrame:
@@ -255,15 +297,6 @@ def _union(frames: list[DataFrame]) -> DataFrame:
     for more in frames[1:]:
         out = out.unionByName(more)
     return out
-
-
-def _counts_per_file(spark: SparkSession, parsed_by_table: dict[str, DataFrame]) -> dict[str, dict[str, int]]:
-    """Rows read and rows parseable per file, for every table in one job."""
-    if not parsed_by_table:
-        return {}
-    both = _union([df.select("source_file", F.col("_ok").cast("long").alias("ok")) for df in parsed_by_table.values()])
-    rows = both.groupBy("source_file").agg(F.count(F.lit(1)).alias("read"), F.sum("ok").alias("ok")).collect()
-    return {r["source_file"]: {"read": r["read"], "ok": r["ok"] or 0} for r in rows}
 
 
 def _tables_with_rows_of(
@@ -309,27 +342,14 @@ def _in(column: str, values: list[str]) -> str:
     return f"{column} IN ({', '.join(sql_literal(v) for v in values)})"
 
 
-def _file_row(f: LandingFile, checksum: str, action: str, c: dict | None) -> dict:
-    return {
-        "source_file": f.path,
-        "kind": f.kind.name,
-        "format": f.fmt,
-        "checksum": checksum,
-        "action": action,
-        "rows_read": c["read"] if c else None,
-        "rows_ingested": c["ok"] if c else None,
-        "rows_quarantined": c["read"] - c["ok"] if c else None,
-    }
-
-
-def _verify(wh: Warehouse, cid: str, todo: list, counts: dict[str, dict[str, int]]) -> dict[str, int]:
+def _verify(wh: Warehouse, cid: str, todo: list[FilePlan]) -> dict[str, int]:
     """Read the written tables back: per file, ingested + quarantined must equal rows read.
 
     Returns the quarantined rows of these files per reason category (values stripped).
     """
-    names = [f.path for f, _, _ in todo]
+    names = _paths(todo)
     landed = None
-    for table in sorted({f.kind.table for f, _, _ in todo}):
+    for table in sorted({p.table for p in todo}):
         part = (
             wh.read(table, cid)
             .where(F.col("source_file").isin(names))
@@ -352,12 +372,11 @@ def _verify(wh: Warehouse, cid: str, todo: list, counts: dict[str, dict[str, int
         else:
             quarantined[r["source_file"]] = quarantined.get(r["source_file"], 0) + r["count"]
             reasons[r["reason"]] = reasons.get(r["reason"], 0) + r["count"]
-    for name in names:
-        c = counts.get(name, {"read": 0, "ok": 0})
-        got_ok, got_q = ingested.get(name, 0), quarantined.get(name, 0)
-        if got_ok + got_q != c["read"] or got_ok != c["ok"]:
+    for p in todo:
+        got_ok, got_q = ingested.get(p.path, 0), quarantined.get(p.path, 0)
+        if got_ok + got_q != p.read or got_ok != p.ok:
             raise PipelineError(
-                f"{name}: reconciliation failed: {c['read']} rows read but {got_ok} ingested "
+                f"{p.path}: reconciliation failed: {p.read} rows read but {got_ok} ingested "
                 f"+ {got_q} quarantined found in the tables"
             )
     return dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])))

@@ -11,10 +11,11 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from campaign_pipeline.errors import PipelineError
+from campaign_pipeline.tables import catalog_rows
 
 # great-expectations draws tqdm progress bars; a batch job's log wants one line per stage. Set
 # before great_expectations (and tqdm) is first imported.
@@ -51,8 +52,8 @@ def registrants_suite(disqualifying: tuple[str, ...]) -> Suite:
     )
 
 
-def run_suite(spark: SparkSession, wh, run_id: str, campaign_id: str, table: str, df: DataFrame, suite: Suite) -> str:
-    """Validate `df`, append one `dq_results` row per expectation, raise if any failed."""
+def run_suite(ctx, table: str, df: DataFrame, suite: Suite) -> str:
+    """Validate `df`, append one `dq_results` row per expectation (the stage's run), raise if any failed."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -78,12 +79,19 @@ def run_suite(spark: SparkSession, wh, run_id: str, campaign_id: str, table: str
             for k in ("element_count", "unexpected_count", "unexpected_percent", "observed_value")
             if k in r.result
         }
-        rows.append((run_id, campaign_id, table, name, bool(r.success), json.dumps(observed, default=str)))
+        rows.append(
+            {
+                "run_id": ctx.run_id,
+                "campaign_id": ctx.campaign_id,
+                "table": table,
+                "expectation": name,
+                "success": bool(r.success),
+                "observed": json.dumps(observed, default=str),
+            }
+        )
         if not r.success:
             failed.append(f"{name}: {observed}")
-    from campaign_pipeline.tables import CATALOG
-
-    wh.append("dq_results", spark.createDataFrame(rows, CATALOG["dq_results"].schema))
+    ctx.warehouse.append("dq_results", catalog_rows(ctx.spark, "dq_results", rows))
     if failed:
         raise PipelineError(f"data quality checks failed on {table}: " + "; ".join(failed))
     return f"{len(rows)} passed"

@@ -17,24 +17,12 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from campaign_pipeline.config import Campaign
-from campaign_pipeline.errors import PipelineError
-from campaign_pipeline.runner import StageContext, StageResult, stage
 from campaign_pipeline.scoring import model as m
 from campaign_pipeline.scoring.features import fan_features
-from campaign_pipeline.session import set_stage_description
+from campaign_pipeline.stage_context import StageContext, StageReport
+from campaign_pipeline.tables import FAN, columns, require_columns
 
-SCORE_COLUMNS = [
-    "campaign_id",
-    "global_user_id",
-    "eligible",
-    "raw_score",
-    "score_source",
-    "band",
-    "band_score",
-    "model_version",
-    "top_features",
-    "extra",
-]
+SCORE_COLUMNS = columns("scores", without=("run_id",))
 
 
 def source_scores(
@@ -59,10 +47,9 @@ def score_registrants(
     campaign: Campaign, registrants: DataFrame, activity: DataFrame, external: DataFrame, ranks: DataFrame
 ) -> DataFrame:
     """Pure scoring: registrants (+ activity / external scores / ranks) → one scores row per registrant."""
+    require_columns(registrants, [*FAN, "eligible"], "scoring")
     raw = source_scores(campaign, registrants, activity, external, ranks)
-    scored = registrants.select("campaign_id", "global_user_id", "eligible").join(
-        raw, ["campaign_id", "global_user_id"], "left"
-    )
+    scored = registrants.select(*FAN, "eligible").join(raw, FAN, "left")
     return (
         scored.withColumn("score_source", F.lit(campaign.scoring.source))
         .transform(lambda df: m.with_bands(df, campaign.scoring, campaign.seed))
@@ -92,64 +79,55 @@ def scores_suite(band_names: list[str], bands):
     )
 
 
-@stage("score", order=30, description="one raw score, band and lottery band_score per registrant")
-def score(ctx: StageContext) -> StageResult:
+def score(ctx: StageContext) -> StageReport:
     """Score every registrant of the campaign into `scores` (a no-op when nothing changed)."""
     from campaign_pipeline.quality.expectations import run_suite
 
-    spark, wh, cid, campaign = ctx.spark, ctx.warehouse, ctx.campaign_id, ctx.campaign
-    if not wh.exists("registrants"):
-        raise PipelineError(f"no screened registrants for campaign {cid}: run the screen stage first")
-    registrants = wh.read("registrants", cid)
-    scores = score_registrants(
-        campaign,
-        registrants,
-        wh.read("fan_activity", cid),
-        wh.read("external_scores", cid),
-        wh.read("fanlist_ranks", cid),
-    )
-    set_stage_description(spark, "score", f"score with source {campaign.scoring.source}")
-    written = wh.replace_if_changed("scores", scores.withColumn("run_id", F.lit(ctx.run_id)), cid)
-    table = wh.read("scores", cid)
-    set_stage_description(spark, "score", "count bands")
+    wh, cid, campaign = ctx.warehouse, ctx.campaign_id, ctx.campaign
+    with ctx.step("score_and_write"):
+        scores = score_registrants(
+            campaign,
+            wh.read("registrants", cid),
+            wh.read("fan_activity", cid),
+            wh.read("external_scores", cid),
+            wh.read("fanlist_ranks", cid),
+        )
+        written = wh.replace_if_changed("scores", scores.withColumn("run_id", F.lit(ctx.run_id)), cid)
+    with ctx.step("counts_and_checks"):
+        table = wh.read("scores", cid)
+        bands = campaign.scoring.bands
+        dq = run_suite(ctx, "scores", table, scores_suite([b.name for b in bands], bands))
+        return score_report(campaign, table, dq, written)
+
+
+def score_report(campaign: Campaign, scores: DataFrame, dq: str, written: bool) -> StageReport:
+    """Fans per band (and how many of them are eligible), unscored fans, the model version."""
     per_band = {
         (r["band"] or "(none)", bool(r["eligible"]), r["has_score"]): r["n"]
-        for r in table.groupBy("band", "eligible", F.col("raw_score").isNotNull().alias("has_score"))
+        for r in scores.groupBy("band", "eligible", F.col("raw_score").isNotNull().alias("has_score"))
         .agg(F.count(F.lit(1)).alias("n"))
         .collect()
     }
-    set_stage_description(spark, "score", "expectations")
-    dq = run_suite(
-        spark,
-        wh,
-        ctx.run_id,
-        cid,
-        "scores",
-        table,
-        scores_suite([b.name for b in campaign.scoring.bands], campaign.scoring.bands),
-    )
     total = sum(per_band.values())
     unscored = sum(n for (_, _, has), n in per_band.items() if not has)
-    result = StageResult()
-    result.counts = {"registrants": total, "scored": total - unscored, "unscored": unscored}
+    report = StageReport(counts={"registrants": total, "scored": total - unscored, "unscored": unscored})
     bands = [b.name for b in sorted(campaign.scoring.bands, key=lambda b: -b.min)] + ["(none)"]
     for band in bands:
-        n = sum(v for (b, _, has), v in per_band.items() if b == band and (has or band != "(none)"))
-        eligible = sum(v for (b, e, has), v in per_band.items() if b == band and e and (has or band != "(none)"))
-        result.counts[f"band:{band}"] = n
-        result.counts[f"band_eligible:{band}"] = eligible
-    version = table.select("model_version").where("model_version IS NOT NULL").first()
-    result.summary = [
+        counted = [(e, v) for (b, e, has), v in per_band.items() if b == band and (has or band != "(none)")]
+        report.counts[f"band:{band}"] = sum(v for _, v in counted)
+        report.counts[f"band_eligible:{band}"] = sum(v for e, v in counted if e)
+    version = scores.select("model_version").where("model_version IS NOT NULL").first()
+    report.summary = [
         f"source {campaign.scoring.source}"
         + (f" · model {version[0]}" if version else "")
         + ("" if written else " · unchanged since the last run (nothing written)")
     ]
     for band in bands:
         label = "below every band" if band == "(none)" else band
-        result.summary.append(
-            f"{label:<17} {result.counts[f'band:{band}']:>10,} fans  ({result.counts[f'band_eligible:{band}']:,} eligible)"
+        report.summary.append(
+            f"{label:<17} {report.counts[f'band:{band}']:>10,} fans  ({report.counts[f'band_eligible:{band}']:,} eligible)"
         )
     if unscored:
-        result.summary.append(f"not covered by the source (no score): {unscored:,}")
-    result.summary.append(f"expectations: {dq}")
-    return result
+        report.summary.append(f"not covered by the source (no score): {unscored:,}")
+    report.summary.append(f"expectations: {dq}")
+    return report

@@ -17,6 +17,8 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from campaign_pipeline.stage_context import local_cut
+
 PLACEHOLDERS = (
     "",
     "0",
@@ -61,21 +63,22 @@ def split_shared(memberships: DataFrame, max_shared: int) -> tuple[DataFrame, Da
     return edges, shared
 
 
-def connected_components(edges: DataFrame, cut_lineage, max_rounds: int = 30) -> tuple[DataFrame, int]:
+def connected_components(edges: DataFrame, cut=local_cut, max_rounds: int = 30) -> tuple[DataFrame, int]:
     """(account, cluster) for every account in `edges`, and the rounds it took.
 
-    `cut_lineage(df)` materialises a round (checkpoint or write/read) so the plan stays small.
+    `cut(df, name)` materialises a round (the stage's lineage policy) so the plan stays small.
     """
-    labels = cut_lineage(edges.select("account").distinct().withColumn("label", F.col("account")))
+    labels = cut(edges.select("account").distinct().withColumn("label", F.col("account")), "identity graph labels")
     for rounds in range(1, max_rounds + 1):
         key_label = edges.join(labels, "account").groupBy("key").agg(F.min("label").alias("key_label"))
         best = edges.join(key_label, "key").groupBy("account").agg(F.min("key_label").alias("candidate"))
-        updated = cut_lineage(
+        updated = cut(
             labels.join(best, "account", "left").select(
                 "account",
                 F.least(F.col("label"), F.coalesce(F.col("candidate"), F.col("label"))).alias("label"),
                 (F.col("candidate") < F.col("label")).alias("_changed"),
-            )
+            ),
+            f"identity graph round {rounds}",
         )
         changed = updated.where("_changed").limit(1).count()
         labels = updated.drop("_changed")
@@ -84,12 +87,12 @@ def connected_components(edges: DataFrame, cut_lineage, max_rounds: int = 30) ->
     raise RuntimeError(f"identity graph did not converge in {max_rounds} rounds")
 
 
-def with_identity_clusters(df: DataFrame, max_shared: int, cut_lineage) -> tuple[DataFrame, dict[str, int]]:
+def with_identity_clusters(df: DataFrame, max_shared: int, cut=local_cut) -> tuple[DataFrame, dict[str, int]]:
     """`df` plus `identity_cluster_id`, `cluster_size` and `_shared_identifier`; and graph figures."""
-    memberships = cut_lineage(identifier_memberships(df))
+    memberships = cut(identifier_memberships(df), "identity graph memberships")
     edges, shared = split_shared(memberships, max_shared)
-    edges = cut_lineage(edges)
-    clusters, rounds = connected_components(edges, cut_lineage)
+    edges = cut(edges, "identity graph edges")
+    clusters, rounds = connected_components(edges, cut)
     out = (
         df.join(clusters.withColumnRenamed("account", "global_user_id"), "global_user_id", "left")
         .withColumn("identity_cluster_id", F.coalesce(F.col("cluster"), F.col("global_user_id")))

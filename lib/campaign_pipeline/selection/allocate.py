@@ -18,15 +18,13 @@ against capacity and are never offered again; new market ranks continue after th
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from campaign_pipeline.config import Campaign
-from campaign_pipeline.tables import literal_frame
+from campaign_pipeline.stage_context import local_cut
+from campaign_pipeline.tables import FAN, literal_frame
 
-FAN = ["campaign_id", "global_user_id"]
 MARKET = ["campaign_id", "market_id"]
 PLACED = ["campaign_id", "global_user_id", "market_id", "preference_rank", "market_rank", "band_score"]
 MAX_ROUNDS_WITHOUT_ORDER = 100
@@ -93,11 +91,11 @@ def allocate(
     candidates: DataFrame,
     kept: DataFrame,
     base: DataFrame,
-    cut_lineage: Callable[[DataFrame], DataFrame],
+    cut=local_cut,
 ) -> DataFrame:
     """New placements (PLACED columns) for `candidates` (fan, band_score, market_preferences).
 
-    `base` is `capacity_left(...)`; `cut_lineage` materialises each round (a checkpoint), so round
+    `base` is `capacity_left(...)`; `cut(df, name)` materialises each round (the lineage policy), so round
     k reads the earlier rounds' results instead of recomputing them: one Spark job per round.
     """
     opts = campaign.options
@@ -118,17 +116,18 @@ def allocate(
         longest = candidates.agg(F.max(F.size("market_preferences"))).first()[0] or 0
         for k in range(1, longest + 1):
             admitted = _take(unplaced(all_offers.where(F.col("preference_rank") == k)), _after(base, placed_rounds))
-            placed_rounds.append(cut_lineage(_placements(admitted, "_r")))
+            placed_rounds.append(cut(_placements(admitted, "_r"), f"allocation round {k}"))
     elif not opts.single_market:
-        placed_rounds.append(cut_lineage(_placements(_take(all_offers, base), "_r")))
+        placed_rounds.append(cut(_placements(_take(all_offers, base), "_r"), "allocation round 1"))
     else:
-        for _ in range(MAX_ROUNDS_WITHOUT_ORDER):
+        for k in range(1, MAX_ROUNDS_WITHOUT_ORDER + 1):
             admitted = _take(unplaced(all_offers), _after(base, placed_rounds))
             first_listed = Window.partitionBy(*FAN).orderBy(F.col("preference_rank").asc())
             kept_one = admitted.withColumn("_k", F.row_number().over(first_listed)).where("_k = 1")
             # Ranks inside the market among those who stay (freed seats leave no gaps).
             in_market = Window.partitionBy(*MARKET).orderBy(*fan_order())
-            now = cut_lineage(_placements(kept_one.withColumn("_m", F.row_number().over(in_market)), "_m"))
+            ranked = kept_one.withColumn("_m", F.row_number().over(in_market))
+            now = cut(_placements(ranked, "_m"), f"allocation round {k}")
             if now.isEmpty():
                 break
             placed_rounds.append(now)

@@ -12,29 +12,15 @@ A later run keeps every earlier `selected` row (top-up) unless `options.reassign
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from campaign_pipeline.config import Campaign
-from campaign_pipeline.errors import PipelineError
-from campaign_pipeline.runner import StageContext, StageResult, stage
-from campaign_pipeline.selection.allocate import FAN, allocate, capacity_left, waitlist
-from campaign_pipeline.session import checkpoint_folder, set_stage_description
+from campaign_pipeline.selection.allocate import allocate, capacity_left, waitlist
+from campaign_pipeline.stage_context import StageContext, StageReport, local_cut
+from campaign_pipeline.tables import FAN, columns, require_columns
 
-COLUMNS = [
-    "campaign_id",
-    "global_user_id",
-    "verdict",
-    "market_id",
-    "preference_rank",
-    "market_rank",
-    "waitlist_position",
-    "band_score",
-    "reasons",
-    "run_id",
-]
+COLUMNS = columns("selections")
 
 
 def rejection_reasons(min_score: float):
@@ -55,12 +41,14 @@ def select_fans(
     scores: DataFrame,
     previous: DataFrame,
     run_id: str,
-    cut_lineage: Callable[[DataFrame], DataFrame] = lambda df: df.localCheckpoint(eager=True),
+    cut=local_cut,
 ) -> DataFrame:
     """Pure selection: (registrants, scores, previous selections) → selections.
 
-    `cut_lineage` materialises intermediate results (the stage passes a reliable checkpoint).
+    `cut(df, name)` materialises intermediate results (the stage passes its lineage policy).
     """
+    require_columns(registrants, [*FAN, "eligible", "ineligible_reasons", "market_preferences"], "selection")
+    require_columns(scores, [*FAN, "raw_score", "band", "band_score"], "selection")
     opts = campaign.options
     fans = registrants.select(*FAN, "eligible", "ineligible_reasons", "market_preferences").join(
         scores.select(*FAN, "raw_score", "band", "band_score"), FAN, "left"
@@ -72,11 +60,11 @@ def select_fans(
         else previous.limit(0).select(*COLUMNS)
     )
     kept_fans = kept.select(*FAN).distinct()
-    candidates = cut_lineage(fans.where(F.size("_why") == 0).select(*FAN, "band_score", "market_preferences"))
+    candidates = cut(fans.where(F.size("_why") == 0).select(*FAN, "band_score", "market_preferences"), "candidates")
     if opts.single_market:
         candidates = candidates.join(kept_fans, FAN, "left_anti")
     left = capacity_left(spark, campaign, kept)
-    placed = allocate(campaign, candidates, kept, left, cut_lineage)
+    placed = allocate(campaign, candidates, kept, left, cut)
     new_selected = placed.select(
         *FAN,
         F.lit("selected").alias("verdict"),
@@ -156,34 +144,26 @@ def fairness_summary(selections: DataFrame, registrants: DataFrame, scores: Data
     return [r.asDict() for r in rows]
 
 
-@stage("select", order=40, description="allocate eligible scored fans to markets within capacity")
-def select(ctx: StageContext) -> StageResult:
+def select(ctx: StageContext) -> StageReport:
     """Write one verdict per registrant into `selections` (a no-op when nothing changed)."""
     from campaign_pipeline.quality.expectations import run_suite
 
-    spark, wh, cid, campaign = ctx.spark, ctx.warehouse, ctx.campaign_id, ctx.campaign
-    for needed, stage_name in (("registrants", "screen"), ("scores", "score")):
-        if not wh.exists(needed):
-            raise PipelineError(f"no {needed} for campaign {cid}: run the {stage_name} stage first")
+    wh, cid, campaign = ctx.warehouse, ctx.campaign_id, ctx.campaign
     registrants, scores = wh.read("registrants", cid), wh.read("scores", cid)
-    previous = wh.read("selections", cid)
-    with checkpoint_folder(spark, f"{wh.root}/_checkpoints/{ctx.run_id}-select"):
-        set_stage_description(spark, "select", "allocation rounds")
-        selections = select_fans(
-            spark, campaign, registrants, scores, previous, ctx.run_id, lambda df: df.checkpoint(eager=True)
-        )
-        set_stage_description(spark, "select", "write selections")
+    with ctx.step("allocate"):
+        previous = wh.read("selections", cid)
+        selections = select_fans(ctx.spark, campaign, registrants, scores, previous, ctx.run_id, ctx.cut)
+    with ctx.step("write"):
         written = wh.replace_if_changed("selections", selections, cid)
-    table = wh.read("selections", cid)
-    set_stage_description(spark, "select", "expectations and fairness summary")
-    suite = selections_suite(campaign)
-    dq = run_suite(spark, wh, ctx.run_id, cid, "selections", table, suite)
-    facts = fairness_summary(table, registrants, scores)
-    return _result(campaign, facts, written, dq)
+    with ctx.step("counts_and_checks"):
+        table = wh.read("selections", cid)
+        dq = run_suite(ctx, "selections", table, selections_suite(campaign))
+        return select_report(campaign, fairness_summary(table, registrants, scores), written, dq)
 
 
-def _result(campaign: Campaign, facts: list[dict], written: bool, dq: str) -> StageResult:
-    result = StageResult()
+def select_report(campaign: Campaign, facts: list[dict], written: bool, dq: str) -> StageReport:
+    """Verdict counts, per-market capacity use, selection rate per band, rounds used."""
+    result = StageReport()
 
     def total(**match) -> int:
         return sum(f["rows"] for f in facts if all(f[k] == v for k, v in match.items()))

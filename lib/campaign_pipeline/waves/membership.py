@@ -8,19 +8,18 @@ dates yet); the stages count them.
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from campaign_pipeline.config import Campaign
-
-KEY = ["campaign_id", "global_user_id", "market_id"]
+from campaign_pipeline.tables import FAN_MARKET as KEY
 
 
 def ordered_waves(campaign: Campaign):
     return sorted(campaign.waves, key=lambda w: (w.notify_at, w.wave_id))
 
 
-def wave_membership(spark: SparkSession, campaign: Campaign, selected: DataFrame) -> DataFrame:
+def wave_membership(campaign: Campaign, selected: DataFrame) -> DataFrame:
     """(campaign_id, global_user_id, market_id, wave_id, notify_at) for `selected` rows in a wave."""
     remaining = selected.select(*KEY, "market_rank")
     parts: list[DataFrame] = []
@@ -39,7 +38,7 @@ def wave_membership(spark: SparkSession, campaign: Campaign, selected: DataFrame
         parts.append(taken)
         remaining = remaining.join(taken.select(*KEY), KEY, "left_anti")
     if not parts:
-        return spark.createDataFrame(
+        return selected.sparkSession.createDataFrame(
             [], "campaign_id string, global_user_id string, market_id string, wave_id string, notify_at timestamp"
         )
     out = parts[0]

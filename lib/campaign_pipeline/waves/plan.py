@@ -19,7 +19,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from campaign_pipeline.config import Campaign
-from campaign_pipeline.tables import literal_frame
+from campaign_pipeline.tables import FAN, FAN_MARKET, literal_frame
 from campaign_pipeline.waves.render import BUILTIN, render_messages, templates_of
 
 SMS_LINE_TYPES = ("mobile", "fixed_line_or_mobile")
@@ -72,14 +72,12 @@ def market_frame(spark, campaign: Campaign) -> DataFrame:
 
 
 def plan_messages(
-    spark, campaign: Campaign, members: DataFrame, assignments: DataFrame, registrants: DataFrame, run_id: str
+    campaign: Campaign, members: DataFrame, assignments: DataFrame, registrants: DataFrame, run_id: str
 ) -> DataFrame:
     """One row per message (catalog `wave_messages` columns) for coded wave members."""
-    key = ["campaign_id", "global_user_id", "market_id"]
-    coded = members.join(assignments.select(*key, "code", "code_type"), key, "inner").join(
+    coded = members.join(assignments.select(*FAN_MARKET, "code", "code_type"), FAN_MARKET, "inner").join(
         registrants.select(
-            "campaign_id",
-            "global_user_id",
+            *FAN,
             "member_id",
             "email",
             "phone_e164",
@@ -90,10 +88,12 @@ def plan_messages(
             "last_name",
             F.col("locale").alias("fan_locale"),
         ),
-        ["campaign_id", "global_user_id"],
+        FAN,
         "inner",
     )
-    coded = coded.join(F.broadcast(market_frame(spark, campaign)), ["campaign_id", "market_id", "wave_id"], "left")
+    coded = coded.join(
+        F.broadcast(market_frame(members.sparkSession, campaign)), ["campaign_id", "market_id", "wave_id"], "left"
+    )
     sms_ok = sms_possible(campaign.options.sms_countries)
     email_ok = F.col("email").isNotNull()
     modes = {w.wave_id: w.channels for w in campaign.waves}
@@ -160,6 +160,6 @@ def plan_messages(
 
 
 def unreachable(members: DataFrame, assignments: DataFrame, messages: DataFrame) -> DataFrame:
-    key = ["campaign_id", "global_user_id", "market_id"]
-    coded = members.join(assignments.select(*key), key, "inner")
-    return coded.join(messages.select(*key).distinct(), key, "left_anti")
+    """Coded wave members with no message (no usable channel for their wave)."""
+    coded = members.join(assignments.select(*FAN_MARKET), FAN_MARKET, "inner")
+    return coded.join(messages.select(*FAN_MARKET).distinct(), FAN_MARKET, "left_anti")

@@ -8,106 +8,148 @@ template or wave changes them). A wave whose status is no longer `scheduled` kee
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from campaign_pipeline.config import Campaign
 from campaign_pipeline.errors import PipelineError
-from campaign_pipeline.runner import StageContext, StageResult, stage
-from campaign_pipeline.session import set_stage_description
-from campaign_pipeline.tables import CATALOG, literal_frame
+from campaign_pipeline.stage_context import StageContext, StageReport, local_cut
+from campaign_pipeline.tables import FAN_MARKET, Warehouse, catalog_rows
 from campaign_pipeline.waves.export import export_wave, legacy_lines
 from campaign_pipeline.waves.membership import ordered_waves, wave_membership
 from campaign_pipeline.waves.plan import plan_messages, unreachable
 from campaign_pipeline.waves.render import validate_templates
 
-KEY = ["campaign_id", "global_user_id", "market_id"]
+
+@dataclass
+class WaveInputs:
+    selected: DataFrame  # `selected` rows of selections
+    assignments: DataFrame
+    registrants: DataFrame
+    planned: DataFrame  # wave_messages as planned before
+    logged: DataFrame  # (campaign_id, message_id) with a notification_log row
+
+
+@dataclass
+class WavePlan:
+    members: DataFrame  # (fan, market) → wave
+    messages: DataFrame  # wave_messages rows: kept sent ones plus fresh ones
+    kept: DataFrame  # messages kept because they were already sent
+
+
+def read_inputs(wh: Warehouse, campaign_id: str) -> WaveInputs:
+    return WaveInputs(
+        wh.read("selections", campaign_id).where(F.col("verdict") == "selected"),
+        wh.read("code_assignments", campaign_id),
+        wh.read("registrants", campaign_id),
+        wh.read("wave_messages", campaign_id),
+        wh.read("notification_log", campaign_id).select("campaign_id", "message_id").distinct(),
+    )
+
+
+def plan_wave_messages(campaign: Campaign, inputs: WaveInputs, run_id: str, cut=local_cut) -> WavePlan:
+    """Pure: wave membership and messages; sent messages kept, nothing new for their (fan, market)."""
+    members = cut(wave_membership(campaign, inputs.selected), "wave membership")
+    planned = plan_messages(campaign, members, inputs.assignments, inputs.registrants, run_id)
+    kept = inputs.planned.join(inputs.logged, ["campaign_id", "message_id"], "left_semi")
+    fresh = planned.join(kept.select(*FAN_MARKET).distinct(), FAN_MARKET, "left_anti")
+    return WavePlan(members, cut(kept.unionByName(fresh), "render messages"), kept)
+
+
+def message_counts(messages: DataFrame) -> dict[tuple[str, str], tuple[int, int]]:
+    """(wave, channel) → (messages, SMS segments)."""
+    return {
+        (r["wave_id"], r["channel"]): (r["n"], r["segments"] or 0)
+        for r in messages.groupBy("wave_id", "channel")
+        .agg(F.count(F.lit(1)).alias("n"), F.sum("sms_segments").alias("segments"))
+        .collect()
+    }
+
+
+def write_waves(ctx: StageContext, per: dict[tuple[str, str], tuple[int, int]]) -> None:
+    """One `waves` row per configured wave; only still-scheduled waves whose plan changed are updated."""
+    rows = []
+    for w in ordered_waves(ctx.campaign):
+        sms, email = per.get((w.wave_id, "sms"), (0, 0))[0], per.get((w.wave_id, "email"), (0, 0))[0]
+        rows.append(
+            {
+                "campaign_id": ctx.campaign_id,
+                "wave_id": w.wave_id,
+                "notify_at": w.notify_at,
+                "status": "scheduled",
+                "attempts": 0,
+                "total": sms + email,
+                "sms": sms,
+                "email": email,
+                "sent": 0,
+                "failed": 0,
+                "skipped": 0,
+                "planned_at": ctx.started_at,
+                "run_id": ctx.run_id,
+            }
+        )
+    same = ["campaign_id", "wave_id", "notify_at", "total", "sms", "email"]
+    current = ctx.warehouse.read("waves", ctx.campaign_id).select(*same)
+    changed = catalog_rows(ctx.spark, "waves", rows).join(current, same, "left_anti")
+    if not changed.isEmpty():
+        ctx.warehouse.merge("waves", changed, update_existing=True, update_condition="t.status = 'scheduled'")
 
 
 def export_root(ctx: StageContext) -> str:
     return (ctx.env.export_root or f"{ctx.warehouse.root}/_exports").rstrip("/")
 
 
-@stage("plan_waves", order=60, description="split coded fans into waves and write one row per message")
-def plan_waves(ctx: StageContext) -> StageResult:
+def plan_waves(ctx: StageContext) -> StageReport:
     """Plan every configured wave's messages (a no-op when nothing changed) and export the zips."""
-    spark, wh, cid, campaign = ctx.spark, ctx.warehouse, ctx.campaign_id, ctx.campaign
+    wh, cid, campaign = ctx.warehouse, ctx.campaign_id, ctx.campaign
     validate_templates(campaign)
-    if not wh.exists("code_assignments"):
-        raise PipelineError(f"no code assignments for campaign {cid}: run the assign_codes stage first")
     if not campaign.waves:
         raise PipelineError(f"campaign {cid} has no waves: add waves (wave_id, notify_at) to the campaign config")
-    selected = wh.read("selections", cid).where(F.col("verdict") == "selected")
-    members = wave_membership(spark, campaign, selected).localCheckpoint(eager=True)
-    assignments = wh.read("code_assignments", cid)
-    set_stage_description(spark, "plan_waves", "render messages")
-    planned = plan_messages(spark, campaign, members, assignments, wh.read("registrants", cid), ctx.run_id)
-    logged = wh.read("notification_log", cid).select("campaign_id", "message_id").distinct()
-    kept = wh.read("wave_messages", cid).join(logged, ["campaign_id", "message_id"], "left_semi")
-    fresh = planned.join(kept.select(*KEY).distinct(), KEY, "left_anti")
-    messages = kept.unionByName(fresh).localCheckpoint(eager=True)
-    set_stage_description(spark, "plan_waves", "write wave_messages")
-    written = wh.replace_if_changed("wave_messages", messages, cid)
+    inputs = read_inputs(wh, cid)
+    with ctx.step("plan_messages"):
+        plan = plan_wave_messages(campaign, inputs, ctx.run_id, ctx.cut)
+    with ctx.step("write"):
+        written = wh.replace_if_changed("wave_messages", plan.messages, cid)
+        per = message_counts(plan.messages)
+        write_waves(ctx, per)
+    with ctx.step("counts"):
+        report = waves_report(plan, inputs, per, written)
+    with ctx.step("export"):
+        for w in ordered_waves(campaign):
+            ctx.describe(f"legacy export {w.wave_id}")
+            lines = legacy_lines(plan.messages.where(F.col("wave_id") == w.wave_id))
+            uri, rows = export_wave(lines, export_root(ctx), cid, w.wave_id, w.notify_at)
+            sms, email = per.get((w.wave_id, "sms"), (0, 0))[0], per.get((w.wave_id, "email"), (0, 0))[0]
+            report.counts[f"wave:{w.wave_id}"] = sms + email
+            report.summary.append(
+                f"{w.wave_id} at {w.notify_at:%Y-%m-%d %H:%M %Z}: {sms:,} SMS + {email:,} email → {uri} ({rows:,} rows)"
+            )
+    return report
 
-    per = {
-        (r["wave_id"], r["channel"]): (r["n"], r["segments"], r["codes"])
-        for r in messages.groupBy("wave_id", "channel")
-        .agg(
-            F.count(F.lit(1)).alias("n"),
-            F.sum("sms_segments").alias("segments"),
-            F.sum((F.col("code_type") != "tm").cast("int")).alias("codes"),
-        )
-        .collect()
-    }
-    no_channel = unreachable(members, assignments, messages).count()
-    in_waves = members.count()
-    coded_members = members.join(assignments.select(*KEY), KEY, "left_semi").count()
 
-    per_wave = {
-        w.wave_id: (per.get((w.wave_id, "sms"), (0, 0, 0))[0], per.get((w.wave_id, "email"), (0, 0, 0))[0])
-        for w in ordered_waves(campaign)
-    }
-    wave_rows = []
-    for w in ordered_waves(campaign):
-        sms, email = per_wave[w.wave_id]
-        wave_rows.append(
-            (cid, w.wave_id, w.notify_at, "scheduled", 0, sms + email, sms, email, 0, 0, 0, ctx.started_at, ctx.run_id)
-        )
-    waves_df = literal_frame(spark, wave_rows, CATALOG["waves"].schema)
-    current = wh.read("waves", cid)
-    changed = waves_df.join(
-        current.select("campaign_id", "wave_id", "notify_at", "total", "sms", "email", "status"),
-        ["campaign_id", "wave_id", "notify_at", "total", "sms", "email"],
-        "left_anti",
+def waves_report(plan: WavePlan, inputs: WaveInputs, per: dict, written: bool) -> StageReport:
+    """Messages per channel, SMS segments, fans in waves, unreachable fans, messages kept as sent."""
+    no_channel = unreachable(plan.members, inputs.assignments, plan.messages).count()
+    coded_members = plan.members.join(inputs.assignments.select(*FAN_MARKET), FAN_MARKET, "left_semi").count()
+    report = StageReport(
+        counts={
+            "messages": sum(n for n, _ in per.values()),
+            "sms": sum(n for (_, ch), (n, _) in per.items() if ch == "sms"),
+            "email": sum(n for (_, ch), (n, _) in per.items() if ch == "email"),
+            "sms_segments": sum(seg for (_, ch), (_, seg) in per.items() if ch == "sms"),
+            "fans_in_waves": plan.members.count(),
+            "coded_fans_in_waves": coded_members,
+            "unreachable": no_channel,
+            "kept_sent": plan.kept.count(),
+        }
     )
-    if not changed.isEmpty():
-        wh.merge("waves", changed, update_existing=True, update_condition="t.status = 'scheduled'")
-
-    result = StageResult()
-    result.counts = {
-        "messages": sum(v[0] for v in per.values()),
-        "sms": sum(v[0] for (_, ch), v in per.items() if ch == "sms"),
-        "email": sum(v[0] for (_, ch), v in per.items() if ch == "email"),
-        "sms_segments": sum(v[1] or 0 for (_, ch), v in per.items() if ch == "sms"),
-        "fans_in_waves": in_waves,
-        "coded_fans_in_waves": coded_members,
-        "unreachable": no_channel,
-        "kept_sent": kept.count(),
-    }
-    result.summary = [
-        f"{result.counts['messages']:,} messages: {result.counts['sms']:,} SMS ({result.counts['sms_segments']:,} "
-        f"segments), {result.counts['email']:,} email"
+    c = report.counts
+    report.summary = [
+        f"{c['messages']:,} messages: {c['sms']:,} SMS ({c['sms_segments']:,} segments), {c['email']:,} email"
         + ("" if written else " · unchanged since the last run (nothing written)")
     ]
     if no_channel:
-        result.summary.append(f"{no_channel:,} coded fans have no usable channel for their wave (not messaged)")
-    destination = export_root(ctx)
-    for w in ordered_waves(campaign):
-        sms, email = per_wave[w.wave_id]
-        result.counts[f"wave:{w.wave_id}"] = sms + email
-        set_stage_description(spark, "plan_waves", f"legacy export {w.wave_id}")
-        uri, rows = export_wave(
-            legacy_lines(messages.where(F.col("wave_id") == w.wave_id)), destination, cid, w.wave_id, w.notify_at
-        )
-        result.summary.append(
-            f"{w.wave_id} at {w.notify_at:%Y-%m-%d %H:%M %Z}: {sms:,} SMS + {email:,} email → {uri} ({rows:,} rows)"
-        )
-    return result
+        report.summary.append(f"{no_channel:,} coded fans have no usable channel for their wave (not messaged)")
+    return report

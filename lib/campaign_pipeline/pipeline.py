@@ -1,0 +1,108 @@
+"""The pipeline, in one place: each stage in order, with the tables it reads and writes.
+
+Adding a stage is writing its folder (a `run(ctx) -> StageReport` function) and one line in
+`PIPELINE`. The runner checks prerequisites from `needs` (a table an earlier stage writes must
+hold the campaign's rows, or that stage must have succeeded for the campaign); the CLI verbs,
+`jobs/`, `benchmarks/run.py` and the README's stage diagram all come from this list.
+Every stage also writes its row of `pipeline_runs` (the runner does that).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from campaign_pipeline.codes.stage import assign_codes
+from campaign_pipeline.ingest.stage import ingest
+from campaign_pipeline.scoring.stage import score
+from campaign_pipeline.screening.stage import screen
+from campaign_pipeline.selection.stage import select
+from campaign_pipeline.stage_context import StageContext, StageReport
+from campaign_pipeline.tables import CATALOG
+from campaign_pipeline.waves.stage import plan_waves
+
+LANDING = "landing files"  # what ingest reads: files, not a table
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: Callable[[StageContext], StageReport]
+    reads: tuple[str, ...]
+    writes: tuple[str, ...]
+    needs: tuple[str, ...] = ()  # read tables that must hold the campaign's rows before the stage runs
+    description: str = ""
+    job: str = ""  # jobs/<job>.py, the spark-submit entry point (default: the stage name)
+
+    @property
+    def job_file(self) -> str:
+        return f"jobs/{self.job or self.name}.py"
+
+
+INGESTED = ("registrations", "fan_activity", "external_scores", "fanlist_ranks", "code_pool", "screening_lists")
+
+# fmt: off
+PIPELINE: tuple[Stage, ...] = (
+    Stage("ingest", ingest, reads=(LANDING, "landing_files"),
+          writes=(*INGESTED, "landing_files", "quarantine"),
+          description="land a campaign's files in Delta tables; unparseable rows go to quarantine"),
+    Stage("screen", screen, reads=("registrations", "fan_activity", "screening_lists"),
+          writes=("registrants", "dq_results"), needs=("registrations",),
+          description="normalise, validate, resolve identities, detect fraud"),
+    Stage("score", score, reads=("registrants", "fan_activity", "external_scores", "fanlist_ranks"),
+          writes=("scores", "dq_results"), needs=("registrants",),
+          description="one raw score, band and lottery band_score per registrant"),
+    Stage("select", select, reads=("registrants", "scores", "selections"),
+          writes=("selections", "dq_results"), needs=("registrants", "scores"),
+          description="allocate eligible scored fans to markets within capacity", job="select_fans"),
+    Stage("assign_codes", assign_codes, reads=("selections", "code_pool", "registrants", "code_assignments"),
+          writes=("code_assignments",), needs=("selections",),
+          description="one unique code per selected fan by a partitioned join"),
+    Stage("plan_waves", plan_waves,
+          reads=("selections", "code_assignments", "registrants", "wave_messages", "notification_log", "waves"),
+          writes=("wave_messages", "waves"), needs=("selections", "code_assignments"),
+          description="split coded fans into waves, one row per message, legacy zips"),
+)
+# fmt: on
+STAGES: dict[str, Stage] = {s.name: s for s in PIPELINE}
+
+
+def producer(table: str, before: str | None = None) -> Stage | None:
+    """The stage that writes `table` (the last one before stage `before`, when given)."""
+    found = None
+    for s in PIPELINE:
+        if s.name == before:
+            break
+        if table in s.writes:
+            found = s
+    return found
+
+
+def check_definition() -> list[str]:
+    """Problems with `PIPELINE` itself (unknown tables, a need nobody earlier writes); empty when sound."""
+    problems = []
+    for s in PIPELINE:
+        for table in (*s.reads, *s.writes):
+            if table != LANDING and table not in CATALOG:
+                problems.append(f"stage {s.name}: table {table!r} is not in the catalog (tables.py)")
+        for table in s.needs:
+            if table not in s.reads:
+                problems.append(f"stage {s.name}: needs {table!r} but does not list it in reads")
+            if producer(table, before=s.name) is None:
+                problems.append(f"stage {s.name}: needs {table!r} but no earlier stage writes it")
+    return problems
+
+
+def diagram() -> str:
+    """The stage diagram the README shows (checked against this definition by a test)."""
+    lines = ["```", "landing files"]
+    for s in PIPELINE:
+        reads = ", ".join(t for t in s.reads if t != LANDING)
+        lines.append(f"  │  {s.name:<13} {s.description}")
+        if reads:
+            lines.append(f"  │  {'':<13} reads  {reads}")
+        lines.append(f"  │  {'':<13} writes {', '.join(s.writes)}")
+        lines.append("  ▼")
+    lines.append("notifier (reads wave_messages)")
+    lines.append("```")
+    return "\n".join(lines)

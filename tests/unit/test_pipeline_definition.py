@@ -1,0 +1,108 @@
+"""The one pipeline definition: order, prerequisites, jobs, CLI verbs, README diagram, lineage policy."""
+
+import ast
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from helpers import make_campaign
+
+from campaign_pipeline.errors import PipelineError, SchemaError
+from campaign_pipeline.pipeline import PIPELINE, check_definition, diagram, producer
+from campaign_pipeline.runner import run_pipeline
+from campaign_pipeline.stage_context import StageContext
+from campaign_pipeline.tables import Warehouse, catalog_rows, require_columns
+
+ROOT = Path(__file__).resolve().parents[2]
+LIB = ROOT / "lib" / "campaign_pipeline"
+
+
+def test_every_table_a_stage_names_is_in_the_catalog_and_every_need_is_written_earlier():
+    assert check_definition() == []
+    assert [s.name for s in PIPELINE] == ["ingest", "screen", "score", "select", "assign_codes", "plan_waves"]
+    assert producer("scores", before="select").name == "score"
+    assert producer("scores", before="score") is None
+
+
+def test_each_stage_has_its_spark_submit_job_and_cli_verb():
+    from campaign_pipeline.cli import build_parser
+
+    jobs = {p.name for p in (ROOT / "jobs").glob("*.py")}
+    assert jobs == {Path(s.job_file).name for s in PIPELINE} | {"pipeline.py"}
+    for s in PIPELINE:
+        assert f'main(["{s.name}", *sys.argv[1:]])' in (ROOT / s.job_file).read_text()
+    verbs = build_parser()._subparsers._group_actions[0].choices
+    assert {s.name for s in PIPELINE} <= set(verbs)
+
+
+def test_the_readme_shows_the_stage_diagram_of_the_definition():
+    # Regenerate with `campaign-pipeline stages` and paste it into the README.
+    assert diagram() in (ROOT / "README.md").read_text()
+
+
+def _module_imports(path: Path) -> set[str]:
+    """Project modules imported at module level (imports inside functions run later, not at import)."""
+    found = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("campaign_pipeline"):
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("campaign_pipeline")}
+    return found
+
+
+def test_no_import_cycle_and_stage_context_imports_nothing_of_the_project():
+    modules = {
+        ".".join(("campaign_pipeline", *p.relative_to(LIB).with_suffix("").parts)).removesuffix(".__init__"): p
+        for p in LIB.rglob("*.py")
+    }
+    graph = {m: {i for i in _module_imports(p) if i in modules and i != m} for m, p in modules.items()}
+    assert graph["campaign_pipeline.stage_context"] == set()
+
+    def visit(module, path):
+        for nxt in graph[module]:
+            assert nxt not in path, f"import cycle: {' → '.join([*path, nxt])}"
+            visit(nxt, [*path, nxt])
+
+    for m in graph:
+        visit(m, [m])
+
+
+def test_a_stage_whose_input_was_never_produced_names_the_stage_to_run_first(spark, test_env, tmp_path):
+    env = test_env.with_roots(str(tmp_path / "landing"), str(tmp_path / "wh"))
+    with pytest.raises(PipelineError) as info:
+        run_pipeline(spark, make_campaign("tour-x"), env, stages=["select"], out=open("/dev/null", "w"))
+    assert str(info.value) == "stage select needs registrants for campaign tour-x: run screen first"
+    failed = Warehouse(spark, str(tmp_path / "wh")).read("pipeline_runs", "tour-x").first()
+    assert (failed["stage"], failed["status"]) == ("select", "failed")
+
+
+@pytest.mark.parametrize("policy", ["checkpoint", "local_checkpoint", "persist"])
+def test_every_lineage_policy_gives_the_same_rows_and_names_the_spark_job(spark, test_env, tmp_path, policy):
+    env = test_env.model_copy(update={"lineage": policy})
+    wh = Warehouse(spark, str(tmp_path / "wh"))
+    ctx = StageContext(spark, make_campaign(), env, wh, "run-1", dt.datetime(2027, 1, 1, tzinfo=dt.UTC), "screen")
+    df = spark.range(5).selectExpr("id * 2 AS x")
+    with ctx.step("double"):
+        out = ctx.cut(df, "doubled ids")
+    assert sorted(r.x for r in out.collect()) == [0, 2, 4, 6, 8]
+    assert spark.sparkContext.getLocalProperty("spark.job.description") == "screen: doubled ids"
+    assert list(ctx.steps) == ["double"] and ctx.steps["double"] > 0
+    assert (Path(ctx.checkpoint_dir).exists()) == (policy == "checkpoint")
+    ctx.release()
+
+
+def test_rows_for_delta_are_built_by_column_name(spark):
+    row = {"run_id": "r", "campaign_id": "c", "table": "t", "expectation": "e", "success": True, "observed": "{}"}
+    df = catalog_rows(spark, "dq_results", [row])
+    assert df.columns == ["run_id", "campaign_id", "table", "expectation", "success", "observed"]
+    assert df.first().asDict() == row
+    with pytest.raises(SchemaError, match="unknown column\\(s\\) succes; missing column\\(s\\) success"):
+        catalog_rows(spark, "dq_results", [{**{k: v for k, v in row.items() if k != "success"}, "succes": True}])
+
+
+def test_a_pure_function_names_the_columns_its_input_lacks(spark):
+    df = spark.range(1).selectExpr("'c' AS campaign_id")
+    with pytest.raises(SchemaError, match="selection needs column\\(s\\) global_user_id, eligible"):
+        require_columns(df, ["campaign_id", "global_user_id", "eligible"], "selection")

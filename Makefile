@@ -14,7 +14,7 @@ REGISTRANTS   ?= 200000
 
 export CAMPAIGN_PIPELINE_JARS_DIR := $(abspath $(JARS_DIR))
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-unit lint bench clean
 
 install: $(VENV)/.installed $(JARS)
 
@@ -35,8 +35,16 @@ $(JARS_DIR)/spark-avro_$(SCALA)-$(SPARK_VERSION).jar:
 demo: install
 	$(BIN)/campaign-pipeline demo --registrants $(REGISTRANTS)
 
+# Two pytest-xdist workers, each with one small SparkSession; a test file stays on one worker so
+# its module fixtures (a shared stage run) are built once.
+TEST_WORKERS  ?= 2
+
 test: install
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile tests
+
+# The edit-run loop: pure transforms on tiny frames, no integration runs (under 2 minutes).
+test-unit: install
+	$(BIN)/python -m pytest tests/unit
 
 lint: install
 	$(BIN)/ruff check lib jobs tests benchmarks

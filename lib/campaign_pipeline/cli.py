@@ -153,6 +153,8 @@ def _demo(args) -> int:
         for key, label in labels.items():
             value = quality.get(key)
             print(f"  {label:<52} {'n/a' if value is None else f'{value:.2%}'}")
+        found = {k[6:]: v for k, v in quality.items() if k.startswith("found:") and v is not None}
+        print("  planted tags found: " + ", ".join(f"{tag} {v:.2%}" for tag, v in found.items()))
     print(f"\nrun id {report.run_id}; campaign config {out.campaign_yaml}")
     return 0
 

@@ -519,6 +519,29 @@ def schema_differences(expected: T.StructType, actual: T.StructType) -> list[str
     return problems
 
 
+def is_write_conflict(spark: SparkSession, exc: BaseException) -> bool:
+    """Whether `exc` is Delta's optimistic-concurrency conflict (another commit won), by type.
+
+    DeltaTable operations surface JVM errors as a bare Py4JJavaError, so the Java exception (and
+    its causes) is checked against Delta's `DeltaConcurrentModificationException` class.
+    """
+    from delta.exceptions import DeltaConcurrentModificationException
+
+    if isinstance(exc, DeltaConcurrentModificationException):
+        return True
+    java = getattr(exc, "java_exception", None)
+    if java is None:
+        return False
+    conflict = spark._jvm.org.apache.spark.util.Utils.classForName(
+        "org.apache.spark.sql.delta.DeltaConcurrentModificationException", True, False
+    )
+    while java is not None:
+        if conflict.isInstance(java):
+            return True
+        java = java.getCause()
+    return False
+
+
 class Warehouse:
     """Read/write helpers for the Delta tables under one warehouse root."""
 

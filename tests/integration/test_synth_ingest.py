@@ -8,6 +8,7 @@ from pyspark.sql import functions as F
 from campaign_pipeline.config import load_campaign
 from campaign_pipeline.runner import run_pipeline
 from campaign_pipeline.synth import MALFORMED, SynthSpec, generate
+from campaign_pipeline.synth.spec import PLANTED
 from campaign_pipeline.tables import Warehouse
 
 N = 5000
@@ -104,3 +105,19 @@ def test_planted_phones_and_emails_arrive_as_typed(spark, synth_campaign, ingest
     # Ingest trims but does not normalise: the typed email lower-cases to the planted one.
     mismatched = regs.where(F.lower(F.col("email")) != F.col("truth_email")).count()
     assert mismatched == 0
+
+
+def test_truth_carries_the_tags_each_declared_planted_case_must_produce(spark, synth_campaign):
+    truth = spark.read.parquet(synth_campaign.truth)
+    accounts = truth.where("malformed IS NULL")
+    for case in PLANTED:
+        flagged = accounts.where(F.col(case.flag))
+        assert flagged.count() > 0, case.flag
+        for tag in case.tags:
+            assert flagged.where(~F.array_contains("expected_tags", tag)).count() == 0, (case.flag, tag)
+    assert accounts.where("role = 'ring'").where(~F.array_contains("expected_tags", "FRAUD_RING")).isEmpty()
+    assert accounts.where("role = 'genuine' AND NOT intl AND NOT invalid_phone AND NOT shared_phone "
+                          "AND NOT blocked_email AND NOT blocked_domain AND NOT disposable "
+                          "AND NOT allowlisted AND size(expected_tags) > 0").isEmpty()  # fmt: skip
+    reasons = {r["malformed"]: r["expected_quarantine_reason"] for r in truth.where("malformed IS NOT NULL").collect()}
+    assert reasons == dict(MALFORMED)

@@ -27,7 +27,7 @@ from campaign_pipeline.codes.generated import code_key
 from campaign_pipeline.config import Campaign
 from campaign_pipeline.errors import PipelineError
 from campaign_pipeline.stage_context import StageContext, StageReport, local_cut
-from campaign_pipeline.tables import FAN, FAN_MARKET, Warehouse
+from campaign_pipeline.tables import FAN, FAN_MARKET, Warehouse, is_write_conflict
 from campaign_pipeline.waves.membership import wave_membership
 
 
@@ -120,11 +120,11 @@ def plan_assignments(
 
 def commit_assignments(wh: Warehouse, campaign_id: str, new: DataFrame) -> None:
     """Insert-only MERGE; a concurrent commit to the campaign's assignments fails this one cleanly."""
-    from delta.exceptions import DeltaConcurrentModificationException
-
     try:
         wh.merge("code_assignments", new)
-    except DeltaConcurrentModificationException:
+    except Exception as exc:
+        if not is_write_conflict(wh.spark, exc):
+            raise
         raise PipelineError(
             f"assign_codes: another run committed code assignments for campaign {campaign_id} while this one was "
             "running (Delta optimistic concurrency); nothing of this run was written and no code was given twice. "

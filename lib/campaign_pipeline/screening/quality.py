@@ -1,36 +1,50 @@
-"""Screening quality against a synthetic campaign's ground truth (tests, demo, benchmarks)."""
+"""Screening quality against a synthetic campaign's ground truth (tests, demo, benchmarks).
+
+The truth says, per account, the tags screening must give it (`expected_tags`, declared with each
+planted case in `synth.spec`), whether its person has a single account, and its role; this module
+only compares.
+"""
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+
+from campaign_pipeline.screening.rules import DISQUALIFYING, TAG_ORDER
+
+BLOCKING = ("BLOCKED_EMAIL", "BLOCKED_DOMAIN")
+
+
+def _expects(*tags: str) -> Column:
+    return F.arrays_overlap(F.col("expected_tags"), F.array(*[F.lit(t) for t in tags]))
 
 
 def screening_quality(registrants: DataFrame, truth: DataFrame, allow_intl_phones: bool = False) -> dict[str, float]:
-    """Rates the issue's quality bar is stated in (each in [0, 1], 1 is perfect)."""
+    """Rates the quality bar is stated in (each in [0, 1], 1 is perfect), plus `found:<TAG>` per
+    planted tag: the share of accounts expected to carry the tag that got it."""
     t = truth.where(F.col("malformed").isNull())
-    j = t.join(registrants.select("global_user_id", "eligible", "phone_e164"), "global_user_id")
-    not_clean = F.col("intl") | F.col("blocked_email") | F.col("blocked_domain") | F.col("disposable")
-    clean_genuine = (F.col("role") == "genuine") & ~not_clean & (F.pmod(F.col("person_id"), F.lit(8)) >= 3)
-    must_block = F.col("blocked_email") | F.col("blocked_domain") | F.col("disposable")
-    if not allow_intl_phones:
-        must_block = must_block | F.col("intl")
+    j = t.join(registrants.select("global_user_id", "eligible", "phone_e164", "tags"), "global_user_id")
+    disqualifying = [x for x in DISQUALIFYING if not (allow_intl_phones and x == "INTL_PHONE")]
+    clean_genuine = (F.col("role") == "genuine") & F.col("single_account") & ~_expects(*disqualifying)
+    must_block = _expects(*BLOCKING, *([] if allow_intl_phones else ["INTL_PHONE"]))
 
-    def rate(condition, good) -> F.Column:
+    def rate(condition, good) -> Column:
         # null when nothing was planted: a rate over no accounts says nothing
         return F.sum(F.when(condition & good, 1).otherwise(0)) / F.sum(F.when(condition, 1))
 
+    planted = [tag for tag in TAG_ORDER if tag not in ("DUPLICATE_ACCOUNT", "UNCONFIRMED_PHONE")]
     row = j.agg(
-        rate(F.col("role") == "ring", ~F.col("eligible")).alias("ring_ineligible"),
+        rate(_expects("FRAUD_RING"), ~F.col("eligible")).alias("ring_ineligible"),
         rate(clean_genuine, F.col("eligible")).alias("clean_genuine_eligible"),
         rate(must_block, ~F.col("eligible")).alias("blocked_ineligible"),
         # the allow list lifts email blocks only: an allow-listed fan with a foreign phone stays out
-        rate(F.col("allowlisted") & (F.lit(allow_intl_phones) | ~F.col("intl")), F.col("eligible")).alias(
-            "allowlisted_eligible"
-        ),
+        rate(
+            _expects("ALLOWLISTED") & ~_expects(*[x for x in disqualifying if x not in BLOCKING]), F.col("eligible")
+        ).alias("allowlisted_eligible"),
         rate(F.col("truth_phone_e164").isNotNull(), F.col("phone_e164") == F.col("truth_phone_e164")).alias(
             "phone_e164_match"
         ),
+        *[rate(_expects(tag), F.array_contains("tags", tag)).alias(f"found:{tag}") for tag in planted],
     ).first()
     persons = (
         j.where(F.col("role") != "ring")

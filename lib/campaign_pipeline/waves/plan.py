@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from zoneinfo import ZoneInfo
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from campaign_pipeline.config import Campaign
-from campaign_pipeline.tables import FAN, FAN_MARKET, literal_frame
+from campaign_pipeline.tables import FAN, FAN_MARKET, literal_frame, require_columns
 from campaign_pipeline.waves.render import BUILTIN, render_messages, templates_of
 
 SMS_LINE_TYPES = ("mobile", "fixed_line_or_mobile")
@@ -71,50 +71,52 @@ def market_frame(spark, campaign: Campaign) -> DataFrame:
     )
 
 
-def plan_messages(
-    campaign: Campaign, members: DataFrame, assignments: DataFrame, registrants: DataFrame, run_id: str
-) -> DataFrame:
-    """One row per message (catalog `wave_messages` columns) for coded wave members."""
-    coded = members.join(assignments.select(*FAN_MARKET, "code", "code_type"), FAN_MARKET, "inner").join(
-        registrants.select(
-            *FAN,
-            "member_id",
-            "email",
-            "phone_e164",
-            "phone_type",
-            "phone_country",
-            "do_not_text",
-            "first_name",
-            "last_name",
-            F.col("locale").alias("fan_locale"),
-        ),
-        FAN,
-        "inner",
+def coded_members(campaign: Campaign, members: DataFrame, assignments: DataFrame, registrants: DataFrame) -> DataFrame:
+    """Wave members with their code, contact details and their market's wave facts."""
+    require_columns(members, [*FAN_MARKET, "wave_id", "notify_at"], "wave planning")
+    contact = registrants.select(
+        *FAN,
+        "member_id",
+        "email",
+        "phone_e164",
+        "phone_type",
+        "phone_country",
+        "do_not_text",
+        "first_name",
+        "last_name",
+        F.col("locale").alias("fan_locale"),
     )
-    coded = coded.join(
-        F.broadcast(market_frame(members.sparkSession, campaign)), ["campaign_id", "market_id", "wave_id"], "left"
-    )
+    coded = members.join(assignments.select(*FAN_MARKET, "code", "code_type"), FAN_MARKET, "inner")
+    coded = coded.join(contact, FAN, "inner")
+    markets = F.broadcast(market_frame(members.sparkSession, campaign))
+    return coded.join(markets, ["campaign_id", "market_id", "wave_id"], "left")
+
+
+def with_channel(campaign: Campaign, coded: DataFrame) -> DataFrame:
+    """One row per (member, channel) by the wave's channel rule; a member with no channel keeps a null one."""
     sms_ok = sms_possible(campaign.options.sms_countries)
     email_ok = F.col("email").isNotNull()
-    modes = {w.wave_id: w.channels for w in campaign.waves}
     channel_list = F.lit(None).cast("array<string>")
-    for mode in sorted(set(modes.values())):
+    for mode in sorted({w.channels for w in campaign.waves}):
         channel_list = F.when(F.col("channels") == mode, channels_for(mode, sms_ok, email_ok)).otherwise(channel_list)
-    messages = coded.withColumn("channel", F.explode_outer(channel_list))
+    return coded.withColumn("channel", F.explode_outer(channel_list))
+
+
+def template_key(campaign: Campaign) -> Column:
+    """The fan's locale if a template exists for it, else the market's, else the default, else built-in."""
     known = [k for k in templates_of(campaign) if k != BUILTIN]
+    if not known:
+        return F.lit(BUILTIN)
     default = campaign.messages.default_locale
-    template_key = (
+    return (
         F.when(F.col("fan_locale").isin(*known), F.col("fan_locale"))
         .when(F.col("market_locale").isin(*known), F.col("market_locale"))
         .otherwise(F.lit(default if default in known else BUILTIN))
-        if known
-        else F.lit(BUILTIN)
     )
-    link = F.lit(campaign.messages.link)
-    for name in ("campaign_id", "market_id", "wave_id"):
-        link = F.replace(link, F.lit("{" + name + "}"), F.col(name))
-    messages = messages.withColumn("_template", template_key).withColumn("link", link)
-    variables = F.struct(
+
+
+def template_variables(campaign: Campaign) -> Column:
+    return F.struct(
         F.lit(campaign.name).alias("campaign_name"),
         F.lit(campaign.artist).alias("artist"),
         F.col("market_name").alias("market"),
@@ -126,16 +128,35 @@ def plan_messages(
         F.coalesce(F.col("first_name"), F.lit("")).alias("first_name"),
         F.coalesce(F.col("last_name"), F.lit("")).alias("last_name"),
     )
-    id_parts = [F.col("campaign_id"), F.col("wave_id"), F.col("global_user_id")]
+
+
+def message_id(campaign: Campaign) -> Column:
+    """sha256(campaign, wave, fan[, market], channel): the same message always has the same id."""
+    parts = [F.col("campaign_id"), F.col("wave_id"), F.col("global_user_id")]
     if not campaign.options.single_market:
-        id_parts.append(F.col("market_id"))
-    id_parts.append(F.col("channel"))
-    reachable = messages.where(F.col("channel").isNotNull())
-    rendered = reachable.withColumn("_r", render_messages(campaign, F.col("_template"), F.col("channel"), variables))
+        parts.append(F.col("market_id"))
+    parts.append(F.col("channel"))
+    return F.substring(F.sha2(F.concat_ws("\u001f", *parts), 256), 1, 32)
+
+
+def plan_messages(
+    campaign: Campaign, members: DataFrame, assignments: DataFrame, registrants: DataFrame, run_id: str
+) -> DataFrame:
+    """One row per message (catalog `wave_messages` columns) for coded wave members."""
+    messages = with_channel(campaign, coded_members(campaign, members, assignments, registrants))
+    link = F.lit(campaign.messages.link)
+    for name in ("campaign_id", "market_id", "wave_id"):
+        link = F.replace(link, F.lit("{" + name + "}"), F.col(name))
+    messages = messages.where(F.col("channel").isNotNull()).withColumn("_template", template_key(campaign))
+    messages = messages.withColumn("link", link)
+    rendered = messages.withColumn(
+        "_r", render_messages(campaign, F.col("_template"), F.col("channel"), template_variables(campaign))
+    )
+    default = campaign.messages.default_locale
     return rendered.select(
         "campaign_id",
         "wave_id",
-        F.substring(F.sha2(F.concat_ws("\u001f", *id_parts), 256), 1, 32).alias("message_id"),
+        message_id(campaign).alias("message_id"),
         "global_user_id",
         "member_id",
         "market_id",

@@ -1,1 +1,1 @@
-"""Screening: normalise and validate registrants, resolve identities, detect fraud (SPEC §3 stage 2)."""
+"""Screening: normalise and validate registrants, resolve identities, detect fraud."""

@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from campaign_pipeline.errors import ConfigError
+from campaign_pipeline.templating import template_problem
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 
@@ -192,6 +193,43 @@ class Messages(_Model):
     templates: dict[str, Template] = Field(default_factory=dict)
 
 
+TEXT_ENCODINGS = ("UTF-8", "ISO-8859-1", "US-ASCII")  # byte-per-line encodings Spark decodes natively
+LANDING_KINDS = (
+    "registrations",
+    "fan_activity",
+    "scored",
+    "fanlist_ranks",
+    "code_pool",
+    "blocked_emails",
+    "blocked_domains",
+    "allowed_patterns",
+)
+
+
+class IngestOptions(_Model):
+    encoding: dict[str, str] = Field(
+        default_factory=dict,
+        description="text encoding per landing file kind (default UTF-8; invalid bytes are quarantined)",
+    )
+
+    @field_validator("encoding")
+    @classmethod
+    def _known(cls, value: dict[str, str]) -> dict[str, str]:
+        aliases = {"latin-1": "ISO-8859-1", "latin1": "ISO-8859-1", "utf8": "UTF-8", "ascii": "US-ASCII"}
+        out = {}
+        for kind, name in value.items():
+            if kind not in LANDING_KINDS:
+                raise ValueError(f"unknown landing file kind {kind!r} (one of {', '.join(LANDING_KINDS)})")
+            canonical = aliases.get(name.lower(), name.upper())
+            if canonical not in TEXT_ENCODINGS:
+                raise ValueError(f"{kind}: encoding {name!r} is not supported (use one of {', '.join(TEXT_ENCODINGS)})")
+            out[kind] = canonical
+        return out
+
+    def of(self, kind: str) -> str:
+        return self.encoding.get(kind, "UTF-8")
+
+
 class Campaign(_Model):
     campaign_id: str = Field(pattern=_ID)
     name: str
@@ -205,6 +243,7 @@ class Campaign(_Model):
     codes: Codes = Field(default_factory=Codes)
     waves: list[Wave] = Field(default_factory=list)
     messages: Messages = Field(default_factory=Messages)
+    ingest: IngestOptions = Field(default_factory=IngestOptions)
 
     @model_validator(mode="after")
     def _references(self) -> Campaign:
@@ -222,6 +261,11 @@ class Campaign(_Model):
             for j, market_id in enumerate(wave.markets):
                 if market_id not in seen:
                     raise _KeyedError(f"waves[{i}].markets[{j}]", f"unknown market {market_id!r}")
+        for locale, template in self.messages.templates.items():
+            for field in ("sms", "email_subject", "email_body"):
+                problem = template_problem(field, getattr(template, field))
+                if problem:
+                    raise _KeyedError(f"messages.templates.{locale}.{field}", problem)
         return self
 
     @property

@@ -23,7 +23,7 @@ def _registrants(wh, cid):
     }
 
 
-def test_hand_written_registrants_get_the_rule_book_verdicts_and_rerun_is_identical(spark, test_env, tmp_path):
+def test_hand_written_registrants_get_the_rule_book_verdicts_and_a_rerun_commits_nothing(spark, test_env, tmp_path):
     landing = tmp_path / "landing"
     shutil.copytree(ROOT / "tests" / "data" / "landing", landing)
     env = test_env.with_roots(str(landing), str(tmp_path / "wh"))
@@ -48,9 +48,14 @@ def test_hand_written_registrants_get_the_rule_book_verdicts_and_rerun_is_identi
     dq = wh.read("dq_results", campaign.campaign_id).where(F.col("run_id") == report.run_id).collect()
     assert dq and all(r["success"] for r in dq)
 
-    run_pipeline(spark, campaign, env, stages=["screen"], out=open("/dev/null", "w"))
+    # re-running screen on unchanged inputs commits nothing: same rows, same Delta version, same run id
+    version = wh.version("registrants")
+    again = run_pipeline(spark, campaign, env, stages=["screen"], out=open("/dev/null", "w"))
     assert _registrants(wh, campaign.campaign_id) == got
     assert wh.read("registrants", campaign.campaign_id).count() == 6
+    assert wh.version("registrants") == version
+    assert {r["run_id"] for r in wh.read("registrants", campaign.campaign_id).collect()} == {report.run_id}
+    assert "unchanged since the last run (nothing written)" in again.rows[0][1].summary[0]
 
 
 @pytest.fixture(scope="module")

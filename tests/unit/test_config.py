@@ -103,3 +103,10 @@ def test_shipped_configs_are_valid():
         load_campaign(path)
     for name in ("local", "emr"):
         load_environment(str(root / "environments" / f"{name}.yaml"))
+
+
+def test_a_template_that_reaches_python_internals_is_refused_when_the_campaign_loads(tmp_path):
+    probe = "{{ cycler.__init__.__globals__.os.environ.CAMPAIGN_CODE_KEY }}"
+    text = GOOD + f'messages:\n  templates:\n    en_US: {{sms: "{probe}", email_subject: "S", email_body: "B"}}\n'
+    message = _error(_write(tmp_path, text))
+    assert message.startswith(f"{tmp_path / 'x.yaml'}: messages.templates.en_US.sms: SecurityError:"), message

@@ -129,3 +129,51 @@ def test_gzip_compressed_csv_is_read(spark, tmp_path):
         for r in read_landing_file(spark, str(path), src.CODE_POOL, "csv").collect()
     )
     assert rows == [(2, "AAAA1111", "NYC-01"), (3, "BBBB2222", None)]
+
+
+def test_latin1_bytes_are_quarantined_as_utf8_and_decoded_when_the_campaign_names_the_encoding(spark, tmp_path):
+    path = tmp_path / "registrations_latin1.csv"
+    lines = [HEADER, _row("U1", last="M\xfcller"), _row("U2", last="Smith")]
+    path.write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
+    utf8 = {r["source_line"]: r for r in read_landing_file(spark, str(path), src.REGISTRATIONS, "csv").collect()}
+    assert utf8[2]["shape_problem"].startswith("invalid UTF-8 bytes (if the file is in another encoding, set ")
+    assert utf8[3]["shape_problem"] is None and utf8[3]["last_name"] == "Smith"
+    latin1 = read_landing_file(spark, str(path), src.REGISTRATIONS, "csv", "ISO-8859-1").collect()
+    assert {r["source_line"]: (r["last_name"], r["shape_problem"]) for r in latin1} == {
+        2: ("Müller", None),
+        3: ("Smith", None),
+    }
+
+
+def test_json_keys_given_twice_quarantine_the_line_instead_of_stopping_the_file(spark, tmp_path):
+    path = tmp_path / "registrations_dup.jsonl"
+    path.write_text(
+        '{"global_user_id": "U1", "email": "a@b.com"}\n'
+        '{"global_user_id": "U2", "Email": "a@b.com", "email": "c@d.com"}\n'
+        '{"global_user_id": "U3", "email": "a@b.com", "email": "c@d.com"}\n'
+        "[1, 2]\n"
+    )
+    rows = {r["source_line"]: r for r in read_landing_file(spark, str(path), src.REGISTRATIONS, "json").collect()}
+    assert rows[1]["shape_problem"] is None and rows[1]["email"] == "a@b.com"
+    assert rows[2]["shape_problem"] == "duplicate key 'email' (keys are matched case-insensitively)"
+    assert rows[3]["shape_problem"] == "duplicate key 'email' (keys are matched case-insensitively)"
+    assert rows[4]["shape_problem"] == "not a JSON object"
+
+
+def test_a_quoted_field_left_open_at_the_end_of_a_line_is_never_ingested_truncated(spark, tmp_path):
+    path = tmp_path / "registrations_open.csv"
+    path.write_text("\n".join([HEADER, _row("U1")[: -len("false")] + '"fal', 'se"', _row("U2")]) + "\n")
+    rows = {
+        r["source_line"]: r["shape_problem"]
+        for r in read_landing_file(spark, str(path), src.REGISTRATIONS, "csv").collect()
+    }
+    assert rows[2].startswith("unbalanced double quote") and rows[3].startswith("unbalanced double quote")
+    assert rows[4] is None
+
+
+def test_a_folder_of_parquet_parts_is_one_file_numbered_across_its_parts(spark, tmp_path):
+    folder = tmp_path / "fan_activity.parquet"
+    spark.range(10).selectExpr("format_string('U%d', id) AS global_user_id").repartition(3).write.parquet(str(folder))
+    rows = read_landing_file(spark, str(folder), src.FAN_ACTIVITY, "parquet").collect()
+    assert sorted(r["source_line"] for r in rows) == list(range(1, 11))
+    assert {r["source_file"] for r in rows} == {str(folder)}

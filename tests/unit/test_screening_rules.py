@@ -6,7 +6,12 @@ from chispa import assert_column_equality
 from pyspark.sql import functions as F
 
 from campaign_pipeline.screening.emails import canonical_email, glob_regex, normalise_email, parent_domains, tag_emails
-from campaign_pipeline.screening.identity import connected_components, identifier_memberships, split_shared
+from campaign_pipeline.screening.identity import (
+    connected_components,
+    identifier_memberships,
+    split_shared,
+    with_identity_clusters,
+)
 from campaign_pipeline.screening.phones import parse_phone
 from campaign_pipeline.screening.rules import assign_tags, cluster_verdicts, latest_registration, velocity_flags
 
@@ -78,8 +83,24 @@ def test_phones_typed_many_ways_give_one_e164():
     ]:
         assert parse_phone(typed, region)[:2] == ("+12125550134", "US"), typed
     assert parse_phone("07400 123456", "GB")[:3] == ("+447400123456", "GB", "mobile")
-    assert parse_phone("12345", "US") == (None, None, None, False)
-    assert parse_phone("  ", "US") == (None, None, None, None)
+    assert parse_phone("12345", "US") == (None, None, None, False, False)
+    assert parse_phone("  ", "US") == (None, None, None, None, None)
+
+
+def test_numbers_typed_with_an_international_dialling_prefix_are_tried_as_international():
+    for typed, e164, country in [
+        ("0044 7400 123456", "+447400123456", "GB"),
+        ("00 49 170 1234567", "+491701234567", "DE"),
+        ("0033 6 12 34 56 78", "+33612345678", "FR"),
+        ("011 44 7400 123456", "+447400123456", "GB"),
+        ("+ 44 7400.123.456", "+447400123456", "GB"),
+    ]:
+        for region in ("US", None):
+            got = parse_phone(typed, region)
+            assert got[:2] == (e164, country) and got[3] is True, (typed, region, got)
+    # a number valid with the default region never needs the fallback; garbage stays invalid
+    assert parse_phone("(212) 555-0134", "US")[4] is False
+    assert parse_phone("0044 12", "US") == (None, None, None, False, False)
 
 
 def test_identity_components_join_shared_identifiers_and_skip_hot_keys(spark):
@@ -102,6 +123,66 @@ def test_identity_components_join_shared_identifiers_and_skip_hot_keys(spark):
     assert {r["account"]: r["cluster"] for r in clusters.collect()} == {"a": "a", "b": "a", "c": "a"}
     assert sorted(r["account"] for r in shared.collect()) == ["d", "e", "f"]
     assert rounds <= 3
+
+
+def _chain(spark, n: int):
+    """n accounts in a chain: account i shares a device with i+1 when i is even, a card when i is odd."""
+    return spark.range(n).select(
+        F.format_string("A%05d", "id").alias("global_user_id"),
+        F.lit(None).cast("string").alias("email_canonical"),
+        F.lit(None).cast("string").alias("phone_e164"),
+        F.format_string("dev-%d", (F.col("id") / 2).cast("long")).alias("device_id"),
+        F.format_string("card-%d", ((F.col("id") + 1) / 2).cast("long")).alias("payment_fingerprint"),
+    )
+
+
+def test_a_chain_of_10000_accounts_is_one_fraud_ring_in_logarithmic_rounds(spark):
+    accounts = _chain(spark, 10_000).withColumn("phone_confirmed", F.lit(True))
+    accounts = accounts.withColumn("registered_at", F.lit(dt.datetime(2027, 2, 1, tzinfo=dt.UTC)))
+    clustered, figures = with_identity_clusters(accounts, max_shared=50)
+    out = clustered.transform(cluster_verdicts(ring_size=6))
+    summary = out.agg(
+        F.countDistinct("identity_cluster_id").alias("clusters"),
+        F.min("cluster_size").alias("size"),
+        F.sum(F.col("_fraud_ring").cast("int")).alias("ring"),
+        F.min("identity_cluster_id").alias("label"),
+    ).first()
+    assert (summary["clusters"], summary["size"], summary["ring"], summary["label"]) == (1, 10_000, 10_000, "A00000")
+    # label propagation needed ~5,000 rounds here; large-star/small-star needs a few dozen at most
+    assert figures["graph_rounds"] <= 30, figures
+
+
+def test_components_match_union_find_on_random_graphs(spark):
+    import random
+
+    for seed in range(3):
+        rng = random.Random(seed)
+        n = 300
+        memberships = [(f"k{rng.randrange(120)}", f"a{i:03d}") for i in range(n) for _ in range(rng.randrange(1, 3))]
+        parent: dict[str, str] = {}
+
+        def find(x, parent=parent):
+            while parent.setdefault(x, x) != x:
+                parent[x] = parent[parent[x]]
+                x = parent[x]
+            return x
+
+        holders = {}
+        for key, account in memberships:
+            holders.setdefault(key, []).append(account)
+        for accounts in holders.values():
+            for other in accounts[1:]:
+                a, b = find(accounts[0]), find(other)
+                parent[max(a, b)] = min(a, b)
+        linked = {a for accounts in holders.values() if len(accounts) > 1 for a in accounts}
+        expected = {}
+        for a in linked:
+            expected.setdefault(find(a), []).append(a)
+        expected = {a: min(group) for group in expected.values() for a in group}
+        edges = spark.createDataFrame(sorted(set(memberships)), "key string, account string")
+        edges = edges.join(edges.groupBy("key").count().where("count > 1"), "key").select("key", "account")
+        clusters, _ = connected_components(edges)
+        assert {r["account"]: r["cluster"] for r in clusters.collect()} == expected, seed
 
 
 def test_inside_a_cluster_the_confirmed_then_earliest_then_smallest_account_stays(spark):

@@ -19,8 +19,9 @@ from campaign_pipeline.codes.generated import generated_code
 from campaign_pipeline.codes.pool import available_codes, pool_key
 from campaign_pipeline.config import Campaign
 from campaign_pipeline.errors import PipelineError
+from campaign_pipeline.stage_context import local_cut
+from campaign_pipeline.tables import FAN_MARKET as KEY
 
-KEY = ["campaign_id", "global_user_id", "market_id"]
 MAX_GENERATION_ATTEMPTS = 8
 ASSIGNMENT_COLUMNS = ["campaign_id", "market_id", "global_user_id", "code", "code_type"]
 
@@ -82,7 +83,7 @@ def assign_generated(
     need: DataFrame,
     used: DataFrame,
     key: bytes,
-    cut_lineage=lambda df: df.localCheckpoint(eager=True),
+    cut=local_cut,
 ) -> tuple[Assignment, int]:
     """Generated codes; returns the assignment and the number of collisions resolved."""
     length = campaign.codes.length
@@ -90,7 +91,7 @@ def assign_generated(
     todo = need.select(*KEY).withColumn("counter", F.lit(0))
     accepted: list[DataFrame] = []
     collisions = 0
-    for _ in range(MAX_GENERATION_ATTEMPTS):
+    for attempt in range(1, MAX_GENERATION_ATTEMPTS + 1):
         candidates = todo.withColumn(
             "code",
             generated_code(
@@ -101,7 +102,7 @@ def assign_generated(
         first = Window.partitionBy("campaign_id", "code").orderBy("global_user_id", "market_id")
         candidates = candidates.withColumn("_n", F.row_number().over(first))
         clash = candidates.join(taken.withColumn("_taken", F.lit(True)), ["campaign_id", "code"], "left")
-        clash = cut_lineage(clash.withColumn("_ok", (F.col("_n") == 1) & F.col("_taken").isNull()))
+        clash = cut(clash.withColumn("_ok", (F.col("_n") == 1) & F.col("_taken").isNull()), f"generate codes {attempt}")
         ok = clash.where("_ok").select(*KEY, "code")
         accepted.append(ok)
         taken = taken.unionByName(ok.select("campaign_id", "code"))

@@ -7,7 +7,12 @@ Typing happens afterwards in `parse.py`, once for all formats.
 
 CSV/TSV and JSON lines are read as text so that a broken line is kept whole with its line
 number instead of being silently dropped or merged by a lenient CSV parser. A quoted field may
-not span lines (one record per physical line); such a record is quarantined, never guessed at.
+not span lines (one record per physical line); a line with an unbalanced double quote is
+quarantined, never guessed at. Text is UTF-8 unless the campaign sets `ingest.encoding.<kind>`;
+a UTF-8 line with invalid bytes is quarantined (never silently turned into U+FFFD). JSON keys are
+matched case-insensitively, so a line holding the same key twice (`"Email"` and `"email"`) is
+quarantined. A folder of part files (Spark output) is one logical file: its rows are numbered
+across the parts in name order.
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ def number_rows(df: DataFrame) -> DataFrame:
     # Row counter of the scan, used only to number rows in file order (never to decide an outcome).
     counted = df.withColumn("_pos", F.monotonically_increasing_id())
     splits = counted.groupBy("_file", "_block").agg(F.count(F.lit(1)).alias("_n"), F.min("_pos").alias("_first"))
-    earlier = Window.partitionBy("_file").orderBy("_block").rowsBetween(Window.unboundedPreceding, -1)
+    # One logical file may be a folder of parts: number across the parts in path order (a tiny window).
+    earlier = Window.orderBy("_file", "_block").rowsBetween(Window.unboundedPreceding, -1)
     splits = splits.withColumn("_before", F.coalesce(F.sum("_n").over(earlier), F.lit(0)))
     return (
         counted.join(F.broadcast(splits.select("_file", "_block", "_first", "_before")), ["_file", "_block"])
@@ -43,19 +49,33 @@ def number_rows(df: DataFrame) -> DataFrame:
     )
 
 
-def read_text_lines(spark: SparkSession, path: str) -> DataFrame:
-    """Non-blank lines of a text file: `source_file`, `source_line`, `value` (BOM stripped)."""
+def read_text_lines(spark: SparkSession, path: str, kind_name: str = "", encoding: str = "UTF-8") -> DataFrame:
+    """Non-blank lines of a text file: `source_file`, `source_line`, `value` (decoded, BOM stripped)
+    and `encoding_problem` (null, or why the line's bytes are not text in the file's encoding)."""
     lines = spark.read.text(path).select(
         "value", F.col("_metadata.file_path").alias("_file"), F.col("_metadata.file_block_start").alias("_block")
     )
     numbered = number_rows(lines)
-    value = F.regexp_replace(F.col("value"), f"^{_BOM}", "")
-    return numbered.select(F.lit(path).alias("source_file"), "source_line", value.alias("value")).where(
-        F.length(F.trim(F.col("value"))) > 0
-    )
+    if encoding == "UTF-8":
+        # Spark keeps a line's bytes as they are: check them instead of letting U+FFFD in.
+        valid = F.is_valid_utf8(F.col("value"))
+        text = F.when(valid, F.col("value")).otherwise(F.make_valid_utf8(F.col("value")))
+        problem = F.when(
+            ~valid,
+            F.lit(
+                "invalid UTF-8 bytes (if the file is in another encoding, set "
+                f"ingest.encoding.{kind_name or '<kind>'} in the campaign config)"
+            ),
+        )
+    else:
+        text, problem = F.decode(F.col("value").cast("binary"), encoding), F.lit(None).cast("string")
+    value = F.regexp_replace(text, f"^{_BOM}", "")
+    return numbered.select(
+        F.lit(path).alias("source_file"), "source_line", value.alias("value"), problem.alias("encoding_problem")
+    ).where(F.length(F.trim(F.col("value"))) > 0)
 
 
-def read_first_line(spark: SparkSession, path: str) -> str:
+def read_first_line(spark: SparkSession, path: str, encoding: str = "UTF-8") -> str:
     """The first line of a (possibly gzip-compressed) text file, read in the JVM without a Spark job."""
     jvm = spark._jvm
     hpath = jvm.org.apache.hadoop.fs.Path(path)
@@ -66,7 +86,7 @@ def read_first_line(spark: SparkSession, path: str) -> str:
         codec = jvm.org.apache.hadoop.io.compress.CompressionCodecFactory(conf).getCodec(hpath)
         if codec is not None:
             stream = codec.createInputStream(stream)
-        reader = jvm.java.io.BufferedReader(jvm.java.io.InputStreamReader(stream, "UTF-8"))
+        reader = jvm.java.io.BufferedReader(jvm.java.io.InputStreamReader(stream, encoding))
         line = reader.readLine()
     finally:
         stream.close()
@@ -107,9 +127,9 @@ def _extra_map(names: list[str], columns: list[Column]) -> Column:
     return F.map_from_arrays(F.array(*[F.lit(n) for n in names]), F.array(*columns))
 
 
-def read_delimited(spark: SparkSession, path: str, kind: src.FileKind, sep: str) -> DataFrame:
+def read_delimited(spark: SparkSession, path: str, kind: src.FileKind, sep: str, encoding: str = "UTF-8") -> DataFrame:
     """A CSV (`,`) or TSV (tab) file with a header row; quotes per RFC 4180 (`""` inside quotes)."""
-    names = _header_names(read_first_line(spark, path), sep, path)
+    names = _header_names(read_first_line(spark, path, encoding), sep, path)
     _require_columns(kind, names, path, "line 1 (header)")
     positional = ", ".join(f"c{i} STRING" for i in range(len(names)))
     parsed = F.from_csv(
@@ -117,10 +137,19 @@ def read_delimited(spark: SparkSession, path: str, kind: src.FileKind, sep: str)
         positional,
         {"sep": sep, "quote": '"', "escape": '"', "mode": "PERMISSIVE", "ignoreLeadingWhiteSpace": "false"},
     )
-    lines = read_text_lines(spark, path).where(F.col("source_line") > 1)
+    lines = read_text_lines(spark, path, kind.name, encoding).where(F.col("source_line") > 1)
     count = _field_count(F.col("value"), sep)
-    shape = F.when(
-        count != len(names), F.concat(F.lit(f"wrong field count: expected {len(names)}, got "), count.cast("string"))
+    quotes = F.length(F.col("value")) - F.length(F.replace(F.col("value"), F.lit('"'), F.lit("")))
+    shape = F.coalesce(
+        F.col("encoding_problem"),
+        F.when(
+            F.pmod(quotes, F.lit(2)) == 1,
+            F.lit("unbalanced double quote: a quoted field is not closed on this line (a field may not span lines)"),
+        ),
+        F.when(
+            count != len(names),
+            F.concat(F.lit(f"wrong field count: expected {len(names)}, got "), count.cast("string")),
+        ),
     )
     index = {n: i for i, n in enumerate(names)}
     fields = [
@@ -136,12 +165,27 @@ def read_delimited(spark: SparkSession, path: str, kind: src.FileKind, sep: str)
     )
 
 
-def read_json_lines(spark: SparkSession, path: str, kind: src.FileKind) -> DataFrame:
+def read_json_lines(spark: SparkSession, path: str, kind: src.FileKind, encoding: str = "UTF-8") -> DataFrame:
     """One JSON object per line; keys matched case-insensitively; arrays kept as JSON text."""
-    lines = read_text_lines(spark, path)
-    as_map = F.from_json(F.col("value"), "map<string,string>", {"mode": "PERMISSIVE"})
+    lines = read_text_lines(spark, path, kind.name, encoding)
+    # Keys are listed before any map is built: a key given twice would otherwise stop the whole job.
+    folded = F.transform(F.json_object_keys(F.col("value")), lambda k: F.lower(F.trim(k)))
+    repeated = F.filter(F.array_distinct(folded), lambda k: F.size(F.filter(folded, lambda x: x == k)) > 1)
+    twice = F.coalesce(F.size(repeated) > 0, F.lit(False))
+    as_map = F.when(~twice, F.from_json(F.col("value"), "map<string,string>", {"mode": "PERMISSIVE"}))
     keyed = F.transform_keys(as_map, lambda k, v: F.lower(F.trim(k)))
-    shape = F.when(as_map.isNull(), F.lit("not a JSON object"))
+    shape = F.coalesce(
+        F.col("encoding_problem"),
+        F.when(
+            twice,
+            F.concat(
+                F.lit("duplicate key '"),
+                F.element_at(repeated, 1),
+                F.lit("' (keys are matched case-insensitively)"),
+            ),
+        ),
+        F.when(as_map.isNull(), F.lit("not a JSON object")),
+    )
     fields = [keyed.getItem(f).alias(f) for f in kind.field_names]
     extra = []
     if kind.carries_extra:
@@ -194,27 +238,29 @@ def read_columnar(spark: SparkSession, path: str, kind: src.FileKind, fmt: str) 
     )
 
 
-def read_entries(spark: SparkSession, path: str) -> DataFrame:
+def read_entries(spark: SparkSession, path: str, kind_name: str = "", encoding: str = "UTF-8") -> DataFrame:
     """A one-entry-per-line list; `#` starts a comment line."""
-    lines = read_text_lines(spark, path).where(~F.trim(F.col("value")).startswith("#"))
+    lines = read_text_lines(spark, path, kind_name, encoding).where(~F.trim(F.col("value")).startswith("#"))
     return lines.select(
         "source_file",
         "source_line",
         F.col("value").alias("raw"),
-        F.lit(None).cast("string").alias("shape_problem"),
+        F.col("encoding_problem").alias("shape_problem"),
         F.col("value").alias("entry"),
     )
 
 
-def read_landing_file(spark: SparkSession, path: str, kind: src.FileKind, fmt: str) -> DataFrame:
+def read_landing_file(
+    spark: SparkSession, path: str, kind: src.FileKind, fmt: str, encoding: str = "UTF-8"
+) -> DataFrame:
     if kind.entry_list:
-        return read_entries(spark, path)
+        return read_entries(spark, path, kind.name, encoding)
     if fmt == "csv":
-        return read_delimited(spark, path, kind, ",")
+        return read_delimited(spark, path, kind, ",", encoding)
     if fmt == "tsv":
-        return read_delimited(spark, path, kind, "\t")
+        return read_delimited(spark, path, kind, "\t", encoding)
     if fmt == "json":
-        return read_json_lines(spark, path, kind)
+        return read_json_lines(spark, path, kind, encoding)
     if fmt in ("parquet", "avro"):
         return read_columnar(spark, path, kind, fmt)
     raise InputError(f"{path}: format {fmt!r} is not supported for {kind.name} files (use {', '.join(kind.formats)})")

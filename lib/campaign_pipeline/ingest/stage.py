@@ -33,6 +33,8 @@ class LandingFile:
     size: int
     kind: src.FileKind
     fmt: str
+    parts: tuple[str, ...] = ()  # a folder of part files (Spark output) is one logical file
+    rejected: str | None = None  # why the file is listed but not ingested
 
 
 def _fs(spark: SparkSession, path: str):
@@ -53,17 +55,44 @@ def resolve_landing_folder(spark: SparkSession, landing_root: str, campaign_id: 
     )
 
 
+def _part_folder(fs, status, kind: src.FileKind) -> LandingFile:
+    """A folder named like a landing file: one logical file made of its parts, or a rejected one."""
+    name, path = status.getPath().getName(), status.getPath().toString()
+    parts = sorted(
+        (s for s in fs.listStatus(status.getPath()) if s.isFile() and not s.getPath().getName().startswith(("_", "."))),
+        key=lambda s: s.getPath().getName(),
+    )
+    formats = {src.format_of(s.getPath().getName()) for s in parts}
+    fmt = src.format_of(name) or (next(iter(formats)) if len(formats) == 1 else None)
+    size = sum(int(s.getLen()) for s in parts)
+    rejected = None
+    if not parts:
+        rejected = "an empty folder"
+    elif len(formats) != 1 or fmt not in formats or fmt not in kind.formats:
+        found = ", ".join(sorted(f or "unknown" for f in formats))
+        rejected = (
+            f"a folder of parts must hold one format of a {kind.name} file ({', '.join(kind.formats)}); found {found}"
+        )
+    elif fmt in ("csv", "tsv"):
+        rejected = f"a folder of {fmt.upper()} parts (each part repeats the header): deliver one file"
+    return LandingFile(path, name + "/", size, kind, fmt or "", tuple(s.getPath().toString() for s in parts), rejected)
+
+
 def list_landing_files(spark: SparkSession, folder: str) -> tuple[list[LandingFile], list[str]]:
-    """Contract files in `folder` (top level), and the names of other files that are ignored."""
+    """Contract files in `folder` (top level; a folder of part files counts as one), and the names
+    of everything else, which is listed as ignored."""
     hpath, fs = _fs(spark, folder)
     found, ignored = [], []
     for status in sorted(fs.listStatus(hpath), key=lambda s: s.getPath().getName()):
         name = status.getPath().getName()
-        if status.isDirectory() or name.startswith((".", "_")):
+        if name.startswith((".", "_")):
             continue
         kind = src.kind_of(name)
         if kind is None:
-            ignored.append(name)
+            ignored.append(name + ("/" if status.isDirectory() else ""))
+            continue
+        if status.isDirectory():
+            found.append(_part_folder(fs, status, kind))
             continue
         fmt = src.format_of(name)
         if fmt is None or fmt not in kind.formats:
@@ -75,8 +104,18 @@ def list_landing_files(spark: SparkSession, folder: str) -> tuple[list[LandingFi
     return found, ignored
 
 
-def file_checksum(spark: SparkSession, path: str) -> str:
-    """MD5 of the file's bytes, computed in the JVM (works for local, HDFS and S3 paths)."""
+def file_checksum(spark: SparkSession, f: LandingFile) -> str:
+    """MD5 of the file's bytes (of each part's name and MD5, for a folder of parts)."""
+    if f.parts:
+        import hashlib
+
+        listing = "\n".join(f"{p.rsplit('/', 1)[-1]} {_md5(spark, p)}" for p in f.parts)
+        return hashlib.md5(listing.encode("utf-8")).hexdigest()
+    return _md5(spark, f.path)
+
+
+def _md5(spark: SparkSession, path: str) -> str:
+    """MD5 of one file's bytes, computed in the JVM (works for local, HDFS and S3 paths)."""
     hpath, fs = _fs(spark, path)
     stream = fs.open(hpath)
     try:
@@ -91,7 +130,7 @@ class FilePlan:
 
     file: LandingFile
     checksum: str
-    action: str  # ingested (new path) | replaced (new checksum) | unchanged
+    action: str  # ingested (new path) | replaced (new checksum) | unchanged | rejected
     read: int = 0
     ok: int = 0
 
@@ -105,7 +144,7 @@ class FilePlan:
 
     def row(self) -> dict:
         """The file's entry in `pipeline_runs.files`."""
-        done = self.action != "unchanged"
+        done = self.action in ("ingested", "replaced")
         return {
             "source_file": self.path,
             "kind": self.file.kind.name,
@@ -127,12 +166,13 @@ def plan_files(ctx: StageContext) -> tuple[str, list[FilePlan], list[str]]:
     known = {r["source_file"]: r["checksum"] for r in manifest}
     if not files and not known:
         raise InputError(f"{folder}: no landing files for campaign {cid} (expected registrations*.csv and friends)")
-    if not any(f.kind is src.REGISTRATIONS for f in files) and not any(r["kind"] == "registrations" for r in manifest):
+    usable = [f for f in files if f.rejected is None]
+    if not any(f.kind is src.REGISTRATIONS for f in usable) and not any(r["kind"] == "registrations" for r in manifest):
         raise InputError(f"{folder}: no registrations file for campaign {cid}")
-    plans = []
-    for f in files:
+    plans = [FilePlan(f, "", "rejected") for f in files if f.rejected]
+    for f in usable:
         ctx.describe(f"checksum {f.name}")
-        checksum = file_checksum(spark, f.path)
+        checksum = file_checksum(spark, f)
         previous = known.get(f.path)
         action = "unchanged" if previous == checksum else "replaced" if previous else "ingested"
         plans.append(FilePlan(f, checksum, action))
@@ -142,7 +182,7 @@ def plan_files(ctx: StageContext) -> tuple[str, list[FilePlan], list[str]]:
 def parse_file(ctx: StageContext, plan: FilePlan) -> DataFrame:
     """One landing file as typed rows with `reasons` (empty when the row is good) and its lineage."""
     f = plan.file
-    raw = read_landing_file(ctx.spark, f.path, f.kind, f.fmt)
+    raw = read_landing_file(ctx.spark, f.path, f.kind, f.fmt, ctx.campaign.ingest.of(f.kind.name))
     if f.kind.entry_list:
         typed = raw.transform(parse_list_entries(f.kind))
     else:
@@ -238,7 +278,7 @@ def ingest(ctx: StageContext) -> StageReport:
     """Land the campaign's files in Delta tables; unparseable rows go to quarantine."""
     with ctx.step("list_and_checksum"):
         folder, plans, ignored = plan_files(ctx)
-        todo = [p for p in plans if p.action != "unchanged"]
+        todo = [p for p in plans if p.action in ("ingested", "replaced")]
     reasons: dict[str, int] = {}
     if todo:
         with ctx.step("parse"):
@@ -254,17 +294,19 @@ def ingest(ctx: StageContext) -> StageReport:
 
 def ingest_report(folder: str, plans: list[FilePlan], ignored: list[str], reasons: dict[str, int]) -> StageReport:
     """Files by action, rows read = ingested + quarantined per file, quarantine reasons."""
-    todo = [p for p in plans if p.action != "unchanged"]
+    todo = [p for p in plans if p.action in ("ingested", "replaced")]
+    rejected = [p for p in plans if p.action == "rejected"]
     report = StageReport(files=[p.row() for p in plans])
     report.counts = {
         "files": len(plans),
         "files_new": sum(p.action == "ingested" for p in todo),
         "files_replaced": sum(p.action == "replaced" for p in todo),
-        "files_unchanged": len(plans) - len(todo),
+        "files_unchanged": sum(p.action == "unchanged" for p in plans),
         "rows_read": sum(p.read for p in todo),
         "rows_ingested": sum(p.ok for p in todo),
         "rows_quarantined": sum(p.read - p.ok for p in todo),
         "files_ignored": len(ignored),
+        "files_rejected": len(rejected),
     }
     for table in sorted({p.table for p in todo}):
         report.counts[f"{table}.ingested"] = sum(p.ok for p in todo if p.table == table)
@@ -274,6 +316,8 @@ def ingest_report(folder: str, plans: list[FilePlan], ignored: list[str], reason
         figures = (
             "unchanged, skipped"
             if p.action == "unchanged"
+            else f"REJECTED, not ingested: {p.file.rejected}"
+            if p.action == "rejected"
             else f"{p.action}: {p.read:,} read = {p.ok:,} ingested + {p.read - p.ok:,} quarantined"
         )
         report.summary.append(f"{p.file.kind.name:<16} {p.file.name}: {figures}")

@@ -5,11 +5,14 @@ several accounts links them. Blank and placeholder values link nothing. A value 
 than `max_shared` accounts (a call-centre phone, a shop's card reader) is not expanded at all:
 its accounts get `SHARED_IDENTIFIER` instead, so one hot key can never blow up a join.
 
-Components come from min-label propagation over the bipartite (identifier, account) graph:
-each round gives every identifier the smallest label of its accounts and every account the
-smallest label of its identifiers. Each identifier is a star, so rounds ≈ half the diameter of
-a component; lineage is cut after every round. `identity_cluster_id` is the smallest account id
-of the component.
+Components come from the alternating large-star / small-star algorithm (Kiveris et al., "Connected
+Components in MapReduce and Beyond", 2014; GraphFrames' default): each identifier first links its
+holders to the smallest of them, then large-star (every node's larger neighbours move to the
+smallest node of its neighbourhood) and small-star (every node and its smaller neighbours move to
+the smallest of them) alternate until a round changes no edge. The rounds grow with the logarithm
+of a component's size, whatever its shape: a chain of 10,000 accounts, each sharing a device with
+the next, converges in a few dozen steps where label propagation needs thousands. Lineage is cut
+after every round; `identity_cluster_id` is the smallest account id of the component.
 """
 
 from __future__ import annotations
@@ -63,27 +66,56 @@ def split_shared(memberships: DataFrame, max_shared: int) -> tuple[DataFrame, Da
     return edges, shared
 
 
-def connected_components(edges: DataFrame, cut=local_cut, max_rounds: int = 30) -> tuple[DataFrame, int]:
-    """(account, cluster) for every account in `edges`, and the rounds it took.
+MAX_ROUNDS = 100
+
+
+def _oriented(edges: DataFrame) -> DataFrame:
+    """Undirected edges as distinct (hi, lo) pairs with hi > lo (self loops dropped)."""
+    return (
+        edges.select(F.greatest("hi", "lo").alias("hi"), F.least("hi", "lo").alias("lo"))
+        .where(F.col("hi") != F.col("lo"))
+        .distinct()
+    )
+
+
+def large_star(edges: DataFrame) -> DataFrame:
+    """Each node's larger neighbours link to the smallest node of its closed neighbourhood."""
+    both = edges.select(F.col("hi").alias("u"), F.col("lo").alias("v")).unionByName(
+        edges.select(F.col("lo").alias("u"), F.col("hi").alias("v"))
+    )
+    smallest = both.groupBy("u").agg(F.least(F.min("v"), F.col("u")).alias("m"))
+    moved = (
+        both.where(F.col("v") > F.col("u")).join(smallest, "u").select(F.col("v").alias("hi"), F.col("m").alias("lo"))
+    )
+    return _oriented(moved)
+
+
+def small_star(edges: DataFrame) -> DataFrame:
+    """Each node and its smaller neighbours link to the smallest of them."""
+    smallest = edges.groupBy("hi").agg(F.min("lo").alias("m"))
+    moved = edges.join(smallest, "hi").select(F.col("lo").alias("hi"), F.col("m").alias("lo"))
+    return _oriented(moved.unionByName(smallest.select("hi", F.col("m").alias("lo"))))
+
+
+def connected_components(edges: DataFrame, cut=local_cut, max_rounds: int = MAX_ROUNDS) -> tuple[DataFrame, int]:
+    """(account, cluster) for every account in `edges` (key, account), and the rounds it took.
 
     `cut(df, name)` materialises a round (the stage's lineage policy) so the plan stays small.
     """
-    labels = cut(edges.select("account").distinct().withColumn("label", F.col("account")), "identity graph labels")
+    centre = edges.groupBy("key").agg(F.min("account").alias("lo"))
+    stars = edges.join(centre, "key").select(F.col("account").alias("hi"), "lo")
+    current = cut(_oriented(stars), "identity graph stars")
     for rounds in range(1, max_rounds + 1):
-        key_label = edges.join(labels, "account").groupBy("key").agg(F.min("label").alias("key_label"))
-        best = edges.join(key_label, "key").groupBy("account").agg(F.min("key_label").alias("candidate"))
-        updated = cut(
-            labels.join(best, "account", "left").select(
-                "account",
-                F.least(F.col("label"), F.coalesce(F.col("candidate"), F.col("label"))).alias("label"),
-                (F.col("candidate") < F.col("label")).alias("_changed"),
-            ),
-            f"identity graph round {rounds}",
-        )
-        changed = updated.where("_changed").limit(1).count()
-        labels = updated.drop("_changed")
-        if changed == 0:
-            return labels.withColumnRenamed("label", "cluster"), rounds
+        updated = cut(small_star(large_star(current)), f"identity graph round {rounds}")
+        same = updated.count() == current.count() and updated.join(current, ["hi", "lo"], "left_anti").isEmpty()
+        current = updated
+        if same:
+            accounts = edges.select("account").distinct()
+            label = current.groupBy(F.col("hi").alias("account")).agg(F.min("lo").alias("cluster"))
+            clusters = accounts.join(label, "account", "left").select(
+                "account", F.coalesce(F.col("cluster"), F.col("account")).alias("cluster")
+            )
+            return clusters, rounds
     raise RuntimeError(f"identity graph did not converge in {max_rounds} rounds")
 
 

@@ -79,6 +79,7 @@ def normalise_phones(campaign: Campaign):
                 F.col("phone_e164").isNotNull() & ~F.coalesce(F.col("phone_confirmed"), F.lit(False)),
             )
             .withColumn("_intl_phone", F.col("phone_e164").isNotNull() & ~F.col("phone_country").isin(*domestic))
+            .withColumn("_phone_intl_prefix", F.coalesce(F.col("_phone.intl_prefix"), F.lit(False)))
             .drop("_phone")
         )
 

@@ -49,6 +49,15 @@ def normalised_registrants(campaign: Campaign, registrations: DataFrame, lists: 
     return latest_registration(registrations).transform(normalise_phones(campaign)).transform(emails)
 
 
+def phone_figures(normalised: DataFrame) -> dict[str, int]:
+    """Valid phones, and how many needed the international-dialling-prefix fallback."""
+    row = normalised.agg(
+        F.count("phone_e164").alias("phones_valid"),
+        F.sum(F.col("_phone_intl_prefix").cast("long")).alias("phones_intl_prefix"),
+    ).first()
+    return {k: int(v or 0) for k, v in row.asDict().items()}
+
+
 def apply_fraud_rules(campaign: Campaign, clustered: DataFrame, activity: DataFrame) -> DataFrame:
     """Cluster verdicts, velocity, scalper signals, then tags and eligibility (the registrants' columns)."""
     cfg = campaign.screening
@@ -71,7 +80,7 @@ def screen_registrants(
     """Pure screening: registrations + activity + lists → (registrants, graph figures)."""
     base = cut(normalised_registrants(campaign, registrations, lists), "normalise phones and emails")
     clustered, figures = with_identity_clusters(base, campaign.screening.max_shared, cut)
-    return apply_fraud_rules(campaign, clustered, activity), figures
+    return apply_fraud_rules(campaign, clustered, activity), {**phone_figures(base), **figures}
 
 
 def screening_lists(campaign: Campaign, landing_entries: DataFrame) -> dict[str, list[str]]:
@@ -105,8 +114,10 @@ def screen(ctx: StageContext) -> StageReport:
     with ctx.step("normalise"):
         lists = screening_lists(campaign, wh.read("screening_lists", cid))
         base = ctx.cut(normalised_registrants(campaign, registrations, lists), "normalise phones and emails")
+        phones = phone_figures(base)
     with ctx.step("identity_graph"):
-        clustered, figures = with_identity_clusters(base, campaign.screening.max_shared, ctx.cut)
+        clustered, graph = with_identity_clusters(base, campaign.screening.max_shared, ctx.cut)
+        figures = {**phones, **graph}
     with ctx.step("rules_and_write"):
         registrants = apply_fraud_rules(campaign, clustered, activity)
         written = wh.replace_if_changed("registrants", registrants.withColumn("run_id", F.lit(ctx.run_id)), cid)
@@ -139,5 +150,10 @@ def screen_report(registrants: DataFrame, figures: dict[str, int], dq: str, writ
     for tag in (t for t in TAG_ORDER if t in tags):
         disq = reasons.get(tag, 0)
         report.summary.append(f"{tag:<18} {tags[tag]:>10,}" + (f"  ({disq:,} disqualifying)" if disq else ""))
+    valid, fallback = figures["phones_valid"], figures["phones_intl_prefix"]
+    report.summary.append(
+        f"phones: {valid:,} valid; {fallback:,} ({fallback / valid if valid else 0:.2%}) needed the "
+        "international dialling prefix fallback (00 / 011)"
+    )
     report.summary.append(f"identity graph: {figures['graph_rounds']} rounds; expectations: {dq}")
     return report

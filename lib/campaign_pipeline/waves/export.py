@@ -15,27 +15,41 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from campaign_pipeline.errors import PipelineError
 
+# OWASP CSV injection: a cell a spreadsheet would read as a formula.
+FORMULA_START = "^[=+\\-@\t\r]"
+
+
+def neutralised(col: Column) -> Column:
+    """Free text that begins like a formula (`=`, `+`, `-`, `@`, tab, carriage return) gets a leading `'`."""
+    text = col.cast("string")
+    return F.when(text.rlike(FORMULA_START), F.concat(F.lit("'"), text)).otherwise(text)
+
 
 def legacy_columns():
-    """(header, column) pairs of the legacy CSVs (built lazily: Columns need a running session)."""
+    """(header, column) pairs of the legacy CSVs (built lazily: Columns need a running session).
+
+    Every field that carries text from registrations or templates is neutralised; the code,
+    the do-not-text flag and the E.164 mobile number (its own column, always `+` and digits) are
+    written as they are.
+    """
     return [
         ("code", F.coalesce(F.when(F.col("code_type") != "tm", F.col("code")), F.lit(""))),
         ("doNotText", F.when(F.coalesce(F.col("do_not_text"), F.lit(False)), "true").otherwise("false")),
-        ("email", F.col("email")),
-        ("firstName", F.col("first_name")),
-        ("lastName", F.col("last_name")),
-        ("link", F.col("link")),
-        ("locale", F.col("locale")),
-        ("marketId", F.col("market_id")),
-        ("globalUserId", F.col("global_user_id")),
-        ("memberId", F.col("member_id")),
+        ("email", neutralised(F.col("email"))),
+        ("firstName", neutralised(F.col("first_name"))),
+        ("lastName", neutralised(F.col("last_name"))),
+        ("link", neutralised(F.col("link"))),
+        ("locale", neutralised(F.col("locale"))),
+        ("marketId", neutralised(F.col("market_id"))),
+        ("globalUserId", neutralised(F.col("global_user_id"))),
+        ("memberId", neutralised(F.col("member_id"))),
         ("mobileNumber", F.col("mobile_number")),
-        ("smsText", F.when(F.col("channel") == "sms", F.col("text"))),
+        ("smsText", neutralised(F.when(F.col("channel") == "sms", F.col("text")))),
     ]
 
 

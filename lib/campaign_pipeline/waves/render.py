@@ -17,27 +17,9 @@ from pyspark.sql import types as T
 
 from campaign_pipeline.config import Campaign
 from campaign_pipeline.errors import ConfigError
+from campaign_pipeline.templating import BUILTIN_TEMPLATES, compile_template, template_problem
 
 BUILTIN = "__builtin__"
-BUILTIN_TEMPLATES = {
-    "sms": "{{ artist }}: your presale code for {{ market }} ({{ event_date }}) is {{ code }}. "
-    "Presale opens {{ wave_date }}. {{ link }}",
-    "email_subject": "Your {{ artist }} presale code",
-    "email_body": "Hi {{ first_name }}, your presale code for {{ market }} on {{ event_date }} is {{ code }}. "
-    "Presale opens {{ wave_date }}. {{ link }}",
-}
-VARIABLES = (
-    "campaign_name",
-    "artist",
-    "market",
-    "market_id",
-    "event_date",
-    "wave_date",
-    "code",
-    "link",
-    "first_name",
-    "last_name",
-)
 # GSM 03.38 basic character set, and the extension characters that take two septets.
 GSM7_BASIC = set(
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿"
@@ -71,25 +53,14 @@ def templates_of(campaign: Campaign) -> dict[str, dict[str, str]]:
     return out
 
 
-def _environment():
-    from jinja2 import Environment, StrictUndefined
-
-    return Environment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
-
-
 def validate_templates(campaign: Campaign) -> None:
-    """Render every template with sample values; a bad template names its config key."""
-    from jinja2 import TemplateError
-
-    sample = {v: f"<{v}>" for v in VARIABLES}
-    env = _environment()
+    """Render every template in the sandbox with sample values; a bad template names its config key."""
     for locale, fields in templates_of(campaign).items():
         for field, source in fields.items():
-            try:
-                env.from_string(source).render(**sample)
-            except TemplateError as exc:
+            problem = template_problem(field, source)
+            if problem:
                 key = "built-in template" if locale == BUILTIN else f"messages.templates.{locale}.{field}"
-                raise ConfigError(f"{key}: {exc}") from None
+                raise ConfigError(f"{key}: {problem}")
     try:
         campaign.messages.link.format(campaign_id="c", market_id="m", wave_id="w")
     except (KeyError, IndexError, ValueError) as exc:
@@ -104,8 +75,7 @@ def render_messages(campaign: Campaign, template_key: Column, channel: Column, v
 
     @F.pandas_udf(RENDERED)
     def render(keys: pd.Series, channels: pd.Series, values: pd.DataFrame) -> pd.DataFrame:
-        env = _environment()
-        compiled = {(k, f): env.from_string(src) for k, fields in templates.items() for f, src in fields.items()}
+        compiled = {(k, f): compile_template(f, src) for k, fields in templates.items() for f, src in fields.items()}
         rows = []
         for key, ch, vals in zip(keys, channels, values.to_dict("records"), strict=True):
             context = {k: ("" if v is None else v) for k, v in vals.items()}

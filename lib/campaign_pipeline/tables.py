@@ -629,14 +629,19 @@ class Warehouse:
         )
 
     def replace_if_changed(
-        self, name: str, df: DataFrame, campaign_id: str, ignore: tuple[str, ...] = ("run_id",)
+        self, name: str, df: DataFrame, campaign_id: str, ignore: tuple[str, ...] = ("run_id",), cut=None
     ) -> bool:
         """`replace`, unless the campaign's rows already equal `df` (ignoring `ignore` columns).
 
         Re-running a stage on unchanged inputs then commits nothing: no new Delta version, and the
-        rows keep the run id that decided them. Returns whether anything was written.
+        rows keep the run id that decided them. Returns whether anything was written. When the table
+        exists, `df` is materialised first with `cut(df, name)` (the stage's lineage policy) so the
+        comparison and the write do not compute it twice.
         """
         if self.exists(name):
+            old = self.read(name, campaign_id)
+            if cut is not None:
+                df = cut(df, f"compare with {name}")
             # Set operations cannot compare maps: a map is compared as its sorted entries.
             columns = [
                 F.array_sort(F.map_entries(f.name)).alias(f.name)
@@ -646,8 +651,7 @@ class Warehouse:
                 if f.name not in ignore
             ]
             new = self.conform(name, df).select(*columns)
-            old = self.read(name, campaign_id).select(*columns)
-            if new.exceptAll(old).isEmpty() and old.exceptAll(new).isEmpty():
+            if new.exceptAll(old.select(*columns)).isEmpty() and old.select(*columns).exceptAll(new).isEmpty():
                 return False
         self.replace(name, df, campaign_id)
         return True

@@ -92,7 +92,7 @@ def score(ctx: StageContext) -> StageReport:
             wh.read("external_scores", cid),
             wh.read("fanlist_ranks", cid),
         )
-        written = wh.replace_if_changed("scores", scores.withColumn("run_id", F.lit(ctx.run_id)), cid)
+        written = wh.replace_if_changed("scores", scores.withColumn("run_id", F.lit(ctx.run_id)), cid, cut=ctx.cut)
     with ctx.step("counts_and_checks"):
         table = wh.read("scores", cid)
         bands = campaign.scoring.bands

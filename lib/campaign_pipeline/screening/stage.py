@@ -120,7 +120,9 @@ def screen(ctx: StageContext) -> StageReport:
         figures = {**phones, **graph}
     with ctx.step("rules_and_write"):
         registrants = apply_fraud_rules(campaign, clustered, activity)
-        written = wh.replace_if_changed("registrants", registrants.withColumn("run_id", F.lit(ctx.run_id)), cid)
+        written = wh.replace_if_changed(
+            "registrants", registrants.withColumn("run_id", F.lit(ctx.run_id)), cid, cut=ctx.cut
+        )
     with ctx.step("counts_and_checks"):
         table = wh.read("registrants", cid)
         dq = run_suite(ctx, "registrants", table, registrants_suite(DISQUALIFYING))

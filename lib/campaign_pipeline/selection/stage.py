@@ -154,7 +154,7 @@ def select(ctx: StageContext) -> StageReport:
         previous = wh.read("selections", cid)
         selections = select_fans(ctx.spark, campaign, registrants, scores, previous, ctx.run_id, ctx.cut)
     with ctx.step("write"):
-        written = wh.replace_if_changed("selections", selections, cid)
+        written = wh.replace_if_changed("selections", selections, cid, cut=ctx.cut)
     with ctx.step("counts_and_checks"):
         table = wh.read("selections", cid)
         dq = run_suite(ctx, "selections", table, selections_suite(campaign))

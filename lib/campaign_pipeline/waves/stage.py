@@ -111,7 +111,7 @@ def plan_waves(ctx: StageContext) -> StageReport:
     with ctx.step("plan_messages"):
         plan = plan_wave_messages(campaign, inputs, ctx.run_id, ctx.cut)
     with ctx.step("write"):
-        written = wh.replace_if_changed("wave_messages", plan.messages, cid)
+        written = wh.replace_if_changed("wave_messages", plan.messages, cid)  # already cut
         per = message_counts(plan.messages)
         write_waves(ctx, per)
     with ctx.step("counts"):

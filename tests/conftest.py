@@ -24,6 +24,7 @@ def test_env(tmp_path_factory):
         mode="local",
         warehouse_root=str(base / "warehouse"),
         landing_root=str(base / "landing"),
+        lineage="local_checkpoint",  # tiny data: the cheapest cut
         spark=SparkSettings(
             master="local[2]",
             conf={

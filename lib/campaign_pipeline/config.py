@@ -301,7 +301,7 @@ class Environment(_Model):
     export_root: str | None = Field(None, description="legacy wave zips; default <warehouse_root>/_exports")
     lineage: Literal["checkpoint", "local_checkpoint", "persist"] | None = Field(
         None,
-        description="how stages cut lineage between steps; default local_checkpoint (local), checkpoint (cluster)",
+        description="how stages cut lineage between steps (default checkpoint)",
     )
     secrets: Secrets = Field(default_factory=Secrets)
 

@@ -24,7 +24,7 @@ from pyspark.sql import functions as F
 from campaign_pipeline.config import Campaign, Environment
 from campaign_pipeline.errors import PipelineError
 from campaign_pipeline.pipeline import PIPELINE, Stage, producer
-from campaign_pipeline.stage_context import StageContext, StageReport
+from campaign_pipeline.stage_context import StageContext, StageReport, run_checkpoint_dir
 from campaign_pipeline.tables import Warehouse, catalog_rows
 
 
@@ -180,5 +180,5 @@ def run_pipeline(
             done.add(st.name)
             report.rows.append((st.name, result, seconds))
     finally:
-        _remove_folder(spark, f"{wh.root}/_checkpoints/{run_id}")
+        _remove_folder(spark, run_checkpoint_dir(wh.root, run_id))
     return report

@@ -7,8 +7,8 @@ pipeline definition and the runner can all import it without a cycle.
 - `ctx.step("name")` names and times one step of the stage (the Spark UI shows
   `<stage>: <step>`); the runner records the timings as `ms:<step>` in `pipeline_runs.counts`.
 - `ctx.cut(df, "name")` cuts the lineage of `df` by the environment's one lineage policy
-  (`lineage:` in the environment config): `checkpoint` to the run's checkpoint folder (reliable,
-  the cluster default), `local_checkpoint` (executor storage, the local default) or `persist`.
+  (`lineage:` in the environment config): `checkpoint` to the run's checkpoint folder (reliable;
+  the default), `local_checkpoint` (executor storage; what the tests use on tiny data) or `persist`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,14 @@ if TYPE_CHECKING:  # types only: importing them would tie this module to the res
     from pyspark.sql import DataFrame, SparkSession
 
 LINEAGE_POLICIES = ("checkpoint", "local_checkpoint", "persist")
-DEFAULT_LINEAGE = {"local": "local_checkpoint", "cluster": "checkpoint"}
+# Reliable checkpoints by default: at millions of rows, local checkpoints held in executor memory
+# for a whole run slowed every later stage (measured at 2M, see benchmarks/RESULTS.md).
+DEFAULT_LINEAGE = {"local": "checkpoint", "cluster": "checkpoint"}
+
+
+def run_checkpoint_dir(warehouse_root: str, run_id: str) -> str:
+    """Where a run's reliable checkpoints go; the runner deletes the folder when the run ends."""
+    return f"{warehouse_root}/_checkpoints/{run_id}"
 
 
 def local_cut(df: DataFrame, step: str = "") -> DataFrame:
@@ -95,8 +102,7 @@ class StageContext:
 
     @property
     def checkpoint_dir(self) -> str:
-        """The run's checkpoint folder; the runner deletes it when the run ends."""
-        return f"{self.warehouse.root}/_checkpoints/{self.run_id}"
+        return run_checkpoint_dir(self.warehouse.root, self.run_id)
 
     def describe(self, text: str) -> None:
         """Name the Spark jobs that follow (`<stage>: <text>`) so the Spark UI reads like the pipeline."""

@@ -18,7 +18,7 @@ def env_file(tmp_path: Path) -> Path:
     """A local environment sized for tiny test data (2 cores, no code generation)."""
     path = tmp_path / "env-test.yaml"
     path.write_text(
-        "name: test\nmode: local\nwarehouse_root: ./warehouse\nlanding_root: ./landing\n"
+        "name: test\nmode: local\nlineage: local_checkpoint\nwarehouse_root: ./warehouse\nlanding_root: ./landing\n"
         "spark:\n  master: local[2]\n  conf:\n    spark.sql.shuffle.partitions: 2\n    spark.ui.enabled: false\n"
         "    spark.databricks.delta.snapshotPartitions: 2\n    spark.sql.codegen.wholeStage: false\n"
         "    spark.sql.codegen.factoryMode: NO_CODEGEN\n"

@@ -20,6 +20,7 @@ from campaign_pipeline.codes.pool import available_codes, pool_key
 from campaign_pipeline.config import Campaign
 from campaign_pipeline.errors import PipelineError
 from campaign_pipeline.stage_context import local_cut
+from campaign_pipeline.tables import FAN
 from campaign_pipeline.tables import FAN_MARKET as KEY
 
 MAX_GENERATION_ATTEMPTS = 8
@@ -37,7 +38,7 @@ def fans_needing_codes(selections: DataFrame, assignments: DataFrame, single_mar
     """Selected (fan, market) rows without a code yet; with single_market, a fan who holds a code
     for any market gets no second one."""
     selected = selections.where(F.col("verdict") == "selected").select(*KEY, "market_rank")
-    key = ["campaign_id", "global_user_id"] if single_market else KEY
+    key = FAN if single_market else KEY
     return selected.join(assignments.select(*key).distinct(), key, "left_anti")
 
 
@@ -129,7 +130,7 @@ def duplicate_problems(existing: DataFrame, new: DataFrame, single_market: bool)
     both = existing.select(*ASSIGNMENT_COLUMNS).unionByName(new.select(*ASSIGNMENT_COLUMNS))
     problems = []
     dup_codes = both.where("code IS NOT NULL").groupBy("campaign_id", "code").count().where("count > 1")
-    fan_key = ["campaign_id", "global_user_id"] if single_market else KEY
+    fan_key = FAN if single_market else KEY
     dup_fans = both.groupBy(*fan_key).count().where("count > 1")
     n_codes, n_fans = dup_codes.count(), dup_fans.count()
     if n_codes:

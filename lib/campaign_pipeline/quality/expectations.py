@@ -15,7 +15,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from campaign_pipeline.errors import PipelineError
-from campaign_pipeline.tables import catalog_rows
+from campaign_pipeline.tables import FAN, catalog_rows
 
 # great-expectations draws tqdm progress bars; a batch job's log wants one line per stage. Set
 # before great_expectations (and tqdm) is first imported.
@@ -38,7 +38,7 @@ def registrants_suite(disqualifying: tuple[str, ...]) -> Suite:
     return Suite(
         "registrants",
         [
-            gx.expectations.ExpectCompoundColumnsToBeUnique(column_list=["campaign_id", "global_user_id"]),
+            gx.expectations.ExpectCompoundColumnsToBeUnique(column_list=FAN),
             gx.expectations.ExpectColumnValuesToNotBeNull(column="global_user_id"),
             gx.expectations.ExpectColumnValuesToNotBeNull(column="eligible"),
             gx.expectations.ExpectColumnValuesToMatchRegex(column="phone_e164", regex=E164),

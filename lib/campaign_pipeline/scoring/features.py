@@ -19,6 +19,8 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from campaign_pipeline.tables import FAN
+
 FEATURES = (
     "account_age_years",
     "tickets_24m",
@@ -41,7 +43,7 @@ def latest_ingested(df: DataFrame) -> DataFrame:
     """One row per (campaign, fan) of an ingested table: the latest ingested row; file and line break ties."""
     from pyspark.sql import Window
 
-    latest = Window.partitionBy("campaign_id", "global_user_id").orderBy(
+    latest = Window.partitionBy(*FAN).orderBy(
         F.col("ingested_at").desc(), F.col("source_file").desc(), F.col("source_line").desc()
     )
     return df.withColumn("_n", F.row_number().over(latest)).where("_n = 1").drop("_n")
@@ -65,9 +67,7 @@ def activity_per_fan(activity: DataFrame) -> DataFrame:
 
 def fan_features(registrants: DataFrame, activity: DataFrame) -> DataFrame:
     """`registrants` (campaign_id, global_user_id, registered_at, phone_confirmed) + the feature columns."""
-    joined = registrants.select("campaign_id", "global_user_id", "registered_at", "phone_confirmed").join(
-        activity_per_fan(activity), ["campaign_id", "global_user_id"], "left"
-    )
+    joined = registrants.select(*FAN, "registered_at", "phone_confirmed").join(activity_per_fan(activity), FAN, "left")
     age_days = F.datediff(F.col("registered_at"), F.col("account_created_at"))
     tickets = _count("tickets_purchased_24m")
     return joined.select(

@@ -15,6 +15,7 @@ from pyspark.sql import types as T
 from campaign_pipeline.config import Scoring
 from campaign_pipeline.errors import ConfigError, InputError
 from campaign_pipeline.scoring.features import FEATURES, latest_ingested
+from campaign_pipeline.tables import FAN
 
 # The documented defaults of the built-in weighted logistic model (README "Scoring"): logit =
 # intercept + Σ weight × feature. Engagement with the artist counts most; resale and chargebacks
@@ -138,7 +139,7 @@ def fanlist_scores(ranks: DataFrame, scoring: Scoring) -> DataFrame:
 
     A fan ranked twice keeps the best (smallest) rank.
     """
-    best = ranks.groupBy("campaign_id", "global_user_id").agg(F.min("rank").alias("rank"))
+    best = ranks.groupBy(*FAN).agg(F.min("rank").alias("rank"))
     n = F.count(F.lit(1)).over(Window.partitionBy("campaign_id"))
     rank = F.col("rank").cast("double")
     formula = scoring.fanlist

@@ -68,7 +68,7 @@ def scores_suite(band_names: list[str], bands):
     return Suite(
         "scores",
         [
-            gx.expectations.ExpectCompoundColumnsToBeUnique(column_list=["campaign_id", "global_user_id"]),
+            gx.expectations.ExpectCompoundColumnsToBeUnique(column_list=FAN),
             gx.expectations.ExpectColumnValuesToBeBetween(column="raw_score", min_value=0.0, max_value=1.0),
             gx.expectations.ExpectColumnValuesToBeBetween(column="band_score", min_value=0.0, max_value=1.0),
             gx.expectations.ExpectColumnValuesToBeInSet(column="band", value_set=band_names),

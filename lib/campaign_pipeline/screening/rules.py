@@ -27,6 +27,7 @@ from pyspark.sql import functions as F
 from campaign_pipeline.config import Campaign
 from campaign_pipeline.screening.identity import keep_one_per_cluster
 from campaign_pipeline.screening.phones import phone_details
+from campaign_pipeline.tables import FAN
 
 DISQUALIFYING = (
     "INTL_PHONE",
@@ -56,7 +57,7 @@ TAG_ORDER = (
 
 def latest_registration(registrations: DataFrame) -> DataFrame:
     """One row per (campaign, fan): the latest registration; file and line break ties."""
-    order = Window.partitionBy("campaign_id", "global_user_id").orderBy(
+    order = Window.partitionBy(*FAN).orderBy(
         F.col("registered_at").desc(), F.col("source_file").desc(), F.col("source_line").desc()
     )
     return registrations.withColumn("_n", F.row_number().over(order)).where("_n = 1").drop("_n")
@@ -118,14 +119,14 @@ def velocity_flags(max_registrations: int, window_minutes: int):
 
 def scalper_flags(activity: DataFrame, min_resale_listings: int, min_chargebacks: int):
     """`_scalper`: resale listings or chargebacks at the thresholds and no event attended."""
-    per_fan = activity.groupBy("campaign_id", "global_user_id").agg(
+    per_fan = activity.groupBy(*FAN).agg(
         F.max("resale_listings_24m").alias("_resale"),
         F.max("chargebacks_24m").alias("_chargebacks"),
         F.max("events_attended_24m").alias("_attended"),
     )
 
     def transform(df: DataFrame) -> DataFrame:
-        joined = df.join(per_fan, ["campaign_id", "global_user_id"], "left")
+        joined = df.join(per_fan, FAN, "left")
         signal = (F.coalesce(F.col("_resale"), F.lit(0)) >= min_resale_listings) | (
             F.coalesce(F.col("_chargebacks"), F.lit(0)) >= max(1, min_chargebacks)
         )

@@ -28,7 +28,7 @@ from campaign_pipeline.screening.rules import (
     velocity_flags,
 )
 from campaign_pipeline.stage_context import StageContext, StageReport, local_cut
-from campaign_pipeline.tables import columns, require_columns
+from campaign_pipeline.tables import FAN, columns, require_columns
 
 LISTS = ("blocked_emails", "blocked_domains", "allowed_patterns")
 OUTPUT_COLUMNS = columns("registrants", without=("run_id",))
@@ -37,7 +37,7 @@ Cut = Callable[[DataFrame, str], DataFrame]
 
 def normalised_registrants(campaign: Campaign, registrations: DataFrame, lists: dict[str, list[str]]) -> DataFrame:
     """The latest registration per fan with phones and emails normalised and email lists applied."""
-    require_columns(registrations, ["campaign_id", "global_user_id", "registered_at", "phone", "email"], "screening")
+    require_columns(registrations, [*FAN, "registered_at", "phone", "email"], "screening")
     cfg = campaign.screening
     emails = tag_emails(
         registrations.sparkSession,

@@ -105,7 +105,7 @@ def selections_suite(campaign: Campaign):
     capacity = F.create_map(*[x for m in campaign.markets for x in (F.lit(m.market_id), F.lit(m.capacity))])
     selected = F.col("verdict") == "selected"
     in_market = F.sum(selected.cast("int")).over(Window.partitionBy("campaign_id", "market_id"))
-    per_fan = Window.partitionBy("campaign_id", "global_user_id")
+    per_fan = Window.partitionBy(*FAN)
     one_verdict = F.size(F.collect_set("verdict").over(per_fan)) == 1
     if campaign.options.single_market:
         one_verdict = one_verdict & (F.count(F.lit(1)).over(per_fan) == 1)

@@ -79,11 +79,34 @@ def _session(env, app: str):
     return spark
 
 
+def _local(root: str) -> Path | None:
+    if root.startswith("file:"):
+        return Path(root.removeprefix("file:").removeprefix("//"))
+    return None if "://" in root else Path(root).expanduser().resolve()
+
+
+def check_local_landing(campaign_id: str, env, stages: list[str] | None, from_start: bool) -> None:
+    """Fail before Spark starts (seconds, not a JVM start) when ingest will run on a local landing
+    folder that does not exist. Ingest will run when it is asked for, or on a full run of a fresh
+    local warehouse (nothing to resume)."""
+    from campaign_pipeline.ingest.stage import landing_not_found
+
+    landing, warehouse = _local(env.landing_root), _local(env.warehouse_root)
+    if landing is None:
+        return
+    fresh = warehouse is not None and not (warehouse / "pipeline_runs" / "_delta_log").is_dir()
+    if not ("ingest" in (stages or []) or (not stages and (from_start or fresh))):
+        return
+    if not ((landing / campaign_id).is_dir() or landing.is_dir()):
+        raise landing_not_found(str(landing), campaign_id)
+
+
 def _run(args, stages: list[str] | None) -> int:
     from campaign_pipeline.runner import run_pipeline
 
     campaign = load_campaign(args.campaign)
     env = load_environment(args.env).with_roots(args.landing, args.warehouse)
+    check_local_landing(campaign.campaign_id, env, stages, getattr(args, "from_start", False))
     spark = _session(env, f"campaign-pipeline {campaign.campaign_id}")
     run_pipeline(spark, campaign, env, stages=stages, from_start=getattr(args, "from_start", False))
     return 0

@@ -4,6 +4,8 @@ One landing folder holds: a scalper ring built as a chain of 62 accounts (each s
 card with the next), foreign numbers typed with `00`, a JSON line with the same key twice, a UTF-8
 file with Latin-1 bytes, a quoted field spanning lines in the last column, a Spark-written folder
 of Parquet parts, and a folder of CSV parts. Codes are generated with a key from the environment.
+The first run stops at ingest on a file missing required columns; once it is removed the next run
+resumes at the failed stage and goes to the end.
 """
 
 import io
@@ -15,6 +17,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from campaign_pipeline.config import load_campaign
+from campaign_pipeline.errors import InputError
 from campaign_pipeline.runner import run_pipeline
 from campaign_pipeline.tables import CATALOG, Warehouse
 
@@ -79,6 +82,12 @@ def hostile(spark, test_env, tmp_path_factory):
     campaign = load_campaign(ROOT / "conf" / "campaigns" / f"{CID}.yaml")
     campaign = campaign.model_copy(update={"codes": campaign.codes.model_copy(update={"source": "generated"})})
     env = test_env.with_roots(str(landing), str(base / "wh"))
+    # A first run stops at ingest on a file without the required columns; the fixed folder resumes there.
+    bad = landing / CID / "registrations_zz.csv"
+    bad.write_text(f"campaign_id\n{CID}\n")
+    with pytest.raises(InputError, match="registrations_zz.csv: line 1 \\(header\\): required columns"):
+        run_pipeline(spark, campaign, env, out=io.StringIO())
+    bad.unlink()
     log = io.StringIO()
     report = run_pipeline(spark, campaign, env, out=log)
     yield Warehouse(spark, str(base / "wh")), report, log.getvalue(), base
@@ -86,7 +95,8 @@ def hostile(spark, test_env, tmp_path_factory):
 
 
 def test_the_campaign_runs_to_the_end_and_every_bad_row_is_quarantined_with_its_reason(hostile):
-    wh, report, _, _ = hostile
+    wh, report, log, _ = hostile
+    assert report.resumed_from == "ingest" and "resuming after failed run" in log
     assert [name for name, _, _ in report.rows] == ["ingest", "screen", "score", "select", "assign_codes", "plan_waves"]
     reasons = {(Path(r["source_file"]).name, r["line"]): r["reason"] for r in wh.read("quarantine", CID).collect()}
     assert reasons == {

@@ -166,20 +166,3 @@ def test_a_missing_landing_folder_is_a_clear_error(spark, test_env, tmp_path):
     with pytest.raises(InputError) as info:
         _run(spark, test_env, tmp_path / "nowhere", tmp_path / "wh")
     assert str(info.value).startswith(f"landing folder not found: neither {tmp_path / 'nowhere'}/spring-tour-2027 nor")
-
-
-def test_a_failed_run_is_resumed_at_the_failed_stage(spark, test_env, landing, tmp_path):
-    bad = landing / "spring-tour-2027" / "registrations_zz.csv"
-    bad.write_text("campaign_id\nspring-tour-2027\n")
-    with pytest.raises(InputError):
-        _run(spark, test_env, landing, tmp_path / "wh", stages=())
-    bad.unlink()
-    report = _run(spark, test_env, landing, tmp_path / "wh", stages=())
-    assert report.resumed_from == "ingest"
-    assert [name for name, _, _ in report.rows] == [
-        "ingest", "screen", "score", "select", "assign_codes", "plan_waves",
-    ]  # fmt: skip
-    # the hand-written campaign end to end: two fans selected, coded from the pool and messaged by SMS
-    results = {name: result.counts for name, result, _ in report.rows}
-    assert results["select"]["selected"] == 2 and results["assign_codes"]["codes_held"] == 2
-    assert (results["plan_waves"]["messages"], results["plan_waves"]["sms"]) == (2, 2)

@@ -49,7 +49,11 @@ def resolve_landing_folder(spark: SparkSession, landing_root: str, campaign_id: 
         hpath, fs = _fs(spark, candidate)
         if fs.exists(hpath) and fs.getFileStatus(hpath).isDirectory():
             return fs.makeQualified(hpath).toString()
-    raise InputError(
+    raise landing_not_found(root, campaign_id)
+
+
+def landing_not_found(root: str, campaign_id: str) -> InputError:
+    return InputError(
         f"landing folder not found: neither {root}/{campaign_id} nor {root} is a folder "
         f"(campaign {campaign_id}); pass --landing DIR or set landing_root in the environment config"
     )

@@ -1,5 +1,6 @@
-"""Score and select stages on the hand-written landing files: the external and fanlist golden cases,
-re-runs that commit nothing, and `explain` with personal data masked."""
+"""The hand-written landing files through every stage, sharing one ingest + screen: the screening
+rule-book verdicts, the external and fanlist golden cases, codes and messages end to end, re-runs
+that commit nothing, and `explain` with personal data masked."""
 
 import shutil
 from pathlib import Path
@@ -20,11 +21,49 @@ QUIET = open("/dev/null", "w")
 
 @pytest.fixture(scope="module")
 def screened(spark, test_env, tmp_path_factory):
-    base = tmp_path_factory.mktemp("score-select")
+    base = tmp_path_factory.mktemp("hand-written")
     shutil.copytree(ROOT / "tests" / "data" / "landing", base / "landing")
     env = test_env.with_roots(str(base / "landing"), str(base / "wh"))
-    run_pipeline(spark, load_campaign(CAMPAIGN), env, stages=["ingest", "screen"], out=QUIET)
-    return env, Warehouse(spark, str(base / "wh"))
+    report = run_pipeline(spark, load_campaign(CAMPAIGN), env, stages=["ingest", "screen"], out=QUIET)
+    return env, Warehouse(spark, str(base / "wh")), report
+
+
+def _registrants(wh):
+    return {
+        r["global_user_id"]: (r["phone_e164"], r["email_canonical"], r["identity_cluster_id"], r["tags"], r["eligible"])
+        for r in wh.read("registrants", CID).collect()
+    }
+
+
+def test_hand_written_registrants_get_the_rule_book_verdicts_and_a_rerun_commits_nothing(spark, screened):
+    env, wh, report = screened
+    campaign = load_campaign(CAMPAIGN)
+    got = _registrants(wh)
+    assert got == {
+        # two spellings of one gmail box and one phone: the earlier registration stays
+        "F0001": ("+12125550101", "annlee@gmail.com", "F0001", [], True),
+        "F0002": ("+12125550101", "annlee@gmail.com", "F0001", ["DUPLICATE_ACCOUNT"], False),
+        # 40 resale listings, 4 chargebacks, no event attended
+        "F0003": ("+14165550199", "bob@example.org", "F0003", ["SCALPER_SIGNALS"], False),
+        # a French mobile typed nationally: international, and not confirmed
+        "F0004": ("+33612345678", "chloe@example.fr", "F0004", ["UNCONFIRMED_PHONE", "INTL_PHONE"], False),
+        "F0101": ("+14155550100", "kim@example.com", "F0101", [], True),
+        "F0102": (None, "lou@example.com", "F0102", [], True),
+    }
+    screen = dict((name, result) for name, result, _ in report.rows)["screen"]
+    assert screen.counts["registrants"] == 6 and screen.counts["eligible"] == 3
+    assert screen.counts["tag:DUPLICATE_ACCOUNT"] == 1
+    dq = wh.read("dq_results", CID).where(F.col("run_id") == report.run_id).collect()
+    assert dq and all(r["success"] for r in dq)
+
+    # re-running screen on unchanged inputs commits nothing: same rows, same Delta version, same run id
+    version = wh.version("registrants")
+    again = run_pipeline(spark, campaign, env, stages=["screen"], out=QUIET)
+    assert _registrants(wh) == got
+    assert wh.read("registrants", CID).count() == 6
+    assert wh.version("registrants") == version
+    assert {r["run_id"] for r in wh.read("registrants", CID).collect()} == {report.run_id}
+    assert "unchanged since the last run (nothing written)" in again.rows[0][1].summary[0]
 
 
 def _variant(**scoring):
@@ -37,7 +76,7 @@ def _rows(wh, table):
 
 
 def test_external_scores_golden_case_and_a_rerun_commits_nothing(spark, screened):
-    env, wh = screened
+    env, wh, _ = screened
     campaign = _variant(source="external")
     run_pipeline(spark, campaign, env, stages=["score", "select"], out=QUIET)
     scores, sel = _rows(wh, "scores"), _rows(wh, "selections")
@@ -65,7 +104,7 @@ def test_external_scores_golden_case_and_a_rerun_commits_nothing(spark, screened
 
 
 def test_fanlist_golden_case_and_explain_masks_personal_data(spark, screened):
-    env, wh = screened
+    env, wh, _ = screened
     campaign = _variant(source="fanlist")
     run_pipeline(spark, campaign, env, stages=["score", "select"], out=QUIET)
     scores, sel = _rows(wh, "scores"), _rows(wh, "selections")
@@ -88,3 +127,17 @@ def test_fanlist_golden_case_and_explain_masks_personal_data(spark, screened):
     assert "VERDICT: SELECTED market NYC-01 (choice 1, market rank 1)" in story.replace("verdict: ", "VERDICT: ")
     assert "choice 1: NYC-01 · rank 1 of 2 candidates" in story, story
     assert f"selections@v{wh.version('selections')}" in story
+
+
+def test_the_hand_written_campaign_is_coded_and_messaged_end_to_end(spark, screened):
+    env, wh, _ = screened
+    report = run_pipeline(
+        spark, load_campaign(CAMPAIGN), env, stages=["score", "select", "assign_codes", "plan_waves"], out=QUIET
+    )
+    # two fans selected, coded from the pool and messaged by SMS
+    results = {name: result.counts for name, result, _ in report.rows}
+    assert results["select"]["selected"] == 2 and results["assign_codes"]["codes_held"] == 2
+    assert (results["plan_waves"]["messages"], results["plan_waves"]["sms"]) == (2, 2)
+    codes = {r["global_user_id"]: r["code"] for r in wh.read("code_assignments", CID).collect()}
+    sent_to = {r["global_user_id"]: r["code"] for r in wh.read("wave_messages", CID).collect()}
+    assert sent_to == codes and len(set(codes.values())) == 2

@@ -97,14 +97,30 @@ class Scoring(_Model):
 
     @field_validator("bands")
     @classmethod
-    def _bands_disjoint(cls, bands: list[Band]) -> list[Band]:
-        ordered = sorted(bands, key=lambda b: b.min)
-        for lower, upper in zip(ordered, ordered[1:], strict=False):
-            if lower.max > upper.min:
-                raise ValueError(f"bands {lower.name!r} and {upper.name!r} overlap")
+    def _bands_cover_the_score_range(cls, bands: list[Band]) -> list[Band]:
+        """Bands tile [lowest min, 1.0] with no overlap and no gap, so every score at or above the
+        lowest band's min has exactly one band (only a score below it is BELOW_LOWEST_BAND)."""
         names = [b.name for b in bands]
         if len(set(names)) != len(names):
             raise ValueError(f"band names must be unique, got {names}")
+        ordered = sorted(bands, key=lambda b: b.min)
+        for lower, upper in zip(ordered, ordered[1:], strict=False):
+            if lower.max > upper.min:
+                raise ValueError(
+                    f"bands {lower.name!r} and {upper.name!r} overlap: {lower.name!r} ends at {lower.max}, "
+                    f"{upper.name!r} starts at {upper.min}"
+                )
+            if lower.max < upper.min:
+                raise ValueError(
+                    f"gap between bands {lower.name!r} and {upper.name!r}: scores in [{lower.max}, {upper.min}) "
+                    f"would have no band; band {upper.name!r} must start at {lower.max}"
+                )
+        top = ordered[-1]
+        if top.max < 1.0:
+            raise ValueError(
+                f"the top band {top.name!r} ends at {top.max}: scores above it would have no band; "
+                "its max must be 1.0"
+            )
         return bands
 
 

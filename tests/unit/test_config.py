@@ -110,3 +110,28 @@ def test_a_template_that_reaches_python_internals_is_refused_when_the_campaign_l
     text = GOOD + f'messages:\n  templates:\n    en_US: {{sms: "{probe}", email_subject: "S", email_body: "B"}}\n'
     message = _error(_write(tmp_path, text))
     assert message.startswith(f"{tmp_path / 'x.yaml'}: messages.templates.en_US.sms: SecurityError:"), message
+
+
+@pytest.mark.parametrize(
+    ("bands", "problem"),
+    [
+        (
+            "[{name: high, min: 0.9, max: 0.99}, {name: low, min: 0.2, max: 0.9}]",
+            "scoring.bands: the top band 'high' ends at 0.99: scores above it would have no band; "
+            "its max must be 1.0",
+        ),
+        (
+            "[{name: high, min: 0.9, max: 1.0}, {name: low, min: 0.2, max: 0.8}]",
+            "scoring.bands: gap between bands 'low' and 'high': scores in [0.8, 0.9) would have no "
+            "band; band 'high' must start at 0.8",
+        ),
+        (
+            "[{name: high, min: 0.8, max: 1.0}, {name: low, min: 0.2, max: 0.85}]",
+            "scoring.bands: bands 'low' and 'high' overlap: 'low' ends at 0.85, 'high' starts at 0.8",
+        ),
+    ],
+    ids=["top-band-short-of-1", "gap", "overlap"],
+)
+def test_bands_must_cover_the_score_range(tmp_path, bands, problem):
+    path = _write(tmp_path, GOOD + f"scoring:\n  bands: {bands}\n")
+    assert _error(path) == f"{path}: {problem}"

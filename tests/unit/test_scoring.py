@@ -123,6 +123,13 @@ def test_a_saved_spark_ml_pipeline_model_scores_fans_and_its_version_is_recorded
         )
 
 
+ACTIVITY_SCHEMA = (
+    "campaign_id string, global_user_id string, account_created_at timestamp, tickets_purchased_24m long, "
+    "events_attended_24m long, artist_tickets_purchased long, artist_streams_90d long, resale_listings_24m long, "
+    "chargebacks_24m long, source_file string, source_line long, ingested_at timestamp"
+)
+
+
 def _activity(spark):
     return literal_frame(
         spark,
@@ -143,9 +150,7 @@ def _activity(spark):
                 dt.datetime(2027, 1, 1),
             ),
         ],
-        "campaign_id string, global_user_id string, account_created_at timestamp, tickets_purchased_24m long, "
-        "events_attended_24m long, artist_tickets_purchased long, artist_streams_90d long, resale_listings_24m long, "
-        "chargebacks_24m long, source_file string, source_line long, ingested_at timestamp",
+        ACTIVITY_SCHEMA,
     )
 
 
@@ -166,3 +171,47 @@ def test_external_scores_keep_the_latest_row_and_carry_extra_columns(spark):
         "global_user_id string, raw_score double, model_version string, extra map<string,string>",
     )
     assert_df_equality(got, want, ignore_nullable=True)
+
+
+def test_the_latest_row_is_decided_by_the_data_not_by_which_run_ingested_which_file(spark):
+    """Two activity files for one fan: ingested together, or in either order in two runs, the
+    fan's features and scores are the same (the greater file name wins, then the line)."""
+    t1, t2 = dt.datetime(2027, 1, 1), dt.datetime(2027, 1, 2)
+    registrants = literal_frame(
+        spark,
+        [(CID, "A", dt.datetime(2027, 2, 1, tzinfo=dt.UTC), True), (CID, "B", dt.datetime(2027, 2, 1), True)],
+        "campaign_id string, global_user_id string, registered_at timestamp, phone_confirmed boolean",
+    )
+    weights, intercept = m.model_weights(Scoring())
+
+    def scores(first_file_at, second_file_at):
+        rows = [
+            (CID, "A", None, 1, 1, 0, 0, 0, 0, "land/fan_activity_2027-01.tsv", 2, first_file_at),
+            (CID, "A", None, 9, 9, 2, 900, 0, 0, "land/fan_activity_2027-02.tsv", 2, second_file_at),
+            (CID, "B", None, 0, 0, 0, 0, 5, 0, "land/fan_activity_2027-02.tsv", 3, second_file_at),
+            (CID, "B", None, 4, 4, 0, 0, 0, 0, "land/fan_activity_2027-02.tsv", 4, second_file_at),
+        ]
+        activity = literal_frame(spark, rows, ACTIVITY_SCHEMA)
+        out = m.builtin_scores(fan_features(registrants, activity), weights, intercept)
+        return {r["global_user_id"]: r["raw_score"] for r in out.collect()}
+
+    together, in_order, reversed_order = scores(t1, t1), scores(t1, t2), scores(t2, t1)
+    assert together == in_order == reversed_order
+    # A's row of the later-named file counts; B's later line of the same file counts
+    assert scores(t1, t1)["A"] > 0.5 and together["B"] == scores(t2, t2)["B"]
+
+
+def test_a_row_timestamp_in_the_scored_file_comes_before_the_file_name(spark):
+    scored = literal_frame(
+        spark,
+        [
+            (CID, "A", 0.2, {"as_of": "2027-01-05T00:00:00Z"}, "z_scores.tsv", 2, dt.datetime(2027, 1, 9)),
+            (CID, "A", 0.8, {"as_of": "2027-01-07T00:00:00Z"}, "a_scores.tsv", 2, dt.datetime(2027, 1, 1)),
+            (CID, "B", 0.3, {}, "z_scores.tsv", 3, dt.datetime(2027, 1, 1)),
+            (CID, "B", 0.6, {}, "a_scores.tsv", 3, dt.datetime(2027, 1, 9)),
+        ],
+        "campaign_id string, global_user_id string, score double, extra map<string,string>, source_file string, "
+        "source_line long, ingested_at timestamp",
+    )
+    got = {r["global_user_id"]: r["raw_score"] for r in m.external_scores(scored).collect()}
+    assert got == {"A": 0.8, "B": 0.3}

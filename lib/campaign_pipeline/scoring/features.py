@@ -39,19 +39,37 @@ def _count(name: str) -> Column:
     return F.greatest(F.coalesce(F.col(name).cast("double"), F.lit(0.0)), F.lit(0.0))
 
 
-def latest_ingested(df: DataFrame) -> DataFrame:
-    """One row per (campaign, fan) of an ingested table: the latest ingested row; file and line break ties."""
+ROW_TIMESTAMP_KEYS = ("as_of", "scored_at")  # keys of `extra` that date a row of the scored file
+
+
+def file_name(source_file: Column) -> Column:
+    """The landing file's name: the last part of its path (a folder of parts counts by its folder name)."""
+    return F.regexp_extract(source_file, r"([^/]+)/*$", 1)
+
+
+def latest_row(df: DataFrame) -> DataFrame:
+    """One row per (campaign, fan) of an ingested table, decided by the data, never by ingest history.
+
+    The latest row is the one with the latest row timestamp when the file carries one (the scored
+    file's `as_of` or `scored_at` column, kept in `extra`; rows without one come after those with
+    one), then the greatest file name in sort order (`fan_activity_2027-03.tsv` after
+    `fan_activity_2027-02.tsv`), then the greatest line number. When or in which run a file was
+    ingested plays no part, so the same landing folder gives the same scores however it was ingested.
+    """
     from pyspark.sql import Window
 
-    latest = Window.partitionBy(*FAN).orderBy(
-        F.col("ingested_at").desc(), F.col("source_file").desc(), F.col("source_line").desc()
-    )
+    order = []
+    if "extra" in df.columns:
+        stamps = [F.try_to_timestamp(F.col("extra")[k]) for k in ROW_TIMESTAMP_KEYS]
+        order.append(F.coalesce(*stamps).desc_nulls_last())
+    order += [file_name(F.col("source_file")).desc(), F.col("source_file").desc(), F.col("source_line").desc()]
+    latest = Window.partitionBy(*FAN).orderBy(*order)
     return df.withColumn("_n", F.row_number().over(latest)).where("_n = 1").drop("_n")
 
 
 def activity_per_fan(activity: DataFrame) -> DataFrame:
-    """One activity row per (campaign, fan): a fan listed twice keeps the latest ingested row."""
-    return latest_ingested(activity).select(
+    """One activity row per (campaign, fan): a fan listed twice keeps the latest row (`latest_row`)."""
+    return latest_row(activity).select(
         "campaign_id",
         "global_user_id",
         "account_created_at",

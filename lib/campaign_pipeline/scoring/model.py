@@ -14,7 +14,7 @@ from pyspark.sql import types as T
 
 from campaign_pipeline.config import Scoring
 from campaign_pipeline.errors import ConfigError, InputError
-from campaign_pipeline.scoring.features import FEATURES, latest_ingested
+from campaign_pipeline.scoring.features import FEATURES, latest_row
 from campaign_pipeline.tables import FAN
 
 # The documented defaults of the built-in weighted logistic model (README "Scoring"): logit =
@@ -119,7 +119,7 @@ def pipeline_model_scores(features: DataFrame, path: str) -> DataFrame:
 
 def external_scores(scored: DataFrame) -> DataFrame:
     """The data-science scored file; `model_version` is its `model_version` column if it has one."""
-    latest = latest_ingested(scored)
+    latest = latest_row(scored)
     version = F.coalesce(
         F.col("extra")["model_version"],
         F.concat(F.lit("external:"), F.element_at(F.split("source_file", "/"), -1)),

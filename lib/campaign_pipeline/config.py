@@ -118,8 +118,7 @@ class Scoring(_Model):
         top = ordered[-1]
         if top.max < 1.0:
             raise ValueError(
-                f"the top band {top.name!r} ends at {top.max}: scores above it would have no band; "
-                "its max must be 1.0"
+                f"the top band {top.name!r} ends at {top.max}: scores above it would have no band; its max must be 1.0"
             )
         return bands
 

@@ -9,7 +9,7 @@ from helpers import make_campaign
 from pyspark.sql import functions as F
 
 from campaign_pipeline.codes.assign import assign_generated, assign_pool_codes, assign_tm, duplicate_problems
-from campaign_pipeline.codes.generated import CROCKFORD, code_key, generated_code, python_code
+from campaign_pipeline.codes.generated import CROCKFORD, CodeGenerator, code_key, python_code
 from campaign_pipeline.codes.pool import flag_duplicate_codes
 from campaign_pipeline.errors import ConfigError
 from campaign_pipeline.tables import literal_frame
@@ -25,7 +25,8 @@ def test_spark_hmac_codes_equal_pythons_hmac_and_use_only_crockford_characters(s
     df = literal_frame(spark, rows, "campaign_id string, fan string, market string, counter int")
     got = df.select(
         "campaign_id", "fan", "market", "counter",
-        generated_code(KEY, 12, F.col("campaign_id"), F.col("fan"), F.col("market"), F.col("counter")).alias("code"),
+        CodeGenerator(spark, KEY, 12).code(F.col("campaign_id"), F.col("fan"), F.col("market"), F.col("counter"))
+        .alias("code"),
     ).collect()  # fmt: skip
     for r in got:
         assert r["code"] == python_code(KEY, 12, r["campaign_id"], r["fan"], r["market"], r["counter"])
@@ -133,3 +134,25 @@ def test_sms_segments_count_gsm7_septets_and_ucs2_units():
     assert sms_segments("Montréal — " + "a" * 59) == (1, "UCS-2")  # the em dash is not
     assert sms_segments("ç" * 71) == (2, "UCS-2")
     assert sms_segments("🎟" * 35) == (1, "UCS-2") and sms_segments("🎟" * 36) == (2, "UCS-2")  # surrogate pairs
+
+
+def test_the_code_key_never_appears_in_a_plan(spark):
+    """Neither the key nor its HMAC pads (key ⊕ 0x36, key ⊕ 0x5c) may be read from explain() or the UI."""
+    import io
+    from contextlib import redirect_stdout
+
+    campaign = make_campaign(CID, codes={"source": "generated", "length": 8})
+    need = literal_frame(spark, [(CID, "F1", "NYC-01", 1), (CID, "F2", "NYC-01", 2)], NEED)
+    used = literal_frame(spark, [], "campaign_id string, code string")
+    assignment, _ = assign_generated(campaign, need, used, KEY, cut=lambda df, name: df)
+    plan = io.StringIO()
+    with redirect_stdout(plan):
+        assignment.assigned.explain(extended=True)
+    text = plan.getvalue()
+    assert "generated_code" in text  # the plan was rendered, with the UDF in it
+    padded = KEY.ljust(64, b"\x00")
+    secrets = [KEY, bytes(b ^ 0x36 for b in padded), bytes(b ^ 0x5C for b in padded)]
+    for secret in secrets:
+        for form in (secret.hex(), secret.hex().upper(), secret.decode("latin-1"), str(list(secret))[1:40]):
+            assert form not in text
+    assert len({r["code"] for r in assignment.assigned.collect()}) == 2

@@ -117,8 +117,7 @@ def test_a_template_that_reaches_python_internals_is_refused_when_the_campaign_l
     [
         (
             "[{name: high, min: 0.9, max: 0.99}, {name: low, min: 0.2, max: 0.9}]",
-            "scoring.bands: the top band 'high' ends at 0.99: scores above it would have no band; "
-            "its max must be 1.0",
+            "scoring.bands: the top band 'high' ends at 0.99: scores above it would have no band; its max must be 1.0",
         ),
         (
             "[{name: high, min: 0.9, max: 1.0}, {name: low, min: 0.2, max: 0.8}]",

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from campaign_pipeline.codes.generated import generated_code
+from campaign_pipeline.codes.generated import CodeGenerator
 from campaign_pipeline.codes.pool import available_codes, pool_key
 from campaign_pipeline.config import Campaign
 from campaign_pipeline.errors import PipelineError
@@ -92,12 +92,10 @@ def assign_generated(
     todo = need.select(*KEY).withColumn("counter", F.lit(0))
     accepted: list[DataFrame] = []
     collisions = 0
+    generator = CodeGenerator(need.sparkSession, key, length)
     for attempt in range(1, MAX_GENERATION_ATTEMPTS + 1):
         candidates = todo.withColumn(
-            "code",
-            generated_code(
-                key, length, F.col("campaign_id"), F.col("global_user_id"), F.col("market_id"), F.col("counter")
-            ),
+            "code", generator.code(F.col("campaign_id"), F.col("global_user_id"), F.col("market_id"), F.col("counter"))
         )
         # Between two new fans, the smaller (fan, market) keeps the code; an existing code always wins.
         first = Window.partitionBy("campaign_id", "code").orderBy("global_user_id", "market_id")

@@ -1,8 +1,10 @@
 """The plan_waves stage: `waves` rows, one `wave_messages` row per message, and the legacy zips.
 
 Re-planning never changes a message that already has a `notification_log` row: such messages are
-kept as they are, and the plan adds nothing new for their (fan, market), so a fan can never get a
-second message because a wave was re-planned. Unsent messages are re-planned freely (a changed
+kept as they are (matched by `message_id`), and the plan adds no message of another wave for their
+(fan, market), so a fan can never get a second message because a wave was re-planned. Messages
+without a log row are re-planned, never dropped: with `channels: both`, a fan whose SMS was sent
+keeps his planned email. Unsent messages are re-planned freely (a changed
 template or wave changes them). A wave whose status is no longer `scheduled` keeps its row.
 """
 
@@ -54,7 +56,12 @@ def plan_wave_messages(campaign: Campaign, inputs: WaveInputs, run_id: str, cut=
     members = cut(wave_membership(campaign, inputs.selected), "wave membership")
     planned = plan_messages(campaign, members, inputs.assignments, inputs.registrants, run_id)
     kept = inputs.planned.join(inputs.logged, ["campaign_id", "message_id"], "left_semi")
-    fresh = planned.join(kept.select(*FAN_MARKET).distinct(), FAN_MARKET, "left_anti")
+    # Compared by message id: a fan's other channel in the same wave is still (re-)planned; only a
+    # message of another wave is never added for a (fan, market) that already has a sent one.
+    fresh = planned.join(kept.select("campaign_id", "message_id"), ["campaign_id", "message_id"], "left_anti")
+    sent = kept.select(*[F.col(c).alias(f"_sent_{c}") for c in (*FAN_MARKET, "wave_id")])
+    other_wave = [fresh[c] == sent[f"_sent_{c}"] for c in FAN_MARKET] + [fresh["wave_id"] != sent["_sent_wave_id"]]
+    fresh = fresh.join(sent, other_wave, "left_anti")
     return WavePlan(members, cut(kept.unionByName(fresh), "render messages"), kept)
 
 

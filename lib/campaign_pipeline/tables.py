@@ -614,6 +614,28 @@ class Warehouse:
         self.ensure(name)
         self.conform(name, df).write.format("delta").mode("append").save(self.path(name))
 
+    def append_once(self, name: str, df: DataFrame, app_id: str, txn_version: int, tag: str) -> bool:
+        """Append `df` in a transaction carrying the application id `app_id` at `txn_version`.
+
+        Delta skips the write when the table already records `app_id` at `txn_version` or later, and
+        raises a conflict when a concurrent commit records `app_id`. Returns whether this write was
+        committed (its commit carries `tag` as user metadata).
+        """
+        from delta.tables import DeltaTable
+
+        self.ensure(name)
+        (
+            self.conform(name, df)
+            .write.format("delta")
+            .mode("append")
+            .option("txnAppId", app_id)
+            .option("txnVersion", txn_version)
+            .option("userMetadata", tag)
+            .save(self.path(name))
+        )
+        recent = DeltaTable.forPath(self.spark, self.path(name)).history(20)
+        return not recent.where((F.col("userMetadata") == tag) & (F.col("operation") == "WRITE")).isEmpty()
+
     def replace(self, name: str, df: DataFrame, campaign_id: str, condition: str | None = None) -> None:
         """Atomically overwrite one campaign's rows (optionally narrowed by `condition`) with `df`."""
         self.ensure(name)

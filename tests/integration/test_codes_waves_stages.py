@@ -4,6 +4,7 @@ locale, sent messages never re-planned, and the legacy zip read back from a moto
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import io
 import math
@@ -142,7 +143,7 @@ def test_concurrent_assignment_runs_cannot_both_commit(spark, test_env, tmp_path
     def commit(name, df, delay):
         time.sleep(delay)
         try:
-            commit_assignments(wh, CID, df)
+            commit_assignments(wh, CID, df, inputs.version, f"run-{name}")
         except Exception as exc:  # noqa: BLE001 - recorded for the assertions
             errors[name] = exc
 
@@ -157,10 +158,34 @@ def test_concurrent_assignment_runs_cannot_both_commit(spark, test_env, tmp_path
     # Exactly one run commits (which one depends on scheduling: both share local[2]'s two cores).
     assert len(errors) == 1, errors
     ((loser, error),) = errors.items()
-    assert isinstance(error, PipelineError) and "while this one was running" in str(error)
+    assert isinstance(error, PipelineError) and "after this one read the table" in str(error)
     rows = wh.read("code_assignments", CID)
     assert rows.count() == 6 and rows.select("code").distinct().count() == 6
     assert {r["run_id"] for r in rows.collect()} == {"run-a" if loser == "b" else "run-b"}
+
+
+def test_a_plan_made_before_another_run_committed_can_never_commit(spark, tmp_path):
+    """Plan B, commit A, commit B: B was planned on a snapshot without A's codes, so B fails and
+    writes nothing, even though none of B's (fan, market) rows is in A's commit."""
+    wh = seed_warehouse(spark, tmp_path / "wh", POOL)
+    inputs = read_inputs(wh, CID)
+
+    def with_fan(fan):  # each run saw a different late selection for NYC-01's fourth seat
+        extra = literal_frame(
+            spark, [(CID, fan, "selected", "NYC-01", 1, 4, None, 0.5, [], "x")], CATALOG["selections"].schema
+        )
+        return dataclasses.replace(inputs, selections=inputs.selections.unionByName(extra))
+
+    plan_b = plan_assignments(campaign(), with_fan("Y"), None, "run-b", T0).new.localCheckpoint()
+    plan_a = plan_assignments(campaign(), with_fan("X"), None, "run-a", T0).new.localCheckpoint()
+    commit_assignments(wh, CID, plan_a, inputs.version, "run-a")
+    version = wh.version("code_assignments")
+    with pytest.raises(PipelineError, match="after this one read the table"):
+        commit_assignments(wh, CID, plan_b, inputs.version, "run-b")
+    rows = wh.read("code_assignments", CID)
+    assert wh.version("code_assignments") == version
+    assert {r["run_id"] for r in rows.collect()} == {"run-a"} and rows.count() == 7
+    assert rows.select("code").distinct().count() == 7
 
 
 def _free_port():

@@ -1,10 +1,13 @@
 """The assign_codes stage: exactly one code per selected fan (per market when fans may hold several).
 
-Existing rows of `code_assignments` never change: new rows are MERGEd in on (campaign, fan,
-market) with insert-only semantics, after a uniqueness check over existing + new rows (a violation
-fails the stage and commits nothing). Delta's optimistic concurrency makes two simultaneous runs
-safe: the second to commit sees the first's files in the partition it read, fails with a clear
-message and writes nothing. Validity runs from `valid_days_before` days before the fan's wave
+Existing rows of `code_assignments` never change: the plan reads the campaign's assignments at
+one Delta version v, checks uniqueness over those + the new rows (a violation fails the stage and
+commits nothing), and appends the new rows in a Delta transaction that carries the application
+transaction id (`campaign-pipeline/assign_codes/<campaign>`, version v + 1). Delta skips that
+commit when another assignment run of the campaign committed after v (its id version is already
+v + 1 or more), and fails it with a conflict when that run commits while this one is committing;
+either way this run fails with a clear message and writes nothing, so a plan made on a stale
+snapshot can never commit (plan B, commit A, commit B: B fails). Validity runs from `valid_days_before` days before the fan's wave
 notify time to `valid_days_after` days after it.
 """
 
@@ -37,6 +40,7 @@ class CodeInputs:
     code_pool: DataFrame
     registrants: DataFrame
     existing: DataFrame  # the campaign's code_assignments at the version this run started from
+    version: int = 0  # that Delta version of code_assignments
 
 
 @dataclass
@@ -49,9 +53,10 @@ class AssignmentPlan:
 def read_inputs(wh: Warehouse, campaign_id: str) -> CodeInputs:
     """The stage's inputs; existing assignments pinned to one Delta version (the commit checks it)."""
     wh.ensure("code_assignments")
+    version = wh.version("code_assignments")
     existing = (
         wh.spark.read.format("delta")
-        .option("versionAsOf", wh.version("code_assignments"))
+        .option("versionAsOf", version)
         .load(wh.path("code_assignments"))
         .where(F.col("campaign_id") == campaign_id)
     )
@@ -60,6 +65,7 @@ def read_inputs(wh: Warehouse, campaign_id: str) -> CodeInputs:
         wh.read("code_pool", campaign_id),
         wh.read("registrants", campaign_id),
         existing,
+        version,
     )
 
 
@@ -118,18 +124,25 @@ def plan_assignments(
     return AssignmentPlan(new, counts, shortfall)
 
 
-def commit_assignments(wh: Warehouse, campaign_id: str, new: DataFrame) -> None:
-    """Insert-only MERGE; a concurrent commit to the campaign's assignments fails this one cleanly."""
+def commit_assignments(wh: Warehouse, campaign_id: str, new: DataFrame, read_version: int, run_id: str) -> None:
+    """Commit a plan made from `code_assignments` at `read_version`, only if no other assignment run of
+    the campaign committed since (checked inside the Delta transaction, see the module docstring)."""
+    lost = PipelineError(
+        f"assign_codes: another run committed code assignments for campaign {campaign_id} after this one read "
+        f"the table (version {read_version}); nothing of this run was written and no code was given twice. "
+        "Re-run the stage to top up."
+    )
     try:
-        wh.merge("code_assignments", new)
+        committed = wh.append_once(
+            "code_assignments", new, app_id=f"campaign-pipeline/assign_codes/{campaign_id}",
+            txn_version=read_version + 1, tag=run_id,
+        )  # fmt: skip
     except Exception as exc:
         if not is_write_conflict(wh.spark, exc):
             raise
-        raise PipelineError(
-            f"assign_codes: another run committed code assignments for campaign {campaign_id} while this one was "
-            "running (Delta optimistic concurrency); nothing of this run was written and no code was given twice. "
-            "Re-run the stage to top up."
-        ) from None
+        raise lost from None
+    if not committed:
+        raise lost
 
 
 def check_unique(existing: DataFrame, new: DataFrame, single_market: bool, when: str) -> None:
@@ -156,7 +169,7 @@ def assign_codes(ctx: StageContext) -> StageReport:
         check_unique(inputs.existing, new, single, "before the commit, nothing was written")
         n_new = new.count()
         if n_new:
-            commit_assignments(wh, cid, new)
+            commit_assignments(wh, cid, new, inputs.version, ctx.run_id)
         table = wh.read("code_assignments", cid)
         check_unique(table.limit(0), table, single, "after the commit")
     with ctx.step("counts"):

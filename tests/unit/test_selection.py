@@ -183,6 +183,8 @@ def _check_properties(capacities, fans, rows, order_by_preference, single_market
         if single_market and any(fan == f for f, _ in won):
             continue
         assert all(taken[m] == capacities[m] for m in prefs if (fan, m) not in won), (fan, taken)
+    if not order_by_preference:  # stable: no blocking pair (ordered rounds serve first choices first instead)
+        assert not blocking_pairs(capacities, fans, selected), blocking_pairs(capacities, fans, selected)
     if order_by_preference:
         # a fan who put M first is never waitlisted while a lower band_score got M as a later choice
         for r in rows:
@@ -193,14 +195,63 @@ def _check_properties(capacities, fans, rows, order_by_preference, single_market
             assert all(s["band_score"] > score for s in later), (r, later)
 
 
+def blocking_pairs(capacities, fans, selected):
+    """(fan, market) pairs that would both rather be matched: the fan listed the market before what he
+    got (or got nothing), and the market has a free seat or holds a fan ordered after him
+    (band_score descending, then fan id)."""
+    info = {f: (s, prefs) for f, s, prefs, e in fans if e}
+    holders: dict[str, list] = {m: [] for m in capacities}
+    got: dict[str, set] = {}
+    for r in selected:
+        holders[r["market_id"]].append((-r["band_score"], r["global_user_id"]))
+        got.setdefault(r["global_user_id"], set()).add(r["market_id"])
+    pairs = []
+    for fan, (score, prefs) in info.items():
+        mine = got.get(fan, set())
+        wanted = prefs if len(mine) != 1 or len(prefs) == 1 else prefs[: min(prefs.index(m) for m in mine)]
+        for market in wanted:
+            if market in mine:
+                continue
+            seats = holders[market]
+            if len(seats) < capacities[market] or any(h > (-score, fan) for h in seats):
+                pairs.append((fan, market))
+    return pairs
+
+
+def test_deferred_acceptance_leaves_no_seat_empty_that_a_fan_wanted(spark):
+    """order_by_preference: false — X 0.99 [A, B], Y 0.98 [B, C], Z 0.30 [C], one seat each: the stable
+    outcome is X→A, Y→B, Z→C (the old admit-then-free rounds left B empty and waitlisted Z)."""
+    campaign = _campaign({"A": 1, "B": 1, "C": 1}, order_by_preference=False)
+    fans = [("X", 0.99, ["A", "B"], True), ("Y", 0.98, ["B", "C"], True), ("Z", 0.30, ["C"], True)]
+    got = _verdicts(_select(spark, campaign, fans))
+    assert got == {
+        ("X", "A"): ("selected", 1, None),
+        ("Y", "B"): ("selected", 1, None),
+        ("Z", "C"): ("selected", 1, None),
+    }
+
+
+def test_deferred_acceptance_lets_a_better_fan_displace_a_holder_who_then_moves_on(spark):
+    # Y first holds A; X (better) is rejected by B, proposes to A and displaces Y, who moves on to C.
+    campaign = _campaign({"A": 1, "B": 1, "C": 1}, order_by_preference=False)
+    fans = [("W", 0.99, ["B"], True), ("X", 0.90, ["B", "A"], True), ("Y", 0.50, ["A", "C"], True)]
+    got = _verdicts(_select(spark, campaign, fans))
+    assert got == {
+        ("W", "B"): ("selected", 1, None),
+        ("X", "A"): ("selected", 1, None),
+        ("Y", "C"): ("selected", 1, None),
+    }
+
+
 @pytest.mark.parametrize(
     "options",
     [
         {"order_by_preference": True, "single_market": True},
         {"order_by_preference": False, "single_market": True},
         {"order_by_preference": True, "single_market": False},
+        {"order_by_preference": False, "single_market": False},
     ],
-    ids=["ordered", "unordered", "multi-market"],
+    ids=["ordered", "unordered", "multi-market", "multi-market-unordered"],
 )
 def test_allocation_properties_on_40_generated_campaigns(spark, options):
     cases = _generated_cases(40, seed=hash(tuple(options.items())) % 1000)

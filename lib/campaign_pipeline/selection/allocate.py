@@ -7,10 +7,14 @@ unplaced (with `single_market: false`: of every fan) to the capacity each market
 takes the highest band scores. Rounds = the longest preference list (≤ 4). First choices are served
 before any second choice.
 
-`order_by_preference: false`. Every market ranks every unplaced fan who listed it, at any position,
-and admits as many as it has capacity left. A fan admitted by several markets keeps the one listed
-first and frees the others; freed seats go to the next fans in a new round, until a round places
-nobody. With `single_market: false` one round suffices: a fan keeps every market that admitted him.
+`order_by_preference: false`. A stable matching by fan-proposing deferred acceptance: each round,
+every fan not held by a market proposes to the next market on his list; each market keeps its
+best holders and proposers (band score) up to the capacity it has left and rejects the rest, who
+propose to their next choice in the next round. It stops when a round rejects nobody who has a
+choice left; then no fan F and market M exist such that F prefers M to what he got and M has a
+free seat or holds a fan with a lower band score. It takes at most 4 × the number of markets
+rounds, each a join and a window (no driver loop over fans). With `single_market: false` one
+round suffices: each market admits its best listers, and a fan keeps every market that admitted him.
 
 Top-up: `kept` selections (an earlier run's `selected` rows) keep their market and rank, count
 against capacity and are never offered again; new market ranks continue after them.
@@ -22,12 +26,12 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from campaign_pipeline.config import Campaign
+from campaign_pipeline.errors import PipelineError
 from campaign_pipeline.stage_context import local_cut
 from campaign_pipeline.tables import FAN, literal_frame
 
 MARKET = ["campaign_id", "market_id"]
 PLACED = ["campaign_id", "global_user_id", "market_id", "preference_rank", "market_rank", "band_score"]
-MAX_ROUNDS_WITHOUT_ORDER = 100
 
 
 def fan_order() -> list[Column]:
@@ -120,21 +124,33 @@ def allocate(
     elif not opts.single_market:
         placed_rounds.append(cut(_placements(_take(all_offers, base), "_r"), "allocation round 1"))
     else:
-        for k in range(1, MAX_ROUNDS_WITHOUT_ORDER + 1):
-            admitted = _take(unplaced(all_offers), _after(base, placed_rounds))
-            first_listed = Window.partitionBy(*FAN).orderBy(F.col("preference_rank").asc())
-            kept_one = admitted.withColumn("_k", F.row_number().over(first_listed)).where("_k = 1")
-            # Ranks inside the market among those who stay (freed seats leave no gaps).
-            in_market = Window.partitionBy(*MARKET).orderBy(*fan_order())
-            ranked = kept_one.withColumn("_m", F.row_number().over(in_market))
-            now = cut(_placements(ranked, "_m"), f"allocation round {k}")
-            if now.isEmpty():
-                break
-            placed_rounds.append(now)
+        placed_rounds.append(deferred_acceptance(all_offers, base, cut))
     placed = kept.limit(0).select(*PLACED)
     for more in placed_rounds:
         placed = placed.unionByName(more)
     return placed
+
+
+def deferred_acceptance(all_offers: DataFrame, base: DataFrame, cut=local_cut) -> DataFrame:
+    """Fan-proposing deferred acceptance (see the module docstring); PLACED columns."""
+    choice = Window.partitionBy(*FAN).orderBy(F.col("preference_rank").asc(), F.col("market_id").asc())
+    lists = cut(all_offers.withColumn("_choice", F.row_number().over(choice)), "allocation offers")
+    # each fan proposes to his `_at`-th choice; a rejected fan moves on to the next one
+    proposing = lists.where("_choice = 1").select(*FAN, F.col("_choice").alias("_at"))
+    max_rounds = 4 * max(base.groupBy("campaign_id").count().agg(F.max("count")).first()[0] or 1, 1)
+    for k in range(1, max_rounds + 1):
+        targets = proposing.join(lists, FAN).where(F.col("_at") == F.col("_choice"))
+        ranked = targets.join(F.broadcast(base), MARKET).withColumn(
+            "_r", F.row_number().over(Window.partitionBy(*MARKET).orderBy(*fan_order()))
+        )
+        decided = cut(ranked.withColumn("_held", F.col("_r") <= F.col("remaining")), f"allocation round {k}")
+        held = decided.where("_held")
+        moving = decided.where(~F.col("_held")).select(*FAN, (F.col("_at") + 1).alias("_at"))
+        moving = moving.join(lists.select(*FAN, F.col("_choice").alias("_at")), [*FAN, "_at"], "left_semi")
+        if moving.isEmpty():
+            return _placements(held, "_r")
+        proposing = held.select(*FAN, "_at").unionByName(moving)
+    raise PipelineError(f"selection: deferred acceptance did not settle in {max_rounds} rounds (4 × markets)")
 
 
 def waitlist(candidates: DataFrame, placed_fans: DataFrame) -> DataFrame:

@@ -322,3 +322,28 @@ def test_reassign_recomputes_from_scratch(spark):
     )
     redone = _verdicts(_select(spark, _campaign({"A": 1}, reassign=True), fans, previous=previous))
     assert redone[("X", "A")][0] == "selected" and redone[("Y", "A")][0] == "waitlisted"
+
+
+def test_reassign_keeps_every_selection_that_holds_an_issued_code(spark):
+    """Y holds A's only seat and its code; X (better) arrives. Under reassign, Y keeps A (issued codes
+    are never taken back) and X waits: A never holds capacity + 1 codes, Y is never left codeless
+    (before, X took A and Y, moved or waitlisted, kept A's code)."""
+    fans = [("X", 0.99, ["A", "B"], True), ("Y", 0.50, ["A", "B"], True), ("V", 0.40, ["B"], True)]
+    previous = literal_frame(
+        spark,
+        [
+            (CID, "Y", "selected", "A", 1, 1, None, 0.5, [], "r0"),
+            (CID, "V", "selected", "B", 1, 1, None, 0.4, [], "r0"),
+        ],
+        CATALOG["selections"].schema,
+    )
+    coded = literal_frame(spark, [(CID, "Y", "A")], "campaign_id string, global_user_id string, market_id string")
+    registrants, scores = _inputs(spark, fans)
+    campaign = _campaign({"A": 1, "B": 1}, reassign=True)
+    got = _verdicts(select_fans(spark, campaign, registrants, scores, previous, "r1", coded=coded))
+    # Y keeps A with its code; V's uncoded seat at B is decided again (V's first choice wins it)
+    assert got == {
+        ("Y", "A"): ("selected", 1, None),
+        ("V", "B"): ("selected", 1, None),
+        ("X", "A"): ("waitlisted", None, 1),
+    }

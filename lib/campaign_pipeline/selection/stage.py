@@ -7,7 +7,9 @@ hold several). Allocation rules are in `selection.allocate`; verdicts:
 | waitlisted | eligible, scored ≥ min_score, not reached | first choice (with `waitlist_position`) | `NOT_REACHED` |
 | rejected | ineligible, or no score, or below the lowest band / min_score | null | the screening reasons, `NO_SCORE`, `BELOW_LOWEST_BAND`, `BELOW_MIN_SCORE` |
 
-A later run keeps every earlier `selected` row (top-up) unless `options.reassign` is true.
+A later run keeps every earlier `selected` row (top-up). With `options.reassign: true` only the
+selections that hold an issued code are kept (issued codes are never taken back, so such a fan
+keeps that market); every other fan is allocated again.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pyspark.sql import functions as F
 from campaign_pipeline.config import Campaign
 from campaign_pipeline.selection.allocate import allocate, capacity_left, waitlist
 from campaign_pipeline.stage_context import StageContext, StageReport, local_cut
-from campaign_pipeline.tables import FAN, columns, require_columns
+from campaign_pipeline.tables import FAN, FAN_MARKET, columns, require_columns
 
 COLUMNS = columns("selections")
 
@@ -42,8 +44,12 @@ def select_fans(
     previous: DataFrame,
     run_id: str,
     cut=local_cut,
+    coded: DataFrame | None = None,
 ) -> DataFrame:
-    """Pure selection: (registrants, scores, previous selections) → selections.
+    """Pure selection: (registrants, scores, previous selections, issued codes) → selections.
+
+    `coded` holds the (campaign, fan, market) rows of `code_assignments`; under `reassign` those
+    selections are kept, everything else is allocated again.
 
     `cut(df, name)` materialises intermediate results (the stage passes its lineage policy).
     """
@@ -54,11 +60,10 @@ def select_fans(
         scores.select(*FAN, "raw_score", "band", "band_score"), FAN, "left"
     )
     fans = fans.withColumn("_why", rejection_reasons(opts.min_score))
-    kept = (
-        previous.where(F.col("verdict") == "selected").select(*COLUMNS)
-        if not opts.reassign
-        else previous.limit(0).select(*COLUMNS)
-    )
+    kept = previous.where(F.col("verdict") == "selected").select(*COLUMNS)
+    if opts.reassign:
+        issued = coded.select(*FAN_MARKET).distinct() if coded is not None else kept.limit(0).select(*FAN_MARKET)
+        kept = kept.join(issued, FAN_MARKET, "left_semi")
     kept_fans = kept.select(*FAN).distinct()
     candidates = cut(fans.where(F.size("_why") == 0).select(*FAN, "band_score", "market_preferences"), "candidates")
     if opts.single_market:
@@ -152,7 +157,8 @@ def select(ctx: StageContext) -> StageReport:
     registrants, scores = wh.read("registrants", cid), wh.read("scores", cid)
     with ctx.step("allocate"):
         previous = wh.read("selections", cid)
-        selections = select_fans(ctx.spark, campaign, registrants, scores, previous, ctx.run_id, ctx.cut)
+        coded = wh.read("code_assignments", cid)
+        selections = select_fans(ctx.spark, campaign, registrants, scores, previous, ctx.run_id, ctx.cut, coded)
     with ctx.step("write"):
         written = wh.replace_if_changed("selections", selections, cid, cut=ctx.cut)
     with ctx.step("counts_and_checks"):

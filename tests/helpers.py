@@ -20,3 +20,35 @@ def make_campaign(campaign_id: str = "tour-test", markets=("NYC-01", "LAX-02", "
     }
     data.update(overrides)
     return Campaign.model_validate(data)
+
+
+CID = "spring-tour-2027"
+T0 = dt.datetime(2027, 2, 1, tzinfo=dt.UTC)
+
+
+def wave_inputs(spark, planned=None, logged=()):
+    """One fan, F1, selected for NYC-01 and coded in wave-1: wave planning's inputs, with the messages
+    planned before (`planned`) and the message ids that have a notification_log row (`logged`)."""
+    from campaign_pipeline.tables import CATALOG, literal_frame
+    from campaign_pipeline.waves.stage import WaveInputs
+
+    registrants = literal_frame(
+        spark,
+        [(CID, "F1", "M-F1", "ann@example.com", "ann@example.com", "+12125550101", "US", "mobile", True, False,
+          "Ann", "Lee", "en_US", "US", ["NYC-01"], T0, "F1", 1, [], True, [], "seed")],
+        CATALOG["registrants"].schema,
+    )  # fmt: skip
+    selected = literal_frame(
+        spark, [(CID, "F1", "selected", "NYC-01", 1, 1, None, 0.9, [], "seed")], CATALOG["selections"].schema
+    )
+    assignments = literal_frame(
+        spark,
+        [(CID, "NYC-01", "F1", "M-F1", "NYC0001", "pool", "wave-1", T0, T0, T0, "seed")],
+        CATALOG["code_assignments"].schema,
+    )
+    empty = spark.createDataFrame([], CATALOG["wave_messages"].schema)
+    log = literal_frame(
+        spark, [(CID, m, "sent", 1, "p-1", None, T0) for m in logged], CATALOG["notification_log"].schema
+    ).select("campaign_id", "message_id")
+
+    return WaveInputs(selected, assignments, registrants, planned if planned is not None else empty, log)

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
+from helpers import wave_inputs
 from pyspark.sql import functions as F
 
 from campaign_pipeline.config import load_campaign
-from campaign_pipeline.tables import CATALOG, literal_frame
-from campaign_pipeline.waves.stage import WaveInputs, plan_wave_messages
+from campaign_pipeline.waves.stage import plan_wave_messages
 
 ROOT = Path(__file__).resolve().parents[2]
-CID = "spring-tour-2027"
-T0 = dt.datetime(2027, 2, 1, tzinfo=dt.UTC)
 
 
 def _campaign(channels="both", sms="Code {{ code }}"):
@@ -24,37 +21,15 @@ def _campaign(channels="both", sms="Code {{ code }}"):
     return type(base).model_validate(data)
 
 
-def _inputs(spark, planned=None, logged=()):
-    registrants = literal_frame(
-        spark,
-        [(CID, "F1", "M-F1", "ann@example.com", "ann@example.com", "+12125550101", "US", "mobile", True, False,
-          "Ann", "Lee", "en_US", "US", ["NYC-01"], T0, "F1", 1, [], True, [], "seed")],
-        CATALOG["registrants"].schema,
-    )  # fmt: skip
-    selected = literal_frame(
-        spark, [(CID, "F1", "selected", "NYC-01", 1, 1, None, 0.9, [], "seed")], CATALOG["selections"].schema
-    )
-    assignments = literal_frame(
-        spark,
-        [(CID, "NYC-01", "F1", "M-F1", "NYC0001", "pool", "wave-1", T0, T0, T0, "seed")],
-        CATALOG["code_assignments"].schema,
-    )
-    empty = spark.createDataFrame([], CATALOG["wave_messages"].schema)
-    log = literal_frame(
-        spark, [(CID, m, "sent", 1, "p-1", None, T0) for m in logged], CATALOG["notification_log"].schema
-    ).select("campaign_id", "message_id")
-    return WaveInputs(selected, assignments, registrants, planned if planned is not None else empty, log)
-
-
 def test_replanning_never_deletes_a_planned_unsent_message(spark):
     """channels: both — once the SMS has a notification_log row, the unsent email is still planned."""
-    first = plan_wave_messages(_campaign(), _inputs(spark), "run-1").messages.localCheckpoint()
+    first = plan_wave_messages(_campaign(), wave_inputs(spark), "run-1").messages.localCheckpoint()
     by_channel = {r["channel"]: r for r in first.collect()}
     assert sorted(by_channel) == ["email", "sms"]
     sms_id, email_id = by_channel["sms"]["message_id"], by_channel["email"]["message_id"]
 
     again = plan_wave_messages(
-        _campaign(sms="NEW {{ code }}"), _inputs(spark, planned=first, logged=[sms_id]), "run-2"
+        _campaign(sms="NEW {{ code }}"), wave_inputs(spark, planned=first, logged=[sms_id]), "run-2"
     ).messages
     got = {r["message_id"]: r for r in again.collect()}
     assert sorted(got) == sorted([sms_id, email_id])

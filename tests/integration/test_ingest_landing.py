@@ -35,9 +35,18 @@ def _quarantine(wh):
     }
 
 
-def test_every_kind_and_format_lands_and_bad_rows_are_quarantined_with_reasons(spark, test_env, landing, tmp_path):
-    report = _run(spark, test_env, landing, tmp_path / "wh")
-    wh = Warehouse(spark, str(tmp_path / "wh"))
+@pytest.fixture(scope="module")
+def ingested(spark, test_env, tmp_path_factory):
+    """One ingest of the hand-written files, read by the tests that do not change the landing folder."""
+    base = tmp_path_factory.mktemp("ingested")
+    shutil.copytree(GOLDEN, base / "landing")
+    report = _run(spark, test_env, base / "landing", base / "wh")
+    return base, report
+
+
+def test_every_kind_and_format_lands_and_bad_rows_are_quarantined_with_reasons(spark, ingested):
+    base, report = ingested
+    wh = Warehouse(spark, str(base / "wh"))
     cid = "spring-tour-2027"
 
     regs = {r["global_user_id"]: r for r in wh.read("registrations", cid).collect()}
@@ -112,11 +121,11 @@ def test_every_kind_and_format_lands_and_bad_rows_are_quarantined_with_reasons(s
     assert {Path(f["source_file"]).name: f["rows_quarantined"] for f in runs["files"]}["registrations_web.csv"] == 6
 
 
-def test_re_ingesting_the_same_files_changes_nothing(spark, test_env, landing, tmp_path):
-    _run(spark, test_env, landing, tmp_path / "wh")
-    wh = Warehouse(spark, str(tmp_path / "wh"))
+def test_re_ingesting_the_same_files_changes_nothing(spark, test_env, ingested):
+    base, _ = ingested
+    wh = Warehouse(spark, str(base / "wh"))
     before = {t: wh.version(t) for t in ("registrations", "quarantine", "fan_activity", "landing_files")}
-    report = _run(spark, test_env, landing, tmp_path / "wh")
+    report = _run(spark, test_env, base / "landing", base / "wh")
     assert {t: wh.version(t) for t in before} == before
     assert report.rows[0][1].counts["files_unchanged"] == 9
     assert report.rows[0][1].counts["rows_read"] == 0

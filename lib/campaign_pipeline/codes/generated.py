@@ -43,7 +43,6 @@ class CodeGenerator:
 
     def __init__(self, spark: SparkSession, key: bytes, length: int):
         self._key = spark.sparkContext.broadcast(key)
-        self.length = length
         key_handle, n = self._key, length
 
         @F.pandas_udf("string")

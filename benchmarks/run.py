@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     from campaign_pipeline.runner import run_pipeline
     from campaign_pipeline.session import build_session
     from campaign_pipeline.synth import SynthSpec, generate
+    from campaign_pipeline.waves.membership import day_before_first_wave
 
     work = Path(args.work)
     env = load_environment("local").with_roots(str(work / "landing"), str(work / "warehouse"))
@@ -53,7 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, int] = {}
     for i in range(args.repeats):
         shutil.rmtree(work / "warehouse", ignore_errors=True)
-        report = run_pipeline(spark, campaign, env, stages=stages, from_start=True, out=open(os.devnull, "w"))
+        report = run_pipeline(
+            spark, campaign, env, stages=stages, from_start=True, out=open(os.devnull, "w"),
+            now=day_before_first_wave(campaign),
+        )  # fmt: skip
         for name, result, seconds in report.rows:
             timings[name].append(seconds)
             rows[name] = result.rows(default=args.registrants)

@@ -38,9 +38,6 @@ def wave_inputs(spark, planned=None, logged=()):
           "Ann", "Lee", "en_US", "US", ["NYC-01"], T0, "F1", 1, [], True, [], "seed")],
         CATALOG["registrants"].schema,
     )  # fmt: skip
-    selected = literal_frame(
-        spark, [(CID, "F1", "selected", "NYC-01", 1, 1, None, 0.9, [], "seed")], CATALOG["selections"].schema
-    )
     assignments = literal_frame(
         spark,
         [(CID, "NYC-01", "F1", "M-F1", "NYC0001", "pool", "wave-1", T0, T0, T0, "seed")],
@@ -51,4 +48,4 @@ def wave_inputs(spark, planned=None, logged=()):
         spark, [(CID, m, "sent", 1, "p-1", None, T0) for m in logged], CATALOG["notification_log"].schema
     ).select("campaign_id", "message_id")
 
-    return WaveInputs(selected, assignments, registrants, planned if planned is not None else empty, log)
+    return WaveInputs(assignments, registrants, planned if planned is not None else empty, log)

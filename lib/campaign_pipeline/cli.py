@@ -8,6 +8,7 @@ stack trace for developers.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import sys
 import tempfile
@@ -26,6 +27,26 @@ def _common(p: argparse.ArgumentParser, campaign_required: bool = True) -> None:
     p.add_argument("--warehouse", help="warehouse root (overrides the environment's warehouse_root)")
 
 
+def _decision_time(text: str) -> dt.datetime:
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        value = None
+    if value is None or value.tzinfo is None:
+        raise argparse.ArgumentTypeError(
+            f"expected an ISO-8601 time with a time zone, e.g. 2027-02-28T15:00:00Z; got {text!r}"
+        )
+    return value.astimezone(dt.UTC)
+
+
+def _now_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--now",
+        type=_decision_time,
+        help="decision time (default: now): waves due at or before it take no new fans; for replays and backfills",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from campaign_pipeline.pipeline import PIPELINE
 
@@ -38,10 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(run)
     run.add_argument("--stages", help="comma-separated stage names, in any order (run in pipeline order)")
     run.add_argument("--from-start", action="store_true", help="do not resume after a failed run")
+    _now_option(run)
 
     for st in PIPELINE:
         one = sub.add_parser(st.name, help=st.description)
         _common(one)
+        _now_option(one)
 
     sub.add_parser("stages", help="print the pipeline: each stage with the tables it reads and writes")
 
@@ -108,7 +131,7 @@ def _run(args, stages: list[str] | None) -> int:
     env = load_environment(args.env).with_roots(args.landing, args.warehouse)
     check_local_landing(campaign.campaign_id, env, stages, getattr(args, "from_start", False))
     spark = _session(env, f"campaign-pipeline {campaign.campaign_id}")
-    run_pipeline(spark, campaign, env, stages=stages, from_start=getattr(args, "from_start", False))
+    run_pipeline(spark, campaign, env, stages=stages, from_start=getattr(args, "from_start", False), now=args.now)
     return 0
 
 
@@ -148,7 +171,11 @@ def _demo(args) -> int:
     # The demo starts its own campaign afresh; other campaigns in the warehouse are untouched.
     for name in CATALOG:
         wh.delete(name, f"campaign_id = '{campaign.campaign_id}'")
-    report = run_pipeline(spark, campaign, env, from_start=True)
+    from campaign_pipeline.waves.membership import day_before_first_wave
+
+    now = day_before_first_wave(campaign)
+    print(f"decision time: {now:%Y-%m-%d %H:%M %Z} (the day before the first wave)")
+    report = run_pipeline(spark, campaign, env, from_start=True, now=now)
     print("\nsummary")
     print(f"  {'stage':<14}{'rows':>14}{'seconds':>10}")
     print(f"  {'synth':<14}{args.registrants:>14,}{synth_seconds:>10.1f}")

@@ -55,13 +55,14 @@ PIPELINE: tuple[Stage, ...] = (
     Stage("select", select, reads=("registrants", "scores", "selections", "code_assignments"),
           writes=("selections", "dq_results"), needs=("registrants", "scores"),
           description="allocate eligible scored fans to markets within capacity", job="select_fans"),
-    Stage("assign_codes", assign_codes, reads=("selections", "code_pool", "registrants", "code_assignments"),
+    Stage("assign_codes", assign_codes,
+          reads=("selections", "code_pool", "registrants", "code_assignments", "waves"),
           writes=("code_assignments",), needs=("selections",),
-          description="one unique code per selected fan by a partitioned join"),
+          description="one unique code per selected fan by a partitioned join, placed in an open wave"),
     Stage("plan_waves", plan_waves,
-          reads=("selections", "code_assignments", "registrants", "wave_messages", "notification_log", "waves"),
-          writes=("wave_messages", "waves"), needs=("selections", "code_assignments"),
-          description="split coded fans into waves, one row per message, legacy zips"),
+          reads=("code_assignments", "registrants", "wave_messages", "notification_log", "waves"),
+          writes=("wave_messages", "waves"), needs=("code_assignments",),
+          description="one row per message for the fans of each wave, legacy zips"),
 )
 # fmt: on
 STAGES: dict[str, Stage] = {s.name: s for s in PIPELINE}

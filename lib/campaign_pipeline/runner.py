@@ -150,14 +150,18 @@ def run_pipeline(
     stages: Iterable[str] | None = None,
     from_start: bool = False,
     out: TextIO | None = None,
+    now: dt.datetime | None = None,
 ) -> RunReport:
-    """Run the selected (default: all) stages of the pipeline for one campaign, in pipeline order."""
+    """Run the selected (default: all) stages of the pipeline for one campaign, in pipeline order.
+
+    `now` is the decision time (default: the run's start): waves due at or before it take no new
+    fans. Replays, backfills and tests set it; records keep the real clock."""
     out = out or sys.stdout
     stages = list(stages or [])
     selected = _selected(stages)
     wh = Warehouse(spark, env.warehouse_root)
-    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    run_id = new_run_id(campaign.campaign_id, now)
+    started = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    run_id = new_run_id(campaign.campaign_id, started)
     resumed_from = None
     if not stages and not from_start:
         names = [s.name for s in PIPELINE]
@@ -175,7 +179,7 @@ def run_pipeline(
     done: set[str] = set()
     try:
         for st in selected:
-            ctx = StageContext(spark, campaign, env, wh, run_id, now, stage=st.name)
+            ctx = StageContext(spark, campaign, env, wh, run_id, started, stage=st.name, now=now)
             result, seconds = _run_stage(ctx, st, done, out)
             done.add(st.name)
             report.rows.append((st.name, result, seconds))

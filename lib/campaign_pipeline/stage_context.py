@@ -82,6 +82,7 @@ class StageContext:
         run_id: str,
         started_at: dt.datetime,
         stage: str = "stage",
+        now: dt.datetime | None = None,
     ):
         self.spark = spark
         self.campaign = campaign
@@ -89,6 +90,8 @@ class StageContext:
         self.warehouse = warehouse
         self.run_id = run_id
         self.started_at = started_at
+        # The decision time: a wave due at or before it takes no new fans (default: the run's start).
+        self.now = now or started_at
         self.stage = stage
         self.lineage = getattr(env, "lineage", None) or DEFAULT_LINEAGE.get(getattr(env, "mode", "local"), "checkpoint")
         if self.lineage not in LINEAGE_POLICIES:

@@ -636,6 +636,39 @@ class Warehouse:
         recent = DeltaTable.forPath(self.spark, self.path(name)).history(20)
         return not recent.where((F.col("userMetadata") == tag) & (F.col("operation") == "WRITE")).isEmpty()
 
+    def merge_once(
+        self, name: str, df: DataFrame, app_id: str, txn_version: int, tag: str, fill: tuple[str, ...] = ()
+    ) -> bool:
+        """MERGE `df` on the table's merge keys in a transaction carrying the application id `app_id`
+        at `txn_version`: rows with a new key are inserted; for matching rows, only the `fill` columns
+        are set, and only where the table's `fill[0]` is still null (nothing else ever changes).
+
+        Delta skips the write when the table already records `app_id` at `txn_version` or later, and
+        raises a conflict when a concurrent commit records `app_id`. Returns whether this write was
+        committed (its commit carries `tag` as user metadata). The transaction settings are session
+        settings in Delta's MERGE, so they are set on a separate session sharing this one's context:
+        concurrent writers in one driver never see each other's.
+        """
+        from delta.tables import DeltaTable
+
+        t = spec(name)
+        self.ensure(name)
+        source = self.conform(name, df)
+        session = self.spark.newSession()
+        for key, value in {"write.txnAppId": app_id, "write.txnVersion": str(txn_version),
+                           "commitInfo.userMetadata": tag}.items():  # fmt: skip
+            session.conf.set(f"spark.databricks.delta.{key}", value)
+        on = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in t.merge_keys)
+        builder = DeltaTable.forPath(session, self.path(name)).alias("t").merge(source.alias("s"), on)
+        if fill:
+            builder = builder.whenMatchedUpdate(
+                condition=f"t.`{fill[0]}` IS NULL AND s.`{fill[0]}` IS NOT NULL",
+                set={c: f"s.`{c}`" for c in fill},
+            )
+        builder.whenNotMatchedInsertAll().execute()
+        recent = DeltaTable.forPath(self.spark, self.path(name)).history(20)
+        return not recent.where((F.col("userMetadata") == tag) & (F.col("operation") == "MERGE")).isEmpty()
+
     def replace(self, name: str, df: DataFrame, campaign_id: str, condition: str | None = None) -> None:
         """Atomically overwrite one campaign's rows (optionally narrowed by `condition`) with `df`."""
         self.ensure(name)

@@ -38,12 +38,14 @@ FANS = [
 ]
 
 
-def campaign(**codes):
+WAVES = [
+    {"wave_id": "wave-1", "notify_at": "2027-03-01T15:00:00Z", "limit": 2, "markets": ["NYC-01", "MTL-05"]},
+    {"wave_id": "wave-2", "notify_at": "2027-03-02T15:00:00Z"},
+]
+
+
+def campaign(waves=WAVES, **codes):
     base = load_campaign(ROOT / "conf" / "campaigns" / "spring-tour-2027.yaml")
-    waves = [
-        {"wave_id": "wave-1", "notify_at": "2027-03-01T15:00:00Z", "limit": 2, "markets": ["NYC-01", "MTL-05"]},
-        {"wave_id": "wave-2", "notify_at": "2027-03-02T15:00:00Z"},
-    ]
     data = base.model_dump()
     data.update(waves=waves, codes={**data["codes"], **codes})
     return type(base).model_validate(data)
@@ -85,19 +87,44 @@ POOL = {"NYC-01": 4, "MTL-05": 2, "LAX-02": 1}
 
 @pytest.fixture(scope="module")
 def coded(spark, test_env, tmp_path_factory):
+    """Codes assigned while only wave-1 (limit 2) existed, then again once wave-2 was added."""
     base = tmp_path_factory.mktemp("codes")
     wh = seed_warehouse(spark, base / "wh", POOL)
     env = test_env.with_roots(str(base / "landing"), str(base / "wh"))
-    run_pipeline(spark, campaign(), env, stages=["assign_codes"], out=QUIET)
-    return env, wh, base
+    first = run_pipeline(spark, campaign(waves=WAVES[:1]), env, stages=["assign_codes"], out=QUIET, now=T0)
+    before = (assignments(wh), wh.version("code_assignments"))
+    later = run_pipeline(spark, campaign(), env, stages=["assign_codes"], out=QUIET, now=T0)
+    return env, wh, base, (first.rows[0][1], before, later.rows[0][1])
+
+
+def test_a_wave_added_later_takes_the_coded_fans_in_no_wave_and_sets_their_validity_once(spark, coded):
+    _, wh, _, (first, (before, version), later) = coded
+    # wave-1 takes its limit of 2; the other four fans hold a code with no wave and no validity yet
+    assert {f: v[3] for f, v in before.items()} == {
+        "F1": "wave-1", "F4": "wave-1", "F2": None, "F3": None, "F5": None, "F6": None,
+    }  # fmt: skip
+    assert all(v[4] is None and v[5] is None for f, v in before.items() if v[3] is None)
+    assert first.counts["without_wave"] == 4 and "4 coded fans are in no wave yet" in "\n".join(first.summary)
+    # the run with wave-2 issues no code and fills wave and validity of those four in one commit
+    assert later.counts["assigned_now"] == 0 and later.counts["placed_in_wave_now"] == 4
+    assert later.counts["without_wave"] == 0 and wh.version("code_assignments") == version + 1
+    after = assignments(wh)
+    notify = dt.datetime(2027, 3, 2, 15)
+    for fan, row in after.items():
+        assert row[:3] == before[fan][:3]  # the code never changes
+        if before[fan][3] is None:
+            assert row[3:] == ("wave-2", notify - dt.timedelta(days=1), notify + dt.timedelta(days=365)), fan
+        else:
+            assert row == before[fan]  # wave and validity, once set, never change
 
 
 def test_two_fresh_warehouses_give_identical_assignments_and_a_rerun_changes_nothing(spark, test_env, coded):
-    env, wh, base = coded
+    env, wh, base, _ = coded
     first = assignments(wh)
     assert sorted(first) == ["F1", "F2", "F3", "F4", "F5", "F6"]
     assert len({v[1] for v in first.values()}) == 6
-    # wave-1 takes the two best market ranks of NYC-01 and MTL-05; the rest fall to wave-2
+    # wave-1 takes the two best market ranks of NYC-01 and MTL-05; the rest fall to wave-2, the same
+    # whether wave-2 was there from the start (wh2 below) or added after the codes were issued (wh)
     assert {f: v[3] for f, v in first.items()} == {
         "F1": "wave-1", "F4": "wave-1", "F2": "wave-2", "F3": "wave-2", "F5": "wave-2", "F6": "wave-2",
     }  # fmt: skip
@@ -105,11 +132,12 @@ def test_two_fresh_warehouses_give_identical_assignments_and_a_rerun_changes_not
     assert first["F1"][4:] == (notify - dt.timedelta(days=1), notify + dt.timedelta(days=365))
     other = seed_warehouse(spark, base / "wh2", POOL)
     run_pipeline(
-        spark, campaign(), test_env.with_roots(str(base / "l2"), str(base / "wh2")), stages=["assign_codes"], out=QUIET
-    )
+        spark, campaign(), test_env.with_roots(str(base / "l2"), str(base / "wh2")), stages=["assign_codes"],
+        out=QUIET, now=T0,
+    )  # fmt: skip
     assert assignments(other) == first
     version = wh.version("code_assignments")
-    report = run_pipeline(spark, campaign(), env, stages=["assign_codes"], out=QUIET)
+    report = run_pipeline(spark, campaign(), env, stages=["assign_codes"], out=QUIET, now=T0)
     assert wh.version("code_assignments") == version and assignments(wh) == first
     assert report.rows[0][1].counts["assigned_now"] == 0
 
@@ -118,10 +146,10 @@ def test_pool_exhaustion_names_the_market_and_writes_nothing_unless_partial_is_a
     wh = seed_warehouse(spark, tmp_path / "wh", {"NYC-01": 3, "MTL-05": 1, "LAX-02": 1})
     env = test_env.with_roots(str(tmp_path / "l"), str(tmp_path / "wh"))
     with pytest.raises(PipelineError) as err:
-        run_pipeline(spark, campaign(), env, stages=["assign_codes"], out=QUIET)
+        run_pipeline(spark, campaign(), env, stages=["assign_codes"], out=QUIET, now=T0)
     assert "MTL-05: 2 selected fans need a code, 1 unused pool codes: short by 1" in str(err.value)
     assert "nothing was written" in str(err.value) and wh.read("code_assignments", CID).count() == 0
-    report = run_pipeline(spark, campaign(allow_partial=True), env, stages=["assign_codes"], out=QUIET)
+    report = run_pipeline(spark, campaign(allow_partial=True), env, stages=["assign_codes"], out=QUIET, now=T0)
     assert report.rows[0][1].counts["no_code_available"] == 1
     assert wh.read("code_assignments", CID).count() == 5
 
@@ -182,6 +210,9 @@ def test_a_plan_made_before_another_run_committed_can_never_commit(spark, tmp_pa
     version = wh.version("code_assignments")
     with pytest.raises(PipelineError, match="after this one read the table"):
         commit_assignments(wh, CID, plan_b, inputs.version, "run-b")
+    # the same holds for a commit that also fills waves of earlier codes (a MERGE, not an append)
+    with pytest.raises(PipelineError, match="after this one read the table"):
+        commit_assignments(wh, CID, plan_b.limit(0), inputs.version, "run-b", placed=plan_b)
     rows = wh.read("code_assignments", CID)
     assert wh.version("code_assignments") == version
     assert {r["run_id"] for r in rows.collect()} == {"run-a"} and rows.count() == 7
@@ -228,9 +259,9 @@ def messages(wh):
 
 
 def test_waves_channels_templates_zip_on_s3_and_sent_messages_are_never_replanned(spark, coded, s3):
-    env, wh, _ = coded
+    env, wh, _, _ = coded
     env = env.model_copy(update={"export_root": "s3://legacy-exports/presale"})
-    report = run_pipeline(spark, campaign(), env, stages=["plan_waves"], out=QUIET)
+    report = run_pipeline(spark, campaign(), env, stages=["plan_waves"], out=QUIET, now=T0)
     got = messages(wh)
     # the channel rule: SMS for a textable mobile in sms_countries, email otherwise
     assert sorted(got) == [
@@ -280,7 +311,7 @@ def test_waves_channels_templates_zip_on_s3_and_sent_messages_are_never_replanne
 
     # re-planning unchanged inputs commits nothing: same messages, same ids, no new Delta version
     versions = (wh.version("wave_messages"), wh.version("waves"))
-    run_pipeline(spark, campaign(), env, stages=["plan_waves"], out=QUIET)
+    run_pipeline(spark, campaign(), env, stages=["plan_waves"], out=QUIET, now=T0)
     assert (wh.version("wave_messages"), wh.version("waves")) == versions and messages(wh) == got
 
     # F1's SMS was sent; a changed template re-plans F2's email but never F1's message
@@ -294,7 +325,7 @@ def test_waves_channels_templates_zip_on_s3_and_sent_messages_are_never_replanne
         update={"sms": "NEW {{ code }}", "email_body": "NEW {{ code }} {{ link }}"}
     )
     changed = changed.model_copy(update={"messages": changed.messages.model_copy(update={"templates": templates})})
-    run_pipeline(spark, changed, env, stages=["plan_waves"], out=QUIET)
+    run_pipeline(spark, changed, env, stages=["plan_waves"], out=QUIET, now=T0)
     again = messages(wh)
     assert again[("F1", "sms")]["text"] == f1["text"] and again[("F1", "sms")]["run_id"] == f1["run_id"]
     assert again[("F2", "email")]["text"].startswith("NEW ")

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import T0
 from pyspark.sql import functions as F
 
 from campaign_pipeline.config import load_campaign
@@ -133,7 +134,9 @@ def test_the_hand_written_campaign_is_coded_and_messaged_end_to_end(spark, scree
     """Codes and waves on the fanlist selection of the test above (same module, run in file order)."""
     env, wh, _ = screened
     selected = wh.read("selections", CID).where("verdict = 'selected'").count()
-    report = run_pipeline(spark, _variant(source="fanlist"), env, stages=["assign_codes", "plan_waves"], out=QUIET)
+    report = run_pipeline(
+        spark, _variant(source="fanlist"), env, stages=["assign_codes", "plan_waves"], out=QUIET, now=T0
+    )
     # two fans selected, coded from the pool and messaged by SMS
     results = {name: result.counts for name, result, _ in report.rows}
     assert selected == 2 and results["assign_codes"]["codes_held"] == 2

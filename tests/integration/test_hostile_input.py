@@ -13,6 +13,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from helpers import T0
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -89,7 +90,7 @@ def hostile(spark, test_env, tmp_path_factory):
         run_pipeline(spark, campaign, env, out=io.StringIO())
     bad.unlink()
     log = io.StringIO()
-    report = run_pipeline(spark, campaign, env, out=log)
+    report = run_pipeline(spark, campaign, env, out=log, now=T0)
     yield Warehouse(spark, str(base / "wh")), report, log.getvalue(), base
     mp.undo()
 

@@ -1,11 +1,15 @@
 """The plan_waves stage: `waves` rows, one `wave_messages` row per message, and the legacy zips.
 
-Re-planning never changes a message that already has a `notification_log` row: such messages are
-kept as they are (matched by `message_id`), and the plan adds no message of another wave for their
-(fan, market), so a fan can never get a second message because a wave was re-planned. Messages
-without a log row are re-planned, never dropped: with `channels: both`, a fan whose SMS was sent
-keeps his planned email. Unsent messages are re-planned freely (a changed
-template or wave changes them). A wave whose status is no longer `scheduled` keeps its row.
+Wave membership is read, never decided here: a coded fan's wave is the one recorded in
+`code_assignments.wave_id` when a wave first took him (assign_codes, `waves/membership.py`).
+
+A wave that is sending or sent (its `waves.status` is no longer `scheduled`) never changes: its
+messages and its `waves` row are kept exactly as they are. Re-planning never changes a message
+that already has a `notification_log` row: such messages are kept as they are (matched by
+`message_id`), and the plan adds no message of another wave for their (fan, market), so a fan can
+never get a second message because a wave was re-planned. Messages of scheduled waves without a
+log row are re-planned, never dropped: with `channels: both`, a fan whose SMS was sent keeps his
+planned email; a changed template changes them.
 """
 
 from __future__ import annotations
@@ -20,49 +24,75 @@ from campaign_pipeline.errors import PipelineError
 from campaign_pipeline.stage_context import StageContext, StageReport, local_cut
 from campaign_pipeline.tables import FAN_MARKET, Warehouse, catalog_rows
 from campaign_pipeline.waves.export import export_wave, legacy_lines
-from campaign_pipeline.waves.membership import ordered_waves, wave_membership
+from campaign_pipeline.waves.membership import ordered_waves, wave_status, wave_times
 from campaign_pipeline.waves.plan import plan_messages, unreachable
 from campaign_pipeline.waves.render import validate_templates
 
 
 @dataclass
 class WaveInputs:
-    selected: DataFrame  # `selected` rows of selections
-    assignments: DataFrame
+    assignments: DataFrame  # code_assignments: the code and the recorded wave of each coded fan
     registrants: DataFrame
     planned: DataFrame  # wave_messages as planned before
     logged: DataFrame  # (campaign_id, message_id) with a notification_log row
+    waves: DataFrame | None = None  # the campaign's `waves` rows (status of each planned wave)
 
 
 @dataclass
 class WavePlan:
-    members: DataFrame  # (fan, market) → wave
-    messages: DataFrame  # wave_messages rows: kept sent ones plus fresh ones
-    kept: DataFrame  # messages kept because they were already sent
+    members: DataFrame  # (fan, market) → wave, as recorded in code_assignments
+    messages: DataFrame  # wave_messages rows: kept ones plus fresh ones
+    kept: DataFrame  # messages kept as they were: already sent, or of a wave that is sending or sent
+    frozen: list[str]  # waves that are sending or sent
 
 
 def read_inputs(wh: Warehouse, campaign_id: str) -> WaveInputs:
     return WaveInputs(
-        wh.read("selections", campaign_id).where(F.col("verdict") == "selected"),
         wh.read("code_assignments", campaign_id),
         wh.read("registrants", campaign_id),
         wh.read("wave_messages", campaign_id),
         wh.read("notification_log", campaign_id).select("campaign_id", "message_id").distinct(),
+        wh.read("waves", campaign_id),
     )
 
 
+def wave_members(campaign: Campaign, assignments: DataFrame) -> DataFrame:
+    """(fan, market, wave, notify_at) of coded fans with a recorded wave; a recorded wave missing
+    from the config is an error (its fans hold validity dates from it)."""
+    times = wave_times(campaign, assignments.sparkSession)
+    members = (
+        assignments.where(F.col("wave_id").isNotNull())
+        .select(*FAN_MARKET, "wave_id")
+        .join(times, ["campaign_id", "wave_id"], "left")
+    )
+    unknown = members.where(F.col("notify_at").isNull()).groupBy("wave_id").count().orderBy("wave_id").collect()
+    if unknown:
+        held = ", ".join(f"{r['wave_id']} ({r['count']:,} fans)" for r in unknown)
+        raise PipelineError(
+            f"plan_waves: code assignments of campaign {campaign.campaign_id} place fans in waves that are no longer "
+            f"in the campaign config: {held}. A wave that holds fans cannot be removed: put it back in waves "
+            "(its notify_at may move while it is still scheduled)"
+        )
+    return members
+
+
 def plan_wave_messages(campaign: Campaign, inputs: WaveInputs, run_id: str, cut=local_cut) -> WavePlan:
-    """Pure: wave membership and messages; sent messages kept, nothing new for their (fan, market)."""
-    members = cut(wave_membership(campaign, inputs.selected), "wave membership")
-    planned = plan_messages(campaign, members, inputs.assignments, inputs.registrants, run_id)
-    kept = inputs.planned.join(inputs.logged, ["campaign_id", "message_id"], "left_semi")
+    """Pure: messages of the recorded wave members; messages of waves that are sending or sent and
+    sent messages kept as they were, nothing new for a (fan, market) with a sent message."""
+    frozen = sorted(w for w, status in wave_status(inputs.waves).items() if status != "scheduled")
+    members = cut(wave_members(campaign, inputs.assignments), "wave membership")
+    open_members = members.where(~F.col("wave_id").isin(frozen)) if frozen else members
+    planned = plan_messages(campaign, open_members, inputs.assignments, inputs.registrants, run_id)
+    in_frozen_wave = F.col("wave_id").isin(frozen) if frozen else F.lit(False)
+    logged = inputs.planned.join(inputs.logged, ["campaign_id", "message_id"], "left_semi")
+    kept = logged.unionByName(inputs.planned.where(in_frozen_wave)).dropDuplicates(["campaign_id", "message_id"])
     # Compared by message id: a fan's other channel in the same wave is still (re-)planned; only a
     # message of another wave is never added for a (fan, market) that already has a sent one.
     fresh = planned.join(kept.select("campaign_id", "message_id"), ["campaign_id", "message_id"], "left_anti")
-    sent = kept.select(*[F.col(c).alias(f"_sent_{c}") for c in (*FAN_MARKET, "wave_id")])
+    sent = logged.select(*[F.col(c).alias(f"_sent_{c}") for c in (*FAN_MARKET, "wave_id")])
     other_wave = [fresh[c] == sent[f"_sent_{c}"] for c in FAN_MARKET] + [fresh["wave_id"] != sent["_sent_wave_id"]]
     fresh = fresh.join(sent, other_wave, "left_anti")
-    return WavePlan(members, cut(kept.unionByName(fresh), "render messages"), kept)
+    return WavePlan(members, cut(kept.unionByName(fresh), "render messages"), kept, frozen)
 
 
 def message_counts(messages: DataFrame) -> dict[tuple[str, str], tuple[int, int]]:
@@ -122,7 +152,7 @@ def plan_waves(ctx: StageContext) -> StageReport:
         per = message_counts(plan.messages)
         write_waves(ctx, per)
     with ctx.step("counts"):
-        report = waves_report(plan, inputs, per, written)
+        report = waves_report(campaign, plan, inputs, per, written)
     with ctx.step("export"):
         for w in ordered_waves(campaign):
             ctx.describe(f"legacy export {w.wave_id}")
@@ -136,18 +166,21 @@ def plan_waves(ctx: StageContext) -> StageReport:
     return report
 
 
-def waves_report(plan: WavePlan, inputs: WaveInputs, per: dict, written: bool) -> StageReport:
-    """Messages per channel, SMS segments, fans in waves, unreachable fans, messages kept as sent."""
+def waves_report(campaign: Campaign, plan: WavePlan, inputs: WaveInputs, per: dict, written: bool) -> StageReport:
+    """Messages per channel, SMS segments, fans in waves and in none, unreachable fans, kept messages."""
     no_channel = unreachable(plan.members, inputs.assignments, plan.messages).count()
-    coded_members = plan.members.join(inputs.assignments.select(*FAN_MARKET), FAN_MARKET, "left_semi").count()
+    per_wave = {
+        r["wave_id"]: r["n"] for r in plan.members.groupBy("wave_id").agg(F.count(F.lit(1)).alias("n")).collect()
+    }
+    without_wave = inputs.assignments.where(F.col("wave_id").isNull()).count()
     report = StageReport(
         counts={
             "messages": sum(n for n, _ in per.values()),
             "sms": sum(n for (_, ch), (n, _) in per.items() if ch == "sms"),
             "email": sum(n for (_, ch), (n, _) in per.items() if ch == "email"),
             "sms_segments": sum(seg for (_, ch), (_, seg) in per.items() if ch == "sms"),
-            "fans_in_waves": plan.members.count(),
-            "coded_fans_in_waves": coded_members,
+            "fans_in_waves": sum(per_wave.values()),
+            "coded_fans_without_wave": without_wave,
             "unreachable": no_channel,
             "kept_sent": plan.kept.count(),
         }
@@ -157,6 +190,19 @@ def waves_report(plan: WavePlan, inputs: WaveInputs, per: dict, written: bool) -
         f"{c['messages']:,} messages: {c['sms']:,} SMS ({c['sms_segments']:,} segments), {c['email']:,} email"
         + ("" if written else " · unchanged since the last run (nothing written)")
     ]
+    if plan.frozen:
+        report.summary.append(f"kept as they are (sending or sent): {', '.join(plan.frozen)}")
+    for w in ordered_waves(campaign):
+        if w.limit is not None and per_wave.get(w.wave_id, 0) > w.limit:
+            report.summary.append(
+                f"{w.wave_id} holds {per_wave[w.wave_id]:,} fans, more than its limit {w.limit:,} (the limit was "
+                "lowered after fans were placed; placed fans keep their wave)"
+            )
+    if without_wave:
+        report.summary.append(
+            f"{without_wave:,} coded fans are in no wave yet: no open wave with room covers them (add a wave or raise "
+            "a wave's limit in the campaign config, then run assign_codes and plan_waves)"
+        )
     if no_channel:
         report.summary.append(f"{no_channel:,} coded fans have no usable channel for their wave (not messaged)")
     return report

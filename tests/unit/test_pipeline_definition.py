@@ -106,3 +106,15 @@ def test_a_pure_function_names_the_columns_its_input_lacks(spark):
     df = spark.range(1).selectExpr("'c' AS campaign_id")
     with pytest.raises(SchemaError, match="selection needs column\\(s\\) global_user_id, eligible"):
         require_columns(df, ["campaign_id", "global_user_id", "eligible"], "selection")
+
+
+def test_every_stage_verb_and_run_take_a_decision_time_with_a_time_zone(capsys):
+    from campaign_pipeline.cli import build_parser
+
+    parser = build_parser()
+    for verb in ["run", *(s.name for s in PIPELINE)]:
+        args = parser.parse_args([verb, "--campaign", "c.yaml", "--now", "2027-02-28T10:00:00-05:00"])
+        assert args.now == dt.datetime(2027, 2, 28, 15, tzinfo=dt.UTC), verb
+    with pytest.raises(SystemExit):
+        parser.parse_args(["run", "--campaign", "c.yaml", "--now", "2027-02-28 10:00"])
+    assert "--now: expected an ISO-8601 time with a time zone" in capsys.readouterr().err

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from campaign_pipeline import __version__
 from campaign_pipeline.config import load_campaign, load_environment
-from campaign_pipeline.errors import PipelineError
+from campaign_pipeline.errors import ConfigError, PipelineError
 
 
 def _common(p: argparse.ArgumentParser, campaign_required: bool = True) -> None:
@@ -63,8 +63,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     for st in PIPELINE:
         one = sub.add_parser(st.name, help=st.description)
-        _common(one)
+        _common(one, campaign_required=st.name != "notify")
         _now_option(one)
+        if st.name == "notify":
+            one.add_argument("--wave", help="send only this wave")
+            one.add_argument("--dry-run", action="store_true", help="say what would be sent; send and write nothing")
+            one.add_argument(
+                "--retry-failed", action="store_true",
+                help="re-send failed messages, and take a wave that used up notify.wave_attempts",
+            )  # fmt: skip
+            one.add_argument(
+                "--due", action="store_true",
+                help="every campaign of the warehouse with a due wave (configs from --campaigns-dir); for schedulers",
+            )  # fmt: skip
+            one.add_argument("--campaigns-dir", default="conf/campaigns", help="campaign YAMLs for --due")
 
     sub.add_parser("stages", help="print the pipeline: each stage with the tables it reads and writes")
 
@@ -124,6 +136,10 @@ def check_local_landing(campaign_id: str, env, stages: list[str] | None, from_st
         raise landing_not_found(str(landing), campaign_id)
 
 
+def _stage_options(args) -> dict:
+    return {k: getattr(args, k) for k in ("wave", "dry_run", "retry_failed") if getattr(args, k, None)}
+
+
 def _run(args, stages: list[str] | None) -> int:
     from campaign_pipeline.runner import run_pipeline
 
@@ -131,8 +147,45 @@ def _run(args, stages: list[str] | None) -> int:
     env = load_environment(args.env).with_roots(args.landing, args.warehouse)
     check_local_landing(campaign.campaign_id, env, stages, getattr(args, "from_start", False))
     spark = _session(env, f"campaign-pipeline {campaign.campaign_id}")
-    run_pipeline(spark, campaign, env, stages=stages, from_start=getattr(args, "from_start", False), now=args.now)
+    run_pipeline(
+        spark, campaign, env, stages=stages, from_start=getattr(args, "from_start", False), now=args.now,
+        options=_stage_options(args),
+    )  # fmt: skip
     return 0
+
+
+def _notify(args) -> int:
+    """`notify --campaign C` is the stage; `notify --due` runs it for every campaign with a due wave."""
+    if not args.due:
+        if not args.campaign:
+            raise ConfigError("notify: give --campaign C, or --due for every campaign with a due wave")
+        return _run(args, ["notify"])
+    if args.campaign or args.wave:
+        raise ConfigError("notify --due sends every due campaign: it takes no --campaign or --wave")
+    from campaign_pipeline.notify.stage import due_campaigns
+    from campaign_pipeline.runner import run_pipeline
+    from campaign_pipeline.tables import Warehouse
+
+    env = load_environment(args.env).with_roots(args.landing, args.warehouse)
+    now = args.now or dt.datetime.now(dt.UTC)
+    spark = _session(env, "campaign-pipeline notify --due")
+    due = due_campaigns(Warehouse(spark, env.warehouse_root), now)
+    if not due:
+        print(f"notify --due: no campaign has a wave to send at {now:%Y-%m-%d %H:%M %Z}")
+        return 0
+    failed = []
+    for cid in due:
+        path = Path(args.campaigns_dir) / f"{cid}.yaml"
+        if not path.is_file():
+            print(f"error: notify --due: campaign {cid} has a due wave but no config at {path}", file=sys.stderr)
+            failed.append(cid)
+            continue
+        try:
+            run_pipeline(spark, load_campaign(path), env, stages=["notify"], now=now, options=_stage_options(args))
+        except PipelineError as exc:  # one campaign's failure does not stop the others
+            print(f"error: campaign {cid}: {exc}", file=sys.stderr)
+            failed.append(cid)
+    return 1 if failed else 0
 
 
 def _synth(args) -> int:
@@ -234,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
             return _demo(args)
         if args.command == "explain":
             return _explain(args)
+        if args.command == "notify":
+            return _notify(args)
         if args.command == "stages":
             from campaign_pipeline.pipeline import diagram
 

@@ -304,6 +304,22 @@ class SparkSettings(_Model):
     conf: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
 
+class NotifySettings(_Model):
+    """How the notifier sends (README: Notify). Limits are per campaign, across the whole cluster."""
+
+    max_in_flight: int = Field(200, gt=0, description="requests at once")
+    rate_per_second: float = Field(200, gt=0, description="request starts per second")
+    max_attempts: int = Field(5, ge=1, description="tries per message before it is failed")
+    timeout_seconds: float = Field(10, gt=0, description="per request")
+    backoff_seconds: float = Field(0.5, ge=0, description="first retry wait; doubles, with jitter")
+    backoff_max_seconds: float = Field(30, gt=0)
+    chunk_size: int = Field(5000, gt=0, description="messages per committed chunk: a crash re-sends at most one")
+    wave_attempts: int = Field(2, ge=1, description="automatic notify runs of a wave before an operator decides")
+    lease_seconds: float = Field(
+        120, gt=0, description="a wave another run is sending is taken over only after this long without progress"
+    )
+
+
 class Environment(_Model):
     name: str
     mode: Literal["local", "cluster"] = "local"
@@ -319,6 +335,7 @@ class Environment(_Model):
         description="how stages cut lineage between steps (default checkpoint)",
     )
     secrets: Secrets = Field(default_factory=Secrets)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
 
     def with_roots(self, landing: str | None = None, warehouse: str | None = None) -> Environment:
         """The same environment with CLI overrides of the landing and warehouse roots."""

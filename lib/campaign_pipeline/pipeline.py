@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from campaign_pipeline.codes.stage import assign_codes
 from campaign_pipeline.ingest.stage import ingest
+from campaign_pipeline.notify.stage import notify
 from campaign_pipeline.scoring.stage import score
 from campaign_pipeline.screening.stage import screen
 from campaign_pipeline.selection.stage import select
@@ -63,6 +64,9 @@ PIPELINE: tuple[Stage, ...] = (
           reads=("code_assignments", "registrants", "wave_messages", "notification_log", "waves"),
           writes=("wave_messages", "waves"), needs=("code_assignments",),
           description="one row per message for the fans of each wave, legacy zips"),
+    Stage("notify", notify, reads=("waves", "wave_messages", "notification_log"),
+          writes=("notification_log", "waves"), needs=("waves",),
+          description="send due waves by SMS and email, exactly once, at the gateway's pace"),
 )
 # fmt: on
 STAGES: dict[str, Stage] = {s.name: s for s in PIPELINE}
@@ -104,6 +108,8 @@ def diagram() -> str:
             lines.append(f"  │  {'':<13} reads  {reads}")
         lines.append(f"  │  {'':<13} writes {', '.join(s.writes)}")
         lines.append("  ▼")
-    lines.append("notifier (reads wave_messages)")
+    lines.append(
+        "fans: SMS gateway and email queue (downstream readers follow the change feed of wave_messages and notification_log)"
+    )
     lines.append("```")
     return "\n".join(lines)

@@ -151,11 +151,13 @@ def run_pipeline(
     from_start: bool = False,
     out: TextIO | None = None,
     now: dt.datetime | None = None,
+    options: dict | None = None,
 ) -> RunReport:
     """Run the selected (default: all) stages of the pipeline for one campaign, in pipeline order.
 
     `now` is the decision time (default: the run's start): waves due at or before it take no new
-    fans. Replays, backfills and tests set it; records keep the real clock."""
+    fans and a wave is due to notify once it is past. Replays, backfills and tests set it; records
+    keep the real clock. `options` are stage options (notify's wave, dry run, retry)."""
     out = out or sys.stdout
     stages = list(stages or [])
     selected = _selected(stages)
@@ -179,7 +181,7 @@ def run_pipeline(
     done: set[str] = set()
     try:
         for st in selected:
-            ctx = StageContext(spark, campaign, env, wh, run_id, started, stage=st.name, now=now)
+            ctx = StageContext(spark, campaign, env, wh, run_id, started, stage=st.name, now=now, options=options)
             result, seconds = _run_stage(ctx, st, done, out)
             done.add(st.name)
             report.rows.append((st.name, result, seconds))

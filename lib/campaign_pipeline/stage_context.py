@@ -83,6 +83,7 @@ class StageContext:
         started_at: dt.datetime,
         stage: str = "stage",
         now: dt.datetime | None = None,
+        options: dict | None = None,
     ):
         self.spark = spark
         self.campaign = campaign
@@ -92,6 +93,7 @@ class StageContext:
         self.started_at = started_at
         # The decision time: a wave due at or before it takes no new fans (default: the run's start).
         self.now = now or started_at
+        self.options = dict(options or {})  # command options of the stage (e.g. notify --wave)
         self.stage = stage
         self.lineage = getattr(env, "lineage", None) or DEFAULT_LINEAGE.get(getattr(env, "mode", "local"), "checkpoint")
         if self.lineage not in LINEAGE_POLICIES:

@@ -45,14 +45,21 @@ class TableSpec:
     merge_keys: tuple[str, ...] = ()
     description: str = ""
     checks: tuple[tuple[str, str], ...] = ()  # Delta CHECK constraints: (name, SQL expression)
+    properties: tuple[tuple[str, str], ...] = ()  # Delta table properties, e.g. the change data feed
 
     @property
     def columns(self) -> list[str]:
         return [f.name for f in self.schema.fields]
 
 
-def _spec(name, fields, partition_by=("campaign_id",), merge_keys=(), description="", checks=()):
-    return TableSpec(name, T.StructType(fields), tuple(partition_by), tuple(merge_keys), description, tuple(checks))
+def _spec(name, fields, partition_by=("campaign_id",), merge_keys=(), description="", checks=(), properties=()):
+    return TableSpec(
+        name, T.StructType(fields), tuple(partition_by), tuple(merge_keys), description, tuple(checks),
+        tuple(properties),
+    )  # fmt: skip
+
+
+CHANGE_FEED = (("delta.enableChangeDataFeed", "true"),)  # downstream readers follow the table incrementally
 
 
 FILE_COUNTS = T.StructType(
@@ -280,6 +287,9 @@ CATALOG: dict[str, TableSpec] = {
                 _f("skipped", L),
                 _f("planned_at", TS),
                 _key("run_id"),
+                _f("counts", T.MapType(S, L)),  # per channel: "sms:sent", "email:failed", ...
+                _f("sending_at", TS),  # when the latest notify run took the wave
+                _f("finished_at", TS),  # when the wave's sending ended
             ],
             merge_keys=("campaign_id", "wave_id"),
             description="one row per configured wave: schedule, status, message counts",
@@ -314,6 +324,7 @@ CATALOG: dict[str, TableSpec] = {
             partition_by=("campaign_id", "wave_id"),
             merge_keys=("campaign_id", "message_id"),
             description="one row per message to send: the notifier's input",
+            properties=CHANGE_FEED,
             checks=(("channel_known", "channel IN ('sms', 'email')"),),
         ),
         _spec(
@@ -326,8 +337,14 @@ CATALOG: dict[str, TableSpec] = {
                 _f("provider_id", S),
                 _f("last_error", S),
                 _f("sent_at", TS),
+                _f("wave_id", S),
+                _f("channel", S),
+                _f("logged_at", TS),  # when the outcome was committed
+                _f("run_id", S),
             ],
             merge_keys=("campaign_id", "message_id"),
+            description="one row per message with an outcome (sent, failed, skipped)",
+            properties=CHANGE_FEED,
         ),
         # ---------------------------------------------------------------- operations
         _spec(
@@ -566,21 +583,34 @@ class Warehouse:
         t = spec(name)
         if name in self._checked:
             return
+        table = f"delta.`{self.path(name)}`"
         if not self.exists(name):
             builder = DeltaTable.createIfNotExists(self.spark).location(self.path(name)).addColumns(t.schema)
             if t.partition_by:
                 builder = builder.partitionedBy(*t.partition_by)
+            for key, value in t.properties:
+                builder = builder.property(key, value)
             builder.execute()
         else:
-            problems = schema_differences(t.schema, self.spark.read.format("delta").load(self.path(name)).schema)
+            actual = self.spark.read.format("delta").load(self.path(name)).schema
+            added = [f for f in t.schema.fields if f.name not in actual.fieldNames()]
+            problems = schema_differences(t.schema, actual)
+            if added and all(f.nullable for f in added) and len(problems) == len(added):
+                # A newer catalog added nullable columns: add them to the table (older rows read null).
+                columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in added)
+                self.spark.sql(f"ALTER TABLE {table} ADD COLUMNS ({columns})")
+                problems = []
             if problems:
                 raise SchemaError(f"Delta table {self.path(name)} does not match the catalog: " + "; ".join(problems))
-        if t.checks:
-            table = f"delta.`{self.path(name)}`"
-            present = {r["key"] for r in self.spark.sql(f"SHOW TBLPROPERTIES {table}").collect()}
+        if t.checks or t.properties:
+            present = {r["key"]: r["value"] for r in self.spark.sql(f"SHOW TBLPROPERTIES {table}").collect()}
             for check, expression in t.checks:
                 if f"delta.constraints.{check.lower()}" not in present:
                     self.spark.sql(f"ALTER TABLE {table} ADD CONSTRAINT {check} CHECK ({expression})")
+            missing = [(k, v) for k, v in t.properties if present.get(k) != v]
+            if missing:
+                settings = ", ".join(f"'{k}' = '{v}'" for k, v in missing)
+                self.spark.sql(f"ALTER TABLE {table} SET TBLPROPERTIES ({settings})")
         self._checked.add(name)
 
     def conform(self, name: str, df: DataFrame) -> DataFrame:

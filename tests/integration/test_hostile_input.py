@@ -98,7 +98,15 @@ def hostile(spark, test_env, tmp_path_factory):
 def test_the_campaign_runs_to_the_end_and_every_bad_row_is_quarantined_with_its_reason(hostile):
     wh, report, log, _ = hostile
     assert report.resumed_from == "ingest" and "resuming after failed run" in log
-    assert [name for name, _, _ in report.rows] == ["ingest", "screen", "score", "select", "assign_codes", "plan_waves"]
+    assert [name for name, _, _ in report.rows] == [
+        "ingest",
+        "screen",
+        "score",
+        "select",
+        "assign_codes",
+        "plan_waves",
+        "notify",
+    ]
     reasons = {(Path(r["source_file"]).name, r["line"]): r["reason"] for r in wh.read("quarantine", CID).collect()}
     assert reasons == {
         ("registrations_app.jsonl", 2): "duplicate key 'email' (keys are matched case-insensitively)",

@@ -19,7 +19,7 @@ LIB = ROOT / "lib" / "campaign_pipeline"
 
 def test_every_table_a_stage_names_is_in_the_catalog_and_every_need_is_written_earlier():
     assert check_definition() == []
-    assert [s.name for s in PIPELINE] == ["ingest", "screen", "score", "select", "assign_codes", "plan_waves"]
+    assert [s.name for s in PIPELINE] == ["ingest", "screen", "score", "select", "assign_codes", "plan_waves", "notify"]
     assert producer("scores", before="select").name == "score"
     assert producer("scores", before="score") is None
 

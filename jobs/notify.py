@@ -1,0 +1,13 @@
+"""spark-submit entry point: the notify stage for one campaign.
+
+    spark-submit jobs/notify.py --campaign conf/campaigns/<id>.yaml --env emr [--warehouse s3://...]
+
+All logic lives in the installed `campaign_pipeline` package; this file only forwards arguments.
+"""
+
+import sys
+
+from campaign_pipeline.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["notify", *sys.argv[1:]]))

@@ -1,0 +1,201 @@
+"""notify against real parts on 127.0.0.1: the gateway simulator (HTTP) and SQS in a moto server.
+
+One planned wave (SMS and email) in a Delta warehouse; the stage sends it in chunks, records every
+outcome, retries what the gateway asks to retry, never sends a recorded message again, and a run
+killed with SIGKILL mid-wave is finished by the next run with at most one chunk sent twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from pyspark.sql import functions as F
+
+from campaign_pipeline.config import load_campaign
+from campaign_pipeline.notify.simulator import GatewaySimulator
+from campaign_pipeline.runner import run_pipeline
+from campaign_pipeline.tables import Warehouse, catalog_rows
+
+ROOT = Path(__file__).resolve().parents[2]
+CAMPAIGN = ROOT / "conf" / "campaigns" / "spring-tour-2027.yaml"
+CID = "spring-tour-2027"
+NOTIFY_AT = dt.datetime(2027, 3, 1, 15, tzinfo=dt.UTC)
+AFTER = NOTIFY_AT + dt.timedelta(minutes=5)
+
+
+def plan_wave(wh: Warehouse, sms: int, email: int, no_recipient: int = 0) -> list[str]:
+    """A planned wave-1: `sms` SMS, `email` emails and `no_recipient` SMS with a blank number."""
+    rows = []
+    for i in range(sms + email + no_recipient):
+        channel = "email" if sms <= i < sms + email else "sms"
+        recipient = f"fan{i}@example.com" if channel == "email" else (f"+1212555{i:04d}" if i < sms else " ")
+        rows.append({
+            "campaign_id": CID, "wave_id": "wave-1", "message_id": f"msg-{i:05d}", "global_user_id": f"F{i}",
+            "member_id": f"M{i}", "market_id": "NYC-01", "channel": channel, "recipient": recipient,
+            "code": f"CODE{i:05d}", "code_type": "pool", "locale": "en_US", "subject": "Your code",
+            "text": f"Your code CODE{i:05d}", "link": "https://x", "first_name": "A", "last_name": "B",
+            "email": recipient if channel == "email" else None, "mobile_number": recipient if channel == "sms" else None,
+            "do_not_text": False, "notify_at": NOTIFY_AT, "run_id": "plan",
+        })  # fmt: skip
+    wh.append("wave_messages", catalog_rows(wh.spark, "wave_messages", rows))
+    wave = {"campaign_id": CID, "wave_id": "wave-1", "notify_at": NOTIFY_AT, "status": "scheduled", "attempts": 0,
+            "total": len(rows), "sms": sms + no_recipient, "email": email, "sent": 0, "failed": 0, "skipped": 0,
+            "planned_at": NOTIFY_AT, "run_id": "plan"}  # fmt: skip
+    wh.append("waves", catalog_rows(wh.spark, "waves", [wave]))
+    return [r["message_id"] for r in rows]
+
+
+@pytest.fixture(scope="module")
+def sqs():
+    import socket
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    mp = pytest.MonkeyPatch()
+    for k, v in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
+                 "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():  # fmt: skip
+        mp.setenv(k, v)
+    yield boto3.client("sqs", region_name="us-east-1", endpoint_url=f"http://127.0.0.1:{port}")
+    mp.undo()
+    server.stop()
+
+
+def queued(sqs, url: str) -> list[dict]:
+    bodies = []
+    while True:
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+        if not got:
+            return bodies
+        bodies += [json.loads(m["Body"]) for m in got]
+
+
+def notify_env(test_env, tmp_path: Path, gateway: GatewaySimulator, queue_url: str, **notify):
+    settings = {"max_in_flight": 8, "rate_per_second": 400, "max_attempts": 3, "timeout_seconds": 2,
+                "backoff_seconds": 0.05, "backoff_max_seconds": 1, "chunk_size": 100, **notify}  # fmt: skip
+    return test_env.model_copy(
+        update={
+            "warehouse_root": str(tmp_path / "wh"),
+            "sms_gateway_url": gateway.url,
+            "email_queue_url": queue_url,
+            "aws_region": "us-east-1",
+            "notify": test_env.notify.model_copy(update=settings),
+        }  # fmt: skip
+    )
+
+
+def log_of(wh: Warehouse) -> dict[str, tuple]:
+    return {
+        r["message_id"]: (r["status"], r["attempts"], r["channel"]) for r in wh.read("notification_log", CID).collect()
+    }
+
+
+def wave_row(wh: Warehouse):
+    return wh.read("waves", CID).where(F.col("wave_id") == "wave-1").first()
+
+
+def test_a_due_wave_is_sent_once_with_retries_and_a_rerun_sends_nothing(spark, test_env, tmp_path, sqs):
+    queue_url = sqs.create_queue(QueueName="emails-std")["QueueUrl"]
+    wh = Warehouse(spark, str(tmp_path / "wh"))
+    ids = plan_wave(wh, sms=230, email=25, no_recipient=1)
+    campaign = load_campaign(CAMPAIGN)
+    with GatewaySimulator(latency=0.01) as gw:
+        gw.script("msg-00000", [(429, 0.2, 0)])  # then accepted
+        gw.script("msg-00001", [(500, None, 0)] * 3)  # failed after 3 attempts
+        gw.script("msg-00002", [(400, None, 0)])  # permanent: one attempt
+        env = notify_env(test_env, tmp_path, gw, queue_url)
+
+        # not due yet, then a dry run: nothing sent, nothing written
+        early = run_pipeline(spark, campaign, env, stages=["notify"], now=NOTIFY_AT - dt.timedelta(hours=1),
+                             out=io.StringIO())  # fmt: skip
+        assert "wave-1: not due until 2027-03-01 15:00 UTC" in early.rows[0][1].summary
+        dry = io.StringIO()
+        run_pipeline(spark, campaign, env, stages=["notify"], now=AFTER, options={"dry_run": True}, out=dry)
+        assert "would send 231 SMS and 25 emails" in dry.getvalue() and not gw.seen and not log_of(wh)
+
+        report = run_pipeline(spark, campaign, env, stages=["notify"], now=AFTER, out=io.StringIO()).rows[0][1]
+        log = log_of(wh)
+        assert sorted(log) == sorted(ids)
+        assert log["msg-00000"][:2] == ("sent", 2) and log["msg-00001"][:2] == ("failed", 3)
+        assert log["msg-00002"][:2] == ("failed", 1) and log["msg-00255"][0] == "skipped"
+        assert gw.seen["msg-00000"] == 2 and gw.seen["msg-00001"] == 3 and gw.seen["msg-00002"] == 1
+        assert all(gw.seen[m] == 1 for m in ids[3:230]) and gw.max_concurrent <= 8
+        assert (report.counts["sms:sent"], report.counts["sms:failed"], report.counts["email:sent"]) == (228, 2, 25), (
+            report.counts,
+            [r["last_error"] for r in wh.read("notification_log", CID).where("channel = 'email'").limit(2).collect()],
+        )
+        bodies = queued(sqs, queue_url)
+        assert sorted(b["message_id"] for b in bodies) == ids[230:255]
+        assert {"email", "code", "link", "locale", "campaign_name", "wave_date"} <= set(bodies[0])
+        row = wave_row(wh)
+        assert (row["status"], row["attempts"], row["sent"], row["failed"], row["skipped"]) == (
+            "completed_with_failures", 1, 253, 2, 1)  # fmt: skip
+        assert row["counts"] == {"sms:sent": 228, "sms:failed": 2, "sms:skipped": 1, "email:sent": 25}
+        assert "+1212" not in str(row["counts"]) and all(
+            "+1212" not in (r["last_error"] or "") for r in wh.read("notification_log", CID).collect()
+        )
+
+        # a re-run sends nothing; --retry-failed re-sends the two failed messages, now accepted
+        seen = dict(gw.seen)
+        again = run_pipeline(spark, campaign, env, stages=["notify"], now=AFTER, out=io.StringIO()).rows[0][1]
+        assert dict(gw.seen) == seen and "wave-1: already completed_with_failures" in again.summary
+        run_pipeline(spark, campaign, env, stages=["notify"], now=AFTER, options={"retry_failed": True},
+                     out=io.StringIO())  # fmt: skip
+        assert gw.seen["msg-00001"] == 4 and gw.seen["msg-00002"] == 2 and gw.seen["msg-00003"] == 1
+        assert wave_row(wh)["status"] == "completed" and log_of(wh)["msg-00001"][0] == "sent"
+        assert queued(sqs, queue_url) == []
+
+
+def test_a_notify_run_killed_mid_wave_is_finished_by_the_next_with_at_most_one_chunk_sent_twice(
+    spark, test_env, tmp_path, sqs
+):
+    queue_url = sqs.create_queue(QueueName="emails-kill")["QueueUrl"]
+    wh = Warehouse(spark, str(tmp_path / "wh"))
+    ids = plan_wave(wh, sms=1200, email=0)
+    chunk = 150
+    with GatewaySimulator(latency=0.02) as gw:
+        env = notify_env(test_env, tmp_path, gw, queue_url, chunk_size=chunk, rate_per_second=300, max_in_flight=16,
+                         lease_seconds=1)  # fmt: skip
+        env_path = tmp_path / "env-notify.yaml"
+        env_path.write_text(json.dumps(json.loads(env.model_dump_json())))  # YAML is a superset of JSON
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "campaign_pipeline.cli", "notify", "--campaign", str(CAMPAIGN), "--env",
+             str(env_path), "--now", AFTER.isoformat()],
+            env=dict(os.environ, CAMPAIGN_PIPELINE_JARS_DIR=str(ROOT / "jars"), CAMPAIGN_PIPELINE_DRIVER_MEMORY="1g"),
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 300
+        while sum(gw.accepted.values()) < 400 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        before_kill = dict(gw.accepted)
+        assert 400 <= sum(before_kill.values()) < len(ids)
+        assert wave_row(wh)["status"] == "sending"
+
+        time.sleep(1.2)  # the dead run's lease (notify.lease_seconds: 1) runs out
+        run_pipeline(spark, load_campaign(CAMPAIGN), env, stages=["notify"], now=AFTER, out=io.StringIO())
+    log = log_of(wh)
+    assert sorted(log) == ids and {s for s, _, _ in log.values()} == {"sent"}
+    twice = [m for m, n in gw.accepted.items() if n > 1]
+    # only the chunk in flight at the kill was sent again (chunks are hash buckets of about chunk_size)
+    assert len(twice) <= 1.5 * chunk, len(twice)
+    assert set(twice) <= set(before_kill)
+    assert len(gw.delivered) == len(ids)  # the gateway honours the key: each message delivered once
+    row = wave_row(wh)
+    assert (row["status"], row["attempts"], row["sent"], row["failed"]) == ("completed", 2, len(ids), 0)

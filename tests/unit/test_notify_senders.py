@@ -1,0 +1,133 @@
+"""The SMS sender against the gateway simulator (a real HTTP server on 127.0.0.1), without Spark."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from campaign_pipeline.notify.pace import Pace
+from campaign_pipeline.notify.simulator import GatewaySimulator
+from campaign_pipeline.notify.sms import retry_after_seconds, scrub, send_sms
+
+FAST = Pace(max_in_flight=20, rate_per_second=1000, max_attempts=3, timeout_seconds=1.0, backoff_seconds=0.05)
+
+
+def _messages(n: int, prefix: str = "m") -> list[dict]:
+    return [
+        {"campaign_id": "c1", "wave_id": "w1", "market_id": "NYC-01", "message_id": f"{prefix}{i:04d}",
+         "recipient": f"+1212555{i:04d}", "text": f"code {i}"}
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def test_every_message_is_sent_once_with_its_idempotency_key_and_bearer_token():
+    with GatewaySimulator(token="t0ken") as gw:
+        out = send_sms(_messages(30), gw.url, "t0ken", FAST)
+    assert {o.status for o in out} == {"sent"} and len(out) == 30
+    assert set(gw.seen) == {f"m{i:04d}" for i in range(30)} and set(gw.seen.values()) == {1}
+    assert all(o.provider_id and o.provider_id.startswith("sim-") and o.attempts == 1 for o in out)
+    body = gw.bodies["m0003"]
+    assert body == {"to": "+12125550003", "text": "code 3", "message_id": "m0003", "group_id": "c1/w1",
+                    "metadata": {"campaign_id": "c1", "wave_id": "w1", "market_id": "NYC-01"}}  # fmt: skip
+
+
+def test_429_with_retry_after_500_and_timeouts_are_retried_then_failed_permanent_4xx_at_once():
+    msgs = _messages(5)
+    with GatewaySimulator() as gw:
+        gw.script("m0000", [(429, 0.3, 0)])  # then accepted
+        gw.script("m0001", [(500, None, 0), (503, None, 0)])  # then accepted
+        gw.script("m0002", [(500, None, 0)] * 3)  # gives up after 3 attempts
+        gw.script("m0003", [(200, None, 1.5)] * 3)  # slower than the 1 s timeout every time
+        gw.script("m0004", [(400, None, 0)])  # permanent
+        t0 = time.perf_counter()
+        out = {o.message_id: o for o in send_sms(msgs, gw.url, None, FAST)}
+        elapsed = time.perf_counter() - t0
+    assert (out["m0000"].status, out["m0000"].attempts) == ("sent", 2)
+    assert elapsed >= 0.3  # Retry-After was honoured
+    assert (out["m0001"].status, out["m0001"].attempts) == ("sent", 3)
+    assert (out["m0002"].status, out["m0002"].attempts) == ("failed", 3)
+    assert out["m0002"].last_error.startswith("gave up after 3 attempts: HTTP 500")
+    assert out["m0003"].status == "failed" and "TimeoutError" in out["m0003"].last_error
+    assert (out["m0004"].status, out["m0004"].attempts, gw.seen["m0004"]) == ("failed", 1, 1)
+    # the gateway's error text names the recipient; the recorded error masks it
+    assert out["m0004"].last_error == 'HTTP 400: {"error": "simulated 400 for +1******0004"}'
+
+
+def test_in_flight_and_rate_limits_hold():
+    pace = Pace(max_in_flight=5, rate_per_second=100, max_attempts=1, timeout_seconds=5)
+    with GatewaySimulator(latency=0.05) as gw:
+        t0 = time.perf_counter()
+        out = send_sms(_messages(60), gw.url, None, pace)
+        elapsed = time.perf_counter() - t0
+    assert {o.status for o in out} == {"sent"}
+    assert gw.max_concurrent <= 5
+    # 60 requests at 100/s take at least about 0.5 s (the limiter allows a first burst)
+    assert elapsed >= 0.4
+
+
+@pytest.mark.parametrize(("value", "expected"), [("2", 2.0), ("0.5", 0.5), (None, None), ("soon", None), ("-3", 0.0)])
+def test_retry_after_is_read_as_seconds(value, expected):
+    assert retry_after_seconds(value) == expected
+
+
+def test_error_text_from_a_gateway_is_masked_and_bounded():
+    text = scrub("bad number +44 20 7946 0958 for jane.doe@example.com " + "x" * 500)
+    assert "jane.doe" not in text and "7946" not in text and "j***@example.com" in text and len(text) <= 300
+
+
+@pytest.fixture(scope="module")
+def sqs():
+    import socket
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    settings = {"endpoint_url": f"http://127.0.0.1:{port}", "aws_access_key_id": "testing",
+                "aws_secret_access_key": "testing"}  # fmt: skip
+    yield settings, boto3.client("sqs", region_name="us-east-1", **settings)
+    server.stop()
+
+
+def _emails(n: int) -> list[dict]:
+    return [dict(m, channel="email", recipient=f"fan{i}@example.com", code=f"C{i}", link="https://x", locale="en_US",
+                 first_name="A", last_name="B", subject="S", notify_at=None) for i, m in enumerate(_messages(n, "e"))]  # fmt: skip
+
+
+@pytest.mark.parametrize("fifo", [False, True])
+def test_emails_go_to_sqs_in_batches_of_ten_with_the_message_id_and_fifo_deduplication(sqs, fifo):
+    from campaign_pipeline.notify.email import send_emails, sqs_client
+
+    settings, client = sqs
+    name = "emails.fifo" if fifo else "emails"
+    attributes = {"FifoQueue": "true"} if fifo else {}
+    url = client.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+    messages = _emails(23)
+    out = send_emails(messages + messages[:3], sqs_client("us-east-1", **settings), url, "Tour", FAST)
+    assert [o.status for o in out] == ["sent"] * 26 and all(o.provider_id for o in out)
+    got = []
+    while batch := client.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+        got += [json.loads(m["Body"]) for m in batch]
+        client.delete_message_batch(
+            QueueUrl=url, Entries=[{"Id": m["MessageId"], "ReceiptHandle": m["ReceiptHandle"]} for m in batch]
+        )
+    # a FIFO queue drops the three re-sent duplicates by their deduplication id (the message id)
+    assert len(got) == (23 if fifo else 26)
+    assert {b["message_id"] for b in got} == {m["message_id"] for m in messages}
+    assert got[0]["campaign_name"] == "Tour" and got[0]["email"].endswith("@example.com")
+
+
+def test_an_unreachable_queue_fails_the_emails_after_the_retries(sqs):
+    from campaign_pipeline.notify.email import send_emails, sqs_client
+
+    settings, _ = sqs
+    client = sqs_client("us-east-1", **{**settings, "endpoint_url": "http://127.0.0.1:9"})
+    out = send_emails(_emails(3), client, "http://127.0.0.1:9/000000000000/none", "Tour", FAST)
+    assert {(o.status, o.attempts) for o in out} == {("failed", 3)}
+    assert out[0].last_error.startswith("gave up after 3 attempts: SQS")

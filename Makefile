@@ -40,7 +40,7 @@ demo: install
 TEST_WORKERS  ?= 2
 
 test: install
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile tests
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15 tests
 
 # The edit-run loop: pure transforms on tiny frames, no integration runs (under 2 minutes).
 test-unit: install

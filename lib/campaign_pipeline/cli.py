@@ -259,7 +259,67 @@ def _demo(args) -> int:
         found = {k[6:]: v for k, v in quality.items() if k.startswith("found:") and v is not None}
         print("  planted tags found: " + ", ".join(f"{tag} {v:.2%}" for tag, v in found.items()))
     print(f"\nrun id {report.run_id}; campaign config {out.campaign_yaml}")
+    _demo_notify(spark, campaign, env)
     return 0
+
+
+def _demo_notify(spark, campaign, env) -> None:
+    """The demo's last step: send its waves, as of just after the last one is due, to a gateway
+    simulator and a local SQS (a moto server) it starts itself, then print what was delivered."""
+    import io
+
+    from campaign_pipeline.notify.simulator import GatewaySimulator
+    from campaign_pipeline.runner import run_pipeline
+
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        print("\nnotify: skipped (the local SQS needs moto: make install sets it up)")
+        return
+    import socket
+
+    import boto3
+
+    with socket.socket() as probe:  # a free port for the local SQS
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sqs_server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    sqs_server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    os.environ.update({"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo"})
+    try:
+        client = boto3.client("sqs", region_name="us-east-1", endpoint_url=endpoint)
+        queue = client.create_queue(QueueName="demo-emails")["QueueUrl"]
+        with GatewaySimulator() as gateway:
+            local = env.model_copy(
+                update={
+                    "sms_gateway_url": gateway.url,
+                    "email_queue_url": queue,
+                    "aws_region": "us-east-1",
+                    # a local simulator, not a real gateway: the demo may send faster than production
+                    "notify": env.notify.model_copy(update={"rate_per_second": 1000, "max_in_flight": 100}),
+                }
+            )
+            now = max(w.notify_at for w in campaign.waves) + dt.timedelta(minutes=1)
+            print(f"\nnotify as of {now:%Y-%m-%d %H:%M %Z}: gateway simulator {gateway.url}, local SQS {endpoint}")
+            t0 = time.perf_counter()
+            result = run_pipeline(spark, campaign, local, stages=["notify"], now=now, out=io.StringIO()).rows[0][1]
+            seconds = time.perf_counter() - t0
+        c = result.counts
+        print(
+            f"  SMS: {c.get('sms:sent', 0):,} sent, {c.get('sms:failed', 0):,} failed · "
+            f"email: {c.get('email:sent', 0):,} queued, {c.get('email:failed', 0):,} failed · {seconds:.1f} s"
+        )
+        for line in result.summary:
+            print(f"  {line}")
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        sqs_server.stop()
 
 
 def _explain(args) -> int:

@@ -7,8 +7,13 @@ inside a plan, so masked values never need raw data on the driver.
 
 from __future__ import annotations
 
+import re
+
 from pyspark.sql import Column
 from pyspark.sql import functions as F
+
+_EMAIL = re.compile(r"[^\s@\"'<>,;:]+@[^\s@\"'<>,;:]+\.[A-Za-z]{2,}")
+_PHONE = re.compile(r"\+?\d[\d\s().-]{6,}\d")
 
 
 def mask_email(email: str | None) -> str | None:
@@ -38,3 +43,11 @@ def mask_phone_col(col: Column) -> Column:
         F.length(col) > 6,
         F.concat(F.substring(col, 1, 2), F.repeat(F.lit("*"), F.length(col) - 6), F.substring(col, -4, 4)),
     ).when(col.isNotNull(), F.lit("******"))
+
+
+def scrub(text: str, limit: int = 300) -> str:
+    """Free text (a gateway's error, an exception's first line) fit for a log or Slack: emails and
+    phone-like digit runs masked, whitespace folded, length bounded."""
+    text = _EMAIL.sub(lambda m: mask_email(m.group(0)) or "", text)
+    text = _PHONE.sub(lambda m: mask_phone(re.sub(r"[^\d+]", "", m.group(0))) or "", text)
+    return " ".join(text.split())[:limit]

@@ -9,7 +9,8 @@ import pytest
 
 from campaign_pipeline.notify.pace import Pace
 from campaign_pipeline.notify.simulator import GatewaySimulator
-from campaign_pipeline.notify.sms import retry_after_seconds, scrub, send_sms
+from campaign_pipeline.notify.sms import retry_after_seconds, send_sms
+from campaign_pipeline.privacy import scrub
 
 FAST = Pace(max_in_flight=20, rate_per_second=1000, max_attempts=3, timeout_seconds=1.0, backoff_seconds=0.05)
 
@@ -131,3 +132,15 @@ def test_an_unreachable_queue_fails_the_emails_after_the_retries(sqs):
     out = send_emails(_emails(3), client, "http://127.0.0.1:9/000000000000/none", "Tour", FAST)
     assert {(o.status, o.attempts) for o in out} == {("failed", 3)}
     assert out[0].last_error.startswith("gave up after 3 attempts: SQS")
+
+
+def test_a_slack_alert_names_the_failure_without_personal_data():
+    from campaign_pipeline.ops.slack import stage_failure, wave_summary
+
+    exc = ValueError("registrations.csv line 3: phone +1 415 555 0123 of jane.doe@example.com is bad\nmore detail")
+    text = stage_failure("tour", "screen", "run-1", exc)
+    assert text.startswith(":rotating_light: campaign tour · stage screen failed (run run-1): ValueError: ")
+    assert "555 0123" not in text and "jane.doe" not in text and "more detail" not in text
+    assert wave_summary("tour", "w1", "completed", {"sms:sent": 3}) == (
+        ":incoming_envelope: campaign tour · w1 completed: sms:sent 3"
+    )

@@ -118,3 +118,12 @@ def test_every_stage_verb_and_run_take_a_decision_time_with_a_time_zone(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["run", "--campaign", "c.yaml", "--now", "2027-02-28 10:00"])
     assert "--now: expected an ISO-8601 time with a time zone" in capsys.readouterr().err
+
+
+def test_notify_needs_a_campaign_or_due_and_due_takes_no_campaign(capsys):
+    from campaign_pipeline.cli import main
+
+    assert main(["notify"]) == 2
+    assert "notify: give --campaign C, or --due for every campaign with a due wave" in capsys.readouterr().err
+    assert main(["notify", "--due", "--wave", "w1"]) == 2
+    assert "notify --due sends every due campaign: it takes no --campaign or --wave" in capsys.readouterr().err

@@ -16,7 +16,8 @@ import datetime as dt
 import json
 
 from campaign_pipeline.notify.pace import Pace
-from campaign_pipeline.notify.sms import Outcome, Retryable, _wait, limits, scrub
+from campaign_pipeline.notify.sms import Outcome, Retryable, _wait, limits
+from campaign_pipeline.privacy import scrub
 
 BATCH = 10
 

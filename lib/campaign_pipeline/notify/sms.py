@@ -14,15 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import re
 from dataclasses import dataclass
 
 from campaign_pipeline.notify.pace import Pace
-from campaign_pipeline.privacy import mask_email, mask_phone
-
-ERROR_TEXT_LIMIT = 300
-_EMAIL = re.compile(r"[^\s@\"'<>,;:]+@[^\s@\"'<>,;:]+\.[A-Za-z]{2,}")
-_PHONE = re.compile(r"\+?\d[\d\s().-]{6,}\d")
+from campaign_pipeline.privacy import scrub
 
 
 class Retryable(Exception):
@@ -43,13 +38,6 @@ class Outcome:
     provider_id: str | None = None
     last_error: str | None = None
     sent_at: dt.datetime | None = None
-
-
-def scrub(text: str) -> str:
-    """A gateway's error text fit for a log: emails and phone numbers masked, length bounded."""
-    text = _EMAIL.sub(lambda m: mask_email(m.group(0)) or "", text)
-    text = _PHONE.sub(lambda m: mask_phone(re.sub(r"[^\d+]", "", m.group(0))) or "", text)
-    return " ".join(text.split())[:ERROR_TEXT_LIMIT]
 
 
 def retry_after_seconds(value: str | None) -> float | None:

@@ -11,10 +11,11 @@ Exactly once: the messages to send are the wave's `wave_messages` without an out
 `notification_log` (`--retry-failed`: also those that failed). They are sent in chunks of
 `notify.chunk_size` (a chunk is a hash bucket of `message_id`); each chunk is sent by Spark tasks on
 the executors (`notify/send.py`, the campaign's limits divided between the tasks) and its outcomes
-are committed to `notification_log` (MERGE on `message_id`) before the next chunk starts. A
-message with a recorded outcome is never sent again; a crash loses at most the outcomes of the
-chunk in flight, whose messages the next run sends again with the same `Idempotency-Key` (and,
-on a FIFO queue, the same deduplication id). A message without a recipient is `skipped`.
+are committed to `notification_log` (MERGE on `message_id`) while the next chunk is sent, and
+before the one after it starts. A message with a recorded outcome is never sent again; a crash
+loses at most the outcomes of the two chunks in flight (the one sending, the one committing),
+whose messages the next run sends again with the same `Idempotency-Key` (and, on a FIFO queue,
+the same deduplication id). A message without a recipient is `skipped`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -30,6 +32,7 @@ from campaign_pipeline.config import Wave
 from campaign_pipeline.errors import ConfigError
 from campaign_pipeline.notify.pace import Pace
 from campaign_pipeline.notify.send import OUTCOME_SCHEMA, Senders, driver_aws_settings, partition_sender
+from campaign_pipeline.ops import slack
 from campaign_pipeline.stage_context import StageContext, StageReport
 from campaign_pipeline.tables import Warehouse, literal_frame, spec
 from campaign_pipeline.waves.membership import ordered_waves
@@ -189,20 +192,31 @@ def send_wave(ctx: StageContext, wave: Wave, row, retry_failed: bool, dry_run: b
     sendable = todo.where(~no_recipient)
     chunk_size = ctx.env.notify.chunk_size
     chunks = max(1, math.ceil((n - len(skipped)) / chunk_size))
-    slots = ctx.spark.sparkContext.defaultParallelism
+    # One task slot stays free for the Delta commit of the previous chunk, which runs meanwhile.
+    slots = max(1, ctx.spark.sparkContext.defaultParallelism - 1)
     pace = pace_of(ctx.env)
     tasks = pace.tasks_for(min(n, chunk_size), slots)
     senders = senders_for(ctx, {c for c, k in per_channel.items() if k}, tasks)
     sendable = sendable.withColumn("_chunk", F.pmod(F.xxhash64("message_id"), F.lit(chunks)))
-    for i in range(chunks):
-        ctx.describe(f"{wave.wave_id}: send chunk {i + 1} of {chunks}")
-        part = sendable.where(F.col("_chunk") == i).drop("_chunk").repartition(tasks, "message_id")
-        rows = [r.asDict() for r in part.mapInPandas(partition_sender(senders), OUTCOME_SCHEMA).collect()]
-        if rows:
-            commit_outcomes(ctx, rows)
-        for r in rows:
-            key = f"{r['channel']}:{r['status']}"
-            report.counts[key] = report.counts.get(key, 0) + 1
+    # Chunk i + 1 is sent while chunk i's outcomes are committed (one committer thread): at most two
+    # chunks are ever without committed outcomes, and sending never waits for Delta.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="notify-commit") as committer:
+        pending: Future | None = None
+        for i in range(chunks):
+            ctx.describe(f"{wave.wave_id}: send chunk {i + 1} of {chunks}")
+            part = sendable.where(F.col("_chunk") == i).drop("_chunk").repartition(tasks, "message_id")
+            with ctx.step("send"):
+                rows = [r.asDict() for r in part.mapInPandas(partition_sender(senders), OUTCOME_SCHEMA).collect()]
+            with ctx.step("commit wait"):
+                if pending is not None:
+                    pending.result()
+            pending = committer.submit(commit_outcomes, ctx, rows) if rows else None
+            for r in rows:
+                key = f"{r['channel']}:{r['status']}"
+                report.counts[key] = report.counts.get(key, 0) + 1
+        with ctx.step("commit wait"):
+            if pending is not None:
+                pending.result()
     counts = wave_outcomes(wh, cid, wave.wave_id)
     status = wave_status_after(counts)
     total = sum(counts.values())
@@ -217,6 +231,7 @@ def send_wave(ctx: StageContext, wave: Wave, row, retry_failed: bool, dry_run: b
          "counts": F.create_map(*[x for k, v in sorted(counts.items()) for x in (F.lit(k), F.lit(v).cast("long"))]),
          "finished_at": F.lit(dt.datetime.now(dt.UTC))},
     )  # fmt: skip
+    slack.post(ctx.env, slack.wave_summary(cid, wave.wave_id, status, counts))
     report.summary.append(
         f"{wave.wave_id}: {status} · this run sent {sum(v for k, v in report.counts.items() if k.endswith(':sent')):,}"
         f" · wave totals: " + ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items()))
@@ -245,8 +260,7 @@ def notify(ctx: StageContext) -> StageReport:
             report.summary.append(f"{wave.wave_id}: {why}")
             continue
         taken += 1
-        with ctx.step(f"send {wave.wave_id}"):
-            send_wave(ctx, wave, row, retry_failed, dry_run, report)
+        send_wave(ctx, wave, row, retry_failed, dry_run, report)
     report.counts["waves_sent"] = 0 if dry_run else taken
     for key in ("sms:sent", "sms:failed", "email:sent", "email:failed"):
         report.counts.setdefault(key, 0)

@@ -1,0 +1,109 @@
+"""Benchmark: the notify stage sending one wave of SMS to the gateway simulator.
+
+    python benchmarks/notify_bench.py [--messages 100000] [--latency 0.05] [--rate 200] [--in-flight 200]
+
+Plans a wave of `--messages` SMS in a fresh warehouse (built with Spark, not on the driver),
+starts the gateway simulator on 127.0.0.1 with `--latency` seconds per answer, runs the notify
+stage with the given campaign-wide limits, and prints messages per second over the whole stage
+(chunk commits included), the highest number of requests the gateway saw at once, and how many
+messages it accepted more than once (must be 0). Paste the line into RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--latency", type=float, default=0.05)
+    parser.add_argument("--rate", type=float, default=200)
+    parser.add_argument("--in-flight", type=int, default=200)
+    parser.add_argument("--chunk-size", type=int, default=None, help="default: the environment's")
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("CAMPAIGN_PIPELINE_JARS_DIR", str(ROOT / "jars"))
+    from pyspark.sql import functions as F
+
+    from campaign_pipeline.config import load_campaign, load_environment
+    from campaign_pipeline.notify.simulator import GatewaySimulator
+    from campaign_pipeline.runner import run_pipeline
+    from campaign_pipeline.session import build_session
+    from campaign_pipeline.tables import Warehouse, catalog_rows, spec
+
+    campaign = load_campaign(ROOT / "conf" / "campaigns" / "spring-tour-2027.yaml")
+    wave = min(campaign.waves, key=lambda w: w.notify_at)
+    work = Path(tempfile.mkdtemp(prefix="notify-bench-"))
+    env = load_environment("local").with_roots(str(work / "landing"), str(work / "wh"))
+    spark = build_session(env, app_name="campaign-pipeline notify bench")
+    spark.sparkContext.setLogLevel("ERROR")
+    wh = Warehouse(spark, env.warehouse_root)
+    cid = campaign.campaign_id
+    n = args.messages
+    t = spec("wave_messages")
+    messages = spark.range(n).select(
+        F.lit(cid).alias("campaign_id"),
+        F.lit(wave.wave_id).alias("wave_id"),
+        F.format_string("bench-%08d", "id").alias("message_id"),
+        F.format_string("F%08d", "id").alias("global_user_id"),
+        F.format_string("M%08d", "id").alias("member_id"),
+        F.lit("NYC-01").alias("market_id"),
+        F.lit("sms").alias("channel"),
+        F.format_string("+1212%07d", "id").alias("recipient"),
+        F.format_string("CODE%08d", "id").alias("code"),
+        F.lit("pool").alias("code_type"),
+        F.lit("en_US").alias("locale"),
+        F.lit(None).cast("string").alias("subject"),
+        F.format_string("Your presale code CODE%08d", "id").alias("text"),
+        F.lit("https://presale.example.com").alias("link"),
+        F.lit(1).alias("sms_segments"),
+        F.lit("GSM-7").alias("sms_encoding"),
+        F.lit("A").alias("first_name"),
+        F.lit("B").alias("last_name"),
+        F.lit(None).cast("string").alias("email"),
+        F.format_string("+1212%07d", "id").alias("mobile_number"),
+        F.lit(False).alias("do_not_text"),
+        F.lit(wave.notify_at).cast("timestamp").alias("notify_at"),
+        F.lit("bench").alias("run_id"),
+    )
+    wh.append("wave_messages", spark.createDataFrame(messages.rdd, t.schema))
+    row = {"campaign_id": cid, "wave_id": wave.wave_id, "notify_at": wave.notify_at, "status": "scheduled",
+           "attempts": 0, "total": n, "sms": n, "email": 0, "sent": 0, "failed": 0, "skipped": 0,
+           "planned_at": wave.notify_at, "run_id": "bench"}  # fmt: skip
+    wh.append("waves", catalog_rows(spark, "waves", [row]))
+    settings = {"max_in_flight": args.in_flight, "rate_per_second": args.rate}
+    if args.chunk_size:
+        settings["chunk_size"] = args.chunk_size
+    with GatewaySimulator(latency=args.latency) as gw:
+        env = env.model_copy(update={"sms_gateway_url": gw.url, "notify": env.notify.model_copy(update=settings)})
+        t0 = time.perf_counter()
+        report = run_pipeline(spark, campaign, env, stages=["notify"], now=wave.notify_at + dt.timedelta(minutes=1),
+                              out=io.StringIO()).rows[0][1]  # fmt: skip
+        seconds = time.perf_counter() - t0
+        twice = sum(1 for v in gw.accepted.values() if v > 1)
+        sent = wh.read("notification_log", cid).where(F.col("status") == "sent").count()
+        print(
+            f"notify: {n:,} SMS, gateway latency {args.latency * 1000:.0f} ms, limits {args.rate:g}/s and "
+            f"{args.in_flight} in flight, chunk {env.notify.chunk_size:,}: {seconds:.1f} s, {sent / seconds:.1f} "
+            f"messages/s, at most {gw.max_concurrent} in flight at the gateway, {twice} accepted twice, "
+            f"{sent:,} sent"
+        )
+        print("  " + report.steps_line())
+    spark.stop()
+    shutil.rmtree(work, ignore_errors=True)
+    return 0 if twice == 0 and sent == n else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

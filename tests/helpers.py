@@ -44,8 +44,15 @@ def wave_inputs(spark, planned=None, logged=()):
         CATALOG["code_assignments"].schema,
     )
     empty = spark.createDataFrame([], CATALOG["wave_messages"].schema)
-    log = literal_frame(
-        spark, [(CID, m, "sent", 1, "p-1", None, T0) for m in logged], CATALOG["notification_log"].schema
-    ).select("campaign_id", "message_id")
+    log = sent_log(spark, logged).select("campaign_id", "message_id")
 
     return WaveInputs(assignments, registrants, planned if planned is not None else empty, log)
+
+
+def sent_log(spark, message_ids):
+    """notification_log rows: each of `message_ids` sent once."""
+    from campaign_pipeline.tables import catalog_rows
+
+    rows = [{"campaign_id": CID, "message_id": m, "status": "sent", "attempts": 1, "provider_id": "p-1", "sent_at": T0}
+            for m in message_ids]  # fmt: skip
+    return catalog_rows(spark, "notification_log", rows)

@@ -15,6 +15,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from helpers import sent_log
 
 from campaign_pipeline.codes.stage import commit_assignments, plan_assignments, read_inputs
 from campaign_pipeline.config import load_campaign
@@ -315,9 +316,7 @@ def test_waves_channels_templates_zip_on_s3_and_sent_messages_are_never_replanne
     assert (wh.version("wave_messages"), wh.version("waves")) == versions and messages(wh) == got
 
     # F1's SMS was sent; a changed template re-plans F2's email but never F1's message
-    log = literal_frame(
-        spark, [(CID, f1["message_id"], "sent", 1, "p-1", None, T0)], CATALOG["notification_log"].schema
-    )
+    log = sent_log(spark, [f1["message_id"]])
     wh.append("notification_log", log)
     changed = campaign()
     templates = dict(changed.messages.templates)

@@ -2,6 +2,7 @@
 rule-book verdicts, the external and fanlist golden cases, codes and messages end to end, re-runs
 that commit nothing, and `explain` with personal data masked."""
 
+import re
 import shutil
 from pathlib import Path
 
@@ -144,3 +145,6 @@ def test_the_hand_written_campaign_is_coded_and_messaged_end_to_end(spark, scree
     codes = {r["global_user_id"]: r["code"] for r in wh.read("code_assignments", CID).collect()}
     sent_to = {r["global_user_id"]: r["code"] for r in wh.read("wave_messages", CID).collect()}
     assert sent_to == codes and len(set(codes.values())) == 2
+    fan = sorted(codes)[0]
+    story = "\n".join(explain_fan(wh, _variant(source="fanlist"), fan))
+    assert re.search(r"code: \S+ for \S+ \(pool\), wave wave-[12], valid 2027-0[23]-\S+ \S+ → 2028-", story), story

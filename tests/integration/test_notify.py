@@ -186,6 +186,11 @@ def test_a_due_wave_is_sent_once_with_retries_and_a_rerun_sends_nothing(spark, t
             "+1212" not in (r["last_error"] or "") for r in wh.read("notification_log", CID).collect()
         )
 
+        # downstream readers follow notification_log through its change data feed
+        feed = (spark.read.format("delta").option("readChangeFeed", "true").option("startingVersion", 0)
+                .load(wh.path("notification_log")).where(F.col("_change_type") == "insert"))  # fmt: skip
+        assert sorted(r["message_id"] for r in feed.select("message_id").collect()) == sorted(ids)
+
         # Slack got the wave's summary: counts only, no phone number, email or code
         assert slack_hook.texts == [
             f":incoming_envelope: campaign {CID} · wave-1 completed_with_failures: email:sent 25, sms:failed 2, "

@@ -90,9 +90,11 @@ def explain_fan(wh: Warehouse, campaign: Campaign, fan: str) -> list[str]:
 
     for c in _one(wh, "code_assignments", cid, fan):
         code = "(TM account unlock, no code)" if c["code_type"] == "tm" else c["code"]
-        out.append(
-            f"code: {code} for {c['market_id']} ({c['code_type']}), valid {c['valid_from']} → {c['valid_until']} UTC"
-        )
+        if c["wave_id"] is None:
+            when = "in no wave yet, so no validity dates (no open wave had room for him)"
+        else:
+            when = f"wave {c['wave_id']}, valid {c['valid_from']} → {c['valid_until']} UTC"
+        out.append(f"code: {code} for {c['market_id']} ({c['code_type']}), {when}")
     planned = _one(wh, "wave_messages", cid, fan)
     sent = {m["message_id"]: m for m in _delivery(wh, cid, [m["message_id"] for m in planned])}
     for msg in sorted(planned, key=lambda m: (m["wave_id"], m["channel"])):

@@ -276,10 +276,12 @@ def _demo_notify(spark, campaign, env) -> None:
     except ImportError:
         print("\nnotify: skipped (the local SQS needs moto: make install sets it up)")
         return
+    import logging
     import socket
 
     import boto3
 
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request otherwise
     with socket.socket() as probe:  # a free port for the local SQS
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

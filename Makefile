@@ -52,6 +52,7 @@ lint: install
 
 bench: install
 	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/notify_bench.py
 
 clean:
 	rm -rf warehouse spark-warehouse .pytest_cache

@@ -56,3 +56,17 @@ def sent_log(spark, message_ids):
     rows = [{"campaign_id": CID, "message_id": m, "status": "sent", "attempts": 1, "provider_id": "p-1", "sent_at": T0}
             for m in message_ids]  # fmt: skip
     return catalog_rows(spark, "notification_log", rows)
+
+
+def moto_server():
+    """A moto server (S3, SQS, ...) on a free 127.0.0.1 port: (server, endpoint URL); stop() it after."""
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    return server, f"http://127.0.0.1:{port}"

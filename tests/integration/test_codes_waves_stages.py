@@ -8,14 +8,13 @@ import dataclasses
 import datetime as dt
 import io
 import math
-import socket
 import threading
 import time
 import zipfile
 from pathlib import Path
 
 import pytest
-from helpers import sent_log
+from helpers import moto_server, sent_log
 
 from campaign_pipeline.codes.stage import commit_assignments, plan_assignments, read_inputs
 from campaign_pipeline.config import load_campaign
@@ -220,21 +219,11 @@ def test_a_plan_made_before_another_run_committed_can_never_commit(spark, tmp_pa
     assert rows.select("code").distinct().count() == 7
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3(monkeypatch_module):
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    server, endpoint = moto_server()
     for k, v in {
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ENDPOINT_URL": endpoint,
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",

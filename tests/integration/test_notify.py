@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import moto_server
 from pyspark.sql import functions as F
 
 from campaign_pipeline.config import load_campaign
@@ -57,21 +58,14 @@ def plan_wave(wh: Warehouse, sms: int, email: int, no_recipient: int = 0) -> lis
 
 @pytest.fixture(scope="module")
 def sqs():
-    import socket
-
     import boto3
-    from moto.server import ThreadedMotoServer
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    server, endpoint = moto_server()
     mp = pytest.MonkeyPatch()
-    for k, v in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
+    for k, v in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
                  "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():  # fmt: skip
         mp.setenv(k, v)
-    yield boto3.client("sqs", region_name="us-east-1", endpoint_url=f"http://127.0.0.1:{port}")
+    yield boto3.client("sqs", region_name="us-east-1", endpoint_url=endpoint)
     mp.undo()
     server.stop()
 

@@ -6,6 +6,7 @@ import json
 import time
 
 import pytest
+from helpers import moto_server
 
 from campaign_pipeline.notify.pace import Pace
 from campaign_pipeline.notify.simulator import GatewaySimulator
@@ -80,18 +81,10 @@ def test_error_text_from_a_gateway_is_masked_and_bounded():
 
 @pytest.fixture(scope="module")
 def sqs():
-    import socket
-
     import boto3
-    from moto.server import ThreadedMotoServer
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    settings = {"endpoint_url": f"http://127.0.0.1:{port}", "aws_access_key_id": "testing",
-                "aws_secret_access_key": "testing"}  # fmt: skip
+    server, endpoint = moto_server()
+    settings = {"endpoint_url": endpoint, "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
     yield settings, boto3.client("sqs", region_name="us-east-1", **settings)
     server.stop()
 

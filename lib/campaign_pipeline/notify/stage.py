@@ -181,17 +181,21 @@ def send_wave(ctx: StageContext, wave: Wave, row, retry_failed: bool, dry_run: b
          "sending_at": F.lit(now), "run_id": F.lit(ctx.run_id)},
     )  # fmt: skip
     no_recipient = F.coalesce(F.trim(F.col("recipient")), F.lit("")) == ""
-    skipped = todo.where(no_recipient).collect()
-    if skipped:
-        commit_outcomes(
-            ctx,
-            [{"campaign_id": r["campaign_id"], "message_id": r["message_id"], "wave_id": r["wave_id"],
-              "channel": r["channel"], "status": "skipped", "attempts": 0, "last_error": "no recipient"}
-             for r in skipped],
-        )  # fmt: skip
+    skipped = todo.where(no_recipient)
+    n_skipped = skipped.count()
+    if n_skipped:  # recorded without a driver round trip, however many there are
+        logged_at = dt.datetime.now(dt.UTC)
+        values = {"status": F.lit("skipped"), "attempts": F.lit(0), "last_error": F.lit("no recipient"),
+                  "logged_at": F.lit(logged_at), "run_id": F.lit(ctx.run_id)}  # fmt: skip
+        outcomes = skipped.select(*[
+            values.get(f.name, F.col(f.name) if f.name in skipped.columns else F.lit(None)).cast(f.dataType).alias(f.name)
+            for f in spec("notification_log").schema.fields
+        ])  # fmt: skip
+        wh.merge("notification_log", outcomes, update_existing=True, update_condition="t.status = 'failed'")
+        report.counts["skipped"] = report.counts.get("skipped", 0) + n_skipped
     sendable = todo.where(~no_recipient)
     chunk_size = ctx.env.notify.chunk_size
-    chunks = max(1, math.ceil((n - len(skipped)) / chunk_size))
+    chunks = max(1, math.ceil((n - n_skipped) / chunk_size))
     # One task slot stays free for the Delta commit of the previous chunk, which runs meanwhile.
     slots = max(1, ctx.spark.sparkContext.defaultParallelism - 1)
     pace = pace_of(ctx.env)

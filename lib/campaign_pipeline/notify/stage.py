@@ -161,7 +161,7 @@ def update_wave(wh: Warehouse, cid: str, wave_id: str, values: dict) -> None:
     DeltaTable.forPath(wh.spark, wh.path("waves")).update(condition, values)
 
 
-def send_wave(ctx: StageContext, wave: Wave, row, retry_failed: bool, dry_run: bool, report: StageReport) -> None:
+def send_wave(ctx: StageContext, wave: Wave, retry_failed: bool, dry_run: bool, report: StageReport) -> None:
     wh, cid = ctx.warehouse, ctx.campaign_id
     messages = wh.read("wave_messages", cid).where(F.col("wave_id") == wave.wave_id)
     todo = outstanding(messages, wh.read("notification_log", cid), retry_failed)
@@ -266,7 +266,7 @@ def notify(ctx: StageContext) -> StageReport:
             report.summary.append(f"{wave.wave_id}: {why}")
             continue
         taken += 1
-        send_wave(ctx, wave, row, retry_failed, dry_run, report)
+        send_wave(ctx, wave, retry_failed, dry_run, report)
     report.counts["waves_sent"] = 0 if dry_run else taken
     for key in ("sms:sent", "sms:failed", "email:sent", "email:failed"):
         report.counts.setdefault(key, 0)

@@ -34,7 +34,7 @@ from campaign_pipeline.notify.pace import Pace
 from campaign_pipeline.notify.send import OUTCOME_SCHEMA, Senders, driver_aws_settings, partition_sender
 from campaign_pipeline.ops import slack
 from campaign_pipeline.stage_context import StageContext, StageReport
-from campaign_pipeline.tables import Warehouse, literal_frame, spec
+from campaign_pipeline.tables import Warehouse, catalog_rows, spec
 from campaign_pipeline.waves.membership import ordered_waves
 
 FINAL = ("completed", "completed_with_failures")
@@ -123,9 +123,8 @@ def outstanding(messages: DataFrame, log: DataFrame, retry_failed: bool) -> Data
 
 def commit_outcomes(ctx: StageContext, rows: list[dict]) -> None:
     logged_at = dt.datetime.now(dt.UTC)
-    t = spec("notification_log")
     full = [{**r, "logged_at": logged_at, "run_id": ctx.run_id} for r in rows]
-    df = literal_frame(ctx.spark, [tuple(r.get(c) for c in t.columns) for r in full], t.schema)
+    df = catalog_rows(ctx.spark, "notification_log", full)
     ctx.warehouse.merge("notification_log", df, update_existing=True, update_condition="t.status = 'failed'")
 
 

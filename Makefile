@@ -14,9 +14,17 @@ REGISTRANTS   ?= 200000
 
 export CAMPAIGN_PIPELINE_JARS_DIR := $(abspath $(JARS_DIR))
 
-.PHONY: install demo test test-unit lint bench clean
+.PHONY: install demo test test-unit lint bench clean browser
 
-install: $(VENV)/.installed $(JARS)
+install: $(VENV)/.installed $(JARS) browser
+
+# Debian's Chromium, for the test that opens the campaign report in a headless browser. Where apt
+# cannot install it (no root, not Debian), that one test is skipped and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || ( command -v apt-get >/dev/null 2>&1 && \
+	  ( apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    ( apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1 ) ) ) || \
+	  echo "chromium: not installed (needs apt-get as root); the report's browser test will be skipped"
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

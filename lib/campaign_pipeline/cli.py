@@ -77,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
                 help="every campaign of the warehouse with a due wave (configs from --campaigns-dir); for schedulers",
             )  # fmt: skip
             one.add_argument("--campaigns-dir", default="conf/campaigns", help="campaign YAMLs for --due")
+        if st.name == "report":
+            one.add_argument(
+                "--out", help="folder (or s3://bucket/prefix) for report.html and data_docs/ "
+                "(default: <warehouse>/_reports/<campaign>/)",
+            )  # fmt: skip
 
     sub.add_parser("stages", help="print the pipeline: each stage with the tables it reads and writes")
 
@@ -137,7 +142,7 @@ def check_local_landing(campaign_id: str, env, stages: list[str] | None, from_st
 
 
 def _stage_options(args) -> dict:
-    return {k: getattr(args, k) for k in ("wave", "dry_run", "retry_failed") if getattr(args, k, None)}
+    return {k: getattr(args, k) for k in ("wave", "dry_run", "retry_failed", "out") if getattr(args, k, None)}
 
 
 def _run(args, stages: list[str] | None) -> int:
@@ -207,6 +212,7 @@ def _synth(args) -> int:
 
 
 def _demo(args) -> int:
+    from campaign_pipeline.pipeline import PIPELINE
     from campaign_pipeline.runner import run_pipeline
     from campaign_pipeline.synth import SynthSpec, generate
     from campaign_pipeline.tables import CATALOG, Warehouse
@@ -228,7 +234,9 @@ def _demo(args) -> int:
 
     now = day_before_first_wave(campaign)
     print(f"decision time: {now:%Y-%m-%d %H:%M %Z} (the day before the first wave)")
-    report = run_pipeline(spark, campaign, env, from_start=True, now=now)
+    # Every stage but the report now; the report comes last, after the demo has sent its waves.
+    stages = [s.name for s in PIPELINE if s.name != "report"]
+    report = run_pipeline(spark, campaign, env, stages=stages, from_start=True, now=now)
     print("\nsummary")
     print(f"  {'stage':<14}{'rows':>14}{'seconds':>10}")
     print(f"  {'synth':<14}{args.registrants:>14,}{synth_seconds:>10.1f}")
@@ -259,11 +267,15 @@ def _demo(args) -> int:
         found = {k[6:]: v for k, v in quality.items() if k.startswith("found:") and v is not None}
         print("  planted tags found: " + ", ".join(f"{tag} {v:.2%}" for tag, v in found.items()))
     print(f"\nrun id {report.run_id}; campaign config {out.campaign_yaml}")
-    _demo_notify(spark, campaign, env)
+    last = _demo_notify(spark, campaign, env) or now
+    import io
+
+    reported = run_pipeline(spark, campaign, env, stages=["report"], now=last, out=io.StringIO())
+    print(f"\ncampaign report ({reported.rows[0][2]:.1f} s): {reported.rows[0][1].summary[0].removeprefix('report: ')}")
     return 0
 
 
-def _demo_notify(spark, campaign, env) -> None:
+def _demo_notify(spark, campaign, env) -> dt.datetime | None:
     """The demo's last step: send its waves, as of just after the last one is due, to a gateway
     simulator and a local SQS (a moto server) it starts itself, then print what was delivered."""
     import io
@@ -275,7 +287,7 @@ def _demo_notify(spark, campaign, env) -> None:
         from moto.server import ThreadedMotoServer
     except ImportError:
         print("\nnotify: skipped (the local SQS needs moto: make install sets it up)")
-        return
+        return None
     import logging
     import socket
 
@@ -315,6 +327,7 @@ def _demo_notify(spark, campaign, env) -> None:
         )
         for line in result.summary:
             print(f"  {line}")
+        return now
     finally:
         for k, v in saved.items():
             if v is None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from campaign_pipeline.codes.stage import assign_codes
 from campaign_pipeline.ingest.stage import ingest
 from campaign_pipeline.notify.stage import notify
+from campaign_pipeline.report.stage import report
 from campaign_pipeline.scoring.stage import score
 from campaign_pipeline.screening.stage import screen
 from campaign_pipeline.selection.stage import select
@@ -67,6 +68,11 @@ PIPELINE: tuple[Stage, ...] = (
     Stage("notify", notify, reads=("waves", "wave_messages", "notification_log"),
           writes=("notification_log", "waves"), needs=("waves",),
           description="send due waves by SMS and email, exactly once, at the gateway's pace"),
+    Stage("report", report,
+          reads=("landing_files", *INGESTED, "quarantine", "registrants", "scores", "selections",
+                 "code_assignments", "waves", "wave_messages", "notification_log", "dq_results"),
+          writes=("reconciliation", "campaign_stats"), needs=("registrations",),
+          description="reconcile stage to stage, snapshot the funnel, write the HTML report and Data Docs"),
 )
 # fmt: on
 STAGES: dict[str, Stage] = {s.name: s for s in PIPELINE}

@@ -362,7 +362,7 @@ CATALOG: dict[str, TableSpec] = {
                 _f("error", S),
             ],
             merge_keys=("run_id", "stage"),
-            description="one row per stage run: counts, per-file reconciliation, status, error",
+            description="a stage run: a running row at its start, its outcome (counts, per-file figures, error) at its end; read with runner.stage_runs",
         ),
         _spec(
             "dq_results",
@@ -373,7 +373,27 @@ CATALOG: dict[str, TableSpec] = {
                 _key("expectation"),
                 _key("success", B),
                 _f("observed", S),
+                _f("severity", S),  # critical (fails the stage) or warning
+                _f("result", S),  # great-expectations' result JSON (counts only), for Data Docs
+                _f("checked_at", TS),
             ],
+            description="one row per expectation checked: the stage run, severity, observed values",
+        ),
+        _spec(
+            "reconciliation",
+            [
+                _key("campaign_id"),
+                _key("run_id"),
+                _key("checked_at", TS),
+                _key("check"),
+                _key("left_label"),
+                _key("left_count", L),
+                _key("right_label"),
+                _key("right_count", L),
+                _f("parts", T.MapType(S, L)),  # the right side's terms, e.g. selected / waitlisted / rejected:<reason>
+                _key("balanced", B),
+            ],
+            description="counts carried from table to table, per campaign and report run; a break names both counts",
         ),
         _spec(
             "campaign_stats",
@@ -384,6 +404,7 @@ CATALOG: dict[str, TableSpec] = {
                 _f("funnel", T.MapType(S, L)),
                 _f("per_market", T.MapType(S, T.MapType(S, L))),
             ],
+            description="one snapshot per report run: the funnel and per-market figures, for charting a campaign",
         ),
     ]
 }

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pyspark.sql import functions as F
 
+from campaign_pipeline.runner import stage_runs
 from campaign_pipeline.tables import Warehouse
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,7 +79,7 @@ def test_run_ingests_and_screens_hand_written_landing_files_and_prints_progress(
     wh = Warehouse(spark, str(tmp_path / "wh"))
     assert wh.read("registrations", "spring-tour-2027").count() == 6
     assert wh.read("registrants", "spring-tour-2027").count() == 6
-    succeeded = wh.read("pipeline_runs", "spring-tour-2027").where(F.col("status") == "succeeded")
+    succeeded = stage_runs(wh, "spring-tour-2027").where(F.col("status") == "succeeded")
     assert sorted(r["stage"] for r in succeeded.collect()) == ["ingest", "screen"]
 
     story = cli(

@@ -1,18 +1,27 @@
 """The hand-written landing files through every stage, sharing one ingest + screen: the screening
 rule-book verdicts, the external and fanlist golden cases, codes and messages end to end, re-runs
-that commit nothing, and `explain` with personal data masked."""
+that commit nothing, `explain` with personal data masked, and the report stage (suites,
+reconciliation, the HTML report in headless Chromium)."""
 
+import csv
+import datetime as dt
+import json
 import re
 import shutil
 from pathlib import Path
 
 import pytest
-from helpers import T0
+from helpers import T0, SlackReceiver
 from pyspark.sql import functions as F
 
 from campaign_pipeline.config import load_campaign
+from campaign_pipeline.errors import PipelineError
+from campaign_pipeline.notify.simulator import GatewaySimulator
 from campaign_pipeline.ops.explain import explain_fan
+from campaign_pipeline.quality.expectations import failures, raise_on_critical, run_suite, validate
+from campaign_pipeline.quality.suites import SUITES, campaign_reader, check_table
 from campaign_pipeline.runner import run_pipeline
+from campaign_pipeline.stage_context import StageContext
 from campaign_pipeline.tables import Warehouse
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,7 +111,11 @@ def test_external_scores_golden_case_and_a_rerun_commits_nothing(spark, screened
     select_result = dict((n, r) for n, r, _ in report.rows)["select"]
     assert select_result.counts["selected:NYC-01"] == 1 and select_result.counts["capacity_left:NYC-01"] == 1499
     dq = wh.read("dq_results", CID).where(F.col("table").isin("scores", "selections")).collect()
-    assert dq and all(r["success"] for r in dq)
+    # every critical expectation holds; F0101, who has no score, is the one warning
+    assert dq and all(r["success"] for r in dq if r["severity"] == "critical")
+    assert {(r["expectation"], r["severity"]) for r in dq if not r["success"]} == {
+        ("expect_column_values_to_not_be_null(raw_score)", "warning")
+    }
 
 
 def test_fanlist_golden_case_and_explain_masks_personal_data(spark, screened):
@@ -148,3 +161,333 @@ def test_the_hand_written_campaign_is_coded_and_messaged_end_to_end(spark, scree
     fan = sorted(codes)[0]
     story = "\n".join(explain_fan(wh, _variant(source="fanlist"), fan))
     assert re.search(r"code: \S+ for \S+ \(pool\), wave wave-[12], valid 2027-0[23]-\S+ \S+ → 2028-", story), story
+
+
+# ---------------------------------------------------------------- the report stage
+# The campaign above (fanlist scores, coded and planned), its first wave sent to the gateway
+# simulator, then reported: the suites' critical expectations each fail on a table that breaks
+# them, a warning is recorded without failing, reconciliation balances and names both counts of a
+# break, and the HTML report opens in headless Chromium with every chart and no personal data.
+
+LANDING = ROOT / "tests" / "data" / "landing" / CID
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def golden(spark, screened):
+    env, wh, _ = screened
+    campaign = _variant(source="fanlist")
+    if not wh.read("wave_messages", CID).take(1):  # planned by the end-to-end test above, unless run alone
+        stages = ["score", "select", "assign_codes", "plan_waves"]
+        run_pipeline(spark, campaign, env, stages=stages, now=T0, out=QUIET)
+    after = campaign.waves[0].notify_at + dt.timedelta(minutes=1)
+    with GatewaySimulator(latency=0.0) as gateway:
+        sending = env.model_copy(update={"sms_gateway_url": gateway.url})
+        run_pipeline(spark, campaign, sending, stages=["notify"], now=after, out=QUIET)
+    slack, mp = SlackReceiver(), pytest.MonkeyPatch()
+    mp.setenv("SLACK_WEBHOOK_URL", slack.url)
+    report = run_pipeline(spark, campaign, env, stages=["report"], now=after, out=QUIET)
+    mp.undo()
+    slack.server.shutdown()
+    return env, wh, campaign, report, slack.texts
+
+
+def _ctx(spark, env, wh, campaign, stage):
+    now = dt.datetime.now(dt.UTC)
+    return StageContext(spark, campaign, env, wh, f"test-{stage}", now, stage=stage)
+
+
+# ---------------------------------------------------------------- suites
+
+
+def _with(df, **changes):
+    """`df`'s first row with some columns changed (values as Spark columns or literals)."""
+    row = df.limit(1)
+    for name, value in changes.items():
+        row = row.withColumn(name, value if hasattr(value, "alias") else F.lit(value).cast(df.schema[name].dataType))
+    return row.select(*df.columns)
+
+
+def _line(n):
+    return {"source_line": F.lit(10_000 + n).cast("long")}
+
+
+BREAKERS = {
+    # each critical expectation of the table is broken by its own extra row
+    "registrations": lambda t, c: [
+        _with(t),  # the same landing line twice
+        _with(t, global_user_id=None, **_line(1)),
+        _with(t, registered_at=None, **_line(2)),
+        _with(t, market_preferences=F.array(F.lit("NOT-A-MARKET")), **_line(3)),
+    ],
+    "registrants": lambda t, c: [
+        _with(t),
+        _with(t, global_user_id=None),
+        _with(t, global_user_id="X2", eligible=None),
+        _with(t, global_user_id="X3", phone_e164="12125550101"),
+        _with(t, global_user_id="X4", eligible=True, ineligible_reasons=F.array(F.lit("DUPLICATE_ACCOUNT"))),
+        _with(t, global_user_id="X5", eligible=False, ineligible_reasons=F.array().cast("array<string>")),
+    ],
+    "scores": lambda t, c: [
+        _with(t),
+        _with(t, global_user_id="X1", raw_score=1.5),
+        _with(t, global_user_id="X2", band_score=2.0),
+        _with(t, global_user_id="X3", band="not-a-band"),
+        _with(t, global_user_id="X4", raw_score=0.99, band="low"),
+        _with(t, global_user_id="X5", raw_score=0.99, band="high", band_score=0.01),
+    ],
+    "selections": lambda t, c: [
+        _with(t, global_user_id="X1", verdict="maybe"),
+        _with(t.where("verdict = 'selected'"), verdict="waitlisted"),  # a second verdict for a fan
+        *[_with(t.where("verdict = 'selected'"), global_user_id=f"C{i}") for i in range(2)],  # over capacity 1
+        _with(t.where("verdict = 'selected'"), global_user_id="X3", market_id=None),
+        _with(t.where("verdict = 'rejected'"), global_user_id="X4", reasons=F.array().cast("array<string>")),
+    ],
+    "code_assignments": lambda t, c: [
+        _with(t, code="OTHER-CODE"),  # a second code for one (fan, market)
+        _with(t, global_user_id="X1"),  # the same code for another fan (who is not selected either)
+        _with(t, global_user_id="X2", code="X2", valid_until=F.col("valid_from") - F.expr("INTERVAL 1 DAY")),
+        _with(t, global_user_id="X3", code=None, code_type="pool"),
+    ],
+    "waves": lambda t, c: [_with(t), _with(t, wave_id="X1", status="lost"), _with(t, wave_id="X2", total=99)],
+    "wave_messages": lambda t, c: [
+        _with(t.orderBy("message_id").limit(1)),  # a message twice (the other one is left out: a gap)
+        # the rows below belong to no wave's members, so they cannot fill the gap
+        _with(t, message_id="X1", wave_id="X", channel="fax"),
+        _with(t, message_id="X2", wave_id="X", recipient=None),
+        _with(t, message_id="X3", wave_id="X", text="Hi {{ first_name }}, your code"),
+        _with(t, message_id="X4", wave_id="X", global_user_id="F0004", channel="sms"),  # a French phone
+    ],
+    "notification_log": lambda t, c: [
+        _with(t),
+        _with(t, message_id="X1", status="lost"),
+        _with(t, message_id="X2", status="sent", sent_at=None),
+    ],
+}
+
+
+def _small_capacity(campaign):
+    markets = [m.model_copy(update={"capacity": 1}) for m in campaign.markets]
+    return campaign.model_copy(update={"markets": markets})
+
+
+@pytest.mark.parametrize("table", sorted(SUITES))
+def test_every_critical_expectation_fails_on_a_table_that_breaks_it(spark, golden, table):
+    env, wh, campaign, _, _ = golden
+    read = campaign_reader(wh, CID)
+    assert table in BREAKERS, f"no breaking rows for the {table} suite"
+    data, suite = SUITES[table](campaign, read)
+    clean = validate(data, table, suite)
+    assert not failures(clean), [r.line() for r in failures(clean)]
+    critical = {r.expectation for r in clean if r.severity == "critical"}
+    assert len(critical) == len(suite.expectations)
+
+    original = read(table)
+    # wave_messages: one coded member's message is left out (a planning gap)
+    broken = original.orderBy("message_id").limit(1) if table == "wave_messages" else original
+    for row in BREAKERS[table](original, campaign):
+        broken = broken.unionByName(row)
+
+    def read_broken(name):
+        if name == table:
+            return broken
+        if name == "waves" and table == "wave_messages":  # re-derive members of a still scheduled wave
+            return read(name).withColumn("status", F.lit("scheduled"))
+        return read(name)
+
+    variant = _small_capacity(campaign) if table == "selections" else campaign
+    data, suite = SUITES[table](variant, read_broken)
+    results = validate(data, table, suite)
+    assert {r.expectation for r in failures(results)} == critical
+    with pytest.raises(PipelineError) as caught:
+        raise_on_critical(results, "some_stage")
+    message = str(caught.value)
+    assert message.startswith(f"some_stage: data quality check failed (critical) on {table}")
+    for r in failures(results):
+        assert r.expectation in message
+        assert f"unexpected_count {r.observed['unexpected_count']}" in message or "observed_value" in message
+
+
+def test_a_message_planning_gap_is_critical(spark, golden):
+    """Every coded member of a scheduled wave has a message on each channel his wave gives him."""
+    env, wh, campaign, _, _ = golden
+    read = campaign_reader(wh, CID)
+
+    def without_one(name):
+        if name == "wave_messages":
+            return read(name).orderBy("message_id").offset(1)
+        if name == "waves":
+            return read(name).withColumn("status", F.lit("scheduled"))
+        return read(name)
+
+    data, suite = SUITES["wave_messages"](campaign, without_one)
+    failed = failures(validate(data, "wave_messages", suite))
+    assert [r.expectation for r in failed] == ["expect_column_values_to_be_in_set(_members_without_message)"]
+
+
+def test_a_failed_critical_check_fails_the_stage_and_a_warning_is_only_recorded(spark, golden, tmp_path):
+    env, wh, campaign, _, _ = golden
+    copy = Warehouse(spark, str(tmp_path / "wh"))
+    shutil.copytree(wh.root, copy.root)
+    # a registration line landed twice: ingest's check fails, naming the expectation and the count
+    copy.append("registrations", copy.read("registrations", CID).limit(1))
+    with pytest.raises(PipelineError) as caught:
+        check_table(_ctx(spark, env, copy, campaign, "ingest"), "registrations")
+    assert "ingest: data quality check failed (critical) on registrations" in str(caught.value)
+    assert "expect_compound_columns_to_be_unique(campaign_id,source_file,source_line)" in str(caught.value)
+    assert "unexpected_count 2" in str(caught.value)
+
+    # a registrant with no email and no phone: a warning, recorded, the stage goes on
+    ctx = _ctx(spark, env, copy, campaign, "screen")
+    data, suite = SUITES["registrants"](campaign, campaign_reader(copy, CID))
+    no_contact = data.withColumn("email_canonical", F.lit(None).cast("string")).withColumn(
+        "phone_e164", F.lit(None).cast("string")
+    )
+    line = run_suite(ctx, "registrants", no_contact, suite)
+    assert "1 warning" in line and "_has_contact" in line
+    rows = copy.read("dq_results", CID).where(F.col("run_id") == ctx.run_id).collect()
+    warned = [r for r in rows if not r["success"]]
+    assert [(r["severity"], r["expectation"]) for r in warned] == [
+        ("warning", "expect_column_values_to_be_in_set(_has_contact)")
+    ]
+    assert json.loads(warned[0]["observed"])["unexpected_count"] == 6
+
+
+# ---------------------------------------------------------------- reconciliation
+
+
+def _landing_rows(name: str) -> int:
+    text = (LANDING / name).read_text(encoding="utf-8")
+    lines = [x for x in text.splitlines() if x.strip()]
+    return len(lines) - (1 if name.endswith((".csv", ".tsv")) else 0)
+
+
+def test_the_golden_campaign_balances_from_landing_files_to_outcomes(spark, golden):
+    env, wh, campaign, report, _ = golden
+    rows = {r["check"]: r for r in wh.read("reconciliation", CID).where(F.col("run_id") == report.run_id).collect()}
+    assert all(r["balanced"] for r in rows.values()), [r for r in rows.values() if not r["balanced"]]
+    assert {
+        "registrations→registrants",
+        "registrants→verdicts",
+        "selected→codes",
+        "codes→waves",
+        "messages→outcomes:sms",
+        "landing:registrations_web.csv",
+        "landing:registrations_app.jsonl",
+    } <= set(rows)
+    # the manifest's rows read are the files' data lines
+    for name in ("registrations_web.csv", "registrations_app.jsonl", "code_pool_upload1.csv"):
+        assert rows[f"landing:{name}"]["left_count"] == _landing_rows(name)
+    web = rows["landing:registrations_web.csv"]["parts"]
+    assert web["ingested"] + sum(v for k, v in web.items() if k.startswith("quarantined")) == _landing_rows(
+        "registrations_web.csv"
+    )
+    # six registrants, every one with a verdict; two selected and coded; the wave's two SMS sent
+    assert rows["registrants→verdicts"]["left_count"] == 6
+    assert rows["selected→codes"]["parts"] == {"coded": 2, "NO_CODE_AVAILABLE": 0}
+    assert rows["messages→outcomes:sms"]["parts"]["sent"] == 2
+    stats = wh.read("campaign_stats", CID).where(F.col("run_id") == report.run_id).collect()
+    assert len(stats) == 1 and stats[0]["funnel"]["registrants"] == 6
+    assert stats[0]["per_market"]["NYC-01"]["capacity"] == 1500
+
+
+def test_a_row_removed_between_two_tables_is_a_break_naming_both_counts(spark, golden, tmp_path):
+    env, wh, campaign, _, _ = golden
+    copy_env = env.with_roots(env.landing_root, str(tmp_path / "wh"))
+    shutil.copytree(wh.root, str(tmp_path / "wh"))
+    copy = Warehouse(spark, str(tmp_path / "wh"))
+    rows = copy.read("registrations", CID).count()
+    copy.delete("registrants", f"campaign_id = '{CID}' AND global_user_id = 'F0101'")
+    with pytest.raises(PipelineError) as caught:
+        run_pipeline(spark, campaign, copy_env, stages=["report"], out=QUIET)
+    message = str(caught.value)
+    assert "reconciliation: " in message and "break" in message
+    assert (
+        f"registrations→registrants: {rows} registration rows ≠ {rows - 1} registrants + duplicates merged" in message
+    )
+    assert "registrants→verdicts: 5 registrants ≠ 6 selected + waitlisted + rejected" in message
+    # the report is still written, with the break in it
+    html = (tmp_path / "wh" / "_reports" / CID / "report.html").read_text(encoding="utf-8")
+    assert "registrations→registrants" in html and "≠" in html
+
+
+# ---------------------------------------------------------------- the HTML report
+
+
+def _personal_values() -> set[str]:
+    """Every email, phone and code of the golden landing files, raw and normalised."""
+    values: set[str] = set()
+    with open(LANDING / "registrations_web.csv", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            values |= {row["email"].strip(), row["phone"].strip()}
+    for line in (LANDING / "registrations_app.jsonl").read_text(encoding="utf-8").splitlines():
+        if line.strip().startswith("{"):
+            row = json.loads(line)
+            values |= {str(row.get("email") or "").strip(), str(row.get("phone") or "").strip()}
+    with open(LANDING / "code_pool_upload1.csv", encoding="utf-8") as f:
+        values |= {row["code"].strip() for row in csv.DictReader(f)}
+    return {v for v in values if len(v) >= 6}
+
+
+def test_the_report_opens_in_chromium_with_every_chart_and_no_personal_data(spark, golden, tmp_path):
+    env, wh, campaign, report, slack = golden
+    path = Path(wh.root) / "_reports" / CID / "report.html"
+    # the headline went to Slack: counts and the report's location only
+    assert len(slack) == 1 and slack[0].startswith(f":bar_chart: campaign {CID} report: registrants 6 · eligible 3")
+    assert "messages sent 2" in slack[0] and str(path) in slack[0]
+    html = path.read_text(encoding="utf-8")
+    normalised = {r["phone_e164"] for r in wh.read("registrants", CID).collect() if r["phone_e164"]}
+    normalised |= {r["email_canonical"] for r in wh.read("registrants", CID).collect() if r["email_canonical"]}
+    leaked = [v for v in _personal_values() | normalised if v.lower() in html.lower()]
+    assert not leaked, f"personal data in the report: {len(leaked)} values"
+    loads = re.findall(r"<script|<link|<iframe|@import|url\(\s*['\"]?https?:|(?:src|href)=\"(?:https?:)?//", html)
+    assert not loads, f"the report must not load anything: {loads}"
+    assert (path.parent / "data_docs" / "index.html").is_file()
+
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium package is not installed here (make install installs it where apt can)")
+    from playwright.sync_api import sync_playwright
+
+    errors = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+        )
+        page = browser.new_page(viewport={"width": 1000, "height": 1200})
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(path.as_uri())
+        charts = page.eval_on_selector_all(
+            "figure.chart",
+            "els => els.map(e => ({key: e.dataset.chart, points: +e.dataset.points,"
+            " shapes: e.querySelectorAll('svg path, svg rect, svg use').length,"
+            " width: e.querySelector('svg').getBoundingClientRect().width}))",
+        )
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        page.emulate_media(media="print")
+        pdf_ok = page.pdf(path=str(tmp_path / "report.pdf")) is not None
+        browser.close()
+    assert not errors, errors
+    keys = [c["key"] for c in charts]
+    assert keys == ["funnel", "scores", "capacity", "fairness", "reasons", "clusters", "delivery", "quality"]
+    for c in charts:
+        assert c["points"] > 0 and c["shapes"] > 5 and c["width"] > 200, c
+    assert (tmp_path / "report.png").stat().st_size > 20_000
+    assert pdf_ok and (tmp_path / "report.pdf").stat().st_size > 10_000
+
+
+def test_the_data_quality_notebook_runs_on_the_golden_campaign(spark, golden):
+    """Runs the notebook's code cells in order (its parameters cell pointed at this warehouse)."""
+    env, wh, campaign, _, _ = golden
+    notebook = json.loads((ROOT / "notebooks" / "data_quality.ipynb").read_text(encoding="utf-8"))
+    cells = ["".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code"]
+    assert cells[0].startswith("# parameters")
+    scope = {}
+    exec(f"warehouse_root = {wh.root!r}\ncampaign_yaml = {str(CAMPAIGN)!r}\nenv_name = 'local'", scope)
+    for source in cells[1:]:
+        exec(compile(source, "data_quality.ipynb", "exec"), scope)
+    checks, balances = scope["checks"], scope["balances"]
+    assert set(checks.table) == set(SUITES)
+    assert not (~checks.success & (checks.severity == "critical")).any()
+    assert balances and all(b.balanced for b in balances)

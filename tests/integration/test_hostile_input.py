@@ -19,7 +19,7 @@ from pyspark.sql import types as T
 
 from campaign_pipeline.config import load_campaign
 from campaign_pipeline.errors import InputError
-from campaign_pipeline.runner import run_pipeline
+from campaign_pipeline.runner import run_pipeline, stage_runs
 from campaign_pipeline.tables import CATALOG, Warehouse
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,6 +106,7 @@ def test_the_campaign_runs_to_the_end_and_every_bad_row_is_quarantined_with_its_
         "assign_codes",
         "plan_waves",
         "notify",
+        "report",
     ]
     reasons = {(Path(r["source_file"]).name, r["line"]): r["reason"] for r in wh.read("quarantine", CID).collect()}
     assert reasons == {
@@ -142,7 +143,7 @@ def test_the_chain_is_one_fraud_ring_and_foreign_numbers_are_international(hosti
         ), fan
     screen = report.rows[1][1]
     assert screen.counts["phones_intl_prefix"] == 3 and screen.counts["graph_rounds"] >= 1
-    runs = wh.read("pipeline_runs", CID).where("stage = 'screen'").first()
+    runs = stage_runs(wh, CID).where("stage = 'screen'").first()
     assert runs["counts"]["graph_rounds"] == screen.counts["graph_rounds"]
 
 

@@ -8,7 +8,7 @@ from pyspark.sql import functions as F
 
 from campaign_pipeline.config import load_campaign
 from campaign_pipeline.errors import InputError
-from campaign_pipeline.runner import run_pipeline
+from campaign_pipeline.runner import run_pipeline, stage_runs
 from campaign_pipeline.tables import CATALOG, Warehouse
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,7 +116,7 @@ def test_every_kind_and_format_lands_and_bad_rows_are_quarantined_with_reasons(s
         14,
     )
     assert result.counts["files_ignored"] == 1  # README_ops.txt
-    runs = wh.read("pipeline_runs", cid).where(F.col("run_id") == report.run_id).first()
+    runs = stage_runs(wh, cid).where(F.col("run_id") == report.run_id).first()
     assert runs["status"] == "succeeded" and runs["counts"]["rows_read"] == 36
     assert {Path(f["source_file"]).name: f["rows_quarantined"] for f in runs["files"]}["registrations_web.csv"] == 6
 
@@ -167,7 +167,7 @@ def test_a_file_missing_a_required_column_stops_ingest_before_any_write(spark, t
     wh = Warehouse(spark, str(tmp_path / "wh"))
     data_tables = [t for t in CATALOG if t != "pipeline_runs"]
     assert [t for t in data_tables if wh.exists(t)] == []
-    failed = wh.read("pipeline_runs", "spring-tour-2027").first()
+    failed = stage_runs(wh, "spring-tour-2027").first()
     assert failed["status"] == "failed" and "registrations_zz.csv" in failed["error"]
 
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import moto_server
+from helpers import SlackReceiver, moto_server
 from pyspark.sql import functions as F
 
 from campaign_pipeline.config import load_campaign
@@ -68,31 +68,6 @@ def sqs():
     yield boto3.client("sqs", region_name="us-east-1", endpoint_url=endpoint)
     mp.undo()
     server.stop()
-
-
-class SlackReceiver:
-    """A local incoming-webhook endpoint: keeps the `text` of every message posted to it."""
-
-    def __init__(self):
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        texts = self.texts = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):  # noqa: N802
-                texts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"])))["text"])
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
 
 
 @pytest.fixture

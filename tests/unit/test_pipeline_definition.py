@@ -9,7 +9,7 @@ from helpers import make_campaign
 
 from campaign_pipeline.errors import PipelineError, SchemaError
 from campaign_pipeline.pipeline import PIPELINE, check_definition, diagram, producer
-from campaign_pipeline.runner import run_pipeline
+from campaign_pipeline.runner import run_pipeline, stage_runs
 from campaign_pipeline.stage_context import StageContext
 from campaign_pipeline.tables import Warehouse, catalog_rows, require_columns
 
@@ -19,7 +19,16 @@ LIB = ROOT / "lib" / "campaign_pipeline"
 
 def test_every_table_a_stage_names_is_in_the_catalog_and_every_need_is_written_earlier():
     assert check_definition() == []
-    assert [s.name for s in PIPELINE] == ["ingest", "screen", "score", "select", "assign_codes", "plan_waves", "notify"]
+    assert [s.name for s in PIPELINE] == [
+        "ingest",
+        "screen",
+        "score",
+        "select",
+        "assign_codes",
+        "plan_waves",
+        "notify",
+        "report",
+    ]
     assert producer("scores", before="select").name == "score"
     assert producer("scores", before="score") is None
 
@@ -74,7 +83,7 @@ def test_a_stage_whose_input_was_never_produced_names_the_stage_to_run_first(spa
     with pytest.raises(PipelineError) as info:
         run_pipeline(spark, make_campaign("tour-x"), env, stages=["select"], out=open("/dev/null", "w"))
     assert str(info.value) == "stage select needs registrants for campaign tour-x: run screen first"
-    failed = Warehouse(spark, str(tmp_path / "wh")).read("pipeline_runs", "tour-x").first()
+    failed = stage_runs(Warehouse(spark, str(tmp_path / "wh")), "tour-x").first()
     assert (failed["stage"], failed["status"]) == ("select", "failed")
 
 
@@ -96,8 +105,10 @@ def test_every_lineage_policy_gives_the_same_rows_and_names_the_spark_job(spark,
 def test_rows_for_delta_are_built_by_column_name(spark):
     row = {"run_id": "r", "campaign_id": "c", "table": "t", "expectation": "e", "success": True, "observed": "{}"}
     df = catalog_rows(spark, "dq_results", [row])
-    assert df.columns == ["run_id", "campaign_id", "table", "expectation", "success", "observed"]
-    assert df.first().asDict() == row
+    assert df.columns == [
+        "run_id", "campaign_id", "table", "expectation", "success", "observed", "severity", "result", "checked_at"
+    ]  # fmt: skip
+    assert df.first().asDict() == {**row, "severity": None, "result": None, "checked_at": None}
     with pytest.raises(SchemaError, match="unknown column\\(s\\) succes; missing column\\(s\\) success"):
         catalog_rows(spark, "dq_results", [{**{k: v for k, v in row.items() if k != "success"}, "succes": True}])
 

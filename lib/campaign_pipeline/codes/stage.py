@@ -185,6 +185,8 @@ def check_unique(existing: DataFrame, new: DataFrame, single_market: bool, when:
 def assign_codes(ctx: StageContext) -> StageReport:
     """Assign codes to selected fans without one and place coded fans in open waves; an issued code,
     a fan's wave and his validity never change once set."""
+    from campaign_pipeline.quality.suites import check_table
+
     wh, cid, campaign = ctx.warehouse, ctx.campaign_id, ctx.campaign
     single = campaign.options.single_market
     inputs = read_inputs(wh, cid)
@@ -205,9 +207,12 @@ def assign_codes(ctx: StageContext) -> StageReport:
             commit_assignments(wh, cid, new, inputs.version, ctx.run_id, placed if n_placed else None)
         table = wh.read("code_assignments", cid)
         check_unique(table.limit(0), table, single, "after the commit")
+    with ctx.step("expectations"):
+        dq = check_table(ctx, "code_assignments")
     with ctx.step("counts"):
         report = codes_report(campaign, table, n_new, plan)
         report.counts["placed_in_wave_now"] = n_placed
+        report.summary.append(f"expectations: {dq}")
         if n_placed:
             report.summary.insert(1, f"{n_placed:,} fans coded earlier were placed in a wave now (validity set)")
         return report

@@ -293,7 +293,13 @@ def ingest(ctx: StageContext) -> StageReport:
         with ctx.step("reconcile"):
             reasons = _verify(ctx.warehouse, ctx.campaign_id, todo)
             write_manifest(ctx, todo)
-    return ingest_report(folder, plans, ignored, reasons)
+    report = ingest_report(folder, plans, ignored, reasons)
+    if any(p.table == "registrations" for p in todo):
+        from campaign_pipeline.quality.suites import check_table
+
+        with ctx.step("expectations"):
+            report.summary.append(f"expectations on registrations: {check_table(ctx, 'registrations')}")
+    return report
 
 
 def ingest_report(folder: str, plans: list[FilePlan], ignored: list[str], reasons: dict[str, int]) -> StageReport:

@@ -271,6 +271,11 @@ def notify(ctx: StageContext) -> StageReport:
         report.counts.setdefault(key, 0)
     if not taken:
         report.summary.insert(0, "no wave to send")
+    elif not dry_run:
+        from campaign_pipeline.quality.suites import check_table
+
+        with ctx.step("expectations"):
+            report.summary.append(f"expectations on notification_log: {check_table(ctx, 'notification_log')}")
     return report
 
 

@@ -1,61 +1,80 @@
 """great-expectations suites, run on Spark DataFrames, with every result written to `dq_results`.
 
-A suite is a list of expectation objects plus, where a rule spans columns, derived boolean
-columns that the suite checks (`_eligible_with_reason` must be false everywhere). A failed suite
-fails the stage with the failed expectations named.
+A suite is a list of expectations, each `critical` (a failure fails the stage that wrote the
+table, naming the expectation and the observed value) or `warning` (recorded and reported, the
+stage goes on), plus derived boolean columns for rules that span columns or tables
+(`_eligible_with_reason` must be false everywhere). The severity is great-expectations' own
+(`severity=` on the expectation), so Data Docs shows it too.
+
+Results carry counts and observed values only: the unexpected-value lists great-expectations would
+keep (phone numbers, emails, codes) are switched off, so `dq_results` and Data Docs never hold
+personal data.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 from dataclasses import dataclass, field
 
 from pyspark.sql import Column, DataFrame
-from pyspark.sql import functions as F
 
 from campaign_pipeline.errors import PipelineError
-from campaign_pipeline.tables import FAN, catalog_rows
+from campaign_pipeline.tables import catalog_rows
 
 # great-expectations draws tqdm progress bars; a batch job's log wants one line per stage. Set
 # before great_expectations (and tqdm) is first imported.
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 E164 = r"^\+[1-9][0-9]{6,14}$"
+CRITICAL, WARNING = "critical", "warning"
+# Counts and observed values, never the rows' values (they may be phones, emails or codes).
+RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": 0}
 
 
 @dataclass
 class Suite:
+    """Expectations on one table: `expectations` are critical, `warnings` only reported."""
+
     name: str
     expectations: list = field(default_factory=list)
     derived: dict[str, Column] = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
+
+    def all(self) -> list:
+        for e in self.expectations:
+            e.severity = CRITICAL
+        for e in self.warnings:
+            e.severity = WARNING
+        return [*self.expectations, *self.warnings]
 
 
-def registrants_suite(disqualifying: tuple[str, ...]) -> Suite:
-    import great_expectations as gx
+@dataclass(frozen=True)
+class CheckResult:
+    table: str
+    expectation: str  # e.g. expect_column_values_to_match_regex(phone_e164)
+    severity: str
+    success: bool
+    observed: dict
+    result: dict  # great-expectations' own JSON of the result (counts only), for Data Docs
 
-    reasons_ok = F.array_intersect(F.col("ineligible_reasons"), F.array(*[F.lit(t) for t in disqualifying]))
-    return Suite(
-        "registrants",
-        [
-            gx.expectations.ExpectCompoundColumnsToBeUnique(column_list=FAN),
-            gx.expectations.ExpectColumnValuesToNotBeNull(column="global_user_id"),
-            gx.expectations.ExpectColumnValuesToNotBeNull(column="eligible"),
-            gx.expectations.ExpectColumnValuesToMatchRegex(column="phone_e164", regex=E164),
-            gx.expectations.ExpectColumnValuesToBeInSet(column="_eligible_with_reason", value_set=[False]),
-            gx.expectations.ExpectColumnValuesToBeInSet(column="_ineligible_without_reason", value_set=[False]),
-        ],
-        {
-            "_eligible_with_reason": F.col("eligible") & (F.size(reasons_ok) > 0),
-            "_ineligible_without_reason": ~F.col("eligible") & (F.size(F.col("ineligible_reasons")) == 0),
-        },
-    )
+    def line(self) -> str:
+        shown = ", ".join(f"{k} {v}" for k, v in self.observed.items() if v is not None)
+        return f"{self.table}: {self.expectation} [{self.severity}] observed {shown or 'nothing'}"
 
 
-def run_suite(ctx, table: str, df: DataFrame, suite: Suite) -> str:
-    """Validate `df`, append one `dq_results` row per expectation (the stage's run), raise if any failed."""
+def _name(config) -> str:
+    kwargs = config.kwargs
+    column = kwargs.get("column") or ",".join(kwargs.get("column_list") or [])
+    return f"{config.type}({column})"
+
+
+def validate(df: DataFrame, table: str, suite: Suite) -> list[CheckResult]:
+    """Run `suite` on `df` (plus the suite's derived columns); one result per expectation."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
+    from pyspark import StorageLevel
 
     context = gx.get_context(mode="ephemeral")
     # great-expectations passes `disable=` to tqdm itself, so TQDM_DISABLE alone does not silence it.
@@ -63,35 +82,82 @@ def run_suite(ctx, table: str, df: DataFrame, suite: Suite) -> str:
     source = context.data_sources.add_spark(name=f"{table}_source")
     asset = source.add_dataframe_asset(name=table)
     batch_definition = asset.add_batch_definition_whole_dataframe("whole")
-    data = df.select(*df.columns, *[c.alias(n) for n, c in suite.derived.items()])
-    batch = batch_definition.get_batch(batch_parameters={"dataframe": data})
-    gx_suite = gx.ExpectationSuite(name=suite.name)
-    for expectation in suite.expectations:
-        gx_suite.add_expectation(expectation)
-    outcome = batch.validate(gx_suite)
-    rows, failed = [], []
+    # The expectations scan the data several times: read (and derive) it once.
+    data = df.select(*df.columns, *[c.alias(n) for n, c in suite.derived.items()]).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        batch = batch_definition.get_batch(batch_parameters={"dataframe": data})
+        gx_suite = gx.ExpectationSuite(name=suite.name)
+        for expectation in suite.all():
+            gx_suite.add_expectation(expectation)
+        outcome = batch.validate(gx_suite, result_format=RESULT_FORMAT)
+    finally:
+        data.unpersist()
+    results = []
     for r in outcome.results:
         config = r.expectation_config
-        column = config.kwargs.get("column") or ",".join(config.kwargs.get("column_list") or [])
-        name = f"{config.type}({column})"
         observed = {
             k: r.result.get(k)
             for k in ("element_count", "unexpected_count", "unexpected_percent", "observed_value")
             if k in r.result
         }
-        rows.append(
-            {
-                "run_id": ctx.run_id,
-                "campaign_id": ctx.campaign_id,
-                "table": table,
-                "expectation": name,
-                "success": bool(r.success),
-                "observed": json.dumps(observed, default=str),
-            }
-        )
-        if not r.success:
-            failed.append(f"{name}: {observed}")
-    ctx.warehouse.append("dq_results", catalog_rows(ctx.spark, "dq_results", rows))
+        if r.exception_info and r.exception_info.get("raised_exception"):
+            observed["error"] = str(r.exception_info.get("exception_message"))[:300]
+        severity = str(getattr(config.severity, "value", config.severity) or CRITICAL)
+        results.append(CheckResult(table, _name(config), severity, bool(r.success), observed, r.to_json_dict()))
+    return results
+
+
+def failures(results: list[CheckResult], severity: str = CRITICAL) -> list[CheckResult]:
+    return [r for r in results if not r.success and r.severity == severity]
+
+
+def raise_on_critical(results: list[CheckResult], stage: str = "") -> None:
+    """Fail with every failed critical expectation named, with what was observed."""
+    failed = failures(results)
     if failed:
-        raise PipelineError(f"data quality checks failed on {table}: " + "; ".join(failed))
-    return f"{len(rows)} passed"
+        where = f"{stage}: " if stage else ""
+        raise PipelineError(
+            f"{where}data quality check failed (critical) on {failed[0].table}:\n  "
+            + "\n  ".join(r.line() for r in failed)
+        )
+
+
+def record(ctx, results: list[CheckResult]) -> None:
+    """Append the results to `dq_results` under the stage's run id."""
+    checked_at = dt.datetime.now(dt.UTC)
+    rows = [
+        {
+            "run_id": ctx.run_id,
+            "campaign_id": ctx.campaign_id,
+            "table": r.table,
+            "expectation": r.expectation,
+            "success": r.success,
+            "observed": json.dumps(r.observed, default=str),
+            "severity": r.severity,
+            "result": json.dumps(r.result, default=str),
+            "checked_at": checked_at,
+        }
+        for r in results
+    ]
+    ctx.warehouse.append("dq_results", catalog_rows(ctx.spark, "dq_results", rows))
+
+
+def summary(results: list[CheckResult]) -> str:
+    """`6 passed` / `5 passed, 1 warning: expect_...(email)`."""
+    passed = sum(r.success for r in results)
+    warned = failures(results, WARNING)
+    text = f"{passed} passed"
+    if warned:
+        text += f", {len(warned)} warning{'s' if len(warned) > 1 else ''}: " + "; ".join(
+            r.line().split(": ", 1)[1] for r in warned
+        )
+    return text
+
+
+def run_suite(ctx, table: str, df: DataFrame, suite: Suite) -> str:
+    """Validate `df`, append one `dq_results` row per expectation (the stage's run), raise if a
+    critical expectation failed; returns the summary line the stage prints."""
+    results = validate(df, table, suite)
+    record(ctx, results)
+    raise_on_critical(results, ctx.stage)
+    return summary(results)

@@ -57,31 +57,9 @@ def score_registrants(
     )
 
 
-def scores_suite(band_names: list[str], bands):
-    import great_expectations as gx
-
-    from campaign_pipeline.quality.expectations import Suite
-
-    name, low, high = m.band_of(bands, F.col("raw_score"))
-    band_ok = F.col("band").eqNullSafe(name)
-    inside = F.col("band_score").isNull() | ((F.col("band_score") >= low) & (F.col("band_score") <= high))
-    return Suite(
-        "scores",
-        [
-            gx.expectations.ExpectCompoundColumnsToBeUnique(column_list=FAN),
-            gx.expectations.ExpectColumnValuesToBeBetween(column="raw_score", min_value=0.0, max_value=1.0),
-            gx.expectations.ExpectColumnValuesToBeBetween(column="band_score", min_value=0.0, max_value=1.0),
-            gx.expectations.ExpectColumnValuesToBeInSet(column="band", value_set=band_names),
-            gx.expectations.ExpectColumnValuesToBeInSet(column="_band_matches_score", value_set=[True]),
-            gx.expectations.ExpectColumnValuesToBeInSet(column="_band_score_inside_band", value_set=[True]),
-        ],
-        {"_band_matches_score": band_ok, "_band_score_inside_band": inside & band_ok},
-    )
-
-
 def score(ctx: StageContext) -> StageReport:
     """Score every registrant of the campaign into `scores` (a no-op when nothing changed)."""
-    from campaign_pipeline.quality.expectations import run_suite
+    from campaign_pipeline.quality.suites import check_table
 
     wh, cid, campaign = ctx.warehouse, ctx.campaign_id, ctx.campaign
     with ctx.step("score_and_write"):
@@ -95,8 +73,7 @@ def score(ctx: StageContext) -> StageReport:
         written = wh.replace_if_changed("scores", scores.withColumn("run_id", F.lit(ctx.run_id)), cid, cut=ctx.cut)
     with ctx.step("counts_and_checks"):
         table = wh.read("scores", cid)
-        bands = campaign.scoring.bands
-        dq = run_suite(ctx, "scores", table, scores_suite([b.name for b in bands], bands))
+        dq = check_table(ctx, "scores")
         return score_report(campaign, table, dq, written)
 
 

@@ -18,7 +18,6 @@ from campaign_pipeline.errors import InputError
 from campaign_pipeline.screening.emails import tag_emails
 from campaign_pipeline.screening.identity import with_identity_clusters
 from campaign_pipeline.screening.rules import (
-    DISQUALIFYING,
     TAG_ORDER,
     assign_tags,
     cluster_verdicts,
@@ -107,7 +106,7 @@ def screening_lists(campaign: Campaign, landing_entries: DataFrame) -> dict[str,
 
 def screen(ctx: StageContext) -> StageReport:
     """Screen every registrant of the campaign into `registrants`."""
-    from campaign_pipeline.quality.expectations import registrants_suite, run_suite
+    from campaign_pipeline.quality.suites import check_table
 
     wh, cid, campaign = ctx.warehouse, ctx.campaign_id, ctx.campaign
     registrations, activity = wh.read("registrations", cid), wh.read("fan_activity", cid)
@@ -125,7 +124,7 @@ def screen(ctx: StageContext) -> StageReport:
         )
     with ctx.step("counts_and_checks"):
         table = wh.read("registrants", cid)
-        dq = run_suite(ctx, "registrants", table, registrants_suite(DISQUALIFYING))
+        dq = check_table(ctx, "registrants")
         report = screen_report(table, figures, dq, written)
         report.counts["registrations_read"] = registrations.count()
     return report

@@ -14,7 +14,7 @@ keeps that market); every other fan is allocated again.
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from campaign_pipeline.config import Campaign
@@ -102,40 +102,6 @@ def select_fans(
     return out.select(*COLUMNS)
 
 
-def selections_suite(campaign: Campaign):
-    import great_expectations as gx
-
-    from campaign_pipeline.quality.expectations import Suite
-
-    capacity = F.create_map(*[x for m in campaign.markets for x in (F.lit(m.market_id), F.lit(m.capacity))])
-    selected = F.col("verdict") == "selected"
-    in_market = F.sum(selected.cast("int")).over(Window.partitionBy("campaign_id", "market_id"))
-    per_fan = Window.partitionBy(*FAN)
-    one_verdict = F.size(F.collect_set("verdict").over(per_fan)) == 1
-    if campaign.options.single_market:
-        one_verdict = one_verdict & (F.count(F.lit(1)).over(per_fan) == 1)
-    return Suite(
-        "selections",
-        [
-            gx.expectations.ExpectColumnValuesToBeInSet(
-                column="verdict", value_set=["selected", "waitlisted", "rejected"]
-            ),
-            gx.expectations.ExpectColumnValuesToBeInSet(column="_one_verdict_per_fan", value_set=[True]),
-            gx.expectations.ExpectColumnValuesToBeInSet(column="_within_capacity", value_set=[True]),
-            gx.expectations.ExpectColumnValuesToBeInSet(column="_selected_has_market_and_rank", value_set=[True]),
-            gx.expectations.ExpectColumnValuesToBeInSet(column="_rejected_has_reason", value_set=[True]),
-        ],
-        {
-            "_one_verdict_per_fan": one_verdict,
-            # A capacity lowered below the selections already made fails here, loudly.
-            "_within_capacity": ~selected | (in_market <= F.coalesce(capacity[F.col("market_id")], F.lit(0))),
-            "_selected_has_market_and_rank": ~selected
-            | (F.col("market_id").isNotNull() & F.col("market_rank").isNotNull()),
-            "_rejected_has_reason": (F.col("verdict") != "rejected") | (F.size("reasons") > 0),
-        },
-    )
-
-
 def fairness_summary(selections: DataFrame, registrants: DataFrame, scores: DataFrame):
     """Counts behind the fairness summary: per band, per market (first choice), rounds."""
     first = registrants.select(*FAN, F.element_at("market_preferences", 1).alias("first_choice"))
@@ -151,7 +117,7 @@ def fairness_summary(selections: DataFrame, registrants: DataFrame, scores: Data
 
 def select(ctx: StageContext) -> StageReport:
     """Write one verdict per registrant into `selections` (a no-op when nothing changed)."""
-    from campaign_pipeline.quality.expectations import run_suite
+    from campaign_pipeline.quality.suites import check_table
 
     wh, cid, campaign = ctx.warehouse, ctx.campaign_id, ctx.campaign
     registrants, scores = wh.read("registrants", cid), wh.read("scores", cid)
@@ -163,7 +129,7 @@ def select(ctx: StageContext) -> StageReport:
         written = wh.replace_if_changed("selections", selections, cid, cut=ctx.cut)
     with ctx.step("counts_and_checks"):
         table = wh.read("selections", cid)
-        dq = run_suite(ctx, "selections", table, selections_suite(campaign))
+        dq = check_table(ctx, "selections")
         return select_report(campaign, fairness_summary(table, registrants, scores), written, dq)
 
 

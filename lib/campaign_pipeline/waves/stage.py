@@ -153,6 +153,11 @@ def plan_waves(ctx: StageContext) -> StageReport:
         write_waves(ctx, per)
     with ctx.step("counts"):
         report = waves_report(campaign, plan, inputs, per, written)
+    with ctx.step("expectations"):
+        from campaign_pipeline.quality.suites import check_table
+
+        for table in ("waves", "wave_messages"):
+            report.summary.append(f"expectations on {table}: {check_table(ctx, table)}")
     with ctx.step("export"):
         for w in ordered_waves(campaign):
             ctx.describe(f"legacy export {w.wave_id}")

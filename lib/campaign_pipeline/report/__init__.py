@@ -1,0 +1,1 @@
+"""The campaign report: reconciliation, campaign_stats snapshots, one HTML file and Data Docs."""

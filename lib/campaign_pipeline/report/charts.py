@@ -1,0 +1,226 @@
+"""The report's charts: static SVG drawn by matplotlib (no script, no network, prints as vectors).
+
+Every chart returns `Chart(key, title, svg, points)`; `points` is how many data points it plots
+(0 draws a "no data yet" panel). Text stays text in the SVG (`svg.fonttype: none`), which keeps
+each chart a few kilobytes; `svg.hashsalt` and no date make the same figures give the same file.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass
+
+from campaign_pipeline.report.figures import SCORE_BINS, Figures
+
+PALETTE = ["#1b6ca8", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#b07aa1", "#9c755f", "#bab0ac"]
+STATUS_COLOURS = {"sent": "#59a14f", "failed": "#e15759", "skipped": "#bab0ac"}
+
+
+@dataclass
+class Chart:
+    key: str
+    title: str
+    svg: str
+    points: int
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("svg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update(
+        {
+            "svg.fonttype": "none",
+            "svg.hashsalt": "campaign-report",
+            "font.family": "sans-serif",
+            "font.size": 9,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "axes.titlesize": 10,
+        }
+    )
+    return plt
+
+
+def _svg(fig) -> str:
+    plt = _plt()
+    out = io.StringIO()
+    fig.savefig(out, format="svg", bbox_inches="tight", metadata={"Date": None, "Creator": None})
+    plt.close(fig)
+    text = out.getvalue()
+    text = text[text.index("<svg") :]  # inline: no XML declaration or doctype
+    # matplotlib's RDF metadata block (and its namespaces) says nothing a reader needs
+    text = re.sub(r"\s*<metadata>.*?</metadata>", "", text, flags=re.S)
+    return re.sub(r'\s+xmlns:(?:cc|dc|rdf)="[^"]*"', "", text)
+
+
+def _empty(ax, what: str) -> None:
+    ax.text(0.5, 0.5, f"no {what} yet", ha="center", va="center", transform=ax.transAxes, color="#777")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _hbars(ax, labels: list[str], values: list[int], colour: str = PALETTE[0]) -> None:
+    y = list(range(len(labels)))[::-1]
+    ax.barh(y, values, color=colour)
+    ax.set_yticks(y, labels)
+    top = max(values) if values else 0
+    for yy, v in zip(y, values, strict=True):
+        ax.text(v + top * 0.01, yy, f"{v:,}", va="center", fontsize=8)
+    ax.set_xlim(0, top * 1.15 or 1)
+
+
+def funnel(fig_: Figures) -> Chart:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    labels, values = list(fig_.funnel), list(fig_.funnel.values())
+    _hbars(ax, labels, values)
+    ax.set_xlabel("count")
+    return Chart(
+        "funnel", "The funnel: from registration rows to messages sent", _svg(fig), sum(1 for v in values if v)
+    )
+
+
+def score_distribution(fig_: Figures) -> Chart:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3))
+    bands = [*fig_.bands, "below every band"]
+    width = 1 / SCORE_BINS
+    bottom = [0] * SCORE_BINS
+    points = 0
+    for i, band in enumerate(bands):
+        counts = [0] * SCORE_BINS
+        for r in fig_.score_histogram:
+            if r["band"] == band:
+                counts[r["bin"]] += r["fans"]
+        if not any(counts):
+            continue
+        points += sum(1 for c in counts if c)
+        ax.bar([b * width for b in range(SCORE_BINS)], counts, width=width * 0.95, bottom=bottom, align="edge",
+               color=PALETTE[i % len(PALETTE)], label=band)  # fmt: skip
+        bottom = [a + b for a, b in zip(bottom, counts, strict=True)]
+    if points:
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("raw score")
+        ax.set_ylabel("fans")
+        ax.legend(title="band", fontsize=8, frameon=False)
+    else:
+        _empty(ax, "scores")
+    return Chart("scores", "Score distribution per band", _svg(fig), points)
+
+
+def capacity(fig_: Figures) -> Chart:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3))
+    markets = fig_.markets
+    x = list(range(len(markets)))
+    ax.bar(x, [m["capacity"] for m in markets], width=0.8, color="none", edgecolor="#555", label="capacity")
+    ax.bar([i - 0.2 for i in x], [m["selected"] for m in markets], width=0.4, color=PALETTE[0], label="selected")
+    ax.bar([i + 0.2 for i in x], [m["coded"] for m in markets], width=0.4, color=PALETTE[2], label="coded")
+    ax.set_xticks(
+        x,
+        [m["market_id"] for m in markets],
+        rotation=45 if len(markets) > 8 else 0,
+        ha="right" if len(markets) > 8 else "center",
+    )
+    ax.set_ylabel("fans")
+    ax.legend(fontsize=8, frameon=False, ncols=3, loc="upper center", bbox_to_anchor=(0.5, 1.15))
+    points = sum(1 for m in markets if m["selected"] or m["coded"])
+    return Chart("capacity", "Selected and coded fans against capacity, per market", _svg(fig), points)
+
+
+def fairness(fig_: Figures) -> Chart:
+    plt = _plt()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(7, 3), gridspec_kw={"width_ratios": [1, 2]})
+    bands = fig_.band_rates
+    left.bar([b["band"] for b in bands], [b["rate"] * 100 for b in bands], color=PALETTE[1])
+    left.set_ylabel("% of eligible scored fans selected")
+    left.set_title("per band")
+    left.tick_params(axis="x", rotation=30)
+    markets = fig_.markets
+    right.bar([m["market_id"] for m in markets], [m["rate"] * 100 for m in markets], color=PALETTE[0])
+    right.set_title("per market (first choice)")
+    right.tick_params(axis="x", rotation=45 if len(markets) > 8 else 0)
+    for ax in (left, right):
+        ax.set_ylim(0, 100)
+    points = sum(1 for b in bands if b["candidates"]) + sum(1 for m in markets if m["first_choice_eligible"])
+    return Chart("fairness", "Selection rate per band and per market (the fairness view)", _svg(fig), points)
+
+
+def reasons(fig_: Figures) -> Chart:
+    plt = _plt()
+    items = list(fig_.reasons.items())[:15]
+    fig, ax = plt.subplots(figsize=(7, max(1.6, 0.3 * len(items) + 0.6)))
+    if items:
+        _hbars(ax, [k for k, _ in items], [v for _, v in items], PALETTE[3])
+        ax.set_xlabel("registrants (a registrant may have several reasons)")
+    else:
+        _empty(ax, "ineligible registrants")
+    return Chart("reasons", "Reasons for ineligibility", _svg(fig), len(items))
+
+
+def clusters(fig_: Figures) -> Chart:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 2.8))
+    rows = fig_.clusters
+    ax.bar([r["size"] for r in rows], [r["clusters"] for r in rows], color=PALETTE[4])
+    if any(r["clusters"] for r in rows):
+        ax.set_yscale("log")
+    ax.set_xlabel("accounts per identity cluster")
+    ax.set_ylabel("clusters (log scale)")
+    return Chart("clusters", "Identity-cluster sizes", _svg(fig), sum(1 for r in rows if r["clusters"]))
+
+
+def delivery(fig_: Figures) -> Chart:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3))
+    series: dict[tuple[str, str], list] = {}
+    for r in fig_.delivery:
+        series.setdefault((r["channel"], r["status"]), []).append((r["hour"], r["messages"]))
+    styles = {"sms": "-", "email": "--"}
+    for (channel, status), values in sorted(series.items()):
+        hours, total, points = [], 0, []
+        for hour, n in sorted(values):
+            total += n
+            hours.append(hour)
+            points.append(total)
+        ax.step(hours, points, where="post", marker="o", markersize=3, linestyle=styles.get(channel, ":"),
+                color=STATUS_COLOURS.get(status, "#333"), label=f"{channel} {status}")  # fmt: skip
+    if series:
+        ax.set_ylabel("messages (cumulative)")
+        ax.legend(fontsize=8, frameon=False)
+        fig.autofmt_xdate()
+    else:
+        _empty(ax, "messages sent")
+    return Chart("delivery", "Delivery results over time, per channel", _svg(fig), len(fig_.delivery))
+
+
+def quality(fig_: Figures) -> Chart:
+    plt = _plt()
+    tables: dict[str, dict[str, int]] = {}
+    for q in fig_.quality:
+        outcome = "passed" if q["success"] else ("critical" if q["severity"] == "critical" else "warning")
+        counts = tables.setdefault(q["table"], {"passed": 0, "warning": 0, "critical": 0})
+        counts[outcome] += 1
+    names = list(tables)
+    fig, ax = plt.subplots(figsize=(7, max(1.6, 0.32 * len(names) + 0.8)))
+    if names:
+        y = list(range(len(names)))[::-1]
+        left = [0] * len(names)
+        for outcome, colour in (("passed", "#59a14f"), ("warning", "#f2b33d"), ("critical", "#e15759")):
+            values = [tables[n][outcome] for n in names]
+            ax.barh(y, values, left=left, color=colour, label=outcome)
+            left = [a + b for a, b in zip(left, values, strict=True)]
+        ax.set_yticks(y, names)
+        ax.set_xlabel("expectations (latest check of each table)")
+        ax.legend(fontsize=8, frameon=False, ncols=3, loc="upper center", bbox_to_anchor=(0.5, 1.2))
+    else:
+        _empty(ax, "expectations checked")
+    return Chart("quality", "Data-quality results per table", _svg(fig), len(fig_.quality))
+
+
+def all_charts(fig_: Figures) -> list[Chart]:
+    return [f(fig_) for f in (funnel, score_distribution, capacity, fairness, reasons, clusters, delivery, quality)]

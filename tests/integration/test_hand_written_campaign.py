@@ -297,8 +297,13 @@ def test_every_critical_expectation_fails_on_a_table_that_breaks_it(spark, golde
 
     variant = _small_capacity(campaign) if table == "selections" else campaign
     data, suite = SUITES[table](variant, read_broken)
-    results = validate(data, table, suite)
+    results = validate(data, table, suite)  # a small table: checked with pandas on the driver
     assert {r.expectation for r in failures(results)} == critical
+    # a big table is checked by Spark where it lies: the same verdicts and counts
+    on_spark = validate(data, table, suite, engine="spark")
+    assert [(r.expectation, r.success, r.observed.get("unexpected_count")) for r in on_spark] == [
+        (r.expectation, r.success, r.observed.get("unexpected_count")) for r in results
+    ]
     with pytest.raises(PipelineError) as caught:
         raise_on_critical(results, "some_stage")
     message = str(caught.value)

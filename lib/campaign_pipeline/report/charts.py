@@ -57,6 +57,18 @@ def _svg(fig) -> str:
     return re.sub(r'\s+xmlns:(?:cc|dc|rdf)="[^"]*"', "", text)
 
 
+def _counts_axis(axis) -> None:
+    """Whole counts with thousands separators (never matplotlib's `1e6` offset)."""
+    from matplotlib.ticker import FuncFormatter
+
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+
+
+def _market_ticks(ax, labels: list[str]) -> None:
+    many = len(labels) > 12
+    ax.set_xticks(range(len(labels)), labels, rotation=90 if many else 0, fontsize=6 if many else 9)
+
+
 def _empty(ax, what: str) -> None:
     ax.text(0.5, 0.5, f"no {what} yet", ha="center", va="center", transform=ax.transAxes, color="#777")
     ax.set_xticks([])
@@ -71,6 +83,7 @@ def _hbars(ax, labels: list[str], values: list[int], colour: str = PALETTE[0]) -
     for yy, v in zip(y, values, strict=True):
         ax.text(v + top * 0.01, yy, f"{v:,}", va="center", fontsize=8)
     ax.set_xlim(0, top * 1.15 or 1)
+    _counts_axis(ax.xaxis)
 
 
 def funnel(fig_: Figures) -> Chart:
@@ -106,6 +119,7 @@ def score_distribution(fig_: Figures) -> Chart:
         ax.set_xlim(0, 1)
         ax.set_xlabel("raw score")
         ax.set_ylabel("fans")
+        _counts_axis(ax.yaxis)
         ax.legend(title="band", fontsize=8, frameon=False)
     else:
         _empty(ax, "scores")
@@ -120,13 +134,9 @@ def capacity(fig_: Figures) -> Chart:
     ax.bar(x, [m["capacity"] for m in markets], width=0.8, color="none", edgecolor="#555", label="capacity")
     ax.bar([i - 0.2 for i in x], [m["selected"] for m in markets], width=0.4, color=PALETTE[0], label="selected")
     ax.bar([i + 0.2 for i in x], [m["coded"] for m in markets], width=0.4, color=PALETTE[2], label="coded")
-    ax.set_xticks(
-        x,
-        [m["market_id"] for m in markets],
-        rotation=45 if len(markets) > 8 else 0,
-        ha="right" if len(markets) > 8 else "center",
-    )
+    _market_ticks(ax, [m["market_id"] for m in markets])
     ax.set_ylabel("fans")
+    _counts_axis(ax.yaxis)
     ax.legend(fontsize=8, frameon=False, ncols=3, loc="upper center", bbox_to_anchor=(0.5, 1.15))
     points = sum(1 for m in markets if m["selected"] or m["coded"])
     return Chart("capacity", "Selected and coded fans against capacity, per market", _svg(fig), points)
@@ -141,9 +151,9 @@ def fairness(fig_: Figures) -> Chart:
     left.set_title("per band")
     left.tick_params(axis="x", rotation=30)
     markets = fig_.markets
-    right.bar([m["market_id"] for m in markets], [m["rate"] * 100 for m in markets], color=PALETTE[0])
+    right.bar(range(len(markets)), [m["rate"] * 100 for m in markets], color=PALETTE[0])
     right.set_title("per market (first choice)")
-    right.tick_params(axis="x", rotation=45 if len(markets) > 8 else 0)
+    _market_ticks(right, [m["market_id"] for m in markets])
     for ax in (left, right):
         ax.set_ylim(0, 100)
     points = sum(1 for b in bands if b["candidates"]) + sum(1 for m in markets if m["first_choice_eligible"])
@@ -191,6 +201,7 @@ def delivery(fig_: Figures) -> Chart:
                 color=STATUS_COLOURS.get(status, "#333"), label=f"{channel} {status}")  # fmt: skip
     if series:
         ax.set_ylabel("messages (cumulative)")
+        _counts_axis(ax.yaxis)
         ax.legend(fontsize=8, frameon=False)
         fig.autofmt_xdate()
     else:

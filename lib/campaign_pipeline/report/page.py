@@ -39,7 +39,7 @@ TEMPLATE = """<!doctype html>
   .card b { display: block; font-size: 18px; } .card span { color: #666; font-size: 12px; }
   .bad { color: #b3261e; } .warn { color: #9a6700; } .ok { color: #2e7d32; }
   figure { margin: 0; break-inside: avoid; page-break-inside: avoid; }
-  figure svg { max-width: 100%; height: auto; }
+  figure svg { width: 100%; height: auto; }
   figcaption { color: #555; margin: 2px 0 6px; }
   table { border-collapse: collapse; width: 100%; margin: 6px 0 12px; font-size: 12.5px; }
   th, td { border-bottom: 1px solid #e4e4e4; padding: 3px 6px; text-align: left; vertical-align: top; }

@@ -83,6 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
                 "(default: <warehouse>/_reports/<campaign>/)",
             )  # fmt: skip
 
+    maintain = sub.add_parser(
+        "maintain", help="archive a finished campaign (copy, verify, delete), else compact it; then VACUUM"
+    )
+    _common(maintain)
+    _now_option(maintain)
+    maintain.add_argument(
+        "--older-than", default="30d", help="archive only when the last wave ended longer ago than this (30d, 12h)"
+    )
+    maintain.add_argument("--retain-hours", type=int, default=168, help="VACUUM retention, at least 168 (7 days)")
+    maintain.add_argument("--no-vacuum", action="store_true", help="skip VACUUM")
+
     sub.add_parser("stages", help="print the pipeline: each stage with the tables it reads and writes")
 
     synth = sub.add_parser("synth", help="generate a synthetic campaign (landing files, ground truth, YAML)")
@@ -337,6 +348,21 @@ def _demo_notify(spark, campaign, env) -> dt.datetime | None:
         sqs_server.stop()
 
 
+def _maintain(args) -> int:
+    from campaign_pipeline.ops.maintain import maintain, parse_age
+    from campaign_pipeline.runner import run_operation
+
+    parse_age(args.older_than)  # a bad value fails before Spark starts
+    if args.retain_hours < 168:
+        raise ConfigError(f"--retain-hours {args.retain_hours}: at least 168 (7 days, Delta's retention safety check)")
+    campaign = load_campaign(args.campaign)
+    env = load_environment(args.env).with_roots(args.landing, args.warehouse)
+    spark = _session(env, f"campaign-pipeline maintain {campaign.campaign_id}")
+    options = {"older_than": args.older_than, "retain_hours": args.retain_hours, "no_vacuum": args.no_vacuum}
+    run_operation(spark, campaign, env, "maintain", maintain, now=args.now, options=options)
+    return 0
+
+
 def _explain(args) -> int:
     from campaign_pipeline.ops.explain import explain_fan
     from campaign_pipeline.tables import Warehouse
@@ -364,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
             return _explain(args)
         if args.command == "notify":
             return _notify(args)
+        if args.command == "maintain":
+            return _maintain(args)
         if args.command == "stages":
             from campaign_pipeline.pipeline import diagram
 

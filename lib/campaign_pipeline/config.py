@@ -330,6 +330,7 @@ class Environment(_Model):
     email_queue_url: str | None = None
     aws_region: str | None = None
     export_root: str | None = Field(None, description="legacy wave zips; default <warehouse_root>/_exports")
+    archive_root: str | None = Field(None, description="archived campaigns; default <warehouse_root>/_archive")
     lineage: Literal["checkpoint", "local_checkpoint", "persist"] | None = Field(
         None,
         description="how stages cut lineage between steps (default checkpoint)",

@@ -14,7 +14,7 @@ import datetime as dt
 import sys
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -145,6 +145,26 @@ def _run_stage(ctx: StageContext, stage: Stage, done: set[str], out: TextIO) -> 
     for line in report.summary + ([report.steps_line()] if report.steps else []):
         print(f"    {line}", file=out)
     return report, seconds
+
+
+def run_operation(
+    spark: SparkSession,
+    campaign: Campaign,
+    env: Environment,
+    name: str,
+    run: Callable[[StageContext], StageReport],
+    out: TextIO | None = None,
+    now: dt.datetime | None = None,
+    options: dict | None = None,
+) -> tuple[str, StageReport]:
+    """Run an operation that is not a pipeline stage (`maintain`) the way a stage runs: one line of
+    progress, its summary, a `pipeline_runs` record, a Slack alert if it fails."""
+    started = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    run_id = new_run_id(campaign.campaign_id, started)
+    wh = Warehouse(spark, env.warehouse_root)
+    ctx = StageContext(spark, campaign, env, wh, run_id, started, stage=name, now=now, options=options)
+    report, _ = _run_stage(ctx, Stage(name, run, reads=(), writes=()), set(), out or sys.stdout)
+    return run_id, report
 
 
 def _remove_folder(spark: SparkSession, path: str) -> None:

@@ -90,3 +90,11 @@ def test_run_ingests_and_screens_hand_written_landing_files_and_prints_progress(
     assert "screening: INELIGIBLE · tags DUPLICATE_ACCOUNT" in story.stdout
     assert "verdict: not selected yet" in story.stdout and "a***@gmail.com" in story.stdout
     assert "annlee" not in story.stdout and "5550101" not in story.stdout.replace("******0101", "")
+
+
+def test_maintain_refuses_a_retention_below_delta_safety_check_before_spark_starts(tmp_path):
+    proc = cli("maintain", "--campaign", str(CAMPAIGN), "--retain-hours", "24", "--warehouse", str(tmp_path / "wh"),
+               cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == "error: --retain-hours 24: at least 168 (7 days, Delta's retention safety check)"
+    assert not (tmp_path / "wh").exists()

@@ -35,6 +35,7 @@ def publish(folder: Path, destination: str) -> str:
 
     if destination.startswith("s3://"):
         import boto3
+        from boto3.exceptions import S3UploadFailedError
         from botocore.exceptions import BotoCoreError, ClientError
 
         bucket, _, prefix = destination.removeprefix("s3://").partition("/")
@@ -44,7 +45,7 @@ def publish(folder: Path, destination: str) -> str:
                 key = f"{prefix}/{path.relative_to(folder).as_posix()}".lstrip("/")
                 extra = {"ContentType": "text/html; charset=utf-8"} if path.suffix == ".html" else {}
                 client.upload_file(str(path), bucket, key, ExtraArgs=extra)
-        except (BotoCoreError, ClientError) as exc:
+        except (BotoCoreError, ClientError, S3UploadFailedError) as exc:
             raise PipelineError(f"report: cannot upload to {destination}: {exc}") from None
         return f"{destination}/report.html"
     target = Path(destination.removeprefix("file://")).expanduser()

@@ -125,6 +125,7 @@ def export_wave(lines: DataFrame, destination: str, campaign_id: str, wave_id: s
     name = f"{campaign_id}/{wave_id}.zip"
     if destination.startswith("s3://"):
         import boto3
+        from boto3.exceptions import S3UploadFailedError
         from botocore.exceptions import BotoCoreError, ClientError
 
         bucket, _, prefix = destination[5:].partition("/")
@@ -134,7 +135,7 @@ def export_wave(lines: DataFrame, destination: str, campaign_id: str, wave_id: s
             rows = write_wave_zip(lines, local, stamp)
             try:
                 boto3.client("s3").upload_file(local, bucket, key)
-            except (BotoCoreError, ClientError) as exc:
+            except (BotoCoreError, ClientError, S3UploadFailedError) as exc:
                 raise PipelineError(f"legacy export: cannot upload s3://{bucket}/{key}: {exc}") from None
         return f"s3://{bucket}/{key}", rows
     target = Path(destination.removeprefix("file:")) / name

@@ -94,6 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
     maintain.add_argument("--retain-hours", type=int, default=168, help="VACUUM retention, at least 168 (7 days)")
     maintain.add_argument("--no-vacuum", action="store_true", help="skip VACUUM")
 
+    schedule = sub.add_parser("schedule", help="the schedules of conf/schedules.yaml: show them, or apply them on AWS")
+    schedule.add_argument("action", choices=["show", "apply"], help="show: the table and crontab lines; apply: to "
+                          "EventBridge Scheduler (EMR Serverless job runs)")  # fmt: skip
+    schedule.add_argument("--env", default="emr", help="environment with an emr: section (default emr)")
+    schedule.add_argument("--schedules", default="conf/schedules.yaml")
+    schedule.add_argument(
+        "--campaigns-dir", default="conf/campaigns", help="campaign configs for per-campaign schedules"
+    )
+
     sub.add_parser("stages", help="print the pipeline: each stage with the tables it reads and writes")
 
     synth = sub.add_parser("synth", help="generate a synthetic campaign (landing files, ground truth, YAML)")
@@ -348,6 +357,24 @@ def _demo_notify(spark, campaign, env) -> dt.datetime | None:
         sqs_server.stop()
 
 
+def _schedule(args) -> int:
+    from campaign_pipeline.ops import schedules as sch
+
+    env = load_environment(args.env)
+    declared = sch.load_schedules(args.schedules, args.campaigns_dir)
+    if args.action == "show":
+        for s in declared:
+            print(f"{s.name:<32} cron({s.cron})  {' '.join(s.command)}  — {s.description}")
+        print("\nas crontab lines:")
+        print("\n".join(sch.crontab(declared)))
+        return 0
+    changed = sch.apply(env, declared, f"conf/environments/{env.name}.yaml")
+    for what, names in changed.items():
+        if names:
+            print(f"{what}: {', '.join(names)}")
+    return 0
+
+
 def _maintain(args) -> int:
     from campaign_pipeline.ops.maintain import maintain, parse_age
     from campaign_pipeline.runner import run_operation
@@ -390,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
             return _explain(args)
         if args.command == "notify":
             return _notify(args)
+        if args.command == "schedule":
+            return _schedule(args)
         if args.command == "maintain":
             return _maintain(args)
         if args.command == "stages":

@@ -320,6 +320,17 @@ class NotifySettings(_Model):
     )
 
 
+class EmrSettings(_Model):
+    """Where jobs run on AWS (README: Schedules). Artifacts are what `make dist` builds, uploaded
+    under `artifacts_uri`: jobs/, the packed virtual environment and the conf/ archive."""
+
+    artifacts_uri: str = Field(pattern=r"^s3://", description="s3://bucket/prefix of jobs/, venv and conf archives")
+    application_id: str | None = Field(None, description="EMR Serverless application for job runs")
+    execution_role_arn: str | None = Field(None, description="role the Serverless job runs as")
+    scheduler_role_arn: str | None = Field(None, description="role EventBridge Scheduler assumes to start job runs")
+    schedule_group: str = "campaign-pipeline"
+
+
 class Environment(_Model):
     name: str
     mode: Literal["local", "cluster"] = "local"
@@ -337,6 +348,7 @@ class Environment(_Model):
     )
     secrets: Secrets = Field(default_factory=Secrets)
     notify: NotifySettings = Field(default_factory=NotifySettings)
+    emr: EmrSettings | None = None
 
     def with_roots(self, landing: str | None = None, warehouse: str | None = None) -> Environment:
         """The same environment with CLI overrides of the landing and warehouse roots."""

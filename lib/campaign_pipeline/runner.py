@@ -119,9 +119,20 @@ def _selected(stages: Iterable[str] | None) -> list[Stage]:
     return [s for s in PIPELINE if s.name in set(stages)]
 
 
+def _is_terminal(out: TextIO) -> bool:
+    try:
+        return out.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def _run_stage(ctx: StageContext, stage: Stage, done: set[str], out: TextIO) -> tuple[StageReport, float]:
     wh = ctx.warehouse
     started = dt.datetime.now(dt.UTC)
+    if _is_terminal(out):  # on a terminal, each step as it ends, rather than minutes of silence
+        ctx.on_step = lambda step, seconds: print(
+            f"  [{stage.name}] {step} done · {seconds:.1f} s", file=out, flush=True
+        )
     _record(wh, ctx, started, "running")
     t0 = time.perf_counter()
     try:

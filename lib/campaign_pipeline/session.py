@@ -91,7 +91,8 @@ def build_session(env: Environment, app_name: str = "campaign-pipeline", extra_c
                 "spark.sql.warehouse.dir": str(Path(env.warehouse_root).resolve() / "_spark_catalog")
                 if "://" not in env.warehouse_root
                 else env.warehouse_root.rstrip("/") + "/_spark_catalog",
-                "spark.ui.showConsoleProgress": "false",
+                # Spark's live stage bar on a terminal; off in logs and files.
+                "spark.ui.showConsoleProgress": str(sys.stderr.isatty()).lower(),
                 "spark.driver.memory": os.environ.get("CAMPAIGN_PIPELINE_DRIVER_MEMORY", "4g"),
                 "spark.databricks.delta.schema.autoMerge.enabled": "false",
                 # Delta replays its log with 50 tasks by default: far too many for one machine.

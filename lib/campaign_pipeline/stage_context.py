@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -99,6 +99,8 @@ class StageContext:
         if self.lineage not in LINEAGE_POLICIES:
             raise ValueError(f"lineage: expected one of {', '.join(LINEAGE_POLICIES)}, got {self.lineage!r}")
         self.steps: dict[str, float] = {}
+        # Called with (step, seconds) as each step ends: the runner prints it on a terminal.
+        self.on_step: Callable[[str, float], None] | None = None
         self._persisted: list[DataFrame] = []
 
     @property
@@ -124,7 +126,10 @@ class StageContext:
         try:
             yield
         finally:
-            self.steps[name] = self.steps.get(name, 0.0) + time.perf_counter() - t0
+            seconds = time.perf_counter() - t0
+            self.steps[name] = self.steps.get(name, 0.0) + seconds
+            if self.on_step is not None:
+                self.on_step(name, seconds)
 
     def cut(self, df: DataFrame, name: str) -> DataFrame:
         """`df` materialised with its lineage cut by the environment's policy (job group named `name`)."""

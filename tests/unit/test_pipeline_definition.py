@@ -138,3 +138,28 @@ def test_notify_needs_a_campaign_or_due_and_due_takes_no_campaign(capsys):
     assert "notify: give --campaign C, or --due for every campaign with a due wave" in capsys.readouterr().err
     assert main(["notify", "--due", "--wave", "w1"]) == 2
     assert "notify --due sends every due campaign: it takes no --campaign or --wave" in capsys.readouterr().err
+
+
+def test_on_a_terminal_each_step_is_printed_as_it_ends_and_not_in_a_log(spark, test_env, tmp_path):
+    import io
+
+    from campaign_pipeline.runner import run_operation
+    from campaign_pipeline.stage_context import StageReport
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    def two_steps(ctx):
+        with ctx.step("first"):
+            pass
+        with ctx.step("second"):
+            pass
+        return StageReport(counts={"rows": 1})
+
+    env = test_env.with_roots(None, str(tmp_path / "wh"))
+    for out, expected in ((Terminal(), ["first", "second"]), (io.StringIO(), [])):
+        run_operation(spark, make_campaign("tour-x"), env, "tiny", two_steps, out=out)
+        lines = out.getvalue().splitlines()
+        assert [line.split()[1] for line in lines if line.startswith("  [tiny] ")] == expected
+        assert lines[-1].startswith("    steps: first ")  # the stage's summary has them either way

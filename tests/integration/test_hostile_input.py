@@ -19,6 +19,7 @@ from pyspark.sql import types as T
 
 from campaign_pipeline.config import load_campaign
 from campaign_pipeline.errors import InputError
+from campaign_pipeline.pipeline import PIPELINE
 from campaign_pipeline.runner import run_pipeline, stage_runs
 from campaign_pipeline.tables import CATALOG, Warehouse
 
@@ -98,16 +99,7 @@ def hostile(spark, test_env, tmp_path_factory):
 def test_the_campaign_runs_to_the_end_and_every_bad_row_is_quarantined_with_its_reason(hostile):
     wh, report, log, _ = hostile
     assert report.resumed_from == "ingest" and "resuming after failed run" in log
-    assert [name for name, _, _ in report.rows] == [
-        "ingest",
-        "screen",
-        "score",
-        "select",
-        "assign_codes",
-        "plan_waves",
-        "notify",
-        "report",
-    ]
+    assert [name for name, _, _ in report.rows] == [s.name for s in PIPELINE]  # every stage, to the end
     reasons = {(Path(r["source_file"]).name, r["line"]): r["reason"] for r in wh.read("quarantine", CID).collect()}
     assert reasons == {
         ("registrations_app.jsonl", 2): "duplicate key 'email' (keys are matched case-insensitively)",

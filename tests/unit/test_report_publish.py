@@ -32,7 +32,7 @@ def test_the_report_and_its_data_docs_are_uploaded_to_s3(tmp_path, monkeypatch):
         assert keys == ["campaigns/spring-tour-2027/data_docs/index.html", "campaigns/spring-tour-2027/report.html"]
         head = s3.head_object(Bucket="reports", Key="campaigns/spring-tour-2027/report.html")
         assert head["ContentType"] == "text/html; charset=utf-8"
-        with pytest.raises(Exception, match="report: cannot upload to s3://missing-bucket/x"):
+        with pytest.raises(Exception, match="report: cannot upload s3://missing-bucket/x/"):
             publish(_report_folder(tmp_path / "again"), "s3://missing-bucket/x")
     finally:
         server.stop()

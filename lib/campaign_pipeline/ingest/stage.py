@@ -337,7 +337,7 @@ def ingest_report(folder: str, plans: list[FilePlan], ignored: list[str], reason
     return report
 
 
-def _reason_category(reason):
+def reason_category(reason):
     """`registered_at: expected ..., got '2026-13-01'` → `registered_at: expected ...` (no values)."""
     return F.regexp_replace(F.regexp_replace(reason, r", got .*$", ""), r" in '.*'$", "")
 
@@ -412,7 +412,7 @@ def _verify(wh: Warehouse, cid: str, todo: list[FilePlan]) -> dict[str, int]:
         landed = part if landed is None else landed.unionByName(part)
     held = wh.read("quarantine", cid).where((F.col("stage") == "ingest") & F.col("source_file").isin(names))
     rows = (
-        landed.unionByName(held.select("source_file", _reason_category(F.col("reason")).alias("reason")))
+        landed.unionByName(held.select("source_file", reason_category(F.col("reason")).alias("reason")))
         .groupBy("source_file", "reason")
         .count()
         .collect()

@@ -63,11 +63,6 @@ class Balance:
         }
 
 
-def reason_category(reason):
-    """`registered_at: expected ..., got '2026-13-01'` → `registered_at: expected ...` (no values)."""
-    return F.regexp_replace(F.regexp_replace(reason, r", got .*$", ""), r" in '.*'$", "")
-
-
 def _counts(df: DataFrame, *keys) -> dict:
     rows = df.groupBy(*keys).agg(F.count(F.lit(1)).alias("n")).collect()
     if len(keys) == 1:
@@ -77,6 +72,7 @@ def _counts(df: DataFrame, *keys) -> dict:
 
 def landing_balances(read) -> list[Balance]:
     from campaign_pipeline.ingest.sources import KINDS
+    from campaign_pipeline.ingest.stage import reason_category
 
     tables = {k.name: k.table for k in KINDS}
     files = [r.asDict() for r in read("landing_files").select("source_file", "kind", "rows_read").collect()]

@@ -34,19 +34,11 @@ def publish(folder: Path, destination: str) -> str:
     import shutil
 
     if destination.startswith("s3://"):
-        import boto3
-        from boto3.exceptions import S3UploadFailedError
-        from botocore.exceptions import BotoCoreError, ClientError
+        from campaign_pipeline.storage import split_s3, upload
 
-        bucket, _, prefix = destination.removeprefix("s3://").partition("/")
-        client = boto3.client("s3")
-        try:
-            for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-                key = f"{prefix}/{path.relative_to(folder).as_posix()}".lstrip("/")
-                extra = {"ContentType": "text/html; charset=utf-8"} if path.suffix == ".html" else {}
-                client.upload_file(str(path), bucket, key, ExtraArgs=extra)
-        except (BotoCoreError, ClientError, S3UploadFailedError) as exc:
-            raise PipelineError(f"report: cannot upload to {destination}: {exc}") from None
+        bucket, prefix = split_s3(destination)
+        files = sorted(p for p in folder.rglob("*") if p.is_file())
+        upload([(p, f"{prefix}/{p.relative_to(folder).as_posix()}".lstrip("/")) for p in files], bucket, "report")
         return f"{destination}/report.html"
     target = Path(destination.removeprefix("file://")).expanduser()
     target.mkdir(parents=True, exist_ok=True)

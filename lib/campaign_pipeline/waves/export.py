@@ -18,8 +18,6 @@ from pathlib import Path
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from campaign_pipeline.errors import PipelineError
-
 # OWASP CSV injection: a cell a spreadsheet would read as a formula.
 FORMULA_START = "^[=+\\-@\t\r]"
 
@@ -124,19 +122,14 @@ def export_wave(lines: DataFrame, destination: str, campaign_id: str, wave_id: s
     """Write `<destination>/<campaign_id>/<wave_id>.zip` (local or s3://); returns (uri, rows)."""
     name = f"{campaign_id}/{wave_id}.zip"
     if destination.startswith("s3://"):
-        import boto3
-        from boto3.exceptions import S3UploadFailedError
-        from botocore.exceptions import BotoCoreError, ClientError
+        from campaign_pipeline.storage import split_s3, upload
 
-        bucket, _, prefix = destination[5:].partition("/")
-        key = f"{prefix.rstrip('/')}/{name}" if prefix else name
+        bucket, prefix = split_s3(destination)
+        key = f"{prefix}/{name}" if prefix else name
         with tempfile.TemporaryDirectory() as tmp:
             local = os.path.join(tmp, "wave.zip")
             rows = write_wave_zip(lines, local, stamp)
-            try:
-                boto3.client("s3").upload_file(local, bucket, key)
-            except (BotoCoreError, ClientError, S3UploadFailedError) as exc:
-                raise PipelineError(f"legacy export: cannot upload s3://{bucket}/{key}: {exc}") from None
+            upload([(Path(local), key)], bucket, "legacy export")
         return f"s3://{bucket}/{key}", rows
     target = Path(destination.removeprefix("file:")) / name
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -95,9 +95,8 @@ def landing_balances(read) -> list[Balance]:
     return out
 
 
-def registration_balance(read) -> Balance:
+def registration_balance(read, registrants: int) -> Balance:
     row = read("registrations").agg(F.count(F.lit(1)).alias("rows"), F.countDistinct(*FAN).alias("fans")).first()
-    registrants = read("registrants").count()
     rows, fans = row["rows"] or 0, row["fans"] or 0
     return Balance(
         "registrations→registrants",
@@ -108,7 +107,7 @@ def registration_balance(read) -> Balance:
     )
 
 
-def verdict_balance(read) -> Balance:
+def verdict_balance(read, registrants: int) -> Balance:
     verdicts = (
         read("selections")
         .groupBy(*FAN)
@@ -120,9 +119,7 @@ def verdict_balance(read) -> Balance:
     order = ["selected", "waitlisted"]
     parts = {k: counts.get(k, 0) for k in order}
     parts.update({k: counts[k] for k in sorted(counts) if k not in order})
-    return Balance(
-        "registrants→verdicts", "registrants", read("registrants").count(), "selected + waitlisted + rejected", parts
-    )
+    return Balance("registrants→verdicts", "registrants", registrants, "selected + waitlisted + rejected", parts)
 
 
 def code_balance(read) -> Balance:
@@ -171,10 +168,11 @@ def outcome_balances(read) -> list[Balance]:
 
 def reconcile(campaign: Campaign, read) -> list[Balance]:
     """Every check for one campaign; `read(table)` gives the campaign's rows of a table."""
+    registrants = read("registrants").count()  # both registrant checks use this one count
     return [
         *landing_balances(read),
-        registration_balance(read),
-        verdict_balance(read),
+        registration_balance(read, registrants),
+        verdict_balance(read, registrants),
         code_balance(read),
         wave_balance(campaign, read),
         *outcome_balances(read),

@@ -7,6 +7,7 @@ shows counts only: the figures it is built from never hold a phone number, an em
 from __future__ import annotations
 
 import jinja2
+from jinja2.sandbox import SandboxedEnvironment
 
 from campaign_pipeline.report.charts import Chart
 from campaign_pipeline.report.figures import Figures
@@ -169,7 +170,9 @@ def chart_tables(f: Figures) -> dict[str, str]:
 
 
 def render(f: Figures, charts: list[Chart], docs: dict | None = None) -> str:
-    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    # The template is ours, but the values it shows (campaign and market names) come from operators'
+    # configs: the sandbox keeps any template text from reaching Python objects.
+    env = SandboxedEnvironment(autoescape=True, undefined=jinja2.StrictUndefined)
     return env.from_string(TEMPLATE).render(
         f=f,
         charts=charts,

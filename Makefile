@@ -14,7 +14,7 @@ REGISTRANTS   ?= 200000
 
 export CAMPAIGN_PIPELINE_JARS_DIR := $(abspath $(JARS_DIR))
 
-.PHONY: install demo test test-unit lint bench clean browser
+.PHONY: install demo test test-unit lint bench clean browser dist
 
 install: $(VENV)/.installed $(JARS) browser
 
@@ -40,6 +40,14 @@ $(JARS_DIR)/delta-storage-$(DELTA_VERSION).jar:
 $(JARS_DIR)/spark-avro_$(SCALA)-$(SPARK_VERSION).jar:
 	mvn -q -B dependency:copy -Dartifact=org.apache.spark:spark-avro_$(SCALA):$(SPARK_VERSION) -DoutputDirectory=$(JARS_DIR)
 
+# What a cluster runs (README: On EMR): the wheel, a packed virtual environment without pyspark,
+# conf.tar.gz, jobs/ and MANIFEST.json. For EMR, build on Amazon Linux 2023 with Python 3.11 and
+# DIST_PYTHON_PREFIX=/usr so the packed environment's python links to the cluster's.
+DIST_DIR      ?= dist
+DIST_PYTHON_PREFIX ?=
+dist: install
+	$(BIN)/python tools/build_dist.py --out $(DIST_DIR) --delta-version $(DELTA_VERSION) $(if $(DIST_PYTHON_PREFIX),--python-prefix $(DIST_PYTHON_PREFIX))
+
 demo: install
 	$(BIN)/campaign-pipeline demo --registrants $(REGISTRANTS)
 
@@ -47,7 +55,7 @@ demo: install
 # its module fixtures (a shared stage run) are built once.
 TEST_WORKERS  ?= 2
 
-test: install
+test: install dist
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15 tests
 
 # The edit-run loop: pure transforms on tiny frames, no integration runs (under 2 minutes).
@@ -63,4 +71,4 @@ bench: install
 	$(BIN)/python benchmarks/notify_bench.py
 
 clean:
-	rm -rf warehouse spark-warehouse .pytest_cache
+	rm -rf warehouse spark-warehouse .pytest_cache dist build

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import make_campaign
+from helpers import TEST_JVM_OPTIONS, make_campaign
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("CAMPAIGN_PIPELINE_JARS_DIR", str(ROOT / "jars"))
@@ -38,6 +38,9 @@ def test_env(tmp_path_factory):
                 "spark.driver.memory": "2g",
                 # Tiny test queries: adaptive re-planning adds a Spark job per shuffle and wins nothing.
                 "spark.sql.adaptive.enabled": False,
+                # Short-lived test JVMs: the C1 compiler only and a serial GC take about a third less
+                # CPU than C2's background compiling, and two test workers share two cores.
+                "spark.driver.extraJavaOptions": TEST_JVM_OPTIONS,
             },
         ),
     )

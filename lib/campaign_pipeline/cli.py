@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from campaign_pipeline import __version__
-from campaign_pipeline.config import load_campaign, load_environment
+from campaign_pipeline.config import environment_path, load_campaign, load_environment
 from campaign_pipeline.errors import ConfigError, PipelineError
 
 
@@ -102,6 +102,23 @@ def build_parser() -> argparse.ArgumentParser:
     schedule.add_argument(
         "--campaigns-dir", default="conf/campaigns", help="campaign configs for per-campaign schedules"
     )
+
+    submit = sub.add_parser(
+        "submit", help="run a job on Amazon EMR: upload dist/ and the configs, add a step or start a Serverless job run"
+    )
+    submit.add_argument("--env", default="emr", help="environment with an emr: section (default emr)")
+    submit.add_argument("--campaign", required=True, help="path to the campaign YAML (validated here, uploaded)")
+    submit.add_argument("--command", dest="job", default="run", choices=["run", "notify", "report", "maintain"],
+                        help="what the job runs (default run: the whole pipeline)")  # fmt: skip
+    submit.add_argument("--stages", help="comma-separated stage names for run")
+    submit.add_argument("--from-start", action="store_true", help="run: do not resume after a failed run")
+    submit.add_argument("--target", choices=["steps", "serverless"],
+                        help="EMR on EC2 steps or EMR Serverless (default: steps when emr.cluster_id or "
+                        "emr.cluster_name is set, else serverless)")  # fmt: skip
+    submit.add_argument("--wait", action="store_true", help="follow the job to its end; non-zero exit if it fails")
+    submit.add_argument("--poll-seconds", type=float, default=30, help="--wait: seconds between state checks")
+    submit.add_argument("--timeout-minutes", type=float, default=24 * 60, help="--wait: give up following after this")
+    submit.add_argument("--dist", default="dist", help="what `make dist` built (default ./dist)")
 
     sub.add_parser("stages", help="print the pipeline: each stage with the tables it reads and writes")
 
@@ -375,6 +392,49 @@ def _schedule(args) -> int:
     return 0
 
 
+def _submit(args) -> int:
+    import boto3
+
+    from campaign_pipeline.ops import emr as submit_ops
+    from campaign_pipeline.pipeline import STAGES
+
+    env_path = environment_path(args.env)
+    env = load_environment(args.env)
+    if env.emr is None:
+        raise ConfigError(
+            f"{env_path}: emr: section missing; submit needs emr.artifacts_uri and a cluster or application"
+        )
+    campaign = load_campaign(args.campaign)  # a bad config fails here, not 10 minutes into a cluster job
+    arguments: list[str] = []
+    if args.stages:
+        known = list(STAGES)
+        stages = [x.strip() for x in args.stages.split(",") if x.strip()]
+        unknown = [x for x in stages if x not in known]
+        if unknown:
+            raise ConfigError(f"--stages: unknown stage(s) {', '.join(unknown)}; the stages are {', '.join(known)}")
+        arguments += ["--stages", ",".join(stages)]
+    if args.from_start:
+        arguments.append("--from-start")
+    target = args.target or ("steps" if env.emr.cluster_id or env.emr.cluster_name else "serverless")
+    submit_ops.require(env.emr, target)
+    manifest = submit_ops.load_manifest(args.dist)
+    clients = {name: boto3.client(name, region_name=env.aws_region) for name in ("s3", "emr", "emr-serverless")}
+    submit_ops.upload_artifacts(clients["s3"], args.dist, manifest, env.emr.artifacts_uri, sys.stdout)
+    campaign_uri = submit_ops.upload_config(
+        clients["s3"], args.campaign, env.emr.artifacts_uri, "campaigns", campaign.campaign_id
+    )
+    env_uri = submit_ops.upload_config(clients["s3"], env_path, env.emr.artifacts_uri, "environments", env.name)
+    job = f"jobs/{'pipeline' if args.job == 'run' else args.job}.py"
+    name = f"campaign-pipeline {args.job} {campaign.campaign_id}"
+    arguments = ["--campaign", campaign_uri, "--env", env_uri, *arguments]
+    submission = submit_ops.submit(env, job, name, arguments, target, clients)
+    where = "cluster" if target == "steps" else "application"
+    print(f"[submit] {args.job} {campaign.campaign_id}: {target} {submission.id} on {where} {submission.where}")
+    if args.wait:
+        submit_ops.follow(submission, clients, sys.stdout, args.poll_seconds, args.timeout_minutes * 60)
+    return 0
+
+
 def _maintain(args) -> int:
     from campaign_pipeline.ops.maintain import maintain, parse_age
     from campaign_pipeline.runner import run_operation
@@ -421,6 +481,8 @@ def main(argv: list[str] | None = None) -> int:
             return _schedule(args)
         if args.command == "maintain":
             return _maintain(args)
+        if args.command == "submit":
+            return _submit(args)
         if args.command == "stages":
             from campaign_pipeline.pipeline import diagram
 

@@ -329,6 +329,9 @@ class EmrSettings(_Model):
     execution_role_arn: str | None = Field(None, description="role the Serverless job runs as")
     scheduler_role_arn: str | None = Field(None, description="role EventBridge Scheduler assumes to start job runs")
     schedule_group: str = "campaign-pipeline"
+    cluster_id: str | None = Field(None, description="EMR on EC2 cluster for `submit --target steps` (j-…)")
+    cluster_name: str | None = Field(None, description="or the name of the one live cluster to add steps to")
+    log_uri: str | None = Field(None, pattern=r"^s3://", description="s3:// prefix for EMR Serverless job run logs")
 
 
 class Environment(_Model):
@@ -412,12 +415,28 @@ def _format_validation(path: str, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def _read_yaml(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: {what} file not found")
+def _read_s3_text(uri: str, what: str) -> str:
+    """A config on S3 (what `submit` uploads for a cluster job)."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        return boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8")
+    except (BotoCoreError, ClientError) as exc:
+        raise ConfigError(f"{uri}: cannot read the {what} file ({exc})") from None
+
+
+def _read_yaml(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
+    if str(path).startswith("s3://"):
+        p, text = str(path), _read_s3_text(str(path), what)
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: {what} file not found")
+        text = p.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -436,8 +455,10 @@ def load_campaign(path: str | os.PathLike[str]) -> Campaign:
         raise ConfigError(_format_validation(str(path), exc)) from None
 
 
-def environment_path(name_or_path: str, conf_dir: str | os.PathLike[str] | None = None) -> Path:
-    """`local` → conf/environments/local.yaml; a path to a YAML file is taken as is."""
+def environment_path(name_or_path: str, conf_dir: str | os.PathLike[str] | None = None) -> Path | str:
+    """`local` → conf/environments/local.yaml; a path to a YAML file (or an s3:// URI) is taken as is."""
+    if name_or_path.startswith("s3://"):
+        return name_or_path
     if name_or_path.endswith((".yaml", ".yml")) or os.sep in name_or_path:
         return Path(name_or_path)
     base = Path(conf_dir) if conf_dir else default_conf_dir()
@@ -456,7 +477,7 @@ def default_conf_dir() -> Path:
 
 def load_environment(name_or_path: str = "local", conf_dir: str | os.PathLike[str] | None = None) -> Environment:
     path = environment_path(name_or_path, conf_dir)
-    if not path.is_file():
+    if not isinstance(path, str) and not path.is_file():
         raise ConfigError(f"{path}: environment config file not found (pass --env local|emr or a path to a YAML file)")
     data = _read_yaml(path, "environment config")
     try:

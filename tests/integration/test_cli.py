@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from helpers import TEST_JVM_OPTIONS
 from pyspark.sql import functions as F
 
 from campaign_pipeline.runner import stage_runs
@@ -23,6 +24,7 @@ def env_file(tmp_path: Path) -> Path:
         "spark:\n  master: local[2]\n  conf:\n    spark.sql.shuffle.partitions: 2\n    spark.ui.enabled: false\n"
         "    spark.databricks.delta.snapshotPartitions: 2\n    spark.sql.codegen.wholeStage: false\n"
         "    spark.sql.codegen.factoryMode: NO_CODEGEN\n"
+        f"    spark.driver.extraJavaOptions: {TEST_JVM_OPTIONS}\n"
     )
     return path
 

@@ -1,5 +1,6 @@
-"""Ingest on a real Spark standalone cluster (master + one worker on 127.0.0.1) gives the same
-tables as local mode: the code ships to executors and keeps no driver-only state."""
+"""Ingest on a real Spark standalone cluster (master + one worker on 127.0.0.1), run from what
+`make dist` builds, gives the same tables as local mode: the packed virtual environment carries the
+package and its dependencies to the driver and the executors, and no state is driver-only."""
 
 import json
 import os
@@ -7,13 +8,14 @@ import shutil
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 import urllib.request
-import zipfile
 from pathlib import Path
 
 import pyspark
 import pytest
+from helpers import TEST_JVM_OPTIONS
 
 from campaign_pipeline.config import load_campaign
 from campaign_pipeline.runner import run_pipeline
@@ -54,6 +56,7 @@ def standalone_cluster(tmp_path_factory):
         SPARK_LOG_DIR=str(logs),
         SPARK_WORKER_DIR=str(logs / "work"),
         PYSPARK_PYTHON=sys.executable,
+        SPARK_DAEMON_JAVA_OPTS=TEST_JVM_OPTIONS,
     )
     spark_class = str(SPARK_HOME / "bin" / "spark-class")
     master = subprocess.Popen(
@@ -110,13 +113,14 @@ def standalone_cluster(tmp_path_factory):
                     proc.kill()
 
 
-def _package_zip(tmp_path: Path) -> Path:
-    """The package as a --py-files zip, the way it is shipped to a cluster without a pip install."""
-    target = tmp_path / "campaign_pipeline.zip"
-    with zipfile.ZipFile(target, "w") as zf:
-        for path in (ROOT / "lib" / "campaign_pipeline").rglob("*.py"):
-            zf.write(path, path.relative_to(ROOT / "lib"))
-    return target
+DIST = ROOT / "dist"
+
+
+def _unpack(archive: Path, into: Path) -> Path:
+    into.mkdir(parents=True)
+    with tarfile.open(archive) as tf:
+        tf.extractall(into, filter="tar")
+    return into
 
 
 def _table(wh: Warehouse, name: str, cid: str):
@@ -136,31 +140,38 @@ def test_ingest_on_a_standalone_cluster_matches_local_mode(spark, test_env, stan
         "    spark.databricks.delta.snapshotPartitions: 2\n    spark.sql.codegen.wholeStage: false\n"
         "    spark.sql.codegen.factoryMode: NO_CODEGEN\n"
     )
+    manifest = DIST / "MANIFEST.json"
+    assert manifest.is_file(), "dist/ is missing: `make test` builds it first (make dist)"
+    # What a cluster node does with spark.archives: unpack the environment and conf/ beside the job.
+    run_dir = tmp_path / "driver"
+    python = _unpack(DIST / "pyspark_venv.tar.gz", run_dir / "environment") / "bin" / "python"
+    _unpack(DIST / "conf.tar.gz", run_dir / "conf")
     cmd = [
         str(SPARK_HOME / "bin" / "spark-submit"),
         "--master",
         standalone_cluster["url"],
         "--jars",
         ",".join(local_jars()),
-        "--py-files",
-        str(_package_zip(tmp_path)),
+        "--archives",
+        f"{DIST / 'pyspark_venv.tar.gz'}#environment",
         "--conf",
-        f"spark.executorEnv.PYSPARK_PYTHON={sys.executable}",
+        "spark.pyspark.python=./environment/bin/python",
+        "--conf",
+        f"spark.pyspark.driver.python={python}",
         "--conf",
         "spark.driver.host=127.0.0.1",
-        str(ROOT / "jobs" / "ingest.py"),
+        "--conf",
+        f"spark.driver.extraJavaOptions={TEST_JVM_OPTIONS}",
+        "--conf",
+        f"spark.executor.extraJavaOptions={TEST_JVM_OPTIONS}",
+        str(DIST / "jobs" / "ingest.py"),
         "--campaign",
-        str(CAMPAIGN),
+        "conf/campaigns/spring-tour-2027.yaml",
         "--env",
         str(env_file),
     ]
-    proc = subprocess.run(
-        cmd,
-        env=dict(standalone_cluster["env"], PYSPARK_DRIVER_PYTHON=sys.executable),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    submit_env = {k: v for k, v in standalone_cluster["env"].items() if not k.startswith("PYSPARK_")}
+    proc = subprocess.run(cmd, cwd=run_dir, env=submit_env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "[ingest]" in proc.stdout
 
@@ -178,6 +189,16 @@ def test_ingest_on_a_standalone_cluster_matches_local_mode(spark, test_env, stan
         "quarantine",
     ):
         assert _table(cluster_wh, name, "spring-tour-2027") == _table(local_wh, name, "spring-tour-2027"), name
-    # The executors really ran tasks: the worker launched at least one executor for the job.
+    # The executors really ran tasks, in the packed environment the archive unpacked beside them.
     work = standalone_cluster["logs"] / "work"
     assert any(work.rglob("stderr")), "no executor was launched on the worker"
+    assert any(work.glob("app-*/*/environment/bin/python")), "the executor did not unpack the environment"
+    # The driver imported the package from the packed environment, not from this checkout.
+    probe = subprocess.run(
+        [str(python), "-c", "import campaign_pipeline; print(campaign_pipeline.__file__)"],
+        capture_output=True,
+        text=True,
+        env=submit_env,
+        check=True,
+    )
+    assert str(run_dir / "environment") in probe.stdout and str(ROOT / "lib") not in probe.stdout

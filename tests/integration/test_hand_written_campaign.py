@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import T0, SlackReceiver
+from helpers import T0, SlackReceiver, run_notebook
 from pyspark.sql import functions as F
 
 from campaign_pipeline.config import load_campaign
@@ -485,13 +485,9 @@ def test_the_report_opens_in_chromium_with_every_chart_and_no_personal_data(spar
 def test_the_data_quality_notebook_runs_on_the_golden_campaign(spark, golden):
     """Runs the notebook's code cells in order (its parameters cell pointed at this warehouse)."""
     env, wh, campaign, _, _ = golden
-    notebook = json.loads((ROOT / "notebooks" / "data_quality.ipynb").read_text(encoding="utf-8"))
-    cells = ["".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code"]
-    assert cells[0].startswith("# parameters")
-    scope = {}
-    exec(f"warehouse_root = {wh.root!r}\ncampaign_yaml = {str(CAMPAIGN)!r}\nenv_name = 'local'", scope)
-    for source in cells[1:]:
-        exec(compile(source, "data_quality.ipynb", "exec"), scope)
+    scope = run_notebook(
+        ROOT / "notebooks" / "data_quality.ipynb", warehouse_root=wh.root, campaign_yaml=str(CAMPAIGN), env_name="local"
+    )
     checks, balances = scope["checks"], scope["balances"]
     assert set(checks.table) == set(SUITES)
     assert not (~checks.success & (checks.severity == "critical")).any()

@@ -72,27 +72,10 @@ def load_schedules(path: str | Path, campaigns_dir: str | Path) -> list[Schedule
 
 
 def job_run(env, schedule: Schedule, env_file: str) -> dict:
-    """The EMR Serverless StartJobRun request of a schedule (also what `submit` would send)."""
-    emr = env.emr
-    artifacts = emr.artifacts_uri.rstrip("/")
-    parameters = (
-        f"--conf spark.archives={artifacts}/pyspark_venv.tar.gz#environment,{artifacts}/conf.tar.gz#conf "
-        "--conf spark.emr-serverless.driverEnv.PYSPARK_DRIVER_PYTHON=./environment/bin/python "
-        "--conf spark.emr-serverless.driverEnv.PYSPARK_PYTHON=./environment/bin/python "
-        "--conf spark.executorEnv.PYSPARK_PYTHON=./environment/bin/python"
-    )
-    return {
-        "ApplicationId": emr.application_id,
-        "ExecutionRoleArn": emr.execution_role_arn,
-        "Name": schedule.name,
-        "JobDriver": {
-            "SparkSubmit": {
-                "EntryPoint": f"{artifacts}/{schedule.job}",
-                "EntryPointArguments": [*schedule.command[1:], "--env", env_file],
-                "SparkSubmitParameters": parameters,
-            }
-        },
-    }
+    """The EMR Serverless StartJobRun request of a schedule (the same one `submit` sends)."""
+    from campaign_pipeline.ops.emr import serverless_job_run
+
+    return serverless_job_run(env.emr, schedule.name, schedule.job, [*schedule.command[1:], "--env", env_file])
 
 
 def _require(env) -> None:

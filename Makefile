@@ -14,7 +14,7 @@ REGISTRANTS   ?= 200000
 
 export CAMPAIGN_PIPELINE_JARS_DIR := $(abspath $(JARS_DIR))
 
-.PHONY: install demo test test-unit lint bench clean browser dist
+.PHONY: install demo test test-s3 test-unit lint bench clean browser dist s3-jars
 
 install: $(VENV)/.installed $(JARS) browser
 
@@ -48,6 +48,46 @@ DIST_PYTHON_PREFIX ?=
 dist: install
 	$(BIN)/python tools/build_dist.py --out $(DIST_DIR) --delta-version $(DELTA_VERSION) $(if $(DIST_PYTHON_PREFIX),--python-prefix $(DIST_PYTHON_PREFIX))
 
+# Two drivers writing one Delta table on S3 (README: On EMR): S3A (hadoop-aws, for the Hadoop 3.4.1
+# that Spark 4.0.2 ships, with the AWS SDK v2 bundle it was built against) and Delta's DynamoDB log
+# store. EMR bundles both; here they are only for `make test-s3`. delta-storage-s3-dynamodb is not
+# served by every Maven mirror, so it is compiled from Delta's v4.0.1 sources in vendor/.
+HADOOP_AWS    ?= 3.4.1
+AWS_V2_BUNDLE ?= 2.24.6
+AWS_V1        ?= 1.12.262
+S3_JARS_DIR   := $(JARS_DIR)/s3
+S3_MAVEN_JARS := $(S3_JARS_DIR)/hadoop-aws-$(HADOOP_AWS).jar $(S3_JARS_DIR)/bundle-$(AWS_V2_BUNDLE).jar \
+                 $(S3_JARS_DIR)/aws-java-sdk-core-$(AWS_V1).jar $(S3_JARS_DIR)/aws-java-sdk-dynamodb-$(AWS_V1).jar \
+                 $(S3_JARS_DIR)/jmespath-java-$(AWS_V1).jar $(S3_JARS_DIR)/jackson-dataformat-cbor-2.18.6.jar
+DDB_LOG_STORE := $(S3_JARS_DIR)/delta-storage-s3-dynamodb-$(DELTA_VERSION).jar
+
+define maven_jar
+$(S3_JARS_DIR)/$(2)-$(3).jar:
+	mvn -q -B dependency:copy -Dartifact=$(1):$(2):$(3) -DoutputDirectory=$(S3_JARS_DIR)
+endef
+$(eval $(call maven_jar,org.apache.hadoop,hadoop-aws,$(HADOOP_AWS)))
+$(eval $(call maven_jar,software.amazon.awssdk,bundle,$(AWS_V2_BUNDLE)))
+$(eval $(call maven_jar,com.amazonaws,aws-java-sdk-core,$(AWS_V1)))
+$(eval $(call maven_jar,com.amazonaws,aws-java-sdk-dynamodb,$(AWS_V1)))
+$(eval $(call maven_jar,com.amazonaws,jmespath-java,$(AWS_V1)))
+$(eval $(call maven_jar,com.fasterxml.jackson.dataformat,jackson-dataformat-cbor,2.18.6))
+
+DDB_SOURCES := $(shell find vendor/delta-storage-s3-dynamodb -name '*.java')
+$(DDB_LOG_STORE): $(VENV)/.installed $(JARS) $(S3_MAVEN_JARS) $(DDB_SOURCES)
+	rm -rf build/ddb-classes && mkdir -p build/ddb-classes
+	javac -nowarn --release 17 -d build/ddb-classes \
+	  -cp "$$($(BIN)/python -c 'import pyspark,os;print(os.path.dirname(pyspark.__file__))')/jars/*:$(JARS_DIR)/*:$(S3_JARS_DIR)/*" \
+	  $(DDB_SOURCES)
+	cp vendor/delta-storage-s3-dynamodb/LICENSE.txt vendor/delta-storage-s3-dynamodb/NOTICE.txt build/ddb-classes/
+	jar cf $@ -C build/ddb-classes .
+
+s3-jars: $(S3_MAVEN_JARS) $(DDB_LOG_STORE)
+
+# The S3 tests: a moto server on 127.0.0.1 as S3 (through S3A) and DynamoDB, two drivers committing
+# to one table at once. Separate from `make test` for the 560 MB of S3 jars; .ci/run runs both.
+test-s3: install s3-jars
+	CAMPAIGN_PIPELINE_S3_JARS_DIR=$(abspath $(S3_JARS_DIR)) $(BIN)/python -m pytest -p no:cacheprovider tests/s3
+
 demo: install
 	$(BIN)/campaign-pipeline demo --registrants $(REGISTRANTS)
 
@@ -56,7 +96,7 @@ demo: install
 TEST_WORKERS  ?= 2
 
 test: install dist
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15 tests
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15 --ignore=tests/s3 tests
 
 # The edit-run loop: pure transforms on tiny frames, no integration runs (under 2 minutes).
 test-unit: install

@@ -6,6 +6,7 @@
                             `spark.archives=…#environment` (EMR on EC2 and EMR Serverless)
       conf.tar.gz           conf/ (environments, campaigns, rules, schedules), for `…#conf`
       jobs/*.py             the spark-submit entry points
+      requirements.lock     the exact package versions packed (pip freeze of the environment)
       MANIFEST.json         versions and the sha256 of every file; `submit` uploads by it
 
 The virtual environment leaves out pyspark: the cluster's Spark (4.0.2 on emr-spark-8.0.0) puts
@@ -111,6 +112,9 @@ def build(out: Path, build_dir: Path, python_prefix: str | None, delta_version: 
     check = subprocess.run([str(py), "-c", "import pyspark"], capture_output=True)
     if check.returncode == 0:
         sys.exit("make dist: pyspark ended up in the packed environment (a dependency pulled it in)")
+
+    frozen = subprocess.run([str(py), "-m", "pip", "freeze", "--exclude-editable"], capture_output=True, text=True)
+    (out / "requirements.lock").write_text(frozen.stdout)  # exactly what the archive holds
 
     archive = out / "pyspark_venv.tar.gz"
     pack = [str(Path(sys.executable).parent / "venv-pack"), "-p", str(venv), "-o", str(archive), "-f", "-q"]

@@ -99,8 +99,9 @@ class StageContext:
         if self.lineage not in LINEAGE_POLICIES:
             raise ValueError(f"lineage: expected one of {', '.join(LINEAGE_POLICIES)}, got {self.lineage!r}")
         self.steps: dict[str, float] = {}
-        # Called with (step, seconds) as each step ends: the runner prints it on a terminal.
-        self.on_step: Callable[[str, float], None] | None = None
+        # Called with (step, seconds, tables written in the step) as each step ends: the runner
+        # prints it, with the rows of each write from Delta's commit metrics, on a terminal.
+        self.on_step: Callable[[str, float, list[str]], None] | None = None
         self._persisted: list[DataFrame] = []
 
     @property
@@ -123,13 +124,15 @@ class StageContext:
         """Time the block as step `name` (a step entered twice adds up)."""
         self.describe(name)
         t0 = time.perf_counter()
+        first_write = len(getattr(self.warehouse, "written", []))
         try:
             yield
         finally:
             seconds = time.perf_counter() - t0
             self.steps[name] = self.steps.get(name, 0.0) + seconds
             if self.on_step is not None:
-                self.on_step(name, seconds)
+                written = list(dict.fromkeys(getattr(self.warehouse, "written", [])[first_write:]))
+                self.on_step(name, seconds, written)
 
     def cut(self, df: DataFrame, name: str) -> DataFrame:
         """`df` materialised with its lineage cut by the environment's policy (job group named `name`)."""

@@ -587,6 +587,7 @@ class Warehouse:
         self.spark = spark
         self.root = absolute_root(root)
         self._checked: set[str] = set()  # tables created or checked against the catalog already
+        self.written: list[str] = []  # table names in write order (progress reports rows per step)
 
     def path(self, name: str) -> str:
         spec(name)
@@ -661,7 +662,19 @@ class Warehouse:
             return None
         return DeltaTable.forPath(self.spark, self.path(name)).history(1).select("version").first()[0]
 
+    def last_commit_rows(self, name: str) -> tuple[str, int | None]:
+        """(operation, rows written) of the table's latest commit, from Delta's commit metrics."""
+        from delta.tables import DeltaTable
+
+        row = DeltaTable.forPath(self.spark, self.path(name)).history(1).select("operation", "operationMetrics").first()
+        m = row["operationMetrics"] or {}
+        for keys in (("numOutputRows",), ("numTargetRowsInserted", "numTargetRowsUpdated"), ("numDeletedRows",)):
+            if any(k in m for k in keys):
+                return row["operation"], sum(int(m.get(k) or 0) for k in keys)
+        return row["operation"], None
+
     def append(self, name: str, df: DataFrame) -> None:
+        self.written.append(name)
         self.ensure(name)
         self.conform(name, df).write.format("delta").mode("append").save(self.path(name))
 
@@ -672,6 +685,7 @@ class Warehouse:
         raises a conflict when a concurrent commit records `app_id`. Returns whether this write was
         committed (its commit carries `tag` as user metadata).
         """
+        self.written.append(name)
         from delta.tables import DeltaTable
 
         self.ensure(name)
@@ -700,6 +714,7 @@ class Warehouse:
         settings in Delta's MERGE, so they are set on a separate session sharing this one's context:
         concurrent writers in one driver never see each other's.
         """
+        self.written.append(name)
         from delta.tables import DeltaTable
 
         t = spec(name)
@@ -722,6 +737,7 @@ class Warehouse:
 
     def replace(self, name: str, df: DataFrame, campaign_id: str, condition: str | None = None) -> None:
         """Atomically overwrite one campaign's rows (optionally narrowed by `condition`) with `df`."""
+        self.written.append(name)
         self.ensure(name)
         predicate = f"campaign_id = {sql_literal(campaign_id)}"
         if condition:
@@ -767,6 +783,7 @@ class Warehouse:
     ) -> None:
         """MERGE `df` on the table's merge keys: insert new rows; update matches only if asked
         (and, with `update_condition`, only matches where it holds)."""
+        self.written.append(name)
         from delta.tables import DeltaTable
 
         t = spec(name)
@@ -781,6 +798,7 @@ class Warehouse:
         builder.whenNotMatchedInsertAll().execute()
 
     def delete(self, name: str, condition: str | Column) -> None:
+        self.written.append(name)
         from delta.tables import DeltaTable
 
         if self.exists(name):

@@ -4,6 +4,8 @@ golden campaign in test_hand_written_campaign.py.)"""
 
 from __future__ import annotations
 
+import io
+import re
 from pathlib import Path
 
 import pytest
@@ -26,8 +28,14 @@ def selected(spark, test_env, tmp_path_factory):
     wh_root = str(tmp_path_factory.mktemp("nb-wh"))
     env = test_env.with_roots(str(Path(synth.landing).parent), wh_root)
     stages = ["ingest", "screen", "score", "select"]
-    run_pipeline(spark, load_campaign(synth.campaign_yaml), env, stages=stages, out=open("/dev/null", "w"))
-    return synth.campaign_yaml, Warehouse(spark, wh_root)
+    terminal = _Terminal()  # the steps are printed as they end only on a terminal
+    run_pipeline(spark, load_campaign(synth.campaign_yaml), env, stages=stages, out=terminal)
+    return synth.campaign_yaml, Warehouse(spark, wh_root), terminal.getvalue()
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
 
 
 def _params(campaign_yaml, wh):
@@ -35,7 +43,7 @@ def _params(campaign_yaml, wh):
 
 
 def test_explore_scores_shows_bands_contributions_and_selection_rates(spark, selected):
-    campaign_yaml, wh = selected
+    campaign_yaml, wh, _ = selected
     scope = run_notebook(NOTEBOOKS / "explore_scores.ipynb", **_params(campaign_yaml, wh))
     scores = wh.read("scores", "nb-small")
     assert scope["bands"].fans.sum() == scores.count()
@@ -48,7 +56,7 @@ def test_explore_scores_shows_bands_contributions_and_selection_rates(spark, sel
 
 
 def test_what_if_selection_compares_verdicts_and_writes_nothing(spark, selected):
-    campaign_yaml, wh = selected
+    campaign_yaml, wh, _ = selected
     campaign = load_campaign(campaign_yaml)
     first = campaign.markets[0].market_id
     version = wh.version("selections")
@@ -72,7 +80,7 @@ def test_what_if_selection_compares_verdicts_and_writes_nothing(spark, selected)
 def test_train_scoring_model_saves_a_model_the_score_stage_can_load(spark, selected, tmp_path):
     from pyspark.ml import PipelineModel
 
-    campaign_yaml, wh = selected
+    campaign_yaml, wh, _ = selected
     path = str(tmp_path / "scoring-model")
     scope = run_notebook(
         NOTEBOOKS / "train_scoring_model.ipynb",
@@ -81,3 +89,15 @@ def test_train_scoring_model_saves_a_model_the_score_stage_can_load(spark, selec
     assert 0.0 <= scope["auc"] <= 1.0
     model = PipelineModel.load(path)
     assert "probability" in model.transform(scope["test_set"].limit(5)).columns
+
+
+def test_a_terminal_sees_each_step_as_it_ends_with_the_rows_it_wrote(spark, selected):
+    _, wh, printed = selected
+    steps = [line for line in printed.splitlines() if line.startswith("  [")]
+    assert [s.split("]")[0][3:] for s in steps[:1]] == ["ingest"]
+    assert any(s.startswith("  [screen] identity_graph done · ") for s in steps)
+    registrants = wh.read("registrants", "nb-small").count()
+    screen_write = next(s for s in steps if s.startswith("  [screen] rules_and_write done"))
+    assert re.search(rf"registrants {registrants:,} rows \(\w+\)", screen_write), screen_write
+    selections = wh.read("selections", "nb-small").count()
+    assert any(f"selections {selections:,} rows" in s for s in steps if s.startswith("  [select] write done"))

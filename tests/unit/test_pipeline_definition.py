@@ -37,7 +37,9 @@ def test_each_stage_has_its_spark_submit_job_and_cli_verb():
     from campaign_pipeline.cli import build_parser
 
     jobs = {p.name for p in (ROOT / "jobs").glob("*.py")}
-    assert jobs == {Path(s.job_file).name for s in PIPELINE} | {"pipeline.py"}
+    # plus the whole pipeline and the operations that are not stages (maintain)
+    assert jobs == {Path(s.job_file).name for s in PIPELINE} | {"pipeline.py", "maintain.py"}
+    assert 'main(["maintain", *sys.argv[1:]])' in (ROOT / "jobs" / "maintain.py").read_text()
     for s in PIPELINE:
         assert f'main(["{s.name}", *sys.argv[1:]])' in (ROOT / s.job_file).read_text()
     verbs = build_parser()._subparsers._group_actions[0].choices

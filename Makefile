@@ -109,6 +109,8 @@ lint: install
 bench: install
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/notify_bench.py
+	$(BIN)/python benchmarks/explain_bench.py --warehouse $${BENCH_WORK:-/tmp/campaign-pipeline-bench}/warehouse \
+	  --campaign $${BENCH_WORK:-/tmp/campaign-pipeline-bench}/landing/bench.yaml
 
 clean:
 	rm -rf warehouse spark-warehouse .pytest_cache dist build

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from campaign_pipeline import __version__
 from campaign_pipeline.config import environment_path, load_campaign, load_environment
-from campaign_pipeline.errors import ConfigError, PipelineError
+from campaign_pipeline.errors import ConfigError, InputError, PipelineError
 
 
 def _common(p: argparse.ArgumentParser, campaign_required: bool = True) -> None:
@@ -136,7 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     explain = sub.add_parser("explain", help="one fan's story: tags, score, band, rank, verdict, code, messages")
     _common(explain)
-    explain.add_argument("--fan", required=True, help="the fan's global_user_id")
+    who = explain.add_mutually_exclusive_group(required=True)
+    who.add_argument("--fan", help="the fan's global_user_id")
+    who.add_argument("--fans-file", help="a file of fan ids, one per line: one JSON line per fan (support exports)")
+    explain.add_argument("--json", action="store_true", help="the story as one JSON object")
+    explain.add_argument("--spark", action="store_true", help="read through Spark instead of delta-rs (no JVM)")
 
     demo = sub.add_parser("demo", help="synthesise a campaign and run every stage into ./warehouse")
     demo.add_argument("--registrants", type=int, default=200_000)
@@ -451,15 +455,36 @@ def _maintain(args) -> int:
 
 
 def _explain(args) -> int:
-    from campaign_pipeline.ops.explain import explain_fan
-    from campaign_pipeline.tables import Warehouse
+    from campaign_pipeline.ops import explain as ex
 
     campaign = load_campaign(args.campaign)
     env = load_environment(args.env).with_roots(args.landing, args.warehouse)
-    spark = _session(env, f"campaign-pipeline explain {campaign.campaign_id}")
-    for line in explain_fan(Warehouse(spark, env.warehouse_root), campaign, args.fan):
-        print(line)
+    if args.fans_file:
+        try:
+            with open(args.fans_file, encoding="utf-8") as f:
+                fans = [line.strip() for line in f if line.strip()]
+        except OSError as exc:
+            raise InputError(f"--fans-file {args.fans_file}: cannot read it ({exc.strerror})") from None
+    else:
+        fans = [args.fan]
+    if args.spark:
+        from campaign_pipeline.tables import Warehouse
+
+        spark = _session(env, f"campaign-pipeline explain {campaign.campaign_id}")
+        tables = ex.SparkTables(Warehouse(spark, env.warehouse_root))
+    else:
+        tables = ex.DeltaTables(_absolute(env.warehouse_root))
+    stories = ex.fan_stories(tables, campaign, fans)
+    for story in stories:
+        if args.fans_file or args.json:
+            print(ex.story_json(story))
+        else:
+            print("\n".join(ex.story_lines(story)))
     return 0
+
+
+def _absolute(root: str) -> str:
+    return root if "://" in root else str(Path(root).resolve())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -55,7 +55,7 @@ PIPELINE: tuple[Stage, ...] = (
           writes=("scores", "dq_results"), needs=("registrants",),
           description="one raw score, band and lottery band_score per registrant"),
     Stage("select", select, reads=("registrants", "scores", "selections", "code_assignments"),
-          writes=("selections", "dq_results"), needs=("registrants", "scores"),
+          writes=("selections", "standings", "dq_results"), needs=("registrants", "scores"),
           description="allocate eligible scored fans to markets within capacity", job="select_fans"),
     Stage("assign_codes", assign_codes,
           reads=("selections", "code_pool", "registrants", "code_assignments", "waves"),

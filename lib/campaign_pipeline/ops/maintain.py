@@ -30,6 +30,7 @@ ZORDER = {
     "registrants": "global_user_id",
     "scores": "global_user_id",
     "selections": "global_user_id",
+    "standings": "global_user_id",
     "code_assignments": "global_user_id",
     "wave_messages": "global_user_id",
     "notification_log": "message_id",

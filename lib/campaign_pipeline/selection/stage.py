@@ -14,7 +14,7 @@ keeps that market); every other fan is allocated again.
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from campaign_pipeline.config import Campaign
@@ -102,6 +102,47 @@ def select_fans(
     return out.select(*COLUMNS)
 
 
+def market_standings(selections: DataFrame, registrants: DataFrame, scores: DataFrame, run_id: str) -> DataFrame:
+    """Per scored fan and each market he listed: his rank among that market's candidates (selected
+    or waitlisted fans who listed it at any position, ranked by band_score, then fan id), their
+    number, and the market's selected count and lowest selected band_score.
+
+    What `explain` shows, computed once here instead of re-ranking a market at every lookup. A fan
+    who is not a candidate (rejected, or not reached in single-market mode) gets the rank he would
+    have: one behind the candidates ahead of him.
+    """
+    candidates = selections.where(F.col("verdict").isin("selected", "waitlisted")).select(*FAN).distinct()
+    listed = (
+        scores.where(F.col("band_score").isNotNull())
+        .select(*FAN, "band_score")
+        .join(registrants.select(*FAN, F.posexplode("market_preferences").alias("pos", "market_id")), FAN)
+        .join(candidates.withColumn("is_candidate", F.lit(1)), FAN, "left")
+        .withColumn("is_candidate", F.coalesce("is_candidate", F.lit(0)))
+    )
+    market = Window.partitionBy("campaign_id", "market_id")
+    ordered = market.orderBy(F.col("band_score").desc(), F.col("global_user_id")).rowsBetween(
+        Window.unboundedPreceding, Window.currentRow
+    )
+    ranked = listed.select(
+        *FAN,
+        "market_id",
+        (F.col("pos") + 1).cast("int").alias("preference_rank"),
+        (F.sum("is_candidate").over(ordered) + 1 - F.col("is_candidate")).cast("long").alias("market_rank"),
+        F.sum("is_candidate").over(market).cast("long").alias("candidates"),
+    )
+    cutoffs = (
+        selections.where(F.col("verdict") == "selected")
+        .groupBy("campaign_id", "market_id")
+        .agg(F.count(F.lit(1)).alias("selected"), F.min("band_score").alias("lowest_selected_band_score"))
+    )
+    return (
+        ranked.join(F.broadcast(cutoffs), ["campaign_id", "market_id"], "left")
+        .withColumn("selected", F.coalesce("selected", F.lit(0)).cast("long"))
+        .withColumn("run_id", F.lit(run_id))
+        .select(*columns("standings"))
+    )
+
+
 def fairness_summary(selections: DataFrame, registrants: DataFrame, scores: DataFrame):
     """Counts behind the fairness summary: per band, per market (first choice), rounds."""
     first = registrants.select(*FAN, F.element_at("market_preferences", 1).alias("first_choice"))
@@ -127,6 +168,9 @@ def select(ctx: StageContext) -> StageReport:
         selections = select_fans(ctx.spark, campaign, registrants, scores, previous, ctx.run_id, ctx.cut, coded)
     with ctx.step("write"):
         written = wh.replace_if_changed("selections", selections, cid, cut=ctx.cut)
+    with ctx.step("standings"):
+        standings = market_standings(wh.read("selections", cid), registrants, scores, ctx.run_id)
+        wh.replace_if_changed("standings", standings, cid, cut=ctx.cut)
     with ctx.step("counts_and_checks"):
         table = wh.read("selections", cid)
         dq = check_table(ctx, "selections")

@@ -263,7 +263,9 @@ def _story(fan: str, cid: str, versions: dict, rows: dict, log: dict, capacity: 
             "raw_score": s["raw_score"],
             "source": s["score_source"],
             "model_version": s["model_version"],
-            "top_features": [{"feature": c["feature"], "contribution": c["contribution"]} for c in s["top_features"] or []],
+            "top_features": [
+                {"feature": c["feature"], "contribution": c["contribution"]} for c in s["top_features"] or []
+            ],
             "extra": dict(sorted((s["extra"] or {}).items())),
             "band": s["band"],
             "band_score": s["band_score"],
@@ -341,7 +343,11 @@ def story_lines(story: dict) -> list[str]:
             out.append("  carried along: " + ", ".join(f"{k}={v}" for k, v in s["extra"].items()))
         out.append(
             f"band: {s['band'] or 'below every band'}"
-            + ("" if s["band_score"] is None else f" · band_score {s['band_score']:.6f} (seeded lottery inside the band)")
+            + (
+                ""
+                if s["band_score"] is None
+                else f" · band_score {s['band_score']:.6f} (seeded lottery inside the band)"
+            )
         )
     else:
         out.append("score: not scored yet")

@@ -10,7 +10,8 @@
       MANIFEST.json         versions and the sha256 of every file; `submit` uploads by it
 
 The virtual environment leaves out pyspark: the cluster's Spark (4.0.2 on emr-spark-8.0.0) puts
-its own on the path, and a second copy of a different build breaks py4j. delta-spark's Python
+its own on the path, and a second copy of a different build breaks py4j. It leaves out deltalake
+too: only `explain` uses it, and explain runs where support works, not on the cluster. delta-spark's Python
 API is pure Python and pinned to the Delta jar version, so it is installed without pulling
 pyspark in. The build venv lives in build/dist-venv and is reused: a second `make dist` after a
 code change only reinstalls the wheel and repacks.
@@ -37,8 +38,9 @@ from pathlib import Path
 from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
-# Provided by the cluster; never packed.
-CLUSTER_PROVIDED = {"pyspark"}
+# Provided by the cluster, or not used there, so never packed: pyspark comes with the cluster's
+# Spark; deltalake (delta-rs) serves `explain` where support works, and no job imports it.
+CLUSTER_PROVIDED = {"pyspark", "deltalake"}
 # Pure-Python API over the Delta jar: installed without its pyspark dependency.
 NO_DEPS = {"delta-spark"}
 
@@ -109,9 +111,9 @@ def build(out: Path, build_dir: Path, python_prefix: str | None, delta_version: 
     delta = [f"delta-spark=={delta_version}" if r.startswith("delta-spark") else r for r in no_deps]
     _run([str(py), "-m", "pip", "install", "-q", "--no-deps", *delta], "installing delta-spark")
     _run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(wheel)], "installing the wheel")
-    check = subprocess.run([str(py), "-c", "import pyspark"], capture_output=True)
-    if check.returncode == 0:
-        sys.exit("make dist: pyspark ended up in the packed environment (a dependency pulled it in)")
+    for name in sorted(CLUSTER_PROVIDED):
+        if subprocess.run([str(py), "-c", f"import {name}"], capture_output=True).returncode == 0:
+            _run([str(py), "-m", "pip", "uninstall", "-q", "-y", name], f"removing {name}")
 
     frozen = subprocess.run([str(py), "-m", "pip", "freeze", "--exclude-editable"], capture_output=True, text=True)
     (out / "requirements.lock").write_text(frozen.stdout)  # exactly what the archive holds

@@ -24,7 +24,7 @@ NOTEBOOKS = ROOT / "notebooks"
 @pytest.fixture(scope="module")
 def selected(spark, test_env, tmp_path_factory):
     out = tmp_path_factory.mktemp("nb-synth")
-    synth = generate(spark, SynthSpec(campaign_id="nb-small", registrants=1500, markets=4, seed=7), str(out))
+    synth = generate(spark, SynthSpec(campaign_id="nb-small", registrants=800, markets=3, seed=7), str(out))
     wh_root = str(tmp_path_factory.mktemp("nb-wh"))
     env = test_env.with_roots(str(Path(synth.landing).parent), wh_root)
     stages = ["ingest", "screen", "score", "select"]

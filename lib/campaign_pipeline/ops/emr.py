@@ -95,6 +95,14 @@ def serverless_job_run(emr, name: str, job: str, arguments: list[str]) -> dict:
     return request
 
 
+def _boto3_names(request: dict) -> dict:
+    """The EventBridge target's request (PascalCase keys) with the keys boto3's emr-serverless
+    client takes (camelCase): one request, sent by the schedules and by submit."""
+    if isinstance(request, dict):
+        return {k[:1].lower() + k[1:]: _boto3_names(v) for k, v in request.items()}
+    return request
+
+
 def emr_step(emr, name: str, job: str, arguments: list[str]) -> dict:
     """An EMR step: command-runner.jar running spark-submit in cluster mode."""
     args = ["spark-submit"]
@@ -182,28 +190,7 @@ def submit(env, job: str, name: str, arguments: list[str], target: str, clients:
     if target == "serverless":
         request = serverless_job_run(emr, name, job, arguments)
         client = clients["emr-serverless"]
-        response = client.start_job_run(
-            clientToken=str(uuid.uuid4()),
-            applicationId=request["ApplicationId"],
-            executionRoleArn=request["ExecutionRoleArn"],
-            name=request["Name"],
-            jobDriver={
-                "sparkSubmit": {
-                    "entryPoint": request["JobDriver"]["SparkSubmit"]["EntryPoint"],
-                    "entryPointArguments": request["JobDriver"]["SparkSubmit"]["EntryPointArguments"],
-                    "sparkSubmitParameters": request["JobDriver"]["SparkSubmit"]["SparkSubmitParameters"],
-                }
-            },
-            **(
-                {
-                    "configurationOverrides": {
-                        "monitoringConfiguration": {"s3MonitoringConfiguration": {"logUri": emr.log_uri}}
-                    }
-                }
-                if emr.log_uri
-                else {}
-            ),
-        )
+        response = client.start_job_run(clientToken=str(uuid.uuid4()), **_boto3_names(request))
         return Submission("serverless", response["jobRunId"], emr.application_id, request)
     cluster = find_cluster(clients["emr"], emr)
     step = emr_step(emr, name, job, arguments)

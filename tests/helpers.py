@@ -63,15 +63,20 @@ def sent_log(spark, message_ids):
     return catalog_rows(spark, "notification_log", rows)
 
 
-def moto_server():
-    """A moto server (S3, SQS, ...) on a free 127.0.0.1 port: (server, endpoint URL); stop() it after."""
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     import socket
-
-    from moto.server import ThreadedMotoServer
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return s.getsockname()[1]
+
+
+def moto_server():
+    """A moto server (S3, SQS, ...) on a free 127.0.0.1 port: (server, endpoint URL); stop() it after."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     return server, f"http://127.0.0.1:{port}"

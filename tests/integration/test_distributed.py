@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pyspark
 import pytest
-from helpers import TEST_JVM_OPTIONS
+from helpers import TEST_JVM_OPTIONS, free_port
 
 from campaign_pipeline.config import load_campaign
 from campaign_pipeline.runner import run_pipeline
@@ -25,12 +25,6 @@ from campaign_pipeline.tables import Warehouse
 ROOT = Path(__file__).resolve().parents[2]
 SPARK_HOME = Path(pyspark.__file__).parent
 CAMPAIGN = ROOT / "conf" / "campaigns" / "spring-tour-2027.yaml"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait(predicate, what: str, seconds: float = 90):
@@ -48,7 +42,7 @@ def _wait(predicate, what: str, seconds: float = 90):
 @pytest.fixture(scope="module")
 def standalone_cluster(tmp_path_factory):
     logs = tmp_path_factory.mktemp("cluster-logs")
-    port, ui, worker_ui = _free_port(), _free_port(), _free_port()
+    port, ui, worker_ui = free_port(), free_port(), free_port()
     env = dict(
         os.environ,
         SPARK_HOME=str(SPARK_HOME),

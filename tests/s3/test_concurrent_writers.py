@@ -23,18 +23,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import TEST_JVM_OPTIONS, moto_server
+from helpers import TEST_JVM_OPTIONS, free_port, moto_server
 
 ROOT = Path(__file__).resolve().parents[2]
 S3_JARS = Path(os.environ.get("CAMPAIGN_PIPELINE_S3_JARS_DIR", ROOT / "jars" / "s3"))
 BUCKET, TABLE, REGION = "warehouse", "delta_log_test", "us-east-1"
 COMMITS = 8
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +37,7 @@ def aws(tmp_path_factory):
     assert any("delta-storage-s3-dynamodb" in j for j in jars), f"{S3_JARS}: no S3 jars; run `make test-s3`"
     creds = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}
     s3_server, s3_endpoint = moto_server()
-    ddb_port = _free_port()
+    ddb_port = free_port()
     ddb = subprocess.Popen(
         [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(ddb_port), "--ssl"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, **creds),

@@ -7,9 +7,14 @@ SPARK_VERSION ?= 4.0.2
 DELTA_VERSION ?= 4.0.1
 SCALA         ?= 2.13
 JARS_DIR      ?= jars
+# Google's libphonenumber for the JVM, the same release as the `phonenumbers` pin in setup.cfg.
+LIBPHONENUMBER ?= 9.0.43
+UDF_JAR       := $(JARS_DIR)/campaign-pipeline-udfs.jar
 JARS := $(JARS_DIR)/delta-spark_$(SCALA)-$(DELTA_VERSION).jar \
         $(JARS_DIR)/delta-storage-$(DELTA_VERSION).jar \
-        $(JARS_DIR)/spark-avro_$(SCALA)-$(SPARK_VERSION).jar
+        $(JARS_DIR)/spark-avro_$(SCALA)-$(SPARK_VERSION).jar \
+        $(JARS_DIR)/libphonenumber-$(LIBPHONENUMBER).jar \
+        $(UDF_JAR)
 REGISTRANTS   ?= 200000
 
 export CAMPAIGN_PIPELINE_JARS_DIR := $(abspath $(JARS_DIR))
@@ -39,6 +44,17 @@ $(JARS_DIR)/delta-storage-$(DELTA_VERSION).jar:
 	mvn -q -B dependency:copy -Dartifact=io.delta:delta-storage:$(DELTA_VERSION) -DoutputDirectory=$(JARS_DIR)
 $(JARS_DIR)/spark-avro_$(SCALA)-$(SPARK_VERSION).jar:
 	mvn -q -B dependency:copy -Dartifact=org.apache.spark:spark-avro_$(SCALA):$(SPARK_VERSION) -DoutputDirectory=$(JARS_DIR)
+$(JARS_DIR)/libphonenumber-$(LIBPHONENUMBER).jar:
+	mvn -q -B dependency:copy -Dartifact=com.googlecode.libphonenumber:libphonenumber:$(LIBPHONENUMBER) -DoutputDirectory=$(JARS_DIR)
+
+# Our own Spark UDFs (jvm/): phone parsing with the Java libphonenumber, against pyspark's jars.
+UDF_SOURCES := $(shell find jvm -name '*.java')
+$(UDF_JAR): $(VENV)/.installed $(JARS_DIR)/libphonenumber-$(LIBPHONENUMBER).jar $(UDF_SOURCES)
+	rm -rf build/udf-classes && mkdir -p build/udf-classes
+	javac -nowarn --release 17 -d build/udf-classes \
+	  -cp "$$($(BIN)/python -c 'import pyspark,os;print(os.path.dirname(pyspark.__file__))')/jars/*:$(JARS_DIR)/libphonenumber-$(LIBPHONENUMBER).jar" \
+	  $(UDF_SOURCES)
+	jar cf $@ -C build/udf-classes .
 
 # What a cluster runs (README: On EMR): the wheel, a packed virtual environment without pyspark,
 # conf.tar.gz, jobs/ and MANIFEST.json. For EMR, build on Amazon Linux 2023 with Python 3.11 and
@@ -46,7 +62,8 @@ $(JARS_DIR)/spark-avro_$(SCALA)-$(SPARK_VERSION).jar:
 DIST_DIR      ?= dist
 DIST_PYTHON_PREFIX ?=
 dist: install
-	$(BIN)/python tools/build_dist.py --out $(DIST_DIR) --delta-version $(DELTA_VERSION) $(if $(DIST_PYTHON_PREFIX),--python-prefix $(DIST_PYTHON_PREFIX))
+	$(BIN)/python tools/build_dist.py --out $(DIST_DIR) --delta-version $(DELTA_VERSION) \
+	  --jar $(UDF_JAR) --jar $(JARS_DIR)/libphonenumber-$(LIBPHONENUMBER).jar $(if $(DIST_PYTHON_PREFIX),--python-prefix $(DIST_PYTHON_PREFIX))
 
 # Two drivers writing one Delta table on S3 (README: On EMR): S3A (hadoop-aws, for the Hadoop 3.4.1
 # that Spark 4.0.2 ships, with the AWS SDK v2 bundle it was built against) and Delta's DynamoDB log

@@ -6,6 +6,8 @@
                             `spark.archives=…#environment` (EMR on EC2 and EMR Serverless)
       conf.tar.gz           conf/ (environments, campaigns, rules, schedules), for `…#conf`
       jobs/*.py             the spark-submit entry points
+      jars/                 campaign-pipeline-udfs.jar (the JVM phone parser) and Google's
+                            libphonenumber.jar, for `spark.jars`
       requirements.lock     the exact package versions packed (pip freeze of the environment)
       MANIFEST.json         versions and the sha256 of every file; `submit` uploads by it
 
@@ -91,7 +93,7 @@ def _tar(source: Path, target: Path) -> None:
                 tf.addfile(info)
 
 
-def build(out: Path, build_dir: Path, python_prefix: str | None, delta_version: str) -> dict:
+def build(out: Path, build_dir: Path, python_prefix: str | None, delta_version: str, jars: list[Path]) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("campaign_pipeline-*.whl"):
         old.unlink()
@@ -132,6 +134,19 @@ def build(out: Path, build_dir: Path, python_prefix: str | None, delta_version: 
     for job in sorted((ROOT / "jobs").glob("*.py")):
         shutil.copy2(job, jobs / job.name)
 
+    jar_dir = out / "jars"
+    shutil.rmtree(jar_dir, ignore_errors=True)
+    jar_dir.mkdir()
+    versions = {}
+    for jar in jars:
+        if not jar.is_file():
+            sys.exit(f"make dist: {jar} is missing; run `make install`")
+        # libphonenumber-9.0.43.jar → libphonenumber.jar: the names spark.jars lists (ops/emr.py)
+        name = jar.name.split("-")[0] + ".jar" if jar.name.startswith("libphonenumber-") else jar.name
+        if name != jar.name:
+            versions[name.removesuffix(".jar")] = jar.name.removesuffix(".jar").split("-", 1)[1]
+        shutil.copy2(jar, jar_dir / name)
+
     from campaign_pipeline import __version__
 
     files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "MANIFEST.json")
@@ -146,6 +161,7 @@ def build(out: Path, build_dir: Path, python_prefix: str | None, delta_version: 
         "platform": f"{platform.system()}-{platform.machine()}",
         "spark": "provided by the cluster (4.0.x)",
         "delta_spark": delta_version,
+        **versions,
         "files": {str(p.relative_to(out)): {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in files},
     }
     (out / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -158,8 +174,10 @@ def main() -> None:
     parser.add_argument("--build-dir", default=str(ROOT / "build"))
     parser.add_argument("--python-prefix", default=None, help="base Python prefix on the cluster, e.g. /usr")
     parser.add_argument("--delta-version", default="4.0.1")
+    parser.add_argument("--jar", action="append", default=[], help="a jar for dist/jars/ (repeat)")
     args = parser.parse_args()
-    manifest = build(Path(args.out), Path(args.build_dir), args.python_prefix or None, args.delta_version)
+    jars = [Path(j) for j in args.jar]
+    manifest = build(Path(args.out), Path(args.build_dir), args.python_prefix or None, args.delta_version, jars)
     size = sum(f["bytes"] for f in manifest["files"].values())
     print(f"dist: {len(manifest['files'])} files, {size / 2**20:.0f} MiB in {args.out} (version {manifest['version']})")
 

@@ -114,6 +114,10 @@ def test_submit_uploads_the_artifacts_once_and_adds_a_spark_submit_step_that_rea
     assert confs["spark.archives"] == (
         f"s3://{BUCKET}/emr-steps/pyspark_venv.tar.gz#environment,s3://{BUCKET}/emr-steps/conf.tar.gz#conf"
     )
+    assert confs["spark.jars"] == (
+        f"s3://{BUCKET}/emr-steps/jars/campaign-pipeline-udfs.jar,s3://{BUCKET}/emr-steps/jars/libphonenumber.jar"
+    )
+    assert {"jars/campaign-pipeline-udfs.jar", "jars/libphonenumber.jar"} <= set(manifest["files"])
     assert confs["spark.submit.deployMode"] == "cluster"
     assert confs["spark.yarn.appMasterEnv.PYSPARK_PYTHON"] == "./environment/bin/python"
     job_args = args[args.index(f"s3://{BUCKET}/emr-steps/jobs/pipeline.py") + 1 :]

@@ -27,6 +27,8 @@ from campaign_pipeline.storage import split_s3
 
 PYTHON = "./environment/bin/python"
 ARCHIVES = ("pyspark_venv.tar.gz#environment", "conf.tar.gz#conf")
+# Our UDF classes and Google's libphonenumber for the JVM (the phone parser), on spark.jars.
+UDF_JARS = ("jars/campaign-pipeline-udfs.jar", "jars/libphonenumber.jar")
 CLUSTER_LIVE = ["STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING"]
 # terminal states: (succeeded, failed)
 STEP_DONE = ({"COMPLETED"}, {"CANCELLED", "FAILED", "INTERRUPTED"})
@@ -61,7 +63,10 @@ def load_manifest(dist: str | Path) -> dict:
 def spark_conf(artifacts_uri: str, target: str) -> list[tuple[str, str]]:
     """The spark-submit confs that run a job from the packed environment and conf/ archive."""
     base = artifacts_uri.rstrip("/")
-    conf = [("spark.archives", ",".join(f"{base}/{a}" for a in ARCHIVES))]
+    conf = [
+        ("spark.archives", ",".join(f"{base}/{a}" for a in ARCHIVES)),
+        ("spark.jars", ",".join(f"{base}/{j}" for j in UDF_JARS)),
+    ]
     if target == "serverless":
         conf += [
             ("spark.emr-serverless.driverEnv.PYSPARK_DRIVER_PYTHON", PYTHON),

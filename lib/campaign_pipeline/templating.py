@@ -49,6 +49,31 @@ def compile_template(field: str, source: str):
     return env.from_string(source)
 
 
+def literal_parts(field: str, source: str) -> list[tuple[str, str]] | None:
+    """The template as ("text", literal) and ("var", name) parts when that is all it is, else None.
+
+    A template made only of text and `{{ variable }}` outputs (no filter, test, block, call or
+    expression) renders to its literal text with each variable's string value in place, escaped
+    when the template is autoescaped; that is what lets plan_waves render it with Spark's own
+    string functions instead of Jinja2 row by row. The parts come from Jinja2's own parser, so
+    whitespace control (`{{-`) and the trailing-newline rule are already applied.
+    """
+    from jinja2 import nodes
+
+    parts: list[tuple[str, str]] = []
+    for node in compile_template(field, source).environment.parse(source).body:
+        if not isinstance(node, nodes.Output):
+            return None
+        for child in node.nodes:
+            if isinstance(child, nodes.TemplateData):
+                parts.append(("text", child.data))
+            elif isinstance(child, nodes.Name) and child.ctx == "load" and child.name in VARIABLES:
+                parts.append(("var", child.name))
+            else:
+                return None
+    return parts
+
+
 def template_problem(field: str, source: str) -> str | None:
     """Why the template cannot be used (syntax, unknown variable, a sandbox violation), or None."""
     from jinja2 import TemplateError

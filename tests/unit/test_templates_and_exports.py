@@ -44,3 +44,59 @@ def test_free_text_that_starts_like_a_formula_is_neutralised_in_the_legacy_csv(s
         'CODE1,false,\'\tx@example.com,"\'=HYPERLINK(""http://evil"",""x"")",\'+1,https://x,en_US,NYC-01,'
         "'=F1,'-M1,+447400123456,'@SUM(A1) win"
     )
+
+
+def _rendered(spark, campaign, rows, engine):
+    from pyspark.sql import functions as F
+
+    from campaign_pipeline.templating import VARIABLES
+    from campaign_pipeline.waves.render import render_messages
+
+    df = spark.createDataFrame(
+        rows, "i int, key string, channel string, " + ", ".join(f"{v} string" for v in VARIABLES)
+    )
+    variables = F.struct(*[F.col(v) for v in VARIABLES])
+    out = df.select("i", render_messages(campaign, F.col("key"), F.col("channel"), variables, engine).alias("r"))
+    return {r.i: tuple(r.r) for r in out.collect()}
+
+
+def test_spark_renders_text_and_variable_templates_exactly_as_jinja2_does(spark):
+    from campaign_pipeline.config import Messages, Template, load_campaign
+    from campaign_pipeline.templating import VARIABLES, literal_parts
+    from campaign_pipeline.waves.render import BUILTIN
+
+    campaign = load_campaign("conf/campaigns/spring-tour-2027.yaml")
+    templates = {
+        "html": Template(
+            sms="{{- artist -}}  ·  {{ code }}\r\n{{ link }}\n",
+            email_subject="{{ artist }} & {{ market }}",
+            email_body="<p>Hi {{ first_name }} {{last_name}},</p>\n<b>{{ code }}</b> {{ link }}",
+        ),
+        "long": Template(sms="[{{ first_name }}] " + "x" * 150 + " {{ code }}", email_subject="s", email_body="b"),
+        "empty": Template(sms="", email_subject="{{ code }}", email_body="{{ first_name }}"),
+    }
+    campaign = campaign.model_copy(update={"messages": Messages(templates=templates)})
+    assert all(literal_parts("sms", t.sms) is not None for t in templates.values())
+    names = [None, "", "Zoë", "O'Brien & <Sons>", '"quoted"', "€uro ^{}[]~|\\", "emoji 🎸", "line\u0085end", "日本"]
+    rows = []
+    for i in range(180):
+        values = [names[(i * (j + 1)) % len(names)] for j in range(len(VARIABLES))]
+        key = ["html", "long", "empty", BUILTIN][i % 4]
+        rows.append((i, key, ["sms", "email"][(i // 4) % 2], *values))
+    spark_out, jinja_out = (_rendered(spark, campaign, rows, e) for e in ("spark", "jinja"))
+    assert spark_out == jinja_out
+    segments = {v[2] for v in spark_out.values() if v[2] is not None}
+    assert {1, 2, 3} <= segments and {v[3] for v in spark_out.values()} >= {"GSM-7", "UCS-2"}
+
+
+def test_a_template_with_filters_is_rendered_by_jinja2(spark):
+    from campaign_pipeline.config import Messages, Template, load_campaign
+    from campaign_pipeline.templating import VARIABLES
+
+    campaign = load_campaign("conf/campaigns/spring-tour-2027.yaml")
+    fancy = Template(
+        sms="{{ first_name | upper }}{% if code %}: {{ code }}{% endif %}", email_subject="s", email_body="b"
+    )
+    campaign = campaign.model_copy(update={"messages": Messages(templates={"en_US": fancy})})
+    row = (1, "en_US", "sms", *["ada" if v == "first_name" else "C1" if v == "code" else "v" for v in VARIABLES])
+    assert _rendered(spark, campaign, [row], "auto")[1] == (None, "ADA: C1", 1, "GSM-7")

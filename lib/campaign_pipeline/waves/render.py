@@ -1,7 +1,12 @@
 """Message text from per-locale Jinja2 templates, with SMS length in GSM-7 / UCS-2 segments.
 
-Rendering is the one place Python is unavoidable here: a vectorised pandas UDF compiles each
-template once per batch. Variables: campaign_name, artist, market, market_id, event_date,
+Templates made only of text and `{{ variable }}` outputs (the built-in ones and most real ones)
+are rendered by Spark's own string functions: the literal parts Jinja2's parser finds, the
+variables' values in between (HTML-escaped as markupsafe does where the template autoescapes),
+and the SMS segments from a regular expression over the GSM alphabet and the UTF-16 length.
+Any other template (filters, conditions, loops) is rendered by Jinja2 in its sandbox, in a
+vectorised pandas UDF that compiles each template once per batch; the tests hold the two to
+identical output. Variables: campaign_name, artist, market, market_id, event_date,
 wave_date, code, link, first_name, last_name. A template that names another variable is a config
 error found before any row is rendered (`validate_templates`).
 """
@@ -17,7 +22,13 @@ from pyspark.sql import types as T
 
 from campaign_pipeline.config import Campaign
 from campaign_pipeline.errors import ConfigError
-from campaign_pipeline.templating import BUILTIN_TEMPLATES, compile_template, template_problem
+from campaign_pipeline.templating import (
+    BUILTIN_TEMPLATES,
+    VARIABLES,
+    compile_template,
+    literal_parts,
+    template_problem,
+)
 
 BUILTIN = "__builtin__"
 # GSM 03.38 basic character set, and the extension characters that take two septets.
@@ -26,6 +37,10 @@ GSM7_BASIC = set(
     "abcdefghijklmnopqrstuvwxyzäöñüà"
 )
 GSM7_EXTENDED = set("^{}\\[~]|€\f")
+_GSM7_ONLY = "^[" + "".join(f"\\x{{{ord(c):x}}}" for c in sorted(GSM7_BASIC | GSM7_EXTENDED)) + "]*\\z"
+_GSM7_EXT = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in sorted(GSM7_EXTENDED)) + "]"
+# markupsafe.escape, in its order (the ampersand first)
+_HTML_ESCAPES = (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ('"', "&#34;"), ("'", "&#39;"))
 
 RENDERED = T.StructType(
     [
@@ -69,23 +84,75 @@ def validate_templates(campaign: Campaign) -> None:
         ) from None
 
 
-def render_messages(campaign: Campaign, template_key: Column, channel: Column, variables: Column) -> Column:
-    """Struct (subject, text, sms_segments, sms_encoding) per message, from a pandas UDF."""
-    templates = templates_of(campaign)
+def render_messages(
+    campaign: Campaign, template_key: Column, channel: Column, variables: Column, engine: str = "auto"
+) -> Column:
+    """Struct (subject, text, sms_segments, sms_encoding) per message.
 
+    `engine`: "spark" (every template must be text and variables only), "jinja" (the pandas UDF),
+    or "auto": Spark when every template allows it, else Jinja2.
+    """
+    templates = templates_of(campaign)
+    parts = {(k, f): literal_parts(f, src) for k, fields in templates.items() for f, src in fields.items()}
+    if engine == "spark" or (engine == "auto" and all(p is not None for p in parts.values())):
+        return _render_in_spark(templates, parts, template_key, channel, variables)
+    return _render_in_jinja(templates, template_key, channel, variables)
+
+
+def _value(variables: Column, name: str, escaped: bool) -> Column:
+    text = F.coalesce(variables[name].cast("string"), F.lit(""))
+    if escaped:
+        for raw, entity in _HTML_ESCAPES:
+            text = F.replace(text, F.lit(raw), F.lit(entity))
+    return text
+
+
+def _render_in_spark(templates, parts, template_key: Column, channel: Column, variables: Column) -> Column:
+    from campaign_pipeline.templating import autoescaped
+
+    def field(name: str) -> Column:
+        out = F.lit(None).cast("string")
+        for key, fields in templates.items():
+            pieces = parts[(key, name)]
+            if pieces is None:
+                raise ConfigError(f"template {key}.{name} needs Jinja2 (filters or blocks); render with engine='jinja'")
+            escaped = autoescaped(name, fields[name])
+            cols = [F.lit(v) if kind == "text" else _value(variables, v, escaped) for kind, v in pieces]
+            out = F.when(template_key == F.lit(key), F.concat(*cols) if cols else F.lit("")).otherwise(out)
+        return out
+
+    sms = channel == F.lit("sms")
+    text = F.when(sms, field("sms")).otherwise(field("email_body"))
+    gsm = text.rlike(_GSM7_ONLY)
+    septets = F.length(text) + F.length(text) - F.length(F.regexp_replace(text, _GSM7_EXT, ""))
+    units = (F.octet_length(F.encode(text, "UTF-16LE")) / 2).cast("long")
+    segments = F.when(gsm, F.when(septets <= 160, 1).otherwise(F.ceil(septets / 153))).otherwise(
+        F.when(units <= 70, 1).otherwise(F.ceil(units / 67))
+    )
+    return F.struct(
+        F.when(~sms, field("email_subject")).alias("subject"),
+        text.alias("text"),
+        F.when(sms, segments.cast("int")).alias("sms_segments"),
+        F.when(sms, F.when(gsm, "GSM-7").otherwise("UCS-2")).alias("sms_encoding"),
+    )
+
+
+def _render_in_jinja(templates, template_key: Column, channel: Column, variables: Column) -> Column:
     @F.pandas_udf(RENDERED)
     def render(keys: pd.Series, channels: pd.Series, values: pd.DataFrame) -> pd.DataFrame:
         compiled = {(k, f): compile_template(f, src) for k, fields in templates.items() for f, src in fields.items()}
+        names = [n for n in VARIABLES if n in values.columns]
+        columns = [["" if v is None else v for v in values[n].tolist()] for n in names]
         rows = []
-        for key, ch, vals in zip(keys, channels, values.to_dict("records"), strict=True):
-            context = {k: ("" if v is None else v) for k, v in vals.items()}
+        for key, ch, *vals in zip(keys.tolist(), channels.tolist(), *columns, strict=True):
+            context = dict(zip(names, vals, strict=True))
             if ch == "sms":
-                text = compiled[(key, "sms")].render(**context)
+                text = compiled[(key, "sms")].render(context)
                 segments, encoding = sms_segments(text)
                 rows.append((None, text, segments, encoding))
             else:
-                subject = compiled[(key, "email_subject")].render(**context)
-                rows.append((subject, compiled[(key, "email_body")].render(**context), None, None))
+                subject = compiled[(key, "email_subject")].render(context)
+                rows.append((subject, compiled[(key, "email_body")].render(context), None, None))
         out = pd.DataFrame(rows, columns=["subject", "text", "sms_segments", "sms_encoding"])
         out["sms_segments"] = out["sms_segments"].astype("Int32")
         return out

@@ -1,22 +1,44 @@
 """Scale benchmarks (`make bench`): synth a campaign, then time each stage over several runs.
 
     python benchmarks/run.py [--registrants 2000000] [--repeats 3] [--stages ingest,screen]
+                             [--reference ../shared/bench] [--write-results]
 
 Each repeat runs the stages into a fresh warehouse (re-running a stage on unchanged inputs is a
-no-op, which would measure nothing). The default is the whole pipeline (`campaign_pipeline.pipeline.PIPELINE`). Prints seconds per run, the median, and rows/s; paste the table into
-benchmarks/RESULTS.md with the machine it ran on.
+no-op, which would measure nothing). The default is the decision chain,
+ingest through plan_waves (notify needs a gateway; report is measured on its own). Before each repeat, in the same invocation and on the
+same landing files, it runs the reference measurements when `--reference` holds them: the Spark
+floor (`spark_floor.py`: read every registration, one shuffle on the fan id, one Delta write) and
+the DuckDB peer (`peer_duckdb.py`: the decision chain in SQL). Every stage's time is printed as a
+ratio to that repeat's floor (ingest per input row: it reads fan activity too). Prints seconds
+per run, the median, rows/s and the ratios; `--write-results` also puts the table at the top of
+benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
+import re
+import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _reference(script: Path, args: list[str], key: str) -> tuple[float, str]:
+    """Run a reference script in its own process; (seconds it reports under `key`, its output)."""
+    proc = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True)
+    found = re.search(rf"{key}=([0-9.]+)", proc.stdout)
+    if proc.returncode != 0 or not found:
+        raise SystemExit(f"{script.name} failed:\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}")
+    return float(found.group(1)), proc.stdout
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,8 +48,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--registrants", type=int, default=int(os.environ.get("BENCH_REGISTRANTS", 2_000_000)))
     parser.add_argument("--markets", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--stages", default=",".join(s.name for s in PIPELINE), help="default: the whole pipeline")
+    chain = [s.name for s in PIPELINE][: [s.name for s in PIPELINE].index("plan_waves") + 1]
+    parser.add_argument(
+        "--stages", default=",".join(chain), help="default: the decision chain, ingest through plan_waves"
+    )
     parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "campaign-pipeline-bench"))
+    parser.add_argument(
+        "--reference",
+        default=os.environ.get("BENCH_REFERENCE", str(ROOT.parent / "shared" / "bench")),
+        help="folder with spark_floor.py and peer_duckdb.py (skipped when absent)",
+    )
+    parser.add_argument("--write-results", action="store_true", help="put the table at the top of RESULTS.md")
     args = parser.parse_args(argv)
 
     from campaign_pipeline.config import load_campaign, load_environment
@@ -52,7 +83,24 @@ def main(argv: list[str] | None = None) -> int:
 
     timings: dict[str, list[float]] = {s: [] for s in stages}  # plus "<stage>: <step>" entries
     rows: dict[str, int] = {}
+    reference = Path(args.reference)
+    floor_script, peer_script = reference / "spark_floor.py", reference / "peer_duckdb.py"
+    floors: list[float] = []
+    peers: list[float] = []
+    whole: list[float] = []
+    landing = str(work / "landing" / campaign.campaign_id)
     for i in range(args.repeats):
+        if floor_script.is_file():
+            floor, _ = _reference(floor_script, [landing, str(work / "floor"), "--jars", str(ROOT / "jars")], "floor_s")
+            floors.append(floor)
+            shutil.rmtree(work / "floor", ignore_errors=True)
+        if peer_script.is_file():
+            peer, _ = _reference(peer_script, [landing, out.campaign_yaml, "--threads", "2"], "peer_total_s")
+            peers.append(peer)
+        if floors or peers:
+            print(
+                f"repeat {i + 1}: floor {floors[-1] if floors else 0:.1f} s, DuckDB peer {peers[-1] if peers else 0:.1f} s"
+            )
         shutil.rmtree(work / "warehouse", ignore_errors=True)
         report = run_pipeline(
             spark, campaign, env, stages=stages, from_start=True, out=open(os.devnull, "w"),
@@ -67,14 +115,55 @@ def main(argv: list[str] | None = None) -> int:
                 timings.setdefault(f"{name}: {step}", []).append(seconds)
                 rows[f"{name}: {step}"] = rows[name]
         total = sum(s for _, _, s in report.rows)
+        whole.append(total)
         print(f"repeat {i + 1}: " + ", ".join(f"{n} {s:.1f} s" for n, _, s in report.rows) + f"; total {total:.1f} s")
 
-    print("\n| stage | rows | runs (s) | median (s) | rows/s |\n|---|---:|---|---:|---:|")
+    floor = statistics.median(floors) if floors else None
+    input_rows = rows.get("ingest", args.registrants)
+    table = ["| stage | rows | runs (s) | median (s) | rows/s | × floor |", "|---|---:|---|---:|---:|---:|"]
     for name, values in timings.items():
         med = statistics.median(values)
-        print(
-            f"| {name} | {rows[name]:,} | {', '.join(f'{v:.1f}' for v in values)} | {med:.1f} | {rows[name] / med:,.0f} |"
+        ratio = ""
+        if floors:
+            # ratio per repeat against that repeat's floor; ingest per input row (it reads more rows)
+            scale = (input_rows / args.registrants) if name.startswith("ingest") else 1.0
+            ratio = f"{statistics.median(v / (f * scale) for v, f in zip(values, floors, strict=False)):.2f}"
+        table.append(
+            f"| {name} | {rows[name]:,} | {', '.join(f'{v:.1f}' for v in values)} | {med:.1f} "
+            f"| {rows[name] / med:,.0f} | {ratio} |"
         )
+    med_whole = statistics.median(whole)
+    table.append(
+        f"| **whole chain** | {args.registrants:,} | {', '.join(f'{v:.1f}' for v in whole)} | **{med_whole:.1f}** | "
+        f"| {med_whole / floor:.2f} |"
+        if floor
+        else f"| **whole chain** | | | **{med_whole:.1f}** | | |"
+    )
+    if floors:
+        table.append(f"| floor (`spark_floor.py`) | {args.registrants:,} | {', '.join(f'{v:.1f}' for v in floors)} "
+                     f"| {floor:.1f} | | 1.00 |")  # fmt: skip
+    if peers:
+        table.append(
+            f"| DuckDB peer (`peer_duckdb.py`) | {args.registrants:,} | {', '.join(f'{v:.1f}' for v in peers)} "
+            f"| {statistics.median(peers):.1f} | | {statistics.median(peers) / floor:.2f} |"
+            if floor
+            else ""
+        )
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("\n" + "\n".join(table))
+    print(
+        f"\npeak memory of the driver's Python process: {peak:,.0f} MiB (the JVM's heap is capped by spark.driver.memory)"
+    )
+    if args.write_results:
+        results = ROOT / "benchmarks" / "RESULTS.md"
+        text = results.read_text()
+        head, _, rest = text.partition("\n## ")
+        section = (
+            f"## {dt.date.today().isoformat()} — `make bench`: {args.registrants:,} registrants, {args.markets} markets, "
+            f"{args.repeats} repeats\n\n" + "\n".join(table) + "\n\n"
+        )
+        results.write_text(head.rstrip() + "\n\n" + section + ("## " + rest if rest else ""))
+        print(f"written to {results}")
     if "screen" in stages:
         from campaign_pipeline.screening.quality import screening_quality
         from campaign_pipeline.tables import Warehouse

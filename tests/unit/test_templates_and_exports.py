@@ -100,3 +100,26 @@ def test_a_template_with_filters_is_rendered_by_jinja2(spark):
     campaign = campaign.model_copy(update={"messages": Messages(templates={"en_US": fancy})})
     row = (1, "en_US", "sms", *["ada" if v == "first_name" else "C1" if v == "code" else "v" for v in VARIABLES])
     assert _rendered(spark, campaign, [row], "auto")[1] == (None, "ADA: C1", 1, "GSM-7")
+
+
+def test_the_wave_zip_holds_each_members_lines_sorted_by_fan_behind_the_header(spark, tmp_path):
+    import os
+    import zipfile
+
+    from campaign_pipeline.waves.export import HEADER, write_wave_zip
+
+    members = ["sms/NYC-01.csv", "email/NYC 01 é.csv", "masterCodes/LAX=02%.csv"]
+    rows = [
+        (members[i % 3], f"F{(i * 7919) % 1000:04d}", f'F{(i * 7919) % 1000:04d},"two\nlines",x{i}')
+        for i in range(1000)
+    ]
+    lines = spark.createDataFrame(rows, "member string, k string, line string").repartition(3)
+    path, staging = tmp_path / "wave.zip", tmp_path / "staging"
+    assert write_wave_zip(lines, str(path), T0, str(staging)) == 1000
+    assert not os.path.exists(staging)
+    with zipfile.ZipFile(path) as zf:
+        assert zf.namelist() == sorted(members)
+        for member in members:
+            expected = [line for m, _, line in sorted(rows) if m == member]
+            assert zf.read(member).decode() == HEADER + "\n" + "".join(f"{line}\n" for line in expected)
+            assert zf.getinfo(member).date_time == (2027, 3, 1, 15, 0, 0)

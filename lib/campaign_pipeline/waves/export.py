@@ -3,15 +3,18 @@
 columns the old notifier tooling reads. Written to a local folder or to `s3://bucket/prefix`
 through boto3 (which honours `AWS_ENDPOINT_URL`, e.g. a moto server in tests).
 
-The zip is streamed: rows come to the driver one partition at a time (`toLocalIterator`), sorted
-by member file, so memory stays flat whatever the wave's size. Entry timestamps are the wave's
-notify time, so the same wave exports to byte-identical zips.
+The executors write the CSV bodies: one text file per zip member, its lines sorted by fan, in a
+staging folder beside the warehouse. The driver then copies those files' bytes into the zip
+(through Hadoop's file system, so the staging folder may be on S3), a few MiB at a time: no row
+passes through Python and memory stays flat whatever the wave's size. Entry timestamps are the
+wave's notify time, so the same wave exports to byte-identical zips.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import uuid
 import zipfile
 from pathlib import Path
 
@@ -96,31 +99,72 @@ def legacy_lines(messages: DataFrame) -> DataFrame:
     return sms.unionByName(email).unionByName(master)
 
 
-def write_wave_zip(lines: DataFrame, path: str, stamp) -> int:
-    """Stream `lines` into a zip at a local path; returns the number of data rows."""
-    rows = 0
+CHUNK = 4 << 20  # bytes copied from a staged file per call into the JVM
+
+
+def _jvm_fs(spark, path: str):
+    jpath = spark._jvm.org.apache.hadoop.fs.Path(path)
+    return jpath.getFileSystem(spark._jsc.hadoopConfiguration()), jpath
+
+
+def _staged_members(spark, staging: str) -> list[tuple[str, object]]:
+    """(member name, staged file status) in member order; exactly one file per member."""
+    fs, root = _jvm_fs(spark, staging)
+    unescape = spark._jvm.org.apache.spark.sql.catalyst.catalog.ExternalCatalogUtils.unescapePathName
+    members = []
+    for folder in fs.listStatus(root):
+        name = folder.getPath().getName()
+        if not folder.isDirectory() or not name.startswith("member="):
+            continue
+        parts = [f for f in fs.listStatus(folder.getPath()) if f.getPath().getName().startswith("part-")]
+        if len(parts) != 1:
+            raise RuntimeError(f"legacy export: {len(parts)} staged files for one zip member in {folder.getPath()}")
+        members.append((unescape(name.removeprefix("member=")), parts[0]))
+    return sorted(members, key=lambda m: m[0])
+
+
+def write_wave_zip(lines: DataFrame, path: str, stamp, staging: str) -> int:
+    """Write `lines` as a zip at a local path; returns the number of data rows.
+
+    The executors write each member's lines, sorted by fan, to `staging` (removed afterwards); the
+    driver copies the files' bytes into the zip entries behind the header.
+    """
+    spark = lines.sparkSession
+    rows = lines.count()
+    by_member = lines.repartition("member").sortWithinPartitions("member", "k").select("member", "line")
+    by_member.write.mode("overwrite").partitionBy("member").option("compression", "none").text(staging)
     date_time = (stamp.year, stamp.month, stamp.day, stamp.hour, stamp.minute, stamp.second)
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        current, handle = None, None
-        for r in lines.orderBy("member", "k").toLocalIterator():
-            if r["member"] != current:
-                if handle:
-                    handle.close()
-                info = zipfile.ZipInfo(r["member"], date_time=date_time)
+    io_utils = spark._jvm.org.apache.commons.io.IOUtils
+    fs, root = _jvm_fs(spark, staging)
+    try:
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for member, status in _staged_members(spark, staging):
+                info = zipfile.ZipInfo(member, date_time=date_time)
                 info.compress_type = zipfile.ZIP_DEFLATED
-                handle = zf.open(info, "w")
-                handle.write((HEADER + "\n").encode("utf-8"))
-                current = r["member"]
-            handle.write((r["line"] + "\n").encode("utf-8"))
-            rows += 1
-        if handle:
-            handle.close()
+                with zf.open(info, "w") as handle:
+                    handle.write((HEADER + "\n").encode("utf-8"))
+                    stream, left = fs.open(status.getPath()), status.getLen()
+                    try:
+                        while left > 0:
+                            size = min(CHUNK, left)
+                            handle.write(bytes(io_utils.toByteArray(stream, size)))
+                            left -= size
+                    finally:
+                        stream.close()
+    finally:
+        fs.delete(root, True)
     return rows
 
 
-def export_wave(lines: DataFrame, destination: str, campaign_id: str, wave_id: str, stamp) -> tuple[str, int]:
-    """Write `<destination>/<campaign_id>/<wave_id>.zip` (local or s3://); returns (uri, rows)."""
+def export_wave(
+    lines: DataFrame, destination: str, campaign_id: str, wave_id: str, stamp, staging_root: str
+) -> tuple[str, int]:
+    """Write `<destination>/<campaign_id>/<wave_id>.zip` (local or s3://); returns (uri, rows).
+
+    `staging_root`: a folder the executors and the driver both reach (the warehouse's `_staging`).
+    """
     name = f"{campaign_id}/{wave_id}.zip"
+    staging = f"{staging_root.rstrip('/')}/exports/{campaign_id}/{wave_id}-{uuid.uuid4().hex[:12]}"
     if destination.startswith("s3://"):
         from campaign_pipeline.storage import split_s3, upload
 
@@ -128,12 +172,12 @@ def export_wave(lines: DataFrame, destination: str, campaign_id: str, wave_id: s
         key = f"{prefix}/{name}" if prefix else name
         with tempfile.TemporaryDirectory() as tmp:
             local = os.path.join(tmp, "wave.zip")
-            rows = write_wave_zip(lines, local, stamp)
+            rows = write_wave_zip(lines, local, stamp, staging)
             upload([(Path(local), key)], bucket, "legacy export")
         return f"s3://{bucket}/{key}", rows
     target = Path(destination.removeprefix("file:")) / name
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".zip.partial")
-    rows = write_wave_zip(lines, str(partial), stamp)
+    rows = write_wave_zip(lines, str(partial), stamp, staging)
     partial.replace(target)  # readers never see a half-written zip
     return str(target), rows

@@ -162,7 +162,7 @@ def plan_waves(ctx: StageContext) -> StageReport:
         for w in ordered_waves(campaign):
             ctx.describe(f"legacy export {w.wave_id}")
             lines = legacy_lines(plan.messages.where(F.col("wave_id") == w.wave_id))
-            uri, rows = export_wave(lines, export_root(ctx), cid, w.wave_id, w.notify_at)
+            uri, rows = export_wave(lines, export_root(ctx), cid, w.wave_id, w.notify_at, f"{wh.root}/_staging")
             sms, email = per.get((w.wave_id, "sms"), (0, 0))[0], per.get((w.wave_id, "email"), (0, 0))[0]
             report.counts[f"wave:{w.wave_id}"] = sms + email
             report.summary.append(

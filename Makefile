@@ -124,7 +124,9 @@ lint: install
 	$(BIN)/ruff format --check lib jobs tests benchmarks
 
 bench: install
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/phones_bench.py
+	$(BIN)/python benchmarks/render_bench.py
+	$(BIN)/python benchmarks/run.py --write-results
 	$(BIN)/python benchmarks/notify_bench.py
 	$(BIN)/python benchmarks/explain_bench.py --warehouse $${BENCH_WORK:-/tmp/campaign-pipeline-bench}/warehouse \
 	  --campaign $${BENCH_WORK:-/tmp/campaign-pipeline-bench}/landing/bench.yaml

@@ -102,11 +102,16 @@ def test_a_template_with_filters_is_rendered_by_jinja2(spark):
     assert _rendered(spark, campaign, [row], "auto")[1] == (None, "ADA: C1", 1, "GSM-7")
 
 
-def test_the_wave_zip_holds_each_members_lines_sorted_by_fan_behind_the_header(spark, tmp_path):
+@pytest.mark.parametrize("staged_on", ["local", "hadoop"])
+def test_the_wave_zip_holds_each_members_lines_sorted_by_fan_behind_the_header(spark, tmp_path, monkeypatch, staged_on):
     import os
     import zipfile
 
+    from campaign_pipeline.waves import export
     from campaign_pipeline.waves.export import HEADER, write_wave_zip
+
+    if staged_on == "hadoop":  # read the staged files through Hadoop's file system, as on S3
+        monkeypatch.setattr(export, "_local_path", lambda status: None)
 
     members = ["sms/NYC-01.csv", "email/NYC 01 é.csv", "masterCodes/LAX=02%.csv"]
     rows = [

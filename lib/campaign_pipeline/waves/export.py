@@ -5,7 +5,7 @@ through boto3 (which honours `AWS_ENDPOINT_URL`, e.g. a moto server in tests).
 
 The executors write the CSV bodies: one text file per zip member, its lines sorted by fan, in a
 staging folder beside the warehouse. The driver then copies those files' bytes into the zip
-(through Hadoop's file system, so the staging folder may be on S3), a few MiB at a time: no row
+(plain file reads for a local folder, Hadoop's file system for S3), a few MiB at a time: no row
 passes through Python and memory stays flat whatever the wave's size. Entry timestamps are the
 wave's notify time, so the same wave exports to byte-identical zips.
 """
@@ -13,6 +13,7 @@ wave's notify time, so the same wave exports to byte-identical zips.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 import zipfile
@@ -107,6 +108,12 @@ def _jvm_fs(spark, path: str):
     return jpath.getFileSystem(spark._jsc.hadoopConfiguration()), jpath
 
 
+def _local_path(status) -> str | None:
+    """The staged file's local path, or None when it lives on another file system (S3)."""
+    uri = status.getPath().toUri()
+    return uri.getPath() if uri.getScheme() in (None, "file") else None
+
+
 def _staged_members(spark, staging: str) -> list[tuple[str, object]]:
     """(member name, staged file status) in member order; exactly one file per member."""
     fs, root = _jvm_fs(spark, staging)
@@ -129,10 +136,17 @@ def write_wave_zip(lines: DataFrame, path: str, stamp, staging: str) -> int:
     The executors write each member's lines, sorted by fan, to `staging` (removed afterwards); the
     driver copies the files' bytes into the zip entries behind the header.
     """
+    from pyspark import StorageLevel
+
     spark = lines.sparkSession
-    rows = lines.count()
-    by_member = lines.repartition("member").sortWithinPartitions("member", "k").select("member", "line")
-    by_member.write.mode("overwrite").partitionBy("member").option("compression", "none").text(staging)
+    # Counted and written from one computation of the lines (the windows behind them run once).
+    lines = lines.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        rows = lines.count()
+        by_member = lines.repartition("member").sortWithinPartitions("member", "k").select("member", "line")
+        by_member.write.mode("overwrite").partitionBy("member").option("compression", "none").text(staging)
+    finally:
+        lines.unpersist()
     date_time = (stamp.year, stamp.month, stamp.day, stamp.hour, stamp.minute, stamp.second)
     io_utils = spark._jvm.org.apache.commons.io.IOUtils
     fs, root = _jvm_fs(spark, staging)
@@ -143,6 +157,11 @@ def write_wave_zip(lines: DataFrame, path: str, stamp, staging: str) -> int:
                 info.compress_type = zipfile.ZIP_DEFLATED
                 with zf.open(info, "w") as handle:
                     handle.write((HEADER + "\n").encode("utf-8"))
+                    local = _local_path(status)
+                    if local is not None:  # a local staging folder: plain file reads
+                        with open(local, "rb") as staged:
+                            shutil.copyfileobj(staged, handle, CHUNK)
+                        continue
                     stream, left = fs.open(status.getPath()), status.getLen()
                     try:
                         while left > 0:

@@ -12,9 +12,9 @@
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
+
+from throughput import throughput_table, timed_runs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,21 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"corpus: {len(corpus):,} pairs, {valid:,} valid, JVM vs Python port: {differences} differences")
 
     # 2. Throughput through Spark.
-    def timed(parser_name: str, rows: int) -> list[float]:
+    def parsed(parser_name: str, rows: int):
         drawn = spark.range(rows).select((F.col("id") % len(corpus)).alias("i")).join(F.broadcast(pairs), "i")
-        parsed = drawn.select(phone_details(F.col("phone"), F.col("country"), "US", parser_name).alias("p"))
-        runs = []
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            parsed.agg(F.count_if("p.valid"), F.sum(F.crc32(F.coalesce("p.e164", F.lit(""))))).collect()
-            runs.append(time.perf_counter() - t0)
-        return runs
+        out = drawn.select(phone_details(F.col("phone"), F.col("country"), "US", parser_name).alias("p"))
+        return out.agg(F.count_if("p.valid"), F.sum(F.crc32(F.coalesce("p.e164", F.lit("")))))
 
-    print("\n| parser | rows | runs (s) | median (s) | numbers/s |\n|---|---:|---|---:|---:|")
-    for name, rows in (("jvm", args.rows), ("python", args.rows // 10)):
-        runs = timed(name, rows)
-        med = statistics.median(runs)
-        print(f"| {name} | {rows:,} | {', '.join(f'{r:.1f}' for r in runs)} | {med:.1f} | {rows / med:,.0f} |")
+    sizes = (("jvm", args.rows), ("python", args.rows // 10))
+    rows = [(name, n, timed_runs(parsed(name, n).collect, args.repeats)) for name, n in sizes]
+    print("\n" + throughput_table("parser", "numbers", rows))
     return 1 if differences else 0
 
 

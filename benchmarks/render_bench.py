@@ -12,10 +12,10 @@ rendered.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
+
+from throughput import throughput_table, timed_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,23 +61,17 @@ def main(argv: list[str] | None = None) -> int:
             "id", render_messages(campaign, F.col("key"), F.col("channel"), F.col("vars"), engine).alias("r")
         )
 
-    def timed(n: int, engine: str) -> list[float]:
-        runs = []
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            rendered(n, engine).agg(F.sum(F.length("r.text")), F.sum("r.sms_segments"), F.count("r.subject")).collect()
-            runs.append(time.perf_counter() - t0)
-        return runs
-
     sample = args.messages // 10
     a, b = rendered(sample, "spark").alias("a"), rendered(sample, "jinja").alias("b")
     differing = a.join(b, "id").where(~F.col("a.r").eqNullSafe(F.col("b.r"))).count()
     print(f"engines agree: {sample - differing:,} of {sample:,} messages identical")
-    print("\n| engine | messages | runs (s) | median (s) | messages/s |\n|---|---:|---|---:|---:|")
-    for engine, n in (("spark", args.messages), ("jinja", sample)):
-        runs = timed(n, engine)
-        med = statistics.median(runs)
-        print(f"| {engine} | {n:,} | {', '.join(f'{r:.1f}' for r in runs)} | {med:.1f} | {n / med:,.0f} |")
+
+    def totals(n: int, engine: str):
+        return rendered(n, engine).agg(F.sum(F.length("r.text")), F.sum("r.sms_segments"), F.count("r.subject"))
+
+    sizes = (("spark", args.messages), ("jinja", sample))
+    rows = [(engine, n, timed_runs(totals(n, engine).collect, args.repeats)) for engine, n in sizes]
+    print("\n" + throughput_table("engine", "messages", rows))
     return 1 if differing else 0
 
 

@@ -25,6 +25,7 @@ from campaign_pipeline.errors import ConfigError
 from campaign_pipeline.templating import (
     BUILTIN_TEMPLATES,
     VARIABLES,
+    autoescaped,
     compile_template,
     literal_parts,
     template_problem,
@@ -108,8 +109,6 @@ def _value(variables: Column, name: str, escaped: bool) -> Column:
 
 
 def _render_in_spark(templates, parts, template_key: Column, channel: Column, variables: Column) -> Column:
-    from campaign_pipeline.templating import autoescaped
-
     def field(name: str) -> Column:
         out = F.lit(None).cast("string")
         for key, fields in templates.items():

@@ -193,8 +193,10 @@ def run_operation(
 
 
 def _remove_folder(spark: SparkSession, path: str) -> None:
-    hpath = spark._jvm.org.apache.hadoop.fs.Path(path)
-    hpath.getFileSystem(spark._jsc.hadoopConfiguration()).delete(hpath, True)
+    from campaign_pipeline.storage import hadoop_fs
+
+    hpath, fs = hadoop_fs(spark, path)
+    fs.delete(hpath, True)
 
 
 def run_pipeline(

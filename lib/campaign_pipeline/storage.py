@@ -11,6 +11,12 @@ from pathlib import Path
 from campaign_pipeline.errors import PipelineError
 
 
+def hadoop_fs(spark, path: str):
+    """(Hadoop Path, its FileSystem) for a local or remote (s3://, s3a://) path, as Spark sees it."""
+    hpath = spark._jvm.org.apache.hadoop.fs.Path(path)
+    return hpath, hpath.getFileSystem(spark._jsc.hadoopConfiguration())
+
+
 def split_s3(uri: str) -> tuple[str, str]:
     """`s3://bucket/some/prefix/` → (`bucket`, `some/prefix`)."""
     bucket, _, prefix = uri.removeprefix("s3://").partition("/")

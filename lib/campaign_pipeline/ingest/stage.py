@@ -23,6 +23,7 @@ from campaign_pipeline.ingest import sources as src
 from campaign_pipeline.ingest.parse import parse_landing_rows, parse_list_entries
 from campaign_pipeline.ingest.readers import read_landing_file
 from campaign_pipeline.stage_context import StageContext, StageReport
+from campaign_pipeline.storage import hadoop_fs
 from campaign_pipeline.tables import Warehouse, absolute_root, catalog_rows, sql_literal
 
 
@@ -37,16 +38,11 @@ class LandingFile:
     rejected: str | None = None  # why the file is listed but not ingested
 
 
-def _fs(spark: SparkSession, path: str):
-    hpath = spark._jvm.org.apache.hadoop.fs.Path(path)
-    return hpath, hpath.getFileSystem(spark._jsc.hadoopConfiguration())
-
-
 def resolve_landing_folder(spark: SparkSession, landing_root: str, campaign_id: str) -> str:
     """The campaign's landing folder, or an InputError naming what was looked for."""
     root = absolute_root(landing_root)
     for candidate in (f"{root}/{campaign_id}", root):
-        hpath, fs = _fs(spark, candidate)
+        hpath, fs = hadoop_fs(spark, candidate)
         if fs.exists(hpath) and fs.getFileStatus(hpath).isDirectory():
             return fs.makeQualified(hpath).toString()
     raise landing_not_found(root, campaign_id)
@@ -85,7 +81,7 @@ def _part_folder(fs, status, kind: src.FileKind) -> LandingFile:
 def list_landing_files(spark: SparkSession, folder: str) -> tuple[list[LandingFile], list[str]]:
     """Contract files in `folder` (top level; a folder of part files counts as one), and the names
     of everything else, which is listed as ignored."""
-    hpath, fs = _fs(spark, folder)
+    hpath, fs = hadoop_fs(spark, folder)
     found, ignored = [], []
     for status in sorted(fs.listStatus(hpath), key=lambda s: s.getPath().getName()):
         name = status.getPath().getName()
@@ -120,7 +116,7 @@ def file_checksum(spark: SparkSession, f: LandingFile) -> str:
 
 def _md5(spark: SparkSession, path: str) -> str:
     """MD5 of one file's bytes, computed in the JVM (works for local, HDFS and S3 paths)."""
-    hpath, fs = _fs(spark, path)
+    hpath, fs = hadoop_fs(spark, path)
     stream = fs.open(hpath)
     try:
         return spark._jvm.org.apache.hadoop.io.MD5Hash.digest(stream).toString()

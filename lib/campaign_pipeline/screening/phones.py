@@ -2,11 +2,12 @@
 
 Two implementations of one decision. `PhoneDetails` (jvm/, built by `make install` into
 jars/campaign-pipeline-udfs.jar beside Google's Java libphonenumber) runs inside the executors'
-JVM and parses several hundred thousand numbers a second; `parse_phone` below is the Python port
-(`phonenumbers`, pinned to the same libphonenumber release), the reference the tests hold the JVM
-class to, and the fallback in a vectorised pandas UDF when the jar is not on Spark's class path
-(a warning says so: it is about 12k numbers a second per core). The default region of a number typed without `+` is the registrant's country, else the
-campaign's home country.
+JVM (about 120k messy numbers a second on 2 cores, benchmarks/phones_bench.py); `parse_phone`
+below is the Python port (`phonenumbers`, pinned to the same libphonenumber release), the
+reference the tests hold the JVM class to, and the fallback in a vectorised pandas UDF when the
+jar is not on Spark's class path (a warning says so: about a quarter of the speed). The default
+region of a number typed without `+` is the registrant's country, else the campaign's home
+country.
 
 Fans type their number the way their own country dials abroad. A number that is not valid with
 the default region and starts with an international dialling prefix (`00`, `011`, or `+` followed
@@ -104,7 +105,7 @@ def jvm_parser(spark) -> bool:
     except Exception as exc:  # noqa: BLE001 - py4j/Spark raise several kinds for a missing class
         log.warning(
             "phones: the JVM parser %s is not on Spark's class path (%s); parsing with the Python port, "
-            "about 12k numbers/s per core. Run `make install` (local) or ship dist/jars/ with spark.jars (EMR).",
+            "about a quarter of the speed. Run `make install` (local) or ship dist/jars/ with spark.jars (EMR).",
             JVM_CLASS,
             str(exc).splitlines()[0][:200],
         )

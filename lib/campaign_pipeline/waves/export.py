@@ -22,6 +22,8 @@ from pathlib import Path
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from campaign_pipeline.storage import hadoop_fs
+
 # OWASP CSV injection: a cell a spreadsheet would read as a formula.
 FORMULA_START = "^[=+\\-@\t\r]"
 
@@ -103,20 +105,14 @@ def legacy_lines(messages: DataFrame) -> DataFrame:
 CHUNK = 4 << 20  # bytes copied from a staged file per call into the JVM
 
 
-def _jvm_fs(spark, path: str):
-    jpath = spark._jvm.org.apache.hadoop.fs.Path(path)
-    return jpath.getFileSystem(spark._jsc.hadoopConfiguration()), jpath
-
-
 def _local_path(status) -> str | None:
     """The staged file's local path, or None when it lives on another file system (S3)."""
     uri = status.getPath().toUri()
     return uri.getPath() if uri.getScheme() in (None, "file") else None
 
 
-def _staged_members(spark, staging: str) -> list[tuple[str, object]]:
+def _staged_members(spark, fs, root) -> list[tuple[str, object]]:
     """(member name, staged file status) in member order; exactly one file per member."""
-    fs, root = _jvm_fs(spark, staging)
     unescape = spark._jvm.org.apache.spark.sql.catalyst.catalog.ExternalCatalogUtils.unescapePathName
     members = []
     for folder in fs.listStatus(root):
@@ -149,10 +145,10 @@ def write_wave_zip(lines: DataFrame, path: str, stamp, staging: str) -> int:
         lines.unpersist()
     date_time = (stamp.year, stamp.month, stamp.day, stamp.hour, stamp.minute, stamp.second)
     io_utils = spark._jvm.org.apache.commons.io.IOUtils
-    fs, root = _jvm_fs(spark, staging)
+    root, fs = hadoop_fs(spark, staging)
     try:
         with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            for member, status in _staged_members(spark, staging):
+            for member, status in _staged_members(spark, fs, root):
                 info = zipfile.ZipInfo(member, date_time=date_time)
                 info.compress_type = zipfile.ZIP_DEFLATED
                 with zf.open(info, "w") as handle:

@@ -98,8 +98,12 @@ def validate(df: DataFrame, table: str, suite: Suite, engine: str = "auto") -> l
     expectations = suite.all()
     derived = df.select(*df.columns, *[c.alias(n) for n, c in suite.derived.items()])
     data = derived.select(*_columns(expectations, derived.columns))
+    frame = None
     if engine == "auto":
-        engine = "pandas" if data.limit(SMALL_TABLE + 1).count() <= SMALL_TABLE else "spark"
+        # One read decides and, for a small table, already holds the rows pandas validates.
+        head = data.limit(SMALL_TABLE + 1).toPandas()
+        engine = "pandas" if len(head) <= SMALL_TABLE else "spark"
+        frame = head if engine == "pandas" else None
     context = gx.get_context(mode="ephemeral")
     # great-expectations passes `disable=` to tqdm itself, so TQDM_DISABLE alone does not silence it.
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
@@ -108,7 +112,7 @@ def validate(df: DataFrame, table: str, suite: Suite, engine: str = "auto") -> l
         gx_suite.add_expectation(expectation)
     if engine == "pandas":
         source = context.data_sources.add_pandas(name=f"{table}_source")
-        frame = data.toPandas()
+        frame = data.toPandas() if frame is None else frame
     else:
         source = context.data_sources.add_spark(name=f"{table}_source")
         # The expectations scan the data several times: read (and derive) it once.

@@ -16,7 +16,7 @@ from pyspark.sql import functions as F
 from campaign_pipeline.config import Campaign, default_conf_dir
 from campaign_pipeline.errors import InputError
 from campaign_pipeline.screening.emails import tag_emails
-from campaign_pipeline.screening.identity import with_identity_clusters
+from campaign_pipeline.screening.identity import IDENTIFIERS, with_identity_clusters
 from campaign_pipeline.screening.rules import (
     TAG_ORDER,
     assign_tags,
@@ -57,13 +57,40 @@ def phone_figures(normalised: DataFrame) -> dict[str, int]:
     return {k: int(v or 0) for k, v in row.asDict().items()}
 
 
-def apply_fraud_rules(campaign: Campaign, clustered: DataFrame, activity: DataFrame) -> DataFrame:
-    """Cluster verdicts, velocity, scalper signals, then tags and eligibility (the registrants' columns)."""
+# What the fraud rules read. They run on these columns only, and their flags join the wide
+# registrant rows once: the identity graph's joins, the cluster and velocity windows and the
+# activity join each shuffle a dozen narrow columns instead of every registrant column.
+RULE_INPUTS = tuple(dict.fromkeys([*FAN, "phone_confirmed", "registered_at", "ip_address", "device_id", *IDENTIFIERS]))
+FRAUD_FLAGS = (
+    "identity_cluster_id",
+    "cluster_size",
+    "_shared_identifier",
+    "_fraud_ring",
+    "_duplicate",
+    "_velocity",
+    "_scalper",
+)
+
+
+def fraud_flags(
+    campaign: Campaign, normalised: DataFrame, activity: DataFrame, cut: Cut = local_cut
+) -> tuple[DataFrame, dict[str, int]]:
+    """(FAN + identity cluster + every fraud flag, graph figures) from the rule inputs alone."""
     cfg = campaign.screening
-    return (
+    clustered, figures = with_identity_clusters(normalised.select(*RULE_INPUTS), cfg.max_shared, cut)
+    flags = (
         clustered.transform(cluster_verdicts(cfg.ring_size))
         .transform(velocity_flags(cfg.velocity.max_registrations, cfg.velocity.window_minutes))
         .transform(scalper_flags(activity, cfg.scalper.min_resale_listings, cfg.scalper.min_chargebacks))
+        .select(*FAN, *FRAUD_FLAGS)
+    )
+    return flags, figures
+
+
+def apply_fraud_rules(campaign: Campaign, normalised: DataFrame, flags: DataFrame) -> DataFrame:
+    """The normalised registrants with their fraud flags, then tags and eligibility (the registrants' columns)."""
+    return (
+        normalised.join(flags, FAN)  # one flags row per fan: they come from these very rows
         .transform(assign_tags(campaign.options.allow_intl_phones))
         .select(*OUTPUT_COLUMNS)
     )
@@ -78,8 +105,8 @@ def screen_registrants(
 ) -> tuple[DataFrame, dict[str, int]]:
     """Pure screening: registrations + activity + lists → (registrants, graph figures)."""
     base = cut(normalised_registrants(campaign, registrations, lists), "normalise phones and emails")
-    clustered, figures = with_identity_clusters(base, campaign.screening.max_shared, cut)
-    return apply_fraud_rules(campaign, clustered, activity), {**phone_figures(base), **figures}
+    flags, figures = fraud_flags(campaign, base, activity, cut)
+    return apply_fraud_rules(campaign, base, flags), {**phone_figures(base), **figures}
 
 
 def screening_lists(campaign: Campaign, landing_entries: DataFrame) -> dict[str, list[str]]:
@@ -115,10 +142,10 @@ def screen(ctx: StageContext) -> StageReport:
         base = ctx.cut(normalised_registrants(campaign, registrations, lists), "normalise phones and emails")
         phones = phone_figures(base)
     with ctx.step("identity_graph"):
-        clustered, graph = with_identity_clusters(base, campaign.screening.max_shared, ctx.cut)
+        flags, graph = fraud_flags(campaign, base, activity, ctx.cut)
         figures = {**phones, **graph}
     with ctx.step("rules_and_write"):
-        registrants = apply_fraud_rules(campaign, clustered, activity)
+        registrants = apply_fraud_rules(campaign, base, flags)
         written = wh.replace_if_changed(
             "registrants", registrants.withColumn("run_id", F.lit(ctx.run_id)), cid, cut=ctx.cut
         )

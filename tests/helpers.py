@@ -4,10 +4,52 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_CAMPAIGN = ROOT / "conf" / "campaigns" / "spring-tour-2027.yaml"
 
 # JVM options for every test JVM (driver, standalone master/worker, executors): C1 only and a
 # serial GC. Short runs on tiny data spend most JVM CPU compiling; this takes about a third less.
 TEST_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+
+
+def env_file(tmp_path: Path) -> Path:
+    """A local environment sized for tiny test data (2 cores, no code generation)."""
+    path = tmp_path / "env-test.yaml"
+    path.write_text(
+        "name: test\nmode: local\nlineage: local_checkpoint\nwarehouse_root: ./warehouse\nlanding_root: ./landing\n"
+        "spark:\n  master: local[2]\n  conf:\n    spark.sql.shuffle.partitions: 2\n    spark.ui.enabled: false\n"
+        "    spark.databricks.delta.snapshotPartitions: 2\n    spark.sql.codegen.wholeStage: false\n"
+        "    spark.sql.codegen.factoryMode: NO_CODEGEN\n"
+        f"    spark.driver.extraJavaOptions: {TEST_JVM_OPTIONS}\n"
+    )
+    return path
+
+
+def cli(*args, cwd):
+    """`campaign-pipeline ARGS` in a subprocess (its own JVM when it needs Spark)."""
+    env = dict(os.environ, CAMPAIGN_PIPELINE_JARS_DIR=str(ROOT / "jars"), CAMPAIGN_PIPELINE_DRIVER_MEMORY="1g")
+    return subprocess.run(
+        [sys.executable, "-m", "campaign_pipeline.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def run_campaign(tmp_path: Path, landing: Path, *extra: str):
+    """`campaign-pipeline run` on the example campaign with a test environment, the given landing
+    root and the warehouse `tmp_path / "wh"`."""
+    return cli(
+        "run", "--campaign", str(EXAMPLE_CAMPAIGN), "--env", str(env_file(tmp_path)),
+        "--landing", str(landing), "--warehouse", str(tmp_path / "wh"), *extra, cwd=tmp_path,
+    )  # fmt: skip
 
 
 def make_campaign(campaign_id: str = "tour-test", markets=("NYC-01", "LAX-02", "CHI-03"), **overrides):

@@ -1,5 +1,5 @@
-"""The hand-written landing files through every stage, sharing one ingest + screen: the screening
-rule-book verdicts, the external and fanlist golden cases, codes and messages end to end, re-runs
+"""The hand-written landing files through every stage, sharing one ingest + screen run through the
+command line (its progress output and `explain` are checked too): the screening rule-book verdicts, the external and fanlist golden cases, codes and messages end to end, re-runs
 that commit nothing, `explain` with personal data masked, and the report stage (suites,
 reconciliation, the HTML report in headless Chromium)."""
 
@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import T0, SlackReceiver, run_notebook
+from helpers import T0, SlackReceiver, cli, env_file, run_campaign, run_notebook
 from pyspark.sql import functions as F
 
 from campaign_pipeline.config import load_campaign
@@ -20,7 +20,7 @@ from campaign_pipeline.notify.simulator import GatewaySimulator
 from campaign_pipeline.ops.explain import explain_fan
 from campaign_pipeline.quality.expectations import failures, raise_on_critical, run_suite, validate
 from campaign_pipeline.quality.suites import SUITES, campaign_reader, check_table
-from campaign_pipeline.runner import run_pipeline
+from campaign_pipeline.runner import run_pipeline, stage_runs
 from campaign_pipeline.stage_context import StageContext
 from campaign_pipeline.tables import Warehouse
 
@@ -32,11 +32,35 @@ QUIET = open("/dev/null", "w")
 
 @pytest.fixture(scope="module")
 def screened(spark, test_env, tmp_path_factory):
+    """ingest + screen through the command line, as an operator runs them; the later stages run in
+    this process on the warehouse it wrote."""
     base = tmp_path_factory.mktemp("hand-written")
     shutil.copytree(ROOT / "tests" / "data" / "landing", base / "landing")
+    proc = run_campaign(base, base / "landing", "--stages", "ingest,screen")
+    assert proc.returncode == 0, proc.stderr[-3000:]
     env = test_env.with_roots(str(base / "landing"), str(base / "wh"))
-    report = run_pipeline(spark, load_campaign(CAMPAIGN), env, stages=["ingest", "screen"], out=QUIET)
-    return env, Warehouse(spark, str(base / "wh")), report
+    return env, Warehouse(spark, str(base / "wh")), proc
+
+
+def test_run_ingests_and_screens_through_the_command_line_printing_progress_and_explain_masks(spark, screened):
+    env, wh, proc = screened
+    progress = [line for line in proc.stdout.splitlines() if line.startswith("[ingest]")]
+    assert len(progress) == 1 and "rows read 36" in progress[0]
+    assert "quarantined 1 × wrong field count: expected 17" in proc.stdout
+    assert any(line.startswith("[screen] registrants 6 · eligible 3") for line in proc.stdout.splitlines())
+    assert wh.read("registrations", CID).count() == 6
+    succeeded = stage_runs(wh, CID).where(F.col("status") == "succeeded")
+    assert sorted(r["stage"] for r in succeeded.collect()) == ["ingest", "screen"]
+
+    base = Path(env.warehouse_root).parent
+    story = cli(
+        "explain", "--campaign", str(CAMPAIGN), "--env", str(env_file(base)),
+        "--warehouse", env.warehouse_root, "--fan", "F0002", cwd=base,
+    )  # fmt: skip
+    assert story.returncode == 0, story.stderr
+    assert "screening: INELIGIBLE · tags DUPLICATE_ACCOUNT" in story.stdout
+    assert "verdict: not selected yet" in story.stdout and "a***@gmail.com" in story.stdout
+    assert "annlee" not in story.stdout and "5550101" not in story.stdout.replace("******0101", "")
 
 
 def _registrants(wh):
@@ -47,7 +71,7 @@ def _registrants(wh):
 
 
 def test_hand_written_registrants_get_the_rule_book_verdicts_and_a_rerun_commits_nothing(spark, screened):
-    env, wh, report = screened
+    env, wh, _ = screened
     campaign = load_campaign(CAMPAIGN)
     got = _registrants(wh)
     assert got == {
@@ -61,10 +85,10 @@ def test_hand_written_registrants_get_the_rule_book_verdicts_and_a_rerun_commits
         "F0101": ("+14155550100", "kim@example.com", "F0101", [], True),
         "F0102": (None, "lou@example.com", "F0102", [], True),
     }
-    screen = dict((name, result) for name, result, _ in report.rows)["screen"]
-    assert screen.counts["registrants"] == 6 and screen.counts["eligible"] == 3
-    assert screen.counts["tag:DUPLICATE_ACCOUNT"] == 1
-    dq = wh.read("dq_results", CID).where(F.col("run_id") == report.run_id).collect()
+    screen = stage_runs(wh, CID).where((F.col("stage") == "screen") & (F.col("status") == "succeeded")).first()
+    assert screen["counts"]["registrants"] == 6 and screen["counts"]["eligible"] == 3
+    assert screen["counts"]["tag:DUPLICATE_ACCOUNT"] == 1
+    dq = wh.read("dq_results", CID).where(F.col("run_id") == screen["run_id"]).collect()
     assert dq and all(r["success"] for r in dq)
 
     # re-running screen on unchanged inputs commits nothing: same rows, same Delta version, same run id
@@ -73,7 +97,7 @@ def test_hand_written_registrants_get_the_rule_book_verdicts_and_a_rerun_commits
     assert _registrants(wh) == got
     assert wh.read("registrants", CID).count() == 6
     assert wh.version("registrants") == version
-    assert {r["run_id"] for r in wh.read("registrants", CID).collect()} == {report.run_id}
+    assert {r["run_id"] for r in wh.read("registrants", CID).collect()} == {screen["run_id"]}
     assert "unchanged since the last run (nothing written)" in again.rows[0][1].summary[0]
 
 

@@ -122,3 +122,21 @@ class GatewaySimulator:
                         sim._concurrent -= 1
 
         return Handler
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m campaign_pipeline.notify.simulator --port N`: the simulator in a process of its own
+    (the demo runs it so: in the driver's process it would share one interpreter lock with the moto
+    server and the driver, and pace the demo at a few hundred messages a second)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="a local SMS gateway simulator")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--latency", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    simulator = GatewaySimulator(latency=args.latency, port=args.port)
+    simulator._server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

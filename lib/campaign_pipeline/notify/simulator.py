@@ -54,6 +54,10 @@ class GatewaySimulator:
         self._thread.start()
         return self
 
+    def serve_forever(self) -> None:
+        """Serve in this thread until the process ends (`python -m campaign_pipeline.notify.simulator`)."""
+        self._server.serve_forever()
+
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
@@ -134,8 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--latency", type=float, default=0.0)
     args = parser.parse_args(argv)
-    simulator = GatewaySimulator(latency=args.latency, port=args.port)
-    simulator._server.serve_forever()
+    GatewaySimulator(latency=args.latency, port=args.port).serve_forever()
 
 
 if __name__ == "__main__":

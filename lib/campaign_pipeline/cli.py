@@ -8,7 +8,6 @@ stack trace for developers.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import os
 import sys
@@ -317,128 +316,56 @@ def _demo(args) -> int:
     return 0
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@contextlib.contextmanager
-def _local_server(what: str, command: list[str], port: int, seconds: float = 60):
-    """Run a local server (`command`, listening on 127.0.0.1:`port`) in a process of its own."""
-    import socket
-    import subprocess
-
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + seconds
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    error = proc.stderr.read().decode(errors="replace")[-1000:] if proc.poll() is not None else ""
-                    raise PipelineError(f"demo: the local {what} did not start on port {port}: {error}") from None
-                time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-class _EmailService:
-    """The demo's stand-in for the email service: takes the emails off the local queue as they
-    arrive (moto's queue slows down with every message it holds) and counts them."""
-
-    def __init__(self, client, queue_url: str):
-        import threading
-
-        self.client, self.queue_url, self.received = client, queue_url, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="demo-email-service", daemon=True)
-
-    def _take(self) -> int:
-        got = self.client.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
-        messages = got.get("Messages", [])
-        if messages:
-            entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]
-            self.client.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
-            self.received += len(messages)
-        return len(messages)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._take()
-        while self._take():  # what is still queued once the sending ended
-            pass
-
-    def __enter__(self) -> _EmailService:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(timeout=120)
-
-
 def _demo_notify(spark, campaign, env) -> dt.datetime | None:
     """The demo's last step: send its waves, as of just after the last one is due, to a gateway
-    simulator and a local SQS (a moto server), each in a process of its own, then print what was
-    delivered."""
+    simulator and a local SQS (a moto server) it starts itself, then print what was delivered."""
     import io
 
+    from campaign_pipeline.notify.simulator import GatewaySimulator
     from campaign_pipeline.runner import run_pipeline
 
     try:
-        import moto.server  # noqa: F401
+        from moto.server import ThreadedMotoServer
     except ImportError:
         print("\nnotify: skipped (the local SQS needs moto: make install sets it up)")
         return None
+    import logging
+    import socket
+
     import boto3
 
-    sqs_port, gateway_port = _free_port(), _free_port()
-    sqs = _local_server("SQS (moto)", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(sqs_port)],
-                        sqs_port)  # fmt: skip
-    gateway = _local_server(
-        "SMS gateway simulator",
-        [sys.executable, "-m", "campaign_pipeline.notify.simulator", "--port", str(gateway_port)],
-        gateway_port,
-    )
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request otherwise
+    with socket.socket() as probe:  # a free port for the local SQS
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sqs_server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    sqs_server.start()
+    endpoint = f"http://127.0.0.1:{port}"
     saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    os.environ.update({"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo"})
     try:
-        with sqs as endpoint, gateway as gateway_url:
-            os.environ.update(
-                {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo"}
-            )
-            client = boto3.client("sqs", region_name="us-east-1", endpoint_url=endpoint)
-            queue = client.create_queue(QueueName="demo-emails")["QueueUrl"]
+        client = boto3.client("sqs", region_name="us-east-1", endpoint_url=endpoint)
+        queue = client.create_queue(QueueName="demo-emails")["QueueUrl"]
+        with GatewaySimulator() as gateway:
             local = env.model_copy(
                 update={
-                    "sms_gateway_url": gateway_url,
+                    "sms_gateway_url": gateway.url,
                     "email_queue_url": queue,
                     "aws_region": "us-east-1",
                     # a local simulator, not a real gateway: the demo may send faster than production
-                    "notify": env.notify.model_copy(update={"rate_per_second": 5000, "max_in_flight": 100}),
+                    "notify": env.notify.model_copy(update={"rate_per_second": 1000, "max_in_flight": 100}),
                 }
             )
             now = max(w.notify_at for w in campaign.waves) + dt.timedelta(minutes=1)
-            print(f"\nnotify as of {now:%Y-%m-%d %H:%M %Z}: gateway simulator {gateway_url}, local SQS {endpoint}")
+            print(f"\nnotify as of {now:%Y-%m-%d %H:%M %Z}: gateway simulator {gateway.url}, local SQS {endpoint}")
             t0 = time.perf_counter()
-            with _EmailService(client, queue) as email_service:
-                result = run_pipeline(spark, campaign, local, stages=["notify"], now=now, out=io.StringIO()).rows[0][1]
+            result = run_pipeline(spark, campaign, local, stages=["notify"], now=now, out=io.StringIO()).rows[0][1]
             seconds = time.perf_counter() - t0
         c = result.counts
         print(
             f"  SMS: {c.get('sms:sent', 0):,} sent, {c.get('sms:failed', 0):,} failed · "
             f"email: {c.get('email:sent', 0):,} queued, {c.get('email:failed', 0):,} failed · {seconds:.1f} s"
         )
-        print(f"  the local email service took {email_service.received:,} emails off the queue")
         for line in result.summary:
             print(f"  {line}")
         return now
@@ -448,6 +375,7 @@ def _demo_notify(spark, campaign, env) -> dt.datetime | None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+        sqs_server.stop()
 
 
 def _schedule(args) -> int:

@@ -54,10 +54,6 @@ class GatewaySimulator:
         self._thread.start()
         return self
 
-    def serve_forever(self) -> None:
-        """Serve in this thread until the process ends (`python -m campaign_pipeline.notify.simulator`)."""
-        self._server.serve_forever()
-
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
@@ -126,20 +122,3 @@ class GatewaySimulator:
                         sim._concurrent -= 1
 
         return Handler
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`python -m campaign_pipeline.notify.simulator --port N`: the simulator in a process of its own
-    (the demo runs it so: in the driver's process it would share one interpreter lock with the moto
-    server and the driver, and pace the demo at a few hundred messages a second)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description="a local SMS gateway simulator")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--latency", type=float, default=0.0)
-    args = parser.parse_args(argv)
-    GatewaySimulator(latency=args.latency, port=args.port).serve_forever()
-
-
-if __name__ == "__main__":
-    main()

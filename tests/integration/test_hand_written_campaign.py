@@ -49,6 +49,7 @@ def test_run_ingests_and_screens_through_the_command_line_printing_progress_and_
     assert "quarantined 1 × wrong field count: expected 17" in proc.stdout
     assert any(line.startswith("[screen] registrants 6 · eligible 3") for line in proc.stdout.splitlines())
     assert wh.read("registrations", CID).count() == 6
+    assert wh.read("registrants", CID).count() == 6
     succeeded = stage_runs(wh, CID).where(F.col("status") == "succeeded")
     assert sorted(r["stage"] for r in succeeded.collect()) == ["ingest", "screen"]
 

@@ -149,6 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--warehouse", default=None, help="warehouse root (default: the local environment's, ./warehouse)"
     )
     demo.add_argument("--env", default="local")
+    demo.add_argument(
+        "--all-waves",
+        action="store_true",
+        help="send every wave (default: the first wave, as of just after it is due; the others stay planned)",
+    )
     return parser
 
 
@@ -308,7 +313,7 @@ def _demo(args) -> int:
         found = {k[6:]: v for k, v in quality.items() if k.startswith("found:") and v is not None}
         print("  planted tags found: " + ", ".join(f"{tag} {v:.2%}" for tag, v in found.items()))
     print(f"\nrun id {report.run_id}; campaign config {out.campaign_yaml}")
-    last = _demo_notify(spark, campaign, env) or now
+    last = _demo_notify(spark, campaign, env, all_waves=args.all_waves) or now
     import io
 
     reported = run_pipeline(spark, campaign, env, stages=["report"], now=last, out=io.StringIO())
@@ -316,9 +321,10 @@ def _demo(args) -> int:
     return 0
 
 
-def _demo_notify(spark, campaign, env) -> dt.datetime | None:
-    """The demo's last step: send its waves, as of just after the last one is due, to a gateway
-    simulator and a local SQS (a moto server) it starts itself, then print what was delivered."""
+def _demo_notify(spark, campaign, env, all_waves: bool = False) -> dt.datetime | None:
+    """The demo's last step: send the first wave (every wave with `all_waves`) as of just after it
+    is due, to a gateway simulator and a local SQS (a moto server) it starts itself, then print
+    what was delivered. Later waves stay planned, as they would until their notify time."""
     import io
 
     from campaign_pipeline.notify.simulator import GatewaySimulator
@@ -356,7 +362,8 @@ def _demo_notify(spark, campaign, env) -> dt.datetime | None:
                     "notify": env.notify.model_copy(update={"rate_per_second": 1000, "max_in_flight": 100}),
                 }
             )
-            now = max(w.notify_at for w in campaign.waves) + dt.timedelta(minutes=1)
+            due = sorted({w.notify_at for w in campaign.waves})
+            now = (due[-1] if all_waves else due[0]) + dt.timedelta(minutes=1)
             print(f"\nnotify as of {now:%Y-%m-%d %H:%M %Z}: gateway simulator {gateway.url}, local SQS {endpoint}")
             t0 = time.perf_counter()
             result = run_pipeline(spark, campaign, local, stages=["notify"], now=now, out=io.StringIO()).rows[0][1]
@@ -368,6 +375,12 @@ def _demo_notify(spark, campaign, env) -> dt.datetime | None:
         )
         for line in result.summary:
             print(f"  {line}")
+        later = [w.wave_id for w in campaign.waves if w.notify_at > now]
+        if later:
+            print(
+                f"  not due yet: {', '.join(later)} (`campaign-pipeline demo --all-waves` sends every wave;"
+                " a scheduled `notify --due` sends each when it is due)"
+            )
         return now
     finally:
         for k, v in saved.items():

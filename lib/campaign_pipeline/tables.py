@@ -644,9 +644,11 @@ class Warehouse:
             builder = DeltaTable.createIfNotExists(self.spark).location(self.path(name)).addColumns(t.schema)
             if t.partition_by:
                 builder = builder.partitionedBy(*t.partition_by)
-            for key, value in t.properties:
+            # The CHECK constraints go into the creating commit (Delta keeps them as these properties
+            # and enforces them on every write) instead of one ALTER TABLE commit each.
+            for key, value in (*t.properties, *((f"delta.constraints.{c.lower()}", e) for c, e in t.checks)):
                 builder = builder.property(key, value)
-            builder.execute()
+            builder.execute()  # (if another writer created it first, the check below adds what is missing)
         else:
             actual = self.spark.read.format("delta").load(self.path(name)).schema
             added = [f for f in t.schema.fields if f.name not in actual.fieldNames()]

@@ -24,6 +24,11 @@ DELTA_CONFS = {
     # one-fan lookup decodes one small row group instead of a million rows (explain: 1.2 s → 0.25 s
     # per table at 2M registrants). OPTIMIZE honours it too. Scans are as fast at this size.
     "spark.hadoop.parquet.block.size": str(8 * 1024 * 1024),
+    # PySpark records the Python call site of every Column function for DataFrame error messages:
+    # about six extra Python→JVM round trips per `F.col`, `withColumn`, `where`… (a third of all
+    # round trips of a stage on small data). Stages build their plans from hundreds of such calls,
+    # and our own errors name the file, row or key. An environment's spark.conf can turn it on.
+    "spark.python.sql.dataFrameDebugging.enabled": "false",
 }
 
 # Delta Lake releases and the Spark line each one is built for.

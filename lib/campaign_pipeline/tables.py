@@ -609,6 +609,11 @@ def _fingerprint(df: DataFrame) -> tuple:
     return (row["n"], row["h"])
 
 
+def _constraint_property(check: str) -> str:
+    """The table property under which Delta keeps the CHECK constraint named `check`."""
+    return f"delta.constraints.{check.lower()}"
+
+
 def _clustered(name: str, df: DataFrame) -> DataFrame:
     """`df` range-partitioned on the fan id for the tables one fan's lookup reads (see FAN_CLUSTERED)."""
     return df.repartitionByRange("global_user_id") if name in FAN_CLUSTERED else df
@@ -646,7 +651,7 @@ class Warehouse:
                 builder = builder.partitionedBy(*t.partition_by)
             # The CHECK constraints go into the creating commit (Delta keeps them as these properties
             # and enforces them on every write) instead of one ALTER TABLE commit each.
-            for key, value in (*t.properties, *((f"delta.constraints.{c.lower()}", e) for c, e in t.checks)):
+            for key, value in (*t.properties, *((_constraint_property(c), e) for c, e in t.checks)):
                 builder = builder.property(key, value)
             builder.execute()  # (if another writer created it first, the check below adds what is missing)
         else:
@@ -663,7 +668,7 @@ class Warehouse:
         if t.checks or t.properties:
             present = {r["key"]: r["value"] for r in self.spark.sql(f"SHOW TBLPROPERTIES {table}").collect()}
             for check, expression in t.checks:
-                if f"delta.constraints.{check.lower()}" not in present:
+                if _constraint_property(check) not in present:
                     self.spark.sql(f"ALTER TABLE {table} ADD CONSTRAINT {check} CHECK ({expression})")
             missing = [(k, v) for k, v in t.properties if present.get(k) != v]
             if missing:

@@ -71,3 +71,29 @@ def test_mismatched_pyspark_and_delta_versions_fail_naming_both():
     assert "Delta Lake 3.3.2 does not work with Spark/pyspark 4.0.2" in str(info.value)
     with pytest.raises(VersionError):
         check_versions("4.0.2", None)
+
+
+def _assignment(spark, code_type):
+    from campaign_pipeline.tables import catalog_rows
+
+    row = {"campaign_id": "c1", "market_id": "NYC-01", "global_user_id": "F1", "code": "C-1",
+           "code_type": code_type, "assigned_at": dt.datetime(2027, 1, 1, tzinfo=dt.UTC), "run_id": "r"}  # fmt: skip
+    return catalog_rows(spark, "code_assignments", [row])
+
+
+def test_a_table_is_created_with_its_check_constraints_and_an_older_table_is_given_them(spark, warehouse, tmp_path):
+    from campaign_pipeline.tables import Warehouse
+
+    warehouse.append("code_assignments", _assignment(spark, "pool"))
+    with pytest.raises(Exception, match="code_type_known"):  # Delta's CHECK constraint violation
+        warehouse.append("code_assignments", _assignment(spark, "bogus"))
+    assert warehouse.read("code_assignments").count() == 1
+    # a table created without the constraints (as an older release did) is given them when opened
+    older = Warehouse(spark, str(tmp_path / "older"))
+    _assignment(spark, "pool").limit(0).write.format("delta").save(older.path("code_assignments"))
+    older.ensure("code_assignments")
+    table = f"delta.`{older.path('code_assignments')}`"
+    properties = {r["key"] for r in spark.sql(f"SHOW TBLPROPERTIES {table}").collect()}
+    assert {"delta.constraints.code_type_known", "delta.constraints.code_unless_tm"} <= properties
+    with pytest.raises(Exception, match="code_type_known"):
+        older.append("code_assignments", _assignment(spark, "bogus"))

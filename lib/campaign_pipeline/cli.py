@@ -375,11 +375,10 @@ def _demo_notify(spark, campaign, env, all_waves: bool = False) -> dt.datetime |
         )
         for line in result.summary:
             print(f"  {line}")
-        later = [w.wave_id for w in campaign.waves if w.notify_at > now]
-        if later:
+        if any(w.notify_at > now for w in campaign.waves):  # the summary above names them
             print(
-                f"  not due yet: {', '.join(later)} (`campaign-pipeline demo --all-waves` sends every wave;"
-                " a scheduled `notify --due` sends each when it is due)"
+                "  later waves stay planned until they are due: `campaign-pipeline demo --all-waves` sends"
+                " every wave; in production a scheduled `notify --due` sends each"
             )
         return now
     finally:

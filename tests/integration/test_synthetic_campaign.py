@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
-from helpers import run_notebook
+from helpers import ROOT, run_notebook
 from pyspark.sql import functions as F
 
 from campaign_pipeline.config import load_campaign
@@ -22,7 +22,6 @@ from campaign_pipeline.synth import MALFORMED, SynthSpec, generate
 from campaign_pipeline.synth.spec import PLANTED
 from campaign_pipeline.tables import Warehouse
 
-ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
 N = 20_000
 CID = "synth-20k"
@@ -51,21 +50,9 @@ def pipeline(spark, test_env, synth_campaign, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def ingested(pipeline):
-    wh, report, _ = pipeline
-    return wh, report
-
-
-@pytest.fixture(scope="module")
 def quality(spark, synth_campaign, pipeline):
     wh = pipeline[0]
     return screening_quality(wh.read("registrants", CID), spark.read.parquet(synth_campaign.truth))
-
-
-@pytest.fixture(scope="module")
-def selected(synth_campaign, pipeline):
-    wh, _, printed = pipeline
-    return synth_campaign.campaign_yaml, wh, printed
 
 
 # ---------------------------------------------------------------- synth and ingest
@@ -107,8 +94,8 @@ def test_truth_plants_the_mess_the_screening_stage_must_find(spark, synth_campai
     assert per_ring >= 6
 
 
-def test_every_registration_lands_and_planted_malformed_rows_are_quarantined(spark, synth_campaign, ingested):
-    wh, _ = ingested
+def test_every_registration_lands_and_planted_malformed_rows_are_quarantined(spark, synth_campaign, pipeline):
+    wh, _, _ = pipeline
     truth = spark.read.parquet(synth_campaign.truth)
     regs = wh.read("registrations", CID)
     good_ids = truth.where(F.col("malformed").isNull()).select("global_user_id")
@@ -125,8 +112,8 @@ def test_every_registration_lands_and_planted_malformed_rows_are_quarantined(spa
         assert matching == same_reason, (kind, matching, same_reason)
 
 
-def test_rows_read_match_the_file_and_reconcile(synth_campaign, ingested):
-    _, report = ingested
+def test_rows_read_match_the_file_and_reconcile(synth_campaign, pipeline):
+    _, report, _ = pipeline
     result = report.rows[0][1]
     for f in result.files:
         path = Path(f["source_file"].removeprefix("file:"))
@@ -137,8 +124,8 @@ def test_rows_read_match_the_file_and_reconcile(synth_campaign, ingested):
     assert result.counts["rows_read"] == result.counts["rows_ingested"] + result.counts["rows_quarantined"]
 
 
-def test_planted_phones_and_emails_arrive_as_typed(spark, synth_campaign, ingested):
-    wh, _ = ingested
+def test_planted_phones_and_emails_arrive_as_typed(spark, synth_campaign, pipeline):
+    wh, _, _ = pipeline
     truth = spark.read.parquet(synth_campaign.truth).select("global_user_id", "truth_email")
     regs = wh.read("registrations", CID).join(truth, "global_user_id")
     # Ingest trims but does not normalise: the typed email lower-cases to the planted one.
@@ -181,8 +168,8 @@ def test_screening_meets_the_quality_bar_on_20k_synthetic_registrants(quality):
     assert q["phone_e164_match"] >= 0.999, q
 
 
-def test_one_row_per_fan_and_hot_call_centre_phone_is_shared_not_expanded(ingested):
-    wh, _ = ingested
+def test_one_row_per_fan_and_hot_call_centre_phone_is_shared_not_expanded(pipeline):
+    wh, _, _ = pipeline
     r = wh.read("registrants", CID)
     assert r.count() == r.select("global_user_id").distinct().count() == 20_000
     shared = r.where(F.array_contains("tags", "SHARED_IDENTIFIER"))
@@ -198,8 +185,9 @@ def _params(campaign_yaml, wh):
     return {"warehouse_root": wh.root, "campaign_yaml": campaign_yaml, "env_name": "local"}
 
 
-def test_explore_scores_shows_bands_contributions_and_selection_rates(spark, selected):
-    campaign_yaml, wh, _ = selected
+def test_explore_scores_shows_bands_contributions_and_selection_rates(spark, synth_campaign, pipeline):
+    wh, _, _ = pipeline
+    campaign_yaml = synth_campaign.campaign_yaml
     scope = run_notebook(NOTEBOOKS / "explore_scores.ipynb", **_params(campaign_yaml, wh))
     scores = wh.read("scores", CID)
     assert scope["bands"].fans.sum() == scores.count()
@@ -211,8 +199,9 @@ def test_explore_scores_shows_bands_contributions_and_selection_rates(spark, sel
     assert by_band.drop(columns="selection_rate").to_numpy().sum() == wh.read("selections", CID).count()
 
 
-def test_what_if_selection_compares_verdicts_and_writes_nothing(spark, selected):
-    campaign_yaml, wh, _ = selected
+def test_what_if_selection_compares_verdicts_and_writes_nothing(spark, synth_campaign, pipeline):
+    wh, _, _ = pipeline
+    campaign_yaml = synth_campaign.campaign_yaml
     campaign = load_campaign(campaign_yaml)
     first = campaign.markets[0].market_id
     version = wh.version("selections")
@@ -233,10 +222,10 @@ def test_what_if_selection_compares_verdicts_and_writes_nothing(spark, selected)
     assert version is not None and wh.version("selections") == version  # nothing written
 
 
-def test_train_scoring_model_saves_a_model_the_score_stage_can_load(spark, selected, tmp_path):
+def test_train_scoring_model_saves_a_model_the_score_stage_can_load(spark, pipeline, tmp_path):
     from pyspark.ml import PipelineModel
 
-    campaign_yaml, wh, _ = selected
+    wh, _, _ = pipeline
     path = str(tmp_path / "scoring-model")
     scope = run_notebook(
         NOTEBOOKS / "train_scoring_model.ipynb",
@@ -247,8 +236,8 @@ def test_train_scoring_model_saves_a_model_the_score_stage_can_load(spark, selec
     assert "probability" in model.transform(scope["test_set"].limit(5)).columns
 
 
-def test_a_terminal_sees_each_step_as_it_ends_with_the_rows_it_wrote(spark, selected):
-    _, wh, printed = selected
+def test_a_terminal_sees_each_step_as_it_ends_with_the_rows_it_wrote(spark, pipeline):
+    wh, _, printed = pipeline
     steps = [line for line in printed.splitlines() if line.startswith("  [")]
     assert [s.split("]")[0][3:] for s in steps[:1]] == ["ingest"]
     assert any(s.startswith("  [screen] identity_graph done · ") for s in steps)

@@ -1,11 +1,7 @@
 """The command line through a subprocess: exit codes and one clear message, never a bare stack trace."""
 
-from pathlib import Path
-
+from helpers import EXAMPLE_CAMPAIGN as CAMPAIGN
 from helpers import cli, run_campaign
-
-ROOT = Path(__file__).resolve().parents[2]
-CAMPAIGN = ROOT / "conf" / "campaigns" / "spring-tour-2027.yaml"
 
 
 def test_bad_config_exits_2_with_file_key_and_problem(tmp_path):

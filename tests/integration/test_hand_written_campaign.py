@@ -11,7 +11,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import T0, SlackReceiver, cli, env_file, run_campaign, run_notebook
+from helpers import EXAMPLE_CAMPAIGN as CAMPAIGN
+from helpers import ROOT, T0, SlackReceiver, cli, env_file, run_campaign, run_notebook
 from pyspark.sql import functions as F
 
 from campaign_pipeline.config import load_campaign
@@ -24,8 +25,6 @@ from campaign_pipeline.runner import run_pipeline, stage_runs
 from campaign_pipeline.stage_context import StageContext
 from campaign_pipeline.tables import Warehouse
 
-ROOT = Path(__file__).resolve().parents[2]
-CAMPAIGN = ROOT / "conf" / "campaigns" / "spring-tour-2027.yaml"
 CID = "spring-tour-2027"
 QUIET = open("/dev/null", "w")
 

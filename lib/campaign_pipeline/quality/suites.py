@@ -122,12 +122,22 @@ def selections_suite(campaign: Campaign, read: Reader) -> tuple[DataFrame, Suite
     x = _gx()
     capacity = F.create_map(*[v for m in campaign.markets for v in (F.lit(m.market_id), F.lit(m.capacity))])
     selected = F.col("verdict") == "selected"
-    in_market = F.sum(selected.cast("int")).over(Window.partitionBy("campaign_id", "market_id"))
+    selections = read("selections")
+    # Selected rows per market: one small aggregate joined back, not a window over (campaign,
+    # market), which would sort every row and hold all rejected fans (no market) in one partition.
+    per_market = (
+        selections.where(selected)
+        .groupBy(F.col("campaign_id").alias("_c"), F.col("market_id").alias("_m"))
+        .agg(F.count(F.lit(1)).alias("_selected_in_market"))
+    )
+    on = (F.col("campaign_id") == F.col("_c")) & F.col("market_id").eqNullSafe(F.col("_m"))
+    data = selections.join(F.broadcast(per_market), on, "left").drop("_c", "_m")
+    in_market = F.coalesce(F.col("_selected_in_market"), F.lit(0))
     per_fan = Window.partitionBy(*FAN)
     one_verdict = F.size(F.collect_set("verdict").over(per_fan)) == 1
     if campaign.options.single_market:
         one_verdict = one_verdict & (F.count(F.lit(1)).over(per_fan) == 1)
-    return read("selections"), Suite(
+    return data, Suite(
         "selections",
         [
             x.ExpectColumnValuesToBeInSet(column="verdict", value_set=["selected", "waitlisted", "rejected"]),

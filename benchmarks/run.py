@@ -32,13 +32,34 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _reference(script: Path, args: list[str], key: str) -> tuple[float, str]:
-    """Run a reference script in its own process; (seconds it reports under `key`, its output)."""
+def _reference(script: Path, args: list[str], key: str) -> tuple[float | None, str]:
+    """Run a reference script in its own process; (seconds it reports under `key`, its output).
+
+    A reference that fails (the DuckDB peer is killed for memory at 10M registrants on 24 GiB)
+    gives None and the reason: the chain is still measured, the table says the peer did not finish.
+    """
     proc = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True)
     found = re.search(rf"{key}=([0-9.]+)", proc.stdout)
     if proc.returncode != 0 or not found:
-        raise SystemExit(f"{script.name} failed:\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}")
+        why = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"
+        if proc.returncode == -9:
+            why += " (the kernel's out-of-memory killer, most likely)"
+        print(f"{script.name} failed, {why}:\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}", file=sys.stderr)
+        return None, why
     return float(found.group(1)), proc.stdout
+
+
+def _jvm_peak_mib(spark) -> float | None:
+    """The driver JVM's peak resident memory (Linux VmHWM), or None where /proc cannot tell."""
+    try:
+        pid = spark.sparkContext._gateway.proc.pid  # the JVM PySpark launched (spark-submit execs java)
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (AttributeError, OSError, ValueError):
+        return None
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
         help="folder with spark_floor.py and peer_duckdb.py (skipped when absent)",
     )
     parser.add_argument("--write-results", action="store_true", help="put the table at the top of RESULTS.md")
+    parser.add_argument(
+        "--reuse-landing",
+        action="store_true",
+        help="keep the landing files of an earlier run with the same size and seed instead of synthesizing again",
+    )
     args = parser.parse_args(argv)
 
     from campaign_pipeline.config import load_campaign, load_environment
@@ -72,12 +98,21 @@ def main(argv: list[str] | None = None) -> int:
     spark = build_session(env, app_name="campaign-pipeline bench")
     spark.sparkContext.setLogLevel("ERROR")
 
-    t0 = time.perf_counter()
-    out = generate(
-        spark, SynthSpec(campaign_id="bench", registrants=args.registrants, markets=args.markets), str(work / "landing")
-    )
-    synth_seconds = time.perf_counter() - t0
-    print(f"synth {args.registrants:,} registrants, {args.markets} markets: {synth_seconds:.1f} s")
+    spec = SynthSpec(campaign_id="bench", registrants=args.registrants, markets=args.markets)
+    stamp = work / "landing" / "bench.spec"
+    if args.reuse_landing and stamp.is_file() and stamp.read_text() == repr(spec):
+        from campaign_pipeline.synth import SynthOutput
+
+        landing_dir = work / "landing" / "bench"
+        yaml_path = work / "landing" / "bench.yaml"
+        out = SynthOutput(str(landing_dir), str(landing_dir / "_truth" / "accounts"), str(yaml_path), None)
+        print(f"synth: reusing {landing_dir} ({args.registrants:,} registrants, {args.markets} markets)")
+    else:
+        t0 = time.perf_counter()
+        stamp.unlink(missing_ok=True)
+        out = generate(spark, spec, str(work / "landing"))
+        stamp.write_text(repr(spec))
+        print(f"synth {args.registrants:,} registrants, {args.markets} markets: {time.perf_counter() - t0:.1f} s")
     campaign = load_campaign(out.campaign_yaml)
     stages = [s.strip() for s in args.stages.split(",")]
 
@@ -87,19 +122,28 @@ def main(argv: list[str] | None = None) -> int:
     floor_script, peer_script = reference / "spark_floor.py", reference / "peer_duckdb.py"
     floors: list[float] = []
     peers: list[float] = []
+    peer_failures: list[str] = []
     whole: list[float] = []
     landing = str(work / "landing" / campaign.campaign_id)
     for i in range(args.repeats):
         if floor_script.is_file():
-            floor, _ = _reference(floor_script, [landing, str(work / "floor"), "--jars", str(ROOT / "jars")], "floor_s")
+            floor, why = _reference(
+                floor_script, [landing, str(work / "floor"), "--jars", str(ROOT / "jars")], "floor_s"
+            )
+            if floor is None:
+                raise SystemExit(f"spark_floor.py failed ({why}): the ratios need the floor")
             floors.append(floor)
             shutil.rmtree(work / "floor", ignore_errors=True)
         if peer_script.is_file():
-            peer, _ = _reference(peer_script, [landing, out.campaign_yaml, "--threads", "2"], "peer_total_s")
-            peers.append(peer)
-        if floors or peers:
+            peer, why = _reference(peer_script, [landing, out.campaign_yaml, "--threads", "2"], "peer_total_s")
+            if peer is None:
+                peer_failures.append(why)
+            else:
+                peers.append(peer)
+        if floors or peers or peer_failures:
             print(
-                f"repeat {i + 1}: floor {floors[-1] if floors else 0:.1f} s, DuckDB peer {peers[-1] if peers else 0:.1f} s"
+                f"repeat {i + 1}: floor {floors[-1] if floors else 0:.1f} s, DuckDB peer "
+                + (f"{peers[-1]:.1f} s" if peers else f"failed: {peer_failures[-1]}" if peer_failures else "-")
             )
         shutil.rmtree(work / "warehouse", ignore_errors=True)
         report = run_pipeline(
@@ -142,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     if floors:
         table.append(f"| floor (`spark_floor.py`) | {args.registrants:,} | {', '.join(f'{v:.1f}' for v in floors)} "
                      f"| {floor:.1f} | | 1.00 |")  # fmt: skip
+    if peer_failures:
+        table.append(
+            f"| DuckDB peer (`peer_duckdb.py`) | {args.registrants:,} | did not finish: {'; '.join(peer_failures)} | | | |"
+        )
     if peers:
         table.append(
             f"| DuckDB peer (`peer_duckdb.py`) | {args.registrants:,} | {', '.join(f'{v:.1f}' for v in peers)} "
@@ -150,9 +198,19 @@ def main(argv: list[str] | None = None) -> int:
             else ""
         )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    jvm_peak = _jvm_peak_mib(spark)
     print("\n" + "\n".join(table))
     print(
-        f"\npeak memory of the driver's Python process: {peak:,.0f} MiB (the JVM's heap is capped by spark.driver.memory)"
+        f"\npeak memory of the driver: Python process {peak:,.0f} MiB, JVM "
+        + (f"{jvm_peak:,.0f} MiB resident at its peak" if jvm_peak else "not readable here")
+        + f" (heap capped by spark.driver.memory = {spark.conf.get('spark.driver.memory', '1g')}; in local mode the"
+        " executors' tasks run in this JVM too)"
+    )
+    table.append("")
+    table.append(
+        f"Peak memory of the driver: Python {peak:,.0f} MiB; JVM "
+        + (f"{jvm_peak:,.0f} MiB resident (VmHWM)" if jvm_peak else "not measured")
+        + f", spark.driver.memory {spark.conf.get('spark.driver.memory', '1g')}."
     )
     if args.write_results:
         results = ROOT / "benchmarks" / "RESULTS.md"

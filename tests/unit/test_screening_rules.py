@@ -183,12 +183,18 @@ def test_a_chain_of_10000_accounts_is_one_fraud_ring_in_logarithmic_rounds(spark
 
 
 def test_components_match_union_find_on_random_graphs(spark):
+    """Three random graphs, each under its own key and account prefix, as one graph: one Spark run
+    must give every graph exactly union-find's components (a component never spans two graphs)."""
     import random
 
+    memberships, expected = [], {}
     for seed in range(3):
         rng = random.Random(seed)
         n = 300
-        memberships = [(f"k{rng.randrange(120)}", f"a{i:03d}") for i in range(n) for _ in range(rng.randrange(1, 3))]
+        mine = [
+            (f"g{seed}k{rng.randrange(120)}", f"g{seed}a{i:03d}") for i in range(n) for _ in range(rng.randrange(1, 3))
+        ]
+        memberships += mine
         parent: dict[str, str] = {}
 
         def find(x, parent=parent):
@@ -198,21 +204,26 @@ def test_components_match_union_find_on_random_graphs(spark):
             return x
 
         holders = {}
-        for key, account in memberships:
+        for key, account in mine:
             holders.setdefault(key, []).append(account)
         for accounts in holders.values():
             for other in accounts[1:]:
                 a, b = find(accounts[0]), find(other)
                 parent[max(a, b)] = min(a, b)
         linked = {a for accounts in holders.values() if len(accounts) > 1 for a in accounts}
-        expected = {}
+        groups = {}
         for a in linked:
-            expected.setdefault(find(a), []).append(a)
-        expected = {a: min(group) for group in expected.values() for a in group}
-        edges = spark.createDataFrame(sorted(set(memberships)), "key string, account string")
-        edges = edges.join(edges.groupBy("key").count().where("count > 1"), "key").select("key", "account")
-        clusters, _ = connected_components(edges)
-        assert {r["account"]: r["cluster"] for r in clusters.collect()} == expected, seed
+            groups.setdefault(find(a), []).append(a)
+        expected.update({a: min(group) for group in groups.values() for a in group})
+    edges = spark.createDataFrame(sorted(set(memberships)), "key string, account string")
+    edges = edges.join(edges.groupBy("key").count().where("count > 1"), "key").select("key", "account")
+    clusters, _ = connected_components(edges)
+    got = {r["account"]: r["cluster"] for r in clusters.collect()}
+    for seed in range(3):
+        prefix = f"g{seed}a"
+        mine = {a: c for a, c in got.items() if a.startswith(prefix)}
+        assert mine == {a: c for a, c in expected.items() if a.startswith(prefix)}, seed
+    assert got == expected
 
 
 def test_inside_a_cluster_the_confirmed_then_earliest_then_smallest_account_stays(spark):

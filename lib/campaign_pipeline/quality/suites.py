@@ -215,7 +215,7 @@ def wave_messages_suite(campaign: Campaign, read: Reader) -> tuple[DataFrame, Su
         read("code_assignments")
         .where(F.col("wave_id").isNotNull())
         .join(scheduled, "wave_id")
-        .select(*FAN_MARKET, "wave_id", F.lit(None).cast("timestamp").alias("notify_at"))
+        .select(*FAN_MARKET, "wave_id", "code", "code_type", F.lit(None).cast("timestamp").alias("notify_at"))
     )
     due = with_channel(campaign, coded_members(campaign, members, read("code_assignments"), read("registrants")))
     gaps = (

@@ -72,7 +72,10 @@ def market_frame(spark, campaign: Campaign) -> DataFrame:
 
 
 def coded_members(campaign: Campaign, members: DataFrame, assignments: DataFrame, registrants: DataFrame) -> DataFrame:
-    """Wave members with their code, contact details and their market's wave facts."""
+    """Wave members with their code, contact details and their market's wave facts.
+
+    Members taken from `code_assignments` that already carry `code` and `code_type` (as
+    `wave_members` gives them) are not joined with `assignments` again."""
     require_columns(members, [*FAN_MARKET, "wave_id", "notify_at"], "wave planning")
     contact = registrants.select(
         *FAN,
@@ -86,7 +89,10 @@ def coded_members(campaign: Campaign, members: DataFrame, assignments: DataFrame
         "last_name",
         F.col("locale").alias("fan_locale"),
     )
-    coded = members.join(assignments.select(*FAN_MARKET, "code", "code_type"), FAN_MARKET, "inner")
+    if {"code", "code_type"} <= set(members.columns):
+        coded = members
+    else:
+        coded = members.join(assignments.select(*FAN_MARKET, "code", "code_type"), FAN_MARKET, "inner")
     coded = coded.join(contact, FAN, "inner")
     markets = F.broadcast(market_frame(members.sparkSession, campaign))
     return coded.join(markets, ["campaign_id", "market_id", "wave_id"], "left")
@@ -180,7 +186,6 @@ def plan_messages(
     )
 
 
-def unreachable(members: DataFrame, assignments: DataFrame, messages: DataFrame) -> DataFrame:
-    """Coded wave members with no message (no usable channel for their wave)."""
-    coded = members.join(assignments.select(*FAN_MARKET), FAN_MARKET, "inner")
-    return coded.join(messages.select(*FAN_MARKET).distinct(), FAN_MARKET, "left_anti")
+def unreachable(members: DataFrame, messages: DataFrame) -> DataFrame:
+    """Wave members (coded fans, from `code_assignments`) with no message: no usable channel for their wave."""
+    return members.select(*FAN_MARKET).join(messages.select(*FAN_MARKET).distinct(), FAN_MARKET, "left_anti")

@@ -57,12 +57,12 @@ def read_inputs(wh: Warehouse, campaign_id: str) -> WaveInputs:
 
 
 def wave_members(campaign: Campaign, assignments: DataFrame) -> DataFrame:
-    """(fan, market, wave, notify_at) of coded fans with a recorded wave; a recorded wave missing
-    from the config is an error (its fans hold validity dates from it)."""
+    """(fan, market, wave, code, code type, notify_at) of coded fans with a recorded wave; a recorded
+    wave missing from the config is an error (its fans hold validity dates from it)."""
     times = wave_times(campaign, assignments.sparkSession)
     members = (
         assignments.where(F.col("wave_id").isNotNull())
-        .select(*FAN_MARKET, "wave_id")
+        .select(*FAN_MARKET, "wave_id", "code", "code_type")
         .join(times, ["campaign_id", "wave_id"], "left")
     )
     unknown = members.where(F.col("notify_at").isNull()).groupBy("wave_id").count().orderBy("wave_id").collect()
@@ -173,7 +173,7 @@ def plan_waves(ctx: StageContext) -> StageReport:
 
 def waves_report(campaign: Campaign, plan: WavePlan, inputs: WaveInputs, per: dict, written: bool) -> StageReport:
     """Messages per channel, SMS segments, fans in waves and in none, unreachable fans, kept messages."""
-    no_channel = unreachable(plan.members, inputs.assignments, plan.messages).count()
+    no_channel = unreachable(plan.members, plan.messages).count()
     per_wave = {
         r["wave_id"]: r["n"] for r in plan.members.groupBy("wave_id").agg(F.count(F.lit(1)).alias("n")).collect()
     }

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _reference(script: Path, args: list[str], key: str) -> tuple[float | None, str]:
     """Run a reference script in its own process; (seconds it reports under `key`, its output).
 
-    A reference that fails (the DuckDB peer is killed for memory at 10M registrants on 24 GiB)
+    A reference that fails (the DuckDB peer was once killed for memory at 10M registrants on 24 GiB)
     gives None and the reason: the chain is still measured, the table says the peer did not finish.
     """
     proc = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True)

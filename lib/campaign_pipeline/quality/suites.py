@@ -217,7 +217,7 @@ def wave_messages_suite(campaign: Campaign, read: Reader) -> tuple[DataFrame, Su
         .join(scheduled, "wave_id")
         .select(*FAN_MARKET, "wave_id", "code", "code_type", F.lit(None).cast("timestamp").alias("notify_at"))
     )
-    due = with_channel(campaign, coded_members(campaign, members, read("code_assignments"), read("registrants")))
+    due = with_channel(campaign, coded_members(campaign, members, read("registrants")))
     gaps = (
         due.where(F.col("channel").isNotNull())
         .select(*FAN_MARKET, "wave_id", "channel")

@@ -71,12 +71,9 @@ def market_frame(spark, campaign: Campaign) -> DataFrame:
     )
 
 
-def coded_members(campaign: Campaign, members: DataFrame, assignments: DataFrame, registrants: DataFrame) -> DataFrame:
-    """Wave members with their code, contact details and their market's wave facts.
-
-    Members taken from `code_assignments` that already carry `code` and `code_type` (as
-    `wave_members` gives them) are not joined with `assignments` again."""
-    require_columns(members, [*FAN_MARKET, "wave_id", "notify_at"], "wave planning")
+def coded_members(campaign: Campaign, members: DataFrame, registrants: DataFrame) -> DataFrame:
+    """Wave members (`code_assignments` rows with their code) with contact details and their market's wave facts."""
+    require_columns(members, [*FAN_MARKET, "wave_id", "code", "code_type", "notify_at"], "wave planning")
     contact = registrants.select(
         *FAN,
         "member_id",
@@ -89,11 +86,7 @@ def coded_members(campaign: Campaign, members: DataFrame, assignments: DataFrame
         "last_name",
         F.col("locale").alias("fan_locale"),
     )
-    if {"code", "code_type"} <= set(members.columns):
-        coded = members
-    else:
-        coded = members.join(assignments.select(*FAN_MARKET, "code", "code_type"), FAN_MARKET, "inner")
-    coded = coded.join(contact, FAN, "inner")
+    coded = members.join(contact, FAN, "inner")
     markets = F.broadcast(market_frame(members.sparkSession, campaign))
     return coded.join(markets, ["campaign_id", "market_id", "wave_id"], "left")
 
@@ -145,11 +138,9 @@ def message_id(campaign: Campaign) -> Column:
     return F.substring(F.sha2(F.concat_ws("\u001f", *parts), 256), 1, 32)
 
 
-def plan_messages(
-    campaign: Campaign, members: DataFrame, assignments: DataFrame, registrants: DataFrame, run_id: str
-) -> DataFrame:
+def plan_messages(campaign: Campaign, members: DataFrame, registrants: DataFrame, run_id: str) -> DataFrame:
     """One row per message (catalog `wave_messages` columns) for coded wave members."""
-    messages = with_channel(campaign, coded_members(campaign, members, assignments, registrants))
+    messages = with_channel(campaign, coded_members(campaign, members, registrants))
     link = F.lit(campaign.messages.link)
     for name in ("campaign_id", "market_id", "wave_id"):
         link = F.replace(link, F.lit("{" + name + "}"), F.col(name))

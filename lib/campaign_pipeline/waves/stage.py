@@ -82,7 +82,7 @@ def plan_wave_messages(campaign: Campaign, inputs: WaveInputs, run_id: str, cut=
     frozen = sorted(w for w, status in wave_status(inputs.waves).items() if status != "scheduled")
     members = cut(wave_members(campaign, inputs.assignments), "wave membership")
     open_members = members.where(~F.col("wave_id").isin(frozen)) if frozen else members
-    planned = plan_messages(campaign, open_members, inputs.assignments, inputs.registrants, run_id)
+    planned = plan_messages(campaign, open_members, inputs.registrants, run_id)
     in_frozen_wave = F.col("wave_id").isin(frozen) if frozen else F.lit(False)
     logged = inputs.planned.join(inputs.logged, ["campaign_id", "message_id"], "left_semi")
     kept = logged.unionByName(inputs.planned.where(in_frozen_wave)).dropDuplicates(["campaign_id", "message_id"])

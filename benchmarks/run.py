@@ -99,13 +99,13 @@ def main(argv: list[str] | None = None) -> int:
     spark.sparkContext.setLogLevel("ERROR")
 
     spec = SynthSpec(campaign_id="bench", registrants=args.registrants, markets=args.markets)
-    stamp = work / "landing" / "bench.spec"
+    stamp = work / "landing" / f"{spec.campaign_id}.spec"
     if args.reuse_landing and stamp.is_file() and stamp.read_text() == repr(spec):
-        from campaign_pipeline.synth import SynthOutput
+        from campaign_pipeline.synth import SynthOutput, output_paths
 
-        landing_dir = work / "landing" / "bench"
-        yaml_path = work / "landing" / "bench.yaml"
-        out = SynthOutput(str(landing_dir), str(landing_dir / "_truth" / "accounts"), str(yaml_path), None)
+        landing_dir, truth, yaml_path = output_paths(spec, str(work / "landing"))
+        campaign = load_campaign(yaml_path)
+        out = SynthOutput(str(landing_dir), str(truth), str(yaml_path), campaign)
         print(f"synth: reusing {landing_dir} ({args.registrants:,} registrants, {args.markets} markets)")
     else:
         t0 = time.perf_counter()
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         out = generate(spark, spec, str(work / "landing"))
         stamp.write_text(repr(spec))
         print(f"synth {args.registrants:,} registrants, {args.markets} markets: {time.perf_counter() - t0:.1f} s")
-    campaign = load_campaign(out.campaign_yaml)
+        campaign = load_campaign(out.campaign_yaml)
     stages = [s.strip() for s in args.stages.split(",")]
 
     timings: dict[str, list[float]] = {s: [] for s in stages}  # plus "<stage>: <step>" entries
@@ -199,19 +199,14 @@ def main(argv: list[str] | None = None) -> int:
         )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     jvm_peak = _jvm_peak_mib(spark)
-    print("\n" + "\n".join(table))
-    print(
-        f"\npeak memory of the driver: Python process {peak:,.0f} MiB, JVM "
-        + (f"{jvm_peak:,.0f} MiB resident at its peak" if jvm_peak else "not readable here")
-        + f" (heap capped by spark.driver.memory = {spark.conf.get('spark.driver.memory', '1g')}; in local mode the"
-        " executors' tasks run in this JVM too)"
-    )
-    table.append("")
-    table.append(
+    # In local mode the executors' tasks run in the driver JVM too.
+    memory = (
         f"Peak memory of the driver: Python {peak:,.0f} MiB; JVM "
         + (f"{jvm_peak:,.0f} MiB resident (VmHWM)" if jvm_peak else "not measured")
         + f", spark.driver.memory {spark.conf.get('spark.driver.memory', '1g')}."
     )
+    table += ["", memory]
+    print("\n" + "\n".join(table))
     if args.write_results:
         results = ROOT / "benchmarks" / "RESULTS.md"
         text = results.read_text()

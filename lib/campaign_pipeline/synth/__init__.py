@@ -25,7 +25,13 @@ from campaign_pipeline.synth import writers as w
 from campaign_pipeline.synth.accounts import Draw, accounts, code_pool, fan_activity, make_campaign
 from campaign_pipeline.synth.spec import ALLOWED_PATTERN, BLOCKED_DOMAIN, MALFORMED, SynthOutput, SynthSpec
 
-__all__ = ["MALFORMED", "SynthOutput", "SynthSpec", "generate"]
+__all__ = ["MALFORMED", "SynthOutput", "SynthSpec", "generate", "output_paths"]
+
+
+def output_paths(spec: SynthSpec, out: str) -> tuple[Path, Path, Path]:
+    """(landing folder, ground-truth folder, campaign config) of `spec`'s campaign under `out`."""
+    landing = Path(out) / spec.campaign_id
+    return landing, landing / "_truth" / "accounts", Path(out) / f"{spec.campaign_id}.yaml"
 
 
 def _tidy_landing(landing: Path) -> None:
@@ -42,10 +48,8 @@ def _tidy_landing(landing: Path) -> None:
 def generate(spark: SparkSession, spec: SynthSpec, out: str) -> SynthOutput:
     """Write a synthetic campaign under `out` and return where everything is."""
     campaign = make_campaign(spec)
-    root = Path(out)
-    landing = root / spec.campaign_id
-    truth = landing / "_truth" / "accounts"
-    root.mkdir(parents=True, exist_ok=True)
+    landing, truth, yaml_path = output_paths(spec, out)
+    Path(out).mkdir(parents=True, exist_ok=True)
     shutil.rmtree(landing, ignore_errors=True)
     landing.mkdir(parents=True)
     dest = str(landing.resolve())
@@ -64,6 +68,5 @@ def generate(spark: SparkSession, spec: SynthSpec, out: str) -> SynthOutput:
     w.write_truth(acc, bad, str(truth))
     acc.unpersist()
 
-    yaml_path = root / f"{spec.campaign_id}.yaml"
     dump_campaign(campaign, yaml_path)
     return SynthOutput(str(landing), str(truth), str(yaml_path), campaign)

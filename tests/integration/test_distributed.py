@@ -165,12 +165,20 @@ def test_ingest_on_a_standalone_cluster_matches_local_mode(spark, test_env, stan
         str(env_file),
     ]
     submit_env = {k: v for k, v in standalone_cluster["env"].items() if not k.startswith("PYSPARK_")}
-    proc = subprocess.run(cmd, cwd=run_dir, env=submit_env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "[ingest]" in proc.stdout
-
-    local_env = test_env.with_roots(str(landing), str(tmp_path / "wh-local"))
-    run_pipeline(spark, load_campaign(CAMPAIGN), local_env, stages=["ingest"], out=open(os.devnull, "w"))
+    # The cluster run and the local run of the same ingest go side by side: the submit mostly waits
+    # (JVM and executor start, unpacking the environment), and this test is the suite's longest.
+    out, err = tmp_path / "submit.out", tmp_path / "submit.err"
+    with open(out, "w") as stdout, open(err, "w") as stderr:
+        proc = subprocess.Popen(cmd, cwd=run_dir, env=submit_env, stdout=stdout, stderr=stderr, text=True)
+        try:
+            local_env = test_env.with_roots(str(landing), str(tmp_path / "wh-local"))
+            run_pipeline(spark, load_campaign(CAMPAIGN), local_env, stages=["ingest"], out=open(os.devnull, "w"))
+            proc.wait(timeout=600)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 0, err.read_text()[-3000:]
+    assert "[ingest]" in out.read_text()
 
     cluster_wh, local_wh = Warehouse(spark, str(tmp_path / "wh-cluster")), Warehouse(spark, str(tmp_path / "wh-local"))
     for name in (

@@ -107,7 +107,13 @@ def connected_components(edges: DataFrame, cut=local_cut, max_rounds: int = MAX_
     current = cut(_oriented(stars), "identity graph stars")
     for rounds in range(1, max_rounds + 1):
         updated = cut(small_star(large_star(current)), f"identity graph round {rounds}")
-        same = updated.count() == current.count() and updated.join(current, ["hi", "lo"], "left_anti").isEmpty()
+        # Both rounds are sets of distinct (hi, lo) edges: equal when no edge lacks a partner (one job).
+        same = (
+            updated.withColumn("_new", F.lit(True))
+            .join(current.withColumn("_old", F.lit(True)), ["hi", "lo"], "full_outer")
+            .where(F.col("_new").isNull() | F.col("_old").isNull())
+            .isEmpty()
+        )
         current = updated
         if same:
             accounts = edges.select("account").distinct()

@@ -10,11 +10,12 @@ JARS_DIR      ?= jars
 # Google's libphonenumber for the JVM, the same release as the `phonenumbers` pin in setup.cfg.
 LIBPHONENUMBER ?= 9.0.43
 UDF_JAR       := $(JARS_DIR)/campaign-pipeline-udfs.jar
+LOCALFS_JAR   := $(JARS_DIR)/campaign-pipeline-localfs.jar
 JARS := $(JARS_DIR)/delta-spark_$(SCALA)-$(DELTA_VERSION).jar \
         $(JARS_DIR)/delta-storage-$(DELTA_VERSION).jar \
         $(JARS_DIR)/spark-avro_$(SCALA)-$(SPARK_VERSION).jar \
         $(JARS_DIR)/libphonenumber-$(LIBPHONENUMBER).jar \
-        $(UDF_JAR)
+        $(UDF_JAR) $(LOCALFS_JAR)
 REGISTRANTS   ?= 200000
 
 export CAMPAIGN_PIPELINE_JARS_DIR := $(abspath $(JARS_DIR))
@@ -48,13 +49,23 @@ $(JARS_DIR)/libphonenumber-$(LIBPHONENUMBER).jar:
 	mvn -q -B dependency:copy -Dartifact=com.googlecode.libphonenumber:libphonenumber:$(LIBPHONENUMBER) -DoutputDirectory=$(JARS_DIR)
 
 # Our own Spark UDFs (jvm/): phone parsing with the Java libphonenumber, against pyspark's jars.
-UDF_SOURCES := $(shell find jvm -name '*.java')
+UDF_SOURCES := $(shell find jvm/src/main/java/campaign_pipeline/udf -name '*.java')
 $(UDF_JAR): $(VENV)/.installed $(JARS_DIR)/libphonenumber-$(LIBPHONENUMBER).jar $(UDF_SOURCES)
 	rm -rf build/udf-classes && mkdir -p build/udf-classes
 	javac -nowarn --release 17 -d build/udf-classes \
 	  -cp "$$($(BIN)/python -c 'import pyspark,os;print(os.path.dirname(pyspark.__file__))')/jars/*:$(JARS_DIR)/libphonenumber-$(LIBPHONENUMBER).jar" \
 	  $(UDF_SOURCES)
 	jar cf $@ -C build/udf-classes .
+
+# Hadoop's local file system without a chmod/readlink process per file (local mode only; it goes
+# on the driver's class path, see session.py).
+LOCALFS_SOURCES := $(shell find jvm/src/main/java/campaign_pipeline/hadoop -name '*.java')
+$(LOCALFS_JAR): $(VENV)/.installed $(LOCALFS_SOURCES)
+	rm -rf build/localfs-classes && mkdir -p build/localfs-classes
+	javac -nowarn --release 17 -d build/localfs-classes \
+	  -cp "$$($(BIN)/python -c 'import pyspark,os;print(os.path.dirname(pyspark.__file__))')/jars/*" \
+	  $(LOCALFS_SOURCES)
+	jar cf $@ -C build/localfs-classes .
 
 # What a cluster runs (README: On EMR): the wheel, a packed virtual environment without pyspark,
 # conf.tar.gz, jobs/ and MANIFEST.json. For EMR, build on Amazon Linux 2023 with Python 3.11 and
@@ -115,9 +126,10 @@ TEST_WORKERS  ?= 2
 test: install dist
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15 --ignore=tests/s3 tests
 
-# The edit-run loop: pure transforms on tiny frames, no integration runs (under 2 minutes).
+# The edit-run loop: pure transforms on tiny frames, no integration runs (under 2 minutes). One
+# pytest process keeps about one core busy (the driver waits on the JVM and back), so two workers.
 test-unit: install
-	$(BIN)/python -m pytest tests/unit
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile tests/unit
 
 lint: install
 	$(BIN)/ruff check lib jobs tests benchmarks

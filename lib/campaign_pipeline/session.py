@@ -34,6 +34,18 @@ DELTA_CONFS = {
     "spark.checkpoint.compress": "true",
 }
 
+# Our local file system below (jvm/, built by `make install`).
+LOCALFS_JAR = "campaign-pipeline-localfs.jar"
+
+# Local mode: Hadoop's local file system, minus a `chmod` process for every file and folder it
+# creates and a `readlink` process for both sides of every rename (pyspark ships no native Hadoop
+# library). A tiny campaign's stages forked about 1,250 processes of ~5 ms each; a Delta commit
+# alone forks several. Symbolic links and hosts with the native library keep Hadoop's own path.
+FORKLESS_LOCAL_FS = {
+    "spark.hadoop.fs.file.impl": "campaign_pipeline.hadoop.ForklessLocalFileSystem",
+    "spark.hadoop.fs.AbstractFileSystem.file.impl": "campaign_pipeline.hadoop.ForklessLocalFs",
+}
+
 # Delta Lake releases and the Spark line each one is built for.
 DELTA_FOR_SPARK = {"4.0": "4.0", "4.1": "4.1", "3.3": "3.5", "3.2": "3.5"}
 
@@ -111,6 +123,10 @@ def build_session(env: Environment, app_name: str = "campaign-pipeline", extra_c
                 "spark.databricks.delta.snapshotPartitions": str(max(2, cores)),
             }
         )
+        localfs = [jar for jar in jars if Path(jar).name == LOCALFS_JAR]
+        if localfs:
+            # spark-submit reads files through the file system before it loads `spark.jars`.
+            conf.update(FORKLESS_LOCAL_FS, **{"spark.driver.extraClassPath": localfs[0]})
     else:
         conf["spark.sql.session.timeZone"] = "UTC"
     conf.update(DELTA_CONFS)

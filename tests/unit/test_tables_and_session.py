@@ -97,3 +97,55 @@ def test_a_table_is_created_with_its_check_constraints_and_an_older_table_is_giv
     assert {"delta.constraints.code_type_known", "delta.constraints.code_unless_tm"} <= properties
     with pytest.raises(Exception, match="code_type_known"):
         older.append("code_assignments", _assignment(spark, "bogus"))
+
+
+def test_the_local_file_system_forks_nothing_and_behaves_as_hadoops(spark, tmp_path):
+    """Local sessions read and write through campaign_pipeline.hadoop.ForklessLocalFileSystem (no
+    chmod/readlink process per file): same permissions, statuses, renames and links as Hadoop's own."""
+    import os
+
+    jvm = spark.sparkContext._jvm
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    hadoop_fs = jvm.org.apache.hadoop.fs
+    ours = hadoop_fs.FileSystem.get(jvm.java.net.URI("file:///"), conf)
+    assert ours.getClass().getName() == "campaign_pipeline.hadoop.ForklessLocalFileSystem"
+    stock = hadoop_fs.LocalFileSystem()
+    stock.initialize(jvm.java.net.URI("file:///"), conf)
+    context = hadoop_fs.FileContext.getFileContext(jvm.java.net.URI("file:///"), conf)
+    assert context.getDefaultFileSystem().getClass().getName() == "campaign_pipeline.hadoop.ForklessLocalFs"
+
+    def mode(path) -> int:
+        return os.stat(path).st_mode & 0o777
+
+    for name, fs in (("ours", ours), ("stock", stock)):
+        base = tmp_path / name
+        assert fs.mkdirs(hadoop_fs.Path(str(base / "a" / "b")))
+        out = fs.create(hadoop_fs.Path(str(base / "a" / "b" / "part-0")))
+        out.write(b"x" * 10)
+        out.close()
+        private = hadoop_fs.Path(str(base / "secret"))
+        fs.create(private).close()
+        fs.setPermission(private, hadoop_fs.permission.FsPermission(0o640))
+    for rel in ("a", "a/b", "a/b/part-0", "secret"):
+        assert mode(tmp_path / "ours" / rel) == mode(tmp_path / "stock" / rel), rel
+    assert mode(tmp_path / "ours" / "secret") == 0o640
+
+    # FileContext renames (Delta's commits) and link statuses
+    src, dst = (
+        hadoop_fs.Path(str(tmp_path / "ours" / "a" / "b" / "part-0")),
+        hadoop_fs.Path(str(tmp_path / "ours" / "moved")),
+    )
+    rename = getattr(hadoop_fs, "Options$Rename")
+    options = spark.sparkContext._gateway.new_array(rename, 1)
+    options[0] = rename.NONE
+    context.rename(src, dst, options)
+    assert (tmp_path / "ours" / "moved").read_bytes() == b"x" * 10 and not (
+        tmp_path / "ours" / "a" / "b" / "part-0"
+    ).exists()
+    status = ours.getFileLinkStatus(dst)
+    assert not status.isSymlink() and status.getLen() == 10
+    os.symlink(tmp_path / "ours" / "moved", tmp_path / "ours" / "link")
+    link = ours.getFileLinkStatus(hadoop_fs.Path(str(tmp_path / "ours" / "link")))
+    assert link.isSymlink() and link.getSymlink().toUri().getPath() == str(tmp_path / "ours" / "moved")
+    with pytest.raises(Exception, match="FileNotFoundException"):
+        ours.getFileLinkStatus(hadoop_fs.Path(str(tmp_path / "ours" / "nothing")))

@@ -91,8 +91,19 @@ def _jar_delta_version(jars: list[str]) -> str | None:
 
 def build_session(env: Environment, app_name: str = "campaign-pipeline", extra_conf: dict | None = None):
     """Create (or return the active) SparkSession configured for `env`."""
-    import pyspark
     from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.appName(app_name)
+    for key, value in session_conf(env, extra_conf).items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    check_versions(spark.version, _jvm_delta_version(spark))
+    return spark
+
+
+def session_conf(env: Environment, extra_conf: dict | None = None) -> dict[str, str]:
+    """The Spark configuration `build_session` starts `env`'s session with (`extra_conf` wins)."""
+    import pyspark
 
     conf: dict[str, str] = {}
     if env.mode == "local":
@@ -125,20 +136,18 @@ def build_session(env: Environment, app_name: str = "campaign-pipeline", extra_c
         )
         localfs = [jar for jar in jars if Path(jar).name == LOCALFS_JAR]
         if localfs:
-            # spark-submit reads files through the file system before it loads `spark.jars`.
-            conf.update(FORKLESS_LOCAL_FS, **{"spark.driver.extraClassPath": localfs[0]})
+            conf.update(FORKLESS_LOCAL_FS)
+            # spark-submit reads files through the file system before it loads `spark.jars`, so
+            # the jar goes on the driver's own class path too (beside any the environment sets).
+            extra = env.spark.conf.get("spark.driver.extraClassPath")
+            conf["spark.driver.extraClassPath"] = os.pathsep.join([localfs[0], *([str(extra)] if extra else [])])
     else:
         conf["spark.sql.session.timeZone"] = "UTC"
     conf.update(DELTA_CONFS)
-    conf.update({k: str(v) for k, v in env.spark.conf.items()})
+    joined = {"spark.driver.extraClassPath"} & conf.keys()  # already holds the environment's value
+    conf.update({k: str(v) for k, v in env.spark.conf.items() if k not in joined})
     conf.update({k: str(v) for k, v in (extra_conf or {}).items()})
-
-    builder = SparkSession.builder.appName(app_name)
-    for key, value in conf.items():
-        builder = builder.config(key, value)
-    spark = builder.getOrCreate()
-    check_versions(spark.version, _jvm_delta_version(spark))
-    return spark
+    return conf
 
 
 def _pip_delta_version() -> str | None:

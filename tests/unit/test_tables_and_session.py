@@ -149,3 +149,17 @@ def test_the_local_file_system_forks_nothing_and_behaves_as_hadoops(spark, tmp_p
     assert link.isSymlink() and link.getSymlink().toUri().getPath() == str(tmp_path / "ours" / "moved")
     with pytest.raises(Exception, match="FileNotFoundException"):
         ours.getFileLinkStatus(hadoop_fs.Path(str(tmp_path / "ours" / "nothing")))
+
+
+def test_the_forkless_file_system_jar_joins_a_driver_class_path_the_environment_sets(test_env):
+    from campaign_pipeline.session import LOCALFS_JAR, jars_dir, session_conf
+
+    settings = test_env.spark.model_copy(
+        update={"conf": {**test_env.spark.conf, "spark.driver.extraClassPath": "/opt/x.jar"}}
+    )
+    conf = session_conf(test_env.model_copy(update={"spark": settings}))
+    assert conf["spark.driver.extraClassPath"] == f"{jars_dir() / LOCALFS_JAR}:/opt/x.jar"
+    assert conf["spark.hadoop.fs.file.impl"] == "campaign_pipeline.hadoop.ForklessLocalFileSystem"
+    assert session_conf(test_env)["spark.driver.extraClassPath"] == str(jars_dir() / LOCALFS_JAR)
+    cluster = session_conf(test_env.model_copy(update={"mode": "cluster", "spark": settings}))
+    assert "spark.hadoop.fs.file.impl" not in cluster and cluster["spark.driver.extraClassPath"] == "/opt/x.jar"

@@ -106,6 +106,7 @@ def session_conf(env: Environment, extra_conf: dict | None = None) -> dict[str, 
     import pyspark
 
     conf: dict[str, str] = {}
+    localfs: list[str] = []
     if env.mode == "local":
         jars = local_jars()
         check_versions(pyspark.__version__, _jar_delta_version(jars) or _pip_delta_version())
@@ -135,17 +136,17 @@ def session_conf(env: Environment, extra_conf: dict | None = None) -> dict[str, 
             }
         )
         localfs = [jar for jar in jars if Path(jar).name == LOCALFS_JAR]
-        if localfs:
-            conf.update(FORKLESS_LOCAL_FS)
-            # spark-submit reads files through the file system before it loads `spark.jars`, so
-            # the jar goes on the driver's own class path too (beside any the environment sets).
-            extra = env.spark.conf.get("spark.driver.extraClassPath")
-            conf["spark.driver.extraClassPath"] = os.pathsep.join([localfs[0], *([str(extra)] if extra else [])])
+        conf.update(FORKLESS_LOCAL_FS if localfs else {})
     else:
         conf["spark.sql.session.timeZone"] = "UTC"
     conf.update(DELTA_CONFS)
-    joined = {"spark.driver.extraClassPath"} & conf.keys()  # already holds the environment's value
-    conf.update({k: str(v) for k, v in env.spark.conf.items() if k not in joined})
+    conf.update({k: str(v) for k, v in env.spark.conf.items()})
+    if localfs:
+        # spark-submit reads files through the file system before it loads `spark.jars`, so the
+        # jar goes on the driver's own class path too, beside any the environment sets.
+        conf["spark.driver.extraClassPath"] = os.pathsep.join(
+            [localfs[0], *filter(None, [conf.get("spark.driver.extraClassPath")])]
+        )
     conf.update({k: str(v) for k, v in (extra_conf or {}).items()})
     return conf
 

@@ -99,7 +99,7 @@ def test_a_table_is_created_with_its_check_constraints_and_an_older_table_is_giv
         older.append("code_assignments", _assignment(spark, "bogus"))
 
 
-def test_the_local_file_system_forks_nothing_and_behaves_as_hadoops(spark, tmp_path):
+def test_local_sessions_use_the_forkless_file_system_and_it_behaves_as_hadoops(spark, tmp_path):
     """Local sessions read and write through campaign_pipeline.hadoop.ForklessLocalFileSystem (no
     chmod/readlink process per file): same permissions, statuses, renames and links as Hadoop's own."""
     import os

@@ -2,6 +2,7 @@ package campaign_pipeline.hadoop;
 
 import java.io.IOException;
 import java.nio.file.Files;
+import java.nio.file.attribute.PosixFilePermission;
 import java.util.EnumSet;
 import java.util.Set;
 import org.apache.hadoop.fs.FileStatus;
@@ -41,23 +42,12 @@ public class ForklessRawLocalFileSystem extends RawLocalFileSystem {
   }
 
   /** The rwx bits of a Unix mode (setuid, setgid and sticky are not set by Hadoop's writers). */
-  static Set<java.nio.file.attribute.PosixFilePermission> posix(int mode) {
-    java.nio.file.attribute.PosixFilePermission[] bits = {
-      java.nio.file.attribute.PosixFilePermission.OTHERS_EXECUTE,
-      java.nio.file.attribute.PosixFilePermission.OTHERS_WRITE,
-      java.nio.file.attribute.PosixFilePermission.OTHERS_READ,
-      java.nio.file.attribute.PosixFilePermission.GROUP_EXECUTE,
-      java.nio.file.attribute.PosixFilePermission.GROUP_WRITE,
-      java.nio.file.attribute.PosixFilePermission.GROUP_READ,
-      java.nio.file.attribute.PosixFilePermission.OWNER_EXECUTE,
-      java.nio.file.attribute.PosixFilePermission.OWNER_WRITE,
-      java.nio.file.attribute.PosixFilePermission.OWNER_READ,
-    };
-    Set<java.nio.file.attribute.PosixFilePermission> out =
-        EnumSet.noneOf(java.nio.file.attribute.PosixFilePermission.class);
-    for (int i = 0; i < bits.length; i++) {
-      if ((mode & (1 << i)) != 0) {
-        out.add(bits[i]);
+  static Set<PosixFilePermission> posix(int mode) {
+    Set<PosixFilePermission> out = EnumSet.noneOf(PosixFilePermission.class);
+    // The enum runs OWNER_READ (0400) down to OTHERS_EXECUTE (0001), one bit per constant.
+    for (PosixFilePermission bit : PosixFilePermission.values()) {
+      if ((mode & (0400 >> bit.ordinal())) != 0) {
+        out.add(bit);
       }
     }
     return out;

@@ -2,13 +2,22 @@
 
 import datetime as dt
 
+import pytest
 from chispa import assert_column_equality
 from pyspark.sql import functions as F
 
-from campaign_pipeline.screening.emails import canonical_email, glob_regex, normalise_email, parent_domains, tag_emails
+from campaign_pipeline.screening.emails import (
+    IN_PLAN_LIMIT,
+    canonical_email,
+    glob_regex,
+    normalise_email,
+    parent_domains,
+    tag_emails,
+)
 from campaign_pipeline.screening.identity import (
     connected_components,
     identifier_memberships,
+    linked_memberships,
     split_shared,
     with_identity_clusters,
 )
@@ -47,7 +56,8 @@ def test_glob_patterns_become_one_anchored_regex():
     assert glob_regex([" "]) is None
 
 
-def test_email_blocks_disposable_subdomains_and_allow_list_wins(spark):
+@pytest.mark.parametrize("in_plan_limit", [IN_PLAN_LIMIT, 0], ids=["lists-in-plan", "lists-joined"])
+def test_email_blocks_disposable_subdomains_and_allow_list_wins(spark, in_plan_limit):
     df = spark.createDataFrame(
         [
             ("u1", "Ann@x.mailinator.com"),
@@ -56,13 +66,21 @@ def test_email_blocks_disposable_subdomains_and_allow_list_wins(spark):
             ("u4", "dee@resale.example"),
             ("u5", "not an email"),
             ("u6", "eve@fine.example"),
+            ("u7", "O'Brien@example.org"),  # a quote in a listed address
         ],
         "global_user_id string, email string",
     )
     out = {
         r["global_user_id"]: (r["_blocked_email"], r["_blocked_domain"], r["_allowlisted"], r["_invalid_email"])
         for r in df.transform(
-            tag_emails(spark, PROVIDERS, ["BOB@gmail.com"], ["resale.example"], ["*@partners.resale.example"])
+            tag_emails(
+                spark,
+                PROVIDERS,
+                ["BOB@gmail.com", "o'brien@example.org"],
+                ["resale.example"],
+                ["*@partners.resale.example"],
+                in_plan_limit=in_plan_limit,
+            )
         ).collect()
     }
     assert out == {
@@ -72,6 +90,7 @@ def test_email_blocks_disposable_subdomains_and_allow_list_wins(spark):
         "u4": (False, True, False, False),
         "u5": (False, False, False, True),
         "u6": (False, False, False, False),
+        "u7": (True, False, False, False),
     }
 
 
@@ -148,11 +167,33 @@ def test_identity_components_join_shared_identifiers_and_skip_hot_keys(spark):
         rows,
         "global_user_id string, email_canonical string, phone_e164 string, device_id string, payment_fingerprint string",
     )
-    edges, shared = split_shared(identifier_memberships(df), max_shared=2)
+    edges, shared = split_shared(linked_memberships(identifier_memberships(df)), max_shared=2)
     clusters, rounds = connected_components(edges)
     assert {r["account"]: r["cluster"] for r in clusters.collect()} == {"a": "a", "b": "a", "c": "a"}
     assert sorted(r["account"] for r in shared.collect()) == ["d", "e", "f"]
     assert rounds <= 3
+
+
+def test_an_account_listed_twice_is_one_holder_of_its_identifiers(spark):
+    schema = (
+        "global_user_id string, email_canonical string, phone_e164 string, device_id string, payment_fingerprint string"
+    )
+    rows = [
+        # a is listed twice with the same phone: with b that phone has two holders, not three
+        ("a", None, "+15555550100", None, None),
+        ("a", None, "+15555550100", None, None),
+        ("b", None, "+15555550100", None, None),
+        # c alone holds its card, twice: it links nothing
+        ("c", None, None, None, "card-9"),
+        ("c", None, None, None, "card-9"),
+    ]
+    linked = linked_memberships(identifier_memberships(spark.createDataFrame(rows, schema)))
+    edges, shared = split_shared(linked, max_shared=2)
+    assert sorted((r["key"], r["account"]) for r in edges.collect()) == [
+        ("phone_e164:+15555550100", "a"),
+        ("phone_e164:+15555550100", "b"),
+    ]
+    assert shared.collect() == []
 
 
 def _chain(spark, n: int):

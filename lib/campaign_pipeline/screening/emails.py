@@ -18,6 +18,8 @@ from collections.abc import Iterable
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from campaign_pipeline.tables import sql_literal
+
 GMAIL_DOMAINS = ("gmail.com", "googlemail.com")
 EMAIL_SYNTAX = r"^[a-z0-9!#$%&'*+/=?^_`{|}~.-]+@([a-z0-9](-*[a-z0-9])*\.)+[a-z]{2,}$"
 MAX_PARENT_LEVELS = 4
@@ -74,6 +76,16 @@ def disposable_domains() -> list[str]:
     return sorted(blocklist)
 
 
+# Block lists up to this many entries are held in the query plan as hash sets (no join: a join
+# would carry every registrant column through it); longer lists are broadcast and joined.
+IN_PLAN_LIMIT = 20_000
+
+
+def _in_list(expression: str, values: list[str]) -> str:
+    """SQL: `expression IN (values)` (Spark makes it a hash-set lookup); false for no values."""
+    return f"{expression} IN ({', '.join(sql_literal(v) for v in values)})" if values else "false"
+
+
 def tag_emails(
     spark: SparkSession,
     plus_tag_providers: Iterable[str],
@@ -81,6 +93,7 @@ def tag_emails(
     blocked_domains: Iterable[str],
     allowed_patterns: Iterable[str],
     include_disposable: bool = True,
+    in_plan_limit: int = IN_PLAN_LIMIT,
 ):
     """Transform: adds `email`, `email_canonical`, `email_domain` and boolean flags
     `_invalid_email`, `_blocked_email`, `_blocked_domain`, `_allowlisted` (blocks already
@@ -90,20 +103,27 @@ def tag_emails(
         [(e,) for e in sorted({e.strip().lower() for e in blocked_emails if e.strip()})], "email string"
     )
     blocked_canon = blocked_canon.select(canonical_email(F.col("email"), providers).alias("_bc")).distinct()
+    canon = sorted(r["_bc"] for r in blocked_canon.collect() if r["_bc"] is not None)  # the list came from here
     domains = {d.strip().lower().lstrip("@") for d in blocked_domains if d.strip()}
     if include_disposable:
         domains |= set(disposable_domains())
-    blocked_dom = spark.createDataFrame([(d,) for d in sorted(domains)], "_bd string")
+    in_plan = len(domains) <= in_plan_limit and len(canon) <= in_plan_limit
     allow = glob_regex(allowed_patterns)
 
-    def transform(df: DataFrame) -> DataFrame:
-        email = normalise_email(F.col("email"))
-        out = df.withColumn("email", email)
-        out = out.withColumn("email_canonical", canonical_email(F.col("email"), providers)).withColumn(
-            "email_domain", email_domain(F.col("email"))
+    def held_in_plan(out: DataFrame) -> DataFrame:
+        parents = F.array_compact(F.array(*parent_domains(F.col("email_domain"))))
+        lookup = _in_list("d", sorted(domains))
+        return (
+            out.withColumn("_blocked_email", F.coalesce(F.expr(_in_list("email_canonical", canon)), F.lit(False)))
+            .withColumn("_parents", parents)
+            .withColumn("_blocked_domain", F.coalesce(F.expr(f"exists(_parents, d -> {lookup})"), F.lit(False)))
+            .drop("_parents")
         )
-        out = out.withColumn("_invalid_email", F.col("email").isNotNull() & ~F.col("email").rlike(EMAIL_SYNTAX))
-        out = out.join(F.broadcast(blocked_canon), F.col("email_canonical") == F.col("_bc"), "left")
+
+    def joined(out: DataFrame) -> DataFrame:
+        blocked_dom = spark.createDataFrame([(d,) for d in sorted(domains)], "_bd string")
+        blocked = spark.createDataFrame([(c,) for c in canon], "_bc string")
+        out = out.join(F.broadcast(blocked), F.col("email_canonical") == F.col("_bc"), "left")
         out = out.withColumn("_blocked_email", F.col("_bc").isNotNull()).drop("_bc")
         hits = []
         for i, candidate in enumerate(parent_domains(F.col("email_domain"))):
@@ -116,7 +136,16 @@ def tag_emails(
         blocked_domain = hits[0]
         for h in hits[1:]:
             blocked_domain = blocked_domain | h
-        out = out.withColumn("_blocked_domain", blocked_domain).drop(*[f"_bd{i}" for i in range(len(hits))])
+        return out.withColumn("_blocked_domain", blocked_domain).drop(*[f"_bd{i}" for i in range(len(hits))])
+
+    def transform(df: DataFrame) -> DataFrame:
+        email = normalise_email(F.col("email"))
+        out = df.withColumn("email", email)
+        out = out.withColumn("email_canonical", canonical_email(F.col("email"), providers)).withColumn(
+            "email_domain", email_domain(F.col("email"))
+        )
+        out = out.withColumn("_invalid_email", F.col("email").isNotNull() & ~F.col("email").rlike(EMAIL_SYNTAX))
+        out = held_in_plan(out) if in_plan else joined(out)
         allowed = F.col("email").rlike(allow) if allow else F.lit(False)
         out = out.withColumn("_allowlisted", F.coalesce(allowed, F.lit(False)))
         return out.withColumn("_blocked_email", F.col("_blocked_email") & ~F.col("_allowlisted")).withColumn(

@@ -3,7 +3,9 @@
 Vertices are accounts; a canonical email, a phone, a device id or a payment fingerprint shared by
 several accounts links them. Blank and placeholder values link nothing. A value shared by more
 than `max_shared` accounts (a call-centre phone, a shop's card reader) is not expanded at all:
-its accounts get `SHARED_IDENTIFIER` instead, so one hot key can never blow up a join.
+its accounts get `SHARED_IDENTIFIER` instead, so one hot key can never blow up a join. Only the
+memberships of values held by two or more accounts enter the graph (a few percent of them on real
+data); the accounts they name are `linked_accounts`, and every other account is a cluster of one.
 
 Components come from the alternating large-star / small-star algorithm (Kiveris et al., "Connected
 Components in MapReduce and Beyond", 2014; GraphFrames' default): each identifier first links its
@@ -16,6 +18,8 @@ after every round; `identity_cluster_id` is the smallest account id of the compo
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -45,24 +49,48 @@ PLACEHOLDERS = (
 IDENTIFIERS = ("email_canonical", "phone_e164", "device_id", "payment_fingerprint")
 
 
-def identifier_memberships(df: DataFrame, account: str = "global_user_id") -> DataFrame:
-    """(key, account) for every usable identifier value of every account."""
+def identifier_memberships(df: DataFrame, account: str = "global_user_id", carry: Sequence[str] = ()) -> DataFrame:
+    """(key, account, *carry) for every usable identifier value of every account, partitioned by key.
+
+    An account listed twice holds its keys twice here; `linked_memberships` counts each holder once.
+    """
     pairs = F.array(*[F.struct(F.lit(c).alias("kind"), F.col(c).cast("string").alias("value")) for c in IDENTIFIERS])
-    exploded = df.select(F.col(account).alias("account"), F.explode(pairs).alias("id"))
+    exploded = df.select(F.col(account).alias("account"), *carry, F.explode(pairs).alias("id"))
     value = F.lower(F.trim(F.col("id.value")))
     return (
         exploded.where(F.col("id.value").isNotNull() & ~value.isin(*PLACEHOLDERS))
-        .select(F.concat(F.col("id.kind"), F.lit(":"), F.col("id.value")).alias("key"), "account")
-        .distinct()
+        .select(F.concat(F.col("id.kind"), F.lit(":"), F.col("id.value")).alias("key"), "account", *carry)
+        .repartition("key")
     )
 
 
-def split_shared(memberships: DataFrame, max_shared: int) -> tuple[DataFrame, DataFrame]:
-    """(edges to expand: keys held by 2..max_shared accounts, accounts holding an over-shared key)."""
-    sizes = memberships.groupBy("key").agg(F.count(F.lit(1)).alias("holders"))
-    sized = memberships.join(sizes, "key")
-    edges = sized.where((F.col("holders") > 1) & (F.col("holders") <= max_shared)).select("key", "account")
-    shared = sized.where(F.col("holders") > max_shared).select("account").distinct()
+def linked_memberships(memberships: DataFrame, cut=None) -> DataFrame:
+    """The memberships of keys held by two or more accounts, with `holders` (distinct accounts).
+
+    One sort of the key-partitioned memberships does it: an account counts where it differs from
+    the row before it. Most identifier values have one holder and link nothing, so what is kept is
+    small; `cut(df, name)` (when given) materialises it once for the edges, the over-shared
+    accounts and the accounts' own columns. The sort leads with a 64-bit hash of the key: keys of
+    one kind share their first bytes ("email_canonical:"), which would defeat the sorter's prefix
+    comparison.
+    """
+    by_key = Window.partitionBy("_h", "key")
+    new_holder = F.lag("account").over(by_key.orderBy("account")) != F.col("account")
+    linked = (
+        memberships.withColumn("_h", F.xxhash64("key"))
+        .withColumn("_new", F.coalesce(new_holder, F.lit(True)).cast("long"))
+        .withColumn("holders", F.sum("_new").over(by_key))
+        .where(F.col("holders") > 1)
+        .drop("_h", "_new")
+    )
+    return linked if cut is None else cut(linked, "identity graph linked identifiers")
+
+
+def split_shared(linked: DataFrame, max_shared: int) -> tuple[DataFrame, DataFrame]:
+    """(edges to expand: keys held by 2..max_shared accounts, accounts holding an over-shared key),
+    from `linked_memberships`."""
+    edges = linked.where(F.col("holders") <= max_shared).select("key", "account").distinct()
+    shared = linked.where(F.col("holders") > max_shared).select("account").distinct()
     return edges, shared
 
 
@@ -125,27 +153,50 @@ def connected_components(edges: DataFrame, cut=local_cut, max_rounds: int = MAX_
     raise RuntimeError(f"identity graph did not converge in {max_rounds} rounds")
 
 
-def with_identity_clusters(df: DataFrame, max_shared: int, cut=local_cut) -> tuple[DataFrame, dict[str, int]]:
-    """`df` plus `identity_cluster_id`, `cluster_size` and `_shared_identifier`; and graph figures."""
-    memberships = cut(identifier_memberships(df), "identity graph memberships")
-    edges, shared = split_shared(memberships, max_shared)
-    edges = cut(edges, "identity graph edges")
+def linked_accounts(
+    df: DataFrame, max_shared: int, cut=local_cut, carry: Sequence[str] = ()
+) -> tuple[DataFrame, dict[str, int]]:
+    """The accounts of `df` that share an identifier with another account, and graph figures.
+
+    Rows: (`global_user_id`, *carry, `identity_cluster_id`, `cluster_size`, `_shared_identifier`),
+    one per distinct (account, *carry) of `df`. An account not listed shares nothing: it is a
+    cluster of one (its own id), and the few rows listed are all the rules about clusters need,
+    whatever the size of `df`.
+    """
+    linked = linked_memberships(identifier_memberships(df, carry=carry), cut)
+    edges, shared = split_shared(linked, max_shared)
     clusters, rounds = connected_components(edges, cut)
     out = (
-        df.join(clusters.withColumnRenamed("account", "global_user_id"), "global_user_id", "left")
-        .withColumn("identity_cluster_id", F.coalesce(F.col("cluster"), F.col("global_user_id")))
-        .drop("cluster")
-        .join(
-            shared.select(F.col("account").alias("global_user_id"), F.lit(True).alias("_shared_identifier")),
-            "global_user_id",
-            "left",
+        linked.select("account", *carry)
+        .distinct()
+        .join(clusters, "account", "left")
+        .join(shared.withColumn("_shared_identifier", F.lit(True)), "account", "left")
+        .select(
+            F.col("account").alias("global_user_id"),
+            *carry,
+            F.coalesce(F.col("cluster"), F.col("account")).alias("identity_cluster_id"),
+            F.coalesce(F.col("_shared_identifier"), F.lit(False)).alias("_shared_identifier"),
         )
+        .withColumn("cluster_size", F.count(F.lit(1)).over(Window.partitionBy("identity_cluster_id")))
+    )
+    return out, {"graph_rounds": rounds}
+
+
+def with_identity_clusters(df: DataFrame, max_shared: int, cut=local_cut) -> tuple[DataFrame, dict[str, int]]:
+    """`df` plus `identity_cluster_id`, `cluster_size` and `_shared_identifier`; and graph figures."""
+    linked, figures = linked_accounts(df, max_shared, cut)
+    return with_cluster_columns(df, linked), figures
+
+
+def with_cluster_columns(df: DataFrame, linked: DataFrame, on: Sequence[str] = ("global_user_id",)) -> DataFrame:
+    """`df` joined to `linked_accounts` rows on `on`; an account not listed is a cluster of one."""
+    listed = linked.select(*on, "identity_cluster_id", "cluster_size", "_shared_identifier")
+    return (
+        df.join(listed, list(on), "left")
+        .withColumn("identity_cluster_id", F.coalesce(F.col("identity_cluster_id"), F.col("global_user_id")))
+        .withColumn("cluster_size", F.coalesce(F.col("cluster_size"), F.lit(1).cast("long")))
         .withColumn("_shared_identifier", F.coalesce(F.col("_shared_identifier"), F.lit(False)))
     )
-    # A window, not an aggregate joined back: `cluster_verdicts` ranks inside the same cluster
-    # partitions, so the registrants are shuffled by cluster once instead of three times.
-    out = out.withColumn("cluster_size", F.count(F.lit(1)).over(Window.partitionBy("identity_cluster_id")))
-    return out, {"graph_rounds": rounds}
 
 
 def keep_one_per_cluster(priority: list[Column]) -> Column:

@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from campaign_pipeline.config import Campaign, default_conf_dir
 from campaign_pipeline.errors import InputError
 from campaign_pipeline.screening.emails import tag_emails
-from campaign_pipeline.screening.identity import IDENTIFIERS, with_identity_clusters
+from campaign_pipeline.screening.identity import IDENTIFIERS, linked_accounts, with_cluster_columns
 from campaign_pipeline.screening.rules import (
     TAG_ORDER,
     assign_tags,
@@ -58,9 +58,11 @@ def phone_figures(normalised: DataFrame) -> dict[str, int]:
 
 
 # What the fraud rules read. They run on these columns only, and their flags join the wide
-# registrant rows once: the identity graph's joins, the cluster and velocity windows and the
-# activity join each shuffle a dozen narrow columns instead of every registrant column.
+# registrant rows once: the identity graph, the velocity windows and the activity join each
+# shuffle a dozen narrow columns instead of every registrant column.
 RULE_INPUTS = tuple(dict.fromkeys([*FAN, "phone_confirmed", "registered_at", "ip_address", "device_id", *IDENTIFIERS]))
+# What ranks the accounts of one identity cluster (`cluster_verdicts`), carried through the graph.
+CLUSTER_RANKING = ("campaign_id", "phone_confirmed", "registered_at")
 FRAUD_FLAGS = (
     "identity_cluster_id",
     "cluster_size",
@@ -75,13 +77,24 @@ FRAUD_FLAGS = (
 def fraud_flags(
     campaign: Campaign, normalised: DataFrame, activity: DataFrame, cut: Cut = local_cut
 ) -> tuple[DataFrame, dict[str, int]]:
-    """(FAN + identity cluster + every fraud flag, graph figures) from the rule inputs alone."""
+    """(FAN + identity cluster + every fraud flag, graph figures) from the rule inputs alone.
+
+    The cluster verdicts are decided on the few accounts that share an identifier (`linked_accounts`)
+    and join the registrants by fan with the activity, so the registrants are shuffled by IP, by
+    device and by fan, and by nothing else.
+    """
     cfg = campaign.screening
-    clustered, figures = with_identity_clusters(normalised.select(*RULE_INPUTS), cfg.max_shared, cut)
+    inputs = normalised.select(*RULE_INPUTS)
+    linked, figures = linked_accounts(inputs, cfg.max_shared, cut, carry=CLUSTER_RANKING)
+    verdicts = linked.transform(cluster_verdicts(cfg.ring_size)).select(*FAN, "_fraud_ring", "_duplicate")
     flags = (
-        clustered.transform(cluster_verdicts(cfg.ring_size))
-        .transform(velocity_flags(cfg.velocity.max_registrations, cfg.velocity.window_minutes))
+        inputs.transform(velocity_flags(cfg.velocity.max_registrations, cfg.velocity.window_minutes))
         .transform(scalper_flags(activity, cfg.scalper.min_resale_listings, cfg.scalper.min_chargebacks))
+        .transform(lambda df: with_cluster_columns(df, linked, on=FAN))
+        .join(verdicts, FAN, "left")
+        # an account sharing nothing is a cluster of one: a ring only below a ring size of one
+        .withColumn("_fraud_ring", F.coalesce(F.col("_fraud_ring"), F.col("cluster_size") > cfg.ring_size))
+        .withColumn("_duplicate", F.coalesce(F.col("_duplicate"), F.lit(False)))
         .select(*FAN, *FRAUD_FLAGS)
     )
     return flags, figures
@@ -159,13 +172,19 @@ def screen(ctx: StageContext) -> StageReport:
 
 def screen_report(registrants: DataFrame, figures: dict[str, int], dq: str, written: bool) -> StageReport:
     """Counts per tag (and how many of them disqualify) and the summary lines."""
+
+    # One pass, no shuffle: every tag is a known word of the rule book, counted where an array holds it.
+    def holding(column: str, tag: str) -> Column:
+        return F.sum(F.array_contains(column, tag).cast("long")).alias(f"{column}:{tag}")
+
     totals = registrants.agg(
-        F.count(F.lit(1)).alias("registrants"), F.sum(F.col("eligible").cast("long")).alias("eligible")
+        F.count(F.lit(1)).alias("registrants"),
+        F.sum(F.col("eligible").cast("long")).alias("eligible"),
+        *[holding(column, t) for column in ("tags", "ineligible_reasons") for t in TAG_ORDER],
     ).first()
 
     def per_tag(column: str) -> dict[str, int]:
-        exploded = registrants.select(F.explode(column).alias("tag")).groupBy("tag").count()
-        return {r["tag"]: r["count"] for r in exploded.collect()}
+        return {t: totals[f"{column}:{t}"] for t in TAG_ORDER if totals[f"{column}:{t}"]}
 
     tags, reasons = per_tag("tags"), per_tag("ineligible_reasons")
     n, eligible = totals["registrants"] or 0, totals["eligible"] or 0

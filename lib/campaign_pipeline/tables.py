@@ -15,6 +15,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from campaign_pipeline.errors import SchemaError
+from campaign_pipeline.fan_ranges import FAN_ID, ROWS_PER_RANGE, by_fan_range, fan_bounds
 
 S, L, INT, D, B, TS = T.StringType(), T.LongType(), T.IntegerType(), T.DoubleType(), T.BooleanType(), T.TimestampType()
 
@@ -614,18 +615,16 @@ def _constraint_property(check: str) -> str:
     return f"delta.constraints.{check.lower()}"
 
 
-def _clustered(name: str, df: DataFrame) -> DataFrame:
-    """`df` range-partitioned on the fan id for the tables one fan's lookup reads (see FAN_CLUSTERED)."""
-    return df.repartitionByRange("global_user_id") if name in FAN_CLUSTERED else df
-
-
 class Warehouse:
     """Read/write helpers for the Delta tables under one warehouse root."""
+
+    rows_per_range = ROWS_PER_RANGE  # fan-clustered tables: about this many rows per file
 
     def __init__(self, spark: SparkSession, root: str):
         self.spark = spark
         self.root = absolute_root(root)
         self._checked: set[str] = set()  # tables created or checked against the catalog already
+        self._fan_bounds: dict[tuple[str, int], list[str] | None] = {}  # (campaign, registrations version)
         self.written: list[str] = []  # table names in write order (progress reports rows per step)
 
     def path(self, name: str) -> str:
@@ -714,12 +713,38 @@ class Warehouse:
                 return row["operation"], sum(int(m.get(k) or 0) for k in keys)
         return row["operation"], None
 
-    def append(self, name: str, df: DataFrame) -> None:
+    def fan_bounds(self, campaign_id: str) -> list[str] | None:
+        """The fan-id bounds of the campaign's range-partitioned files, from a sample of its
+        registrations (see `fan_ranges`); None when it has no registrations."""
+        version = self.version("registrations")
+        if version is None:
+            return None
+        key = (campaign_id, version)
+        if key not in self._fan_bounds:
+            partitions = int(self.spark.conf.get("spark.sql.shuffle.partitions") or 200)
+            registrations = self.read("registrations", campaign_id)
+            self._fan_bounds[key] = fan_bounds(registrations, partitions, self.rows_per_range)
+        return self._fan_bounds[key]
+
+    def _clustered(self, name: str, df: DataFrame, campaign_id: str | None) -> DataFrame:
+        """`df` split into fan-id ranges, a file each, for the tables one fan's lookup reads
+        (FAN_CLUSTERED): by the campaign's registration bounds, else by Spark's range sampling."""
+        if name not in FAN_CLUSTERED:
+            return df
+        bounds = self.fan_bounds(campaign_id) if campaign_id is not None else None
+        return df.repartitionByRange(FAN_ID) if bounds is None else by_fan_range(df, bounds)
+
+    def append(self, name: str, df: DataFrame, campaign_id: str | None = None) -> None:
+        """Append `df` (one campaign's rows when `campaign_id` is given: its fan ranges lay out the files)."""
         self.written.append(name)
         self.ensure(name)
-        _clustered(name, self.conform(name, df)).write.format("delta").mode("append").save(self.path(name))
+        self._clustered(name, self.conform(name, df), campaign_id).write.format("delta").mode("append").save(
+            self.path(name)
+        )
 
-    def append_once(self, name: str, df: DataFrame, app_id: str, txn_version: int, tag: str) -> bool:
+    def append_once(
+        self, name: str, df: DataFrame, app_id: str, txn_version: int, tag: str, campaign_id: str | None = None
+    ) -> bool:
         """Append `df` in a transaction carrying the application id `app_id` at `txn_version`.
 
         Delta skips the write when the table already records `app_id` at `txn_version` or later, and
@@ -731,7 +756,7 @@ class Warehouse:
 
         self.ensure(name)
         (
-            _clustered(name, self.conform(name, df))
+            self._clustered(name, self.conform(name, df), campaign_id)
             .write.format("delta")
             .mode("append")
             .option("txnAppId", app_id)
@@ -784,7 +809,7 @@ class Warehouse:
         if condition:
             predicate += f" AND ({condition})"
         (
-            _clustered(name, self.conform(name, df))
+            self._clustered(name, self.conform(name, df), campaign_id)
             .write.format("delta")
             .mode("overwrite")
             .option("replaceWhere", predicate)

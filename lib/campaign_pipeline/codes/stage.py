@@ -164,7 +164,7 @@ def commit_assignments(
     txn = {"app_id": f"campaign-pipeline/assign_codes/{campaign_id}", "txn_version": read_version + 1, "tag": run_id}
     try:
         if placed is None:
-            committed = wh.append_once("code_assignments", new, **txn)
+            committed = wh.append_once("code_assignments", new, campaign_id=campaign_id, **txn)
         else:
             rows = new.unionByName(placed)
             committed = wh.merge_once("code_assignments", rows, fill=("wave_id", "valid_from", "valid_until"), **txn)

@@ -188,9 +188,12 @@ def with_identity_clusters(df: DataFrame, max_shared: int, cut=local_cut) -> tup
     return with_cluster_columns(df, linked), figures
 
 
-def with_cluster_columns(df: DataFrame, linked: DataFrame, on: Sequence[str] = ("global_user_id",)) -> DataFrame:
-    """`df` joined to `linked_accounts` rows on `on`; an account not listed is a cluster of one."""
-    listed = linked.select(*on, "identity_cluster_id", "cluster_size", "_shared_identifier")
+def with_cluster_columns(
+    df: DataFrame, linked: DataFrame, on: Sequence[str] = ("global_user_id",), verdicts: Sequence[str] = ()
+) -> DataFrame:
+    """`df` joined to `linked_accounts` rows (and their `verdicts` columns, null for an account not
+    listed) on `on`; an account not listed is a cluster of one."""
+    listed = linked.select(*on, "identity_cluster_id", "cluster_size", "_shared_identifier", *verdicts)
     return (
         df.join(listed, list(on), "left")
         .withColumn("identity_cluster_id", F.coalesce(F.col("identity_cluster_id"), F.col("global_user_id")))

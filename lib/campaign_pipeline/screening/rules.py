@@ -97,8 +97,10 @@ def velocity_flags(max_registrations: int, window_minutes: int):
         for key in ("ip_address", "device_id"):
             # A missing IP/device must not become one giant window partition: each such row gets a
             # partition of its own (the fan id), where it can never exceed K.
-            group = F.coalesce(F.col(key), F.concat(F.lit("\u0000"), F.col("global_user_id")))
-            ordered = Window.partitionBy(F.col("campaign_id"), group).orderBy("_t")
+            # The group is a column, not an expression in each window: two windows over one
+            # expression are planned as two partitionings, and the rows would be shuffled twice.
+            out = out.withColumn("_group", F.coalesce(F.col(key), F.concat(F.lit("\u0000"), F.col("global_user_id"))))
+            ordered = Window.partitionBy("campaign_id", "_group").orderBy("_t")
             # A window [t - T, t] holding more than K registrations ends at a "burst end"; every
             # registration with a burst end within T after it lies inside such a window.
             end = f"_end_{key}"
@@ -111,7 +113,7 @@ def velocity_flags(max_registrations: int, window_minutes: int):
             ).drop(end)
             flags.append(F.col(flag))
         return out.withColumn("_velocity", flags[0] | flags[1]).drop(
-            "_t", *[f"_burst_{k}" for k in ("ip_address", "device_id")]
+            "_t", "_group", *[f"_burst_{k}" for k in ("ip_address", "device_id")]
         )
 
     return transform

@@ -86,12 +86,11 @@ def fraud_flags(
     cfg = campaign.screening
     inputs = normalised.select(*RULE_INPUTS)
     linked, figures = linked_accounts(inputs, cfg.max_shared, cut, carry=CLUSTER_RANKING)
-    verdicts = linked.transform(cluster_verdicts(cfg.ring_size)).select(*FAN, "_fraud_ring", "_duplicate")
+    verdicts = linked.transform(cluster_verdicts(cfg.ring_size))  # one join brings clusters and verdicts
     flags = (
         inputs.transform(velocity_flags(cfg.velocity.max_registrations, cfg.velocity.window_minutes))
         .transform(scalper_flags(activity, cfg.scalper.min_resale_listings, cfg.scalper.min_chargebacks))
-        .transform(lambda df: with_cluster_columns(df, linked, on=FAN))
-        .join(verdicts, FAN, "left")
+        .transform(lambda df: with_cluster_columns(df, verdicts, on=FAN, verdicts=("_fraud_ring", "_duplicate")))
         # an account sharing nothing is a cluster of one: a ring only below a ring size of one
         .withColumn("_fraud_ring", F.coalesce(F.col("_fraud_ring"), F.col("cluster_size") > cfg.ring_size))
         .withColumn("_duplicate", F.coalesce(F.col("_duplicate"), F.lit(False)))

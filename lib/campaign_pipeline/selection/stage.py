@@ -144,13 +144,16 @@ def market_standings(selections: DataFrame, registrants: DataFrame, scores: Data
 
 
 def fairness_summary(selections: DataFrame, registrants: DataFrame, scores: DataFrame):
-    """Counts behind the fairness summary: per band, per market (first choice), rounds."""
+    """Counts behind the fairness summary: per band, per market (first choice), rounds.
+
+    (campaign, fan, market) is the key of `selections`, so the rows of one group (one verdict and
+    market) are different fans: a count, not a distinct count, gives the fans."""
     first = registrants.select(*FAN, F.element_at("market_preferences", 1).alias("first_choice"))
     rows = (
         selections.join(first, FAN, "left")
         .join(scores.select(*FAN, "band"), FAN, "left")
         .groupBy("verdict", "market_id", "first_choice", "band", "preference_rank")
-        .agg(F.countDistinct(*FAN).alias("fans"), F.count(F.lit(1)).alias("rows"))
+        .agg(F.count(F.lit(1)).alias("rows"))
         .collect()
     )
     return [r.asDict() for r in rows]
@@ -184,11 +187,8 @@ def select_report(campaign: Campaign, facts: list[dict], written: bool, dq: str)
     def total(**match) -> int:
         return sum(f["rows"] for f in facts if all(f[k] == v for k, v in match.items()))
 
-    def fans(**match) -> int:
-        return sum(f["fans"] for f in facts if all(f[k] == v for k, v in match.items()))
-
     selected_fans, waitlisted, rejected = (
-        fans(verdict="selected"),
+        total(verdict="selected"),
         total(verdict="waitlisted"),
         total(verdict="rejected"),
     )
@@ -217,7 +217,7 @@ def select_report(campaign: Campaign, facts: list[dict], written: bool, dq: str)
         )
     lines.append("selection rate per band (selected / eligible candidates of the band):")
     for band in sorted(campaign.scoring.bands, key=lambda b: -b.min):
-        sel = fans(verdict="selected", band=band.name)
+        sel = total(verdict="selected", band=band.name)
         cands = sel + total(verdict="waitlisted", band=band.name)
         result.counts[f"band_selected:{band.name}"] = sel
         lines.append(f"  {band.name:<8} {sel:>10,} / {cands:<10,} {sel / cands if cands else 0:.1%}")

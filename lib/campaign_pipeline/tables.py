@@ -734,13 +734,10 @@ class Warehouse:
         bounds = self.fan_bounds(campaign_id) if campaign_id is not None else None
         return df.repartitionByRange(FAN_ID) if bounds is None else by_fan_range(df, bounds)
 
-    def append(self, name: str, df: DataFrame, campaign_id: str | None = None) -> None:
-        """Append `df` (one campaign's rows when `campaign_id` is given: its fan ranges lay out the files)."""
+    def append(self, name: str, df: DataFrame) -> None:
         self.written.append(name)
         self.ensure(name)
-        self._clustered(name, self.conform(name, df), campaign_id).write.format("delta").mode("append").save(
-            self.path(name)
-        )
+        self._clustered(name, self.conform(name, df), None).write.format("delta").mode("append").save(self.path(name))
 
     def append_once(
         self, name: str, df: DataFrame, app_id: str, txn_version: int, tag: str, campaign_id: str | None = None

@@ -122,8 +122,7 @@ def tag_emails(
 
     def joined(out: DataFrame) -> DataFrame:
         blocked_dom = spark.createDataFrame([(d,) for d in sorted(domains)], "_bd string")
-        blocked = spark.createDataFrame([(c,) for c in canon], "_bc string")
-        out = out.join(F.broadcast(blocked), F.col("email_canonical") == F.col("_bc"), "left")
+        out = out.join(F.broadcast(blocked_canon), F.col("email_canonical") == F.col("_bc"), "left")
         out = out.withColumn("_blocked_email", F.col("_bc").isNotNull()).drop("_bc")
         hits = []
         for i, candidate in enumerate(parent_domains(F.col("email_domain"))):

@@ -327,7 +327,7 @@ def _demo_notify(spark, campaign, env, all_waves: bool = False) -> dt.datetime |
     what was delivered. Later waves stay planned, as they would until their notify time."""
     import io
 
-    from campaign_pipeline.notify.simulator import GatewaySimulator
+    from campaign_pipeline.notify.simulator import GatewaySimulator, MailWorker
     from campaign_pipeline.runner import run_pipeline
 
     try:
@@ -352,14 +352,14 @@ def _demo_notify(spark, campaign, env, all_waves: bool = False) -> dt.datetime |
     try:
         client = boto3.client("sqs", region_name="us-east-1", endpoint_url=endpoint)
         queue = client.create_queue(QueueName="demo-emails")["QueueUrl"]
-        with GatewaySimulator() as gateway:
+        with GatewaySimulator() as gateway, MailWorker(endpoint, queue) as mail:
             local = env.model_copy(
                 update={
                     "sms_gateway_url": gateway.url,
                     "email_queue_url": queue,
                     "aws_region": "us-east-1",
                     # a local simulator, not a real gateway: the demo may send faster than production
-                    "notify": env.notify.model_copy(update={"rate_per_second": 1000, "max_in_flight": 100}),
+                    "notify": env.notify.model_copy(update={"rate_per_second": 5000, "max_in_flight": 100}),
                 }
             )
             due = sorted({w.notify_at for w in campaign.waves})
@@ -372,6 +372,11 @@ def _demo_notify(spark, campaign, env, all_waves: bool = False) -> dt.datetime |
         print(
             f"  SMS: {c.get('sms:sent', 0):,} sent, {c.get('sms:failed', 0):,} failed · "
             f"email: {c.get('email:sent', 0):,} queued, {c.get('email:failed', 0):,} failed · {seconds:.1f} s"
+        )
+        again = mail.received - mail.distinct
+        print(
+            f"  local mail worker: {mail.distinct:,} emails taken off the queue"
+            + (f" ({again:,} delivered twice, as SQS may)" if again else "")
         )
         for line in result.summary:
             print(f"  {line}")

@@ -229,3 +229,20 @@ def test_a_notify_run_killed_mid_wave_is_finished_by_the_next_with_at_most_the_c
     assert len(gw.delivered) == len(ids)  # the gateway honours the key: each message delivered once
     row = wave_row(wh)
     assert (row["status"], row["attempts"], row["sent"], row["failed"]) == ("completed", 2, len(ids), 0)
+
+
+def test_mail_worker_takes_every_email_off_the_queue(sqs):
+    """The demo's stand-in for the email service drains the queue while emails arrive (moto's SQS
+    slows down with every message a queue holds), counting each email's message id once."""
+    from campaign_pipeline.notify.simulator import MailWorker
+
+    queue = sqs.create_queue(QueueName="mail-worker")["QueueUrl"]
+    endpoint = sqs.meta.endpoint_url
+    with MailWorker(endpoint, queue, threads=2) as mail:
+        for b in range(5):
+            entries = [{"Id": str(i), "MessageBody": json.dumps({"message_id": f"m-{b}-{i}"})} for i in range(10)]
+            assert len(sqs.send_message_batch(QueueUrl=queue, Entries=entries)["Successful"]) == 10
+    assert mail.distinct == 50
+    assert mail.received >= 50
+    left = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
+    assert left["ApproximateNumberOfMessages"] == "0"

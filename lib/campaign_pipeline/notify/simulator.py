@@ -69,6 +69,9 @@ class GatewaySimulator:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes; with Nagle's algorithm on, the body waits for
+            # the client's delayed ACK (~40 ms a request on Linux) and the gateway crawls.
+            disable_nagle_algorithm = True
 
             def log_message(self, *args) -> None:  # quiet
                 pass
@@ -122,3 +125,60 @@ class GatewaySimulator:
                         sim._concurrent -= 1
 
         return Handler
+
+
+class MailWorker:
+    """A stand-in for the email service (the demo's): takes the emails off the local queue as they
+    arrive, counting them and the distinct `message_id`s in their bodies. moto's SQS walks every
+    message a queue holds on each send and receive, so a queue nobody drains gets slower with every
+    email; drained by a few threads it stays near empty and as fast as the first send."""
+
+    def __init__(self, endpoint: str, queue_url: str, threads: int = 3):
+        import threading
+
+        import boto3
+
+        self._client = boto3.client("sqs", region_name="us-east-1", endpoint_url=endpoint)
+        self._queue = queue_url
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"demo-mail-worker-{i}", daemon=True) for i in range(threads)
+        ]
+        self._ids: set[str] = set()
+        self.received = 0
+
+    @property
+    def distinct(self) -> int:
+        return len(self._ids)
+
+    def _take(self, wait: int) -> int:
+        import json
+
+        got = self._client.receive_message(QueueUrl=self._queue, MaxNumberOfMessages=10, WaitTimeSeconds=wait)
+        messages = got.get("Messages", [])
+        if messages:
+            self._client.delete_message_batch(
+                QueueUrl=self._queue,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)],
+            )
+            with self._lock:
+                self.received += len(messages)
+                self._ids.update(json.loads(m["Body"]).get("message_id", "") for m in messages)
+        return len(messages)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._take(wait=1)
+        while self._take(wait=0):  # what arrived after the last wait
+            pass
+
+    def __enter__(self) -> MailWorker:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join()

@@ -19,6 +19,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 FAN_ID = "global_user_id"
+RANGE = "_fan_range"  # a row's range key (see `keyed_by_fan_range`); never written to a table
 ROWS_PER_RANGE = 500_000  # rows per range (a file each) when the campaign has enough fans
 SAMPLE_PER_RANGE = 1_000  # sampled fan ids per range (Spark's own range sampling takes 100 per partition)
 _MASK = 0xFFFFFFFF
@@ -70,10 +71,24 @@ def range_key(bounds: Sequence[str], column: str = FAN_ID) -> Column:
 
 
 def by_fan_range(df: DataFrame, bounds: Sequence[str]) -> DataFrame:
-    """`df` in len(bounds) + 1 partitions, partition i holding fan-id range i (see `range_key`)."""
+    """`df` in len(bounds) + 1 partitions, partition i holding fan-id range i (see `range_key`).
+
+    A frame that carries its range key (`RANGE`, from `keyed_by_fan_range`) is partitioned on that
+    column: when it is already laid out so (its rows kept their partitions since), Spark sees the
+    partitioning is the same and shuffles nothing."""
     if not bounds:
         return df.repartition(1)
+    if RANGE in df.columns:
+        return df.repartition(len(bounds) + 1, RANGE)
     return df.repartition(len(bounds) + 1, range_key(bounds))
+
+
+def keyed_by_fan_range(df: DataFrame, bounds: Sequence[str]) -> DataFrame:
+    """`df` with its range key in column `RANGE` and partitioned on it: the layout `by_fan_range`
+    writes, taken early so a stage's own shuffle by fan (and every narrow step after it) already
+    leaves the rows where the write wants them. Group by (`RANGE`, fan) rather than fan alone to
+    keep it: the key is a function of the fan id, so the groups are the same."""
+    return df.withColumn(RANGE, range_key(bounds)).repartition(len(bounds) + 1, RANGE)
 
 
 def fan_bounds(fans: DataFrame, max_ranges: int, rows_per_range: int = ROWS_PER_RANGE) -> list[str] | None:

@@ -39,6 +39,38 @@ def local_cut(df: DataFrame, step: str = "") -> DataFrame:
     return df.localCheckpoint(eager=True)
 
 
+@contextmanager
+def session_settings(spark: SparkSession, settings: dict[str, str]) -> Iterator[None]:
+    """Spark SQL settings for the plans made (and run) inside the block; restored after it."""
+    saved = {key: spark.conf.get(key, None) for key in settings}
+    for key, value in settings.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
+
+
+# A cut remembers how its rows are partitioned only if its plan knew before it ran, which an
+# adaptive plan never does (it decides its partitions as it goes): cut without adaptive execution.
+KEEP_LAYOUT = {"spark.sql.adaptive.enabled": "false"}
+
+
+def layout_keeping(cut: Callable[[DataFrame, str], DataFrame]) -> Callable[[DataFrame, str], DataFrame]:
+    """`cut`, made so that the cut frame keeps the hash partitioning it was computed with: a join
+    or repartition on the same key later moves none of its rows."""
+
+    def keeping(df: DataFrame, step: str = "") -> DataFrame:
+        with session_settings(df.sparkSession, KEEP_LAYOUT):
+            return cut(df, step)
+
+    return keeping
+
+
 @dataclass
 class StageReport:
     """What a stage tells the runner: counts (recorded), per-file figures, lines printed under its

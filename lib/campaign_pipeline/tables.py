@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from campaign_pipeline.errors import SchemaError
-from campaign_pipeline.fan_ranges import FAN_ID, ROWS_PER_RANGE, by_fan_range, fan_bounds
+from campaign_pipeline.fan_ranges import FAN_ID, RANGE, ROWS_PER_RANGE, by_fan_range, fan_bounds
 
 S, L, INT, D, B, TS = T.StringType(), T.LongType(), T.IntegerType(), T.DoubleType(), T.BooleanType(), T.TimestampType()
 
@@ -799,14 +799,20 @@ class Warehouse:
         return not recent.where((F.col("userMetadata") == tag) & (F.col("operation") == "MERGE")).isEmpty()
 
     def replace(self, name: str, df: DataFrame, campaign_id: str, condition: str | None = None) -> None:
-        """Atomically overwrite one campaign's rows (optionally narrowed by `condition`) with `df`."""
+        """Atomically overwrite one campaign's rows (optionally narrowed by `condition`) with `df`.
+
+        `df` may carry its fan-range key (`fan_ranges.RANGE`, not written): a fan-lookup table is
+        then split on it, with no shuffle where the rows are still laid out by it."""
         self.written.append(name)
         self.ensure(name)
         predicate = f"campaign_id = {sql_literal(campaign_id)}"
         if condition:
             predicate += f" AND ({condition})"
+        conformed = self.conform(name, df.drop(RANGE))
+        bounds = self.fan_bounds(campaign_id) if RANGE in df.columns and name in FAN_CLUSTERED else None
+        laid_out = by_fan_range(df, bounds).select(*conformed.columns) if bounds else None
         (
-            self._clustered(name, self.conform(name, df), campaign_id)
+            (laid_out if laid_out is not None else self._clustered(name, conformed, campaign_id))
             .write.format("delta")
             .mode("overwrite")
             .option("replaceWhere", predicate)
@@ -819,9 +825,9 @@ class Warehouse:
         """`replace`, unless the campaign's rows already equal `df` (ignoring `ignore` columns).
 
         Re-running a stage on unchanged inputs then commits nothing: no new Delta version, and the
-        rows keep the run id that decided them. Returns whether anything was written. When the table
-        exists, `df` is materialised first with `cut(df, name)` (the stage's lineage policy) so the
-        comparison and the write do not compute it twice.
+        rows keep the run id that decided them. Returns whether anything was written. When the campaign
+        already has rows, `df` is materialised first with `cut(df, name)` (the stage's lineage
+        policy) so the comparison and the write do not compute it twice.
 
         The comparison is cheap where it can be: a campaign with no rows yet is written without
         one; otherwise one aggregate per side (row count and the sum of a 64-bit hash of every row)
@@ -830,9 +836,9 @@ class Warehouse:
         """
         if self.exists(name):
             old = self.read(name, campaign_id)
-            if cut is not None:
-                df = cut(df, f"compare with {name}")
             if not old.isEmpty():
+                if cut is not None:
+                    df = cut(df, f"compare with {name}")
                 # Set operations cannot compare maps: a map is compared as its sorted entries.
                 columns = [
                     F.array_sort(F.map_entries(f.name)).alias(f.name)
@@ -841,7 +847,7 @@ class Warehouse:
                     for f in spec(name).schema.fields
                     if f.name not in ignore
                 ]
-                new, before = self.conform(name, df).select(*columns), old.select(*columns)
+                new, before = self.conform(name, df.drop(RANGE)).select(*columns), old.select(*columns)
                 if _fingerprint(new) == _fingerprint(before) and (
                     new.exceptAll(before).isEmpty() and before.exceptAll(new).isEmpty()
                 ):

@@ -38,6 +38,11 @@ class _Terminal(io.StringIO):
         return True
 
 
+# Fan-lookup tables split into ranges of this many fans (500k in production): the 20k fans take
+# as many ranges as the session's shuffle partitions allow, so the fan-range layout runs here.
+ROWS_PER_RANGE = 5_000
+
+
 @pytest.fixture(scope="module")
 def pipeline(spark, test_env, synth_campaign, tmp_path_factory):
     """(warehouse, run report, what a terminal saw) of one ingest → select run."""
@@ -45,8 +50,15 @@ def pipeline(spark, test_env, synth_campaign, tmp_path_factory):
     env = test_env.with_roots(str(Path(synth_campaign.landing).parent), wh_root)
     terminal = _Terminal()  # the steps are printed as they end only on a terminal
     stages = ["ingest", "screen", "score", "select"]
-    report = run_pipeline(spark, load_campaign(synth_campaign.campaign_yaml), env, stages=stages, out=terminal)
-    return Warehouse(spark, wh_root), report, terminal.getvalue()
+    mp = pytest.MonkeyPatch()
+    mp.setattr(Warehouse, "rows_per_range", ROWS_PER_RANGE)
+    try:
+        report = run_pipeline(spark, load_campaign(synth_campaign.campaign_yaml), env, stages=stages, out=terminal)
+    finally:
+        mp.undo()
+    wh = Warehouse(spark, wh_root)
+    wh.rows_per_range = ROWS_PER_RANGE
+    return wh, report, terminal.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +178,62 @@ def test_screening_meets_the_quality_bar_on_20k_synthetic_registrants(quality):
     assert q["blocked_ineligible"] == 1.0, q
     assert q["allowlisted_eligible"] == 1.0, q
     assert q["phone_e164_match"] >= 0.999, q
+
+
+def test_registrants_keep_the_fan_range_layout_from_the_latest_registration_to_the_file(
+    spark, synth_campaign, pipeline
+):
+    """The screen shuffles the wide registrant rows once, into fan ranges, and writes them from there:
+    the same registrants as screening without the layout, a range of fan ids per file, and a plan
+    in which only the narrow fraud flags move to the rows."""
+    from campaign_pipeline.fan_ranges import RANGE, by_fan_range
+    from campaign_pipeline.screening.stage import (
+        KEEP_RANGE_JOIN,
+        apply_fraud_rules,
+        fraud_flags,
+        normalised_registrants,
+        screen_registrants,
+        screening_lists,
+    )
+    from campaign_pipeline.stage_context import layout_keeping, local_cut, session_settings
+
+    wh = pipeline[0]
+    campaign = load_campaign(synth_campaign.campaign_yaml)
+    registrations, activity = wh.read("registrations", CID), wh.read("fan_activity", CID)
+    lists = screening_lists(campaign, wh.read("screening_lists", CID))
+    bounds = wh.fan_bounds(CID)
+    assert bounds, "the test campaign must span several fan ranges"
+
+    written = wh.read("registrants", CID).drop("run_id")
+    unkeyed, _ = screen_registrants(campaign, registrations, activity, lists)
+    assert written.count() == unkeyed.count() == written.exceptAll(unkeyed).count() + unkeyed.count()
+    assert unkeyed.exceptAll(written).count() == 0
+
+    files = (
+        written.groupBy(F.input_file_name().alias("file"))
+        .agg(F.min("global_user_id").alias("lo"), F.max("global_user_id").alias("hi"))
+        .orderBy("lo")
+        .collect()
+    )
+    assert len(files) == len(bounds) + 1
+    for before, after, bound in zip(files, files[1:], bounds, strict=False):
+        assert before["hi"] <= bound < after["lo"]
+
+    base = layout_keeping(local_cut)(normalised_registrants(campaign, registrations, lists, bounds))
+    assert (
+        base._jdf.queryExecution()
+        .executedPlan()
+        .outputPartitioning()
+        .toString()
+        .startswith(f"hashpartitioning({RANGE}")
+    )
+    flags, _ = fraud_flags(campaign, base, activity)
+    with session_settings(spark, {**KEEP_RANGE_JOIN, "spark.sql.adaptive.enabled": "false"}):
+        plan = by_fan_range(apply_fraud_rules(campaign, base, flags), bounds)._jdf.queryExecution().executedPlan()
+        text = plan.toString()
+    # one exchange into the ranges, on the flags' side of the join; none above the join
+    assert text.count(f"Exchange hashpartitioning({RANGE}") == 1, text
+    assert "ShuffledHashJoin" in text and text.index("ShuffledHashJoin") < text.index("Exchange"), text
 
 
 def test_one_row_per_fan_and_hot_call_centre_phone_is_shared_not_expanded(pipeline):

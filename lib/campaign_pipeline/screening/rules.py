@@ -25,6 +25,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from campaign_pipeline.config import Campaign
+from campaign_pipeline.fan_ranges import RANGE
 from campaign_pipeline.screening.identity import keep_one_per_cluster
 from campaign_pipeline.screening.phones import phone_details
 from campaign_pipeline.tables import FAN
@@ -56,8 +57,10 @@ TAG_ORDER = (
 
 
 def latest_registration(registrations: DataFrame) -> DataFrame:
-    """One row per (campaign, fan): the latest registration; file and line break ties."""
-    order = Window.partitionBy(*FAN).orderBy(
+    """One row per (campaign, fan): the latest registration; file and line break ties. Rows keyed
+    by fan range (`fan_ranges.RANGE`) are grouped within their range, so they keep that layout."""
+    keys = [RANGE, *FAN] if RANGE in registrations.columns else FAN
+    order = Window.partitionBy(*keys).orderBy(
         F.col("registered_at").desc(), F.col("source_file").desc(), F.col("source_line").desc()
     )
     return registrations.withColumn("_n", F.row_number().over(order)).where("_n = 1").drop("_n")

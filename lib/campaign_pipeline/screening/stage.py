@@ -7,7 +7,7 @@ result is unchanged) → expectations and tag counts.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pyspark.sql import Column, DataFrame
@@ -15,6 +15,7 @@ from pyspark.sql import functions as F
 
 from campaign_pipeline.config import Campaign, default_conf_dir
 from campaign_pipeline.errors import InputError
+from campaign_pipeline.fan_ranges import RANGE, keyed_by_fan_range
 from campaign_pipeline.screening.emails import tag_emails
 from campaign_pipeline.screening.identity import IDENTIFIERS, linked_accounts, with_cluster_columns
 from campaign_pipeline.screening.rules import (
@@ -26,7 +27,7 @@ from campaign_pipeline.screening.rules import (
     scalper_flags,
     velocity_flags,
 )
-from campaign_pipeline.stage_context import StageContext, StageReport, local_cut
+from campaign_pipeline.stage_context import StageContext, StageReport, layout_keeping, local_cut, session_settings
 from campaign_pipeline.tables import FAN, columns, require_columns
 
 LISTS = ("blocked_emails", "blocked_domains", "allowed_patterns")
@@ -34,9 +35,17 @@ OUTPUT_COLUMNS = columns("registrants", without=("run_id",))
 Cut = Callable[[DataFrame, str], DataFrame]
 
 
-def normalised_registrants(campaign: Campaign, registrations: DataFrame, lists: dict[str, list[str]]) -> DataFrame:
-    """The latest registration per fan with phones and emails normalised and email lists applied."""
+def normalised_registrants(
+    campaign: Campaign, registrations: DataFrame, lists: dict[str, list[str]], bounds: Sequence[str] | None = None
+) -> DataFrame:
+    """The latest registration per fan with phones and emails normalised and email lists applied.
+
+    With fan-range `bounds` (the registrants table's file ranges) the registrations are keyed and
+    partitioned by fan range (`RANGE`) before the latest one is picked: that is the only shuffle of
+    the wide rows, and the rows stay in the layout `registrants` is written in."""
     require_columns(registrations, [*FAN, "registered_at", "phone", "email"], "screening")
+    if bounds:
+        registrations = keyed_by_fan_range(registrations, bounds)
     cfg = campaign.screening
     emails = tag_emails(
         registrations.sparkSession,
@@ -84,7 +93,7 @@ def fraud_flags(
     device and by fan, and by nothing else.
     """
     cfg = campaign.screening
-    inputs = normalised.select(*RULE_INPUTS)
+    inputs = normalised.select(*RULE_INPUTS, *([RANGE] if RANGE in normalised.columns else []))
     linked, figures = linked_accounts(inputs, cfg.max_shared, cut, carry=CLUSTER_RANKING)
     verdicts = linked.transform(cluster_verdicts(cfg.ring_size))  # one join brings clusters and verdicts
     flags = (
@@ -94,18 +103,29 @@ def fraud_flags(
         # an account sharing nothing is a cluster of one: a ring only below a ring size of one
         .withColumn("_fraud_ring", F.coalesce(F.col("_fraud_ring"), F.col("cluster_size") > cfg.ring_size))
         .withColumn("_duplicate", F.coalesce(F.col("_duplicate"), F.lit(False)))
-        .select(*FAN, *FRAUD_FLAGS)
+        .select(*FAN, *([RANGE] if RANGE in inputs.columns else []), *FRAUD_FLAGS)
     )
     return flags, figures
 
 
 def apply_fraud_rules(campaign: Campaign, normalised: DataFrame, flags: DataFrame) -> DataFrame:
-    """The normalised registrants with their fraud flags, then tags and eligibility (the registrants' columns)."""
+    """The normalised registrants with their fraud flags, then tags and eligibility (the registrants'
+    columns, and the fan-range key when the rows carry one).
+
+    Rows keyed by fan range join their flags within the range (the narrow flags move to the wide
+    rows' partitions, as a hash table each) when the plan is made under `KEEP_RANGE_JOIN`."""
+    keyed = RANGE in normalised.columns
+    on = [RANGE, *FAN] if keyed else FAN
     return (
-        normalised.join(flags, FAN)  # one flags row per fan: they come from these very rows
+        normalised.join(flags.hint("shuffle_hash") if keyed else flags, on)  # one flags row per fan
         .transform(assign_tags(campaign.options.allow_intl_phones))
-        .select(*OUTPUT_COLUMNS)
+        .select(*OUTPUT_COLUMNS, *([RANGE] if keyed else []))
     )
+
+
+# Spark re-shuffles both sides of a join unless they are partitioned on all its keys; rows laid out
+# by fan range alone are grouped correctly for a join on (range, fan), so allow that plan.
+KEEP_RANGE_JOIN = {"spark.sql.requireAllClusterKeysForCoPartition": "false"}
 
 
 def screen_registrants(
@@ -151,12 +171,14 @@ def screen(ctx: StageContext) -> StageReport:
     registrations, activity = wh.read("registrations", cid), wh.read("fan_activity", cid)
     with ctx.step("normalise"):
         lists = screening_lists(campaign, wh.read("screening_lists", cid))
-        base = ctx.cut(normalised_registrants(campaign, registrations, lists), "normalise phones and emails")
+        bounds = wh.fan_bounds(cid)  # the registrants' file ranges: the rows take that layout here
+        normalised = normalised_registrants(campaign, registrations, lists, bounds)
+        base = layout_keeping(ctx.cut)(normalised, "normalise phones and emails")
         phones = phone_figures(base)
     with ctx.step("identity_graph"):
         flags, graph = fraud_flags(campaign, base, activity, ctx.cut)
         figures = {**phones, **graph}
-    with ctx.step("rules_and_write"):
+    with ctx.step("rules_and_write"), session_settings(ctx.spark, KEEP_RANGE_JOIN):
         registrants = apply_fraud_rules(campaign, base, flags)
         written = wh.replace_if_changed(
             "registrants", registrants.withColumn("run_id", F.lit(ctx.run_id)), cid, cut=ctx.cut

@@ -436,6 +436,9 @@ CATALOG: dict[str, TableSpec] = {
 
 # A registrant's key, and a (registrant, market) key: every stage joins on these.
 FAN: list[str] = list(CATALOG["registrants"].merge_keys)
+# The fan keys in the order to sort (window, sort-merge join) by: a sort compares an 8-byte prefix
+# of its first key before whole rows, and the campaign id is the same in every row of a campaign.
+FAN_SORT: list[str] = [FAN_ID, *[k for k in FAN if k != FAN_ID]]
 FAN_MARKET: list[str] = list(CATALOG["code_assignments"].merge_keys)
 
 

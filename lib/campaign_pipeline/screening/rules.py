@@ -28,7 +28,7 @@ from campaign_pipeline.config import Campaign
 from campaign_pipeline.fan_ranges import RANGE
 from campaign_pipeline.screening.identity import keep_one_per_cluster
 from campaign_pipeline.screening.phones import phone_details
-from campaign_pipeline.tables import FAN
+from campaign_pipeline.tables import FAN_SORT
 
 DISQUALIFYING = (
     "INTL_PHONE",
@@ -59,7 +59,7 @@ TAG_ORDER = (
 def latest_registration(registrations: DataFrame) -> DataFrame:
     """One row per (campaign, fan): the latest registration; file and line break ties. Rows keyed
     by fan range (`fan_ranges.RANGE`) are grouped within their range, so they keep that layout."""
-    keys = [RANGE, *FAN] if RANGE in registrations.columns else FAN
+    keys = [*FAN_SORT, RANGE] if RANGE in registrations.columns else FAN_SORT
     order = Window.partitionBy(*keys).orderBy(
         F.col("registered_at").desc(), F.col("source_file").desc(), F.col("source_line").desc()
     )
@@ -124,14 +124,14 @@ def velocity_flags(max_registrations: int, window_minutes: int):
 
 def scalper_flags(activity: DataFrame, min_resale_listings: int, min_chargebacks: int):
     """`_scalper`: resale listings or chargebacks at the thresholds and no event attended."""
-    per_fan = activity.groupBy(*FAN).agg(
+    per_fan = activity.groupBy(*FAN_SORT).agg(
         F.max("resale_listings_24m").alias("_resale"),
         F.max("chargebacks_24m").alias("_chargebacks"),
         F.max("events_attended_24m").alias("_attended"),
     )
 
     def transform(df: DataFrame) -> DataFrame:
-        joined = df.join(per_fan, FAN, "left")
+        joined = df.join(per_fan, FAN_SORT, "left")
         signal = (F.coalesce(F.col("_resale"), F.lit(0)) >= min_resale_listings) | (
             F.coalesce(F.col("_chargebacks"), F.lit(0)) >= max(1, min_chargebacks)
         )

@@ -28,7 +28,7 @@ from campaign_pipeline.screening.rules import (
     velocity_flags,
 )
 from campaign_pipeline.stage_context import StageContext, StageReport, layout_keeping, local_cut, session_settings
-from campaign_pipeline.tables import FAN, columns, require_columns
+from campaign_pipeline.tables import FAN, FAN_SORT, columns, require_columns
 
 LISTS = ("blocked_emails", "blocked_domains", "allowed_patterns")
 OUTPUT_COLUMNS = columns("registrants", without=("run_id",))
@@ -99,7 +99,7 @@ def fraud_flags(
     flags = (
         inputs.transform(velocity_flags(cfg.velocity.max_registrations, cfg.velocity.window_minutes))
         .transform(scalper_flags(activity, cfg.scalper.min_resale_listings, cfg.scalper.min_chargebacks))
-        .transform(lambda df: with_cluster_columns(df, verdicts, on=FAN, verdicts=("_fraud_ring", "_duplicate")))
+        .transform(lambda df: with_cluster_columns(df, verdicts, on=FAN_SORT, verdicts=("_fraud_ring", "_duplicate")))
         # an account sharing nothing is a cluster of one: a ring only below a ring size of one
         .withColumn("_fraud_ring", F.coalesce(F.col("_fraud_ring"), F.col("cluster_size") > cfg.ring_size))
         .withColumn("_duplicate", F.coalesce(F.col("_duplicate"), F.lit(False)))

@@ -89,8 +89,9 @@ def fraud_flags(
     """(FAN + identity cluster + every fraud flag, graph figures) from the rule inputs alone.
 
     The cluster verdicts are decided on the few accounts that share an identifier (`linked_accounts`)
-    and join the registrants by fan with the activity, so the registrants are shuffled by IP, by
-    device and by fan, and by nothing else.
+    and join the registrants by fan with the activity, so the registrants' rule inputs are shuffled
+    by IP, by device and by fan (and, keyed by fan range, the flags into the ranges), and by nothing
+    else. A fan-range key on `normalised` (`RANGE`) is carried to the flags.
     """
     cfg = campaign.screening
     inputs = normalised.select(*RULE_INPUTS, *([RANGE] if RANGE in normalised.columns else []))

@@ -729,18 +729,21 @@ class Warehouse:
             self._fan_bounds[key] = fan_bounds(registrations, partitions, self.rows_per_range)
         return self._fan_bounds[key]
 
-    def _clustered(self, name: str, df: DataFrame, campaign_id: str | None) -> DataFrame:
-        """`df` split into fan-id ranges, a file each, for the tables one fan's lookup reads
-        (FAN_CLUSTERED): by the campaign's registration bounds, else by Spark's range sampling."""
-        if name not in FAN_CLUSTERED:
-            return df
-        bounds = self.fan_bounds(campaign_id) if campaign_id is not None else None
-        return df.repartitionByRange(FAN_ID) if bounds is None else by_fan_range(df, bounds)
+    def _laid_out(self, name: str, df: DataFrame, campaign_id: str | None) -> DataFrame:
+        """`df` with the catalog's columns (`conform`) and, for the tables one fan's lookup reads
+        (FAN_CLUSTERED), split into fan-id ranges, a file each: by the campaign's registration
+        bounds (on the rows' own range key when they carry one, `fan_ranges.RANGE`, which is not
+        written: no shuffle where they are still laid out by it), else by Spark's range sampling."""
+        columns = self.conform(name, df.drop(RANGE)).columns
+        if name in FAN_CLUSTERED:
+            bounds = self.fan_bounds(campaign_id) if campaign_id is not None else None
+            df = df.repartitionByRange(FAN_ID) if bounds is None else by_fan_range(df, bounds)
+        return df.select(*columns)
 
     def append(self, name: str, df: DataFrame) -> None:
         self.written.append(name)
         self.ensure(name)
-        self._clustered(name, self.conform(name, df), None).write.format("delta").mode("append").save(self.path(name))
+        self._laid_out(name, df, None).write.format("delta").mode("append").save(self.path(name))
 
     def append_once(
         self, name: str, df: DataFrame, app_id: str, txn_version: int, tag: str, campaign_id: str | None = None
@@ -756,7 +759,7 @@ class Warehouse:
 
         self.ensure(name)
         (
-            self._clustered(name, self.conform(name, df), campaign_id)
+            self._laid_out(name, df, campaign_id)
             .write.format("delta")
             .mode("append")
             .option("txnAppId", app_id)
@@ -802,20 +805,15 @@ class Warehouse:
         return not recent.where((F.col("userMetadata") == tag) & (F.col("operation") == "MERGE")).isEmpty()
 
     def replace(self, name: str, df: DataFrame, campaign_id: str, condition: str | None = None) -> None:
-        """Atomically overwrite one campaign's rows (optionally narrowed by `condition`) with `df`.
-
-        `df` may carry its fan-range key (`fan_ranges.RANGE`, not written): a fan-lookup table is
-        then split on it, with no shuffle where the rows are still laid out by it."""
+        """Atomically overwrite one campaign's rows (optionally narrowed by `condition`) with `df`
+        (which may carry its fan-range key, see `_laid_out`)."""
         self.written.append(name)
         self.ensure(name)
         predicate = f"campaign_id = {sql_literal(campaign_id)}"
         if condition:
             predicate += f" AND ({condition})"
-        conformed = self.conform(name, df.drop(RANGE))
-        bounds = self.fan_bounds(campaign_id) if RANGE in df.columns and name in FAN_CLUSTERED else None
-        laid_out = by_fan_range(df, bounds).select(*conformed.columns) if bounds else None
         (
-            (laid_out if laid_out is not None else self._clustered(name, conformed, campaign_id))
+            self._laid_out(name, df, campaign_id)
             .write.format("delta")
             .mode("overwrite")
             .option("replaceWhere", predicate)

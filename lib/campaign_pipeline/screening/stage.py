@@ -27,7 +27,14 @@ from campaign_pipeline.screening.rules import (
     scalper_flags,
     velocity_flags,
 )
-from campaign_pipeline.stage_context import StageContext, StageReport, layout_keeping, local_cut, session_settings
+from campaign_pipeline.stage_context import (
+    KEEP_LAYOUT,
+    StageContext,
+    StageReport,
+    layout_keeping,
+    local_cut,
+    session_settings,
+)
 from campaign_pipeline.tables import FAN, FAN_SORT, columns, require_columns
 
 LISTS = ("blocked_emails", "blocked_domains", "allowed_patterns")
@@ -38,12 +45,14 @@ Cut = Callable[[DataFrame, str], DataFrame]
 def normalised_registrants(
     campaign: Campaign, registrations: DataFrame, lists: dict[str, list[str]], bounds: Sequence[str] | None = None
 ) -> DataFrame:
-    """The latest registration per fan with phones and emails normalised and email lists applied.
+    """The latest registration per fan with phones and emails normalised and email lists applied,
+    in the registrants' and the rules' columns only (`SCREEN_READS`).
 
     With fan-range `bounds` (the registrants table's file ranges) the registrations are keyed and
     partitioned by fan range (`RANGE`) before the latest one is picked: that is the only shuffle of
     the wide rows, and the rows stay in the layout `registrants` is written in."""
     require_columns(registrations, [*FAN, "registered_at", "phone", "email"], "screening")
+    registrations = registrations.select(*[c for c in registrations.columns if c in SCREEN_READS])
     if bounds:
         registrations = keyed_by_fan_range(registrations, bounds)
     cfg = campaign.screening
@@ -54,7 +63,14 @@ def normalised_registrants(
         lists["blocked_domains"],
         lists["allowed_patterns"],
     )
-    return latest_registration(registrations).transform(normalise_phones(campaign)).transform(emails)
+    return (
+        latest_registration(registrations)
+        .drop("source_file", "source_line")
+        .transform(normalise_phones(campaign))
+        .drop("phone")
+        .transform(emails)
+        .drop("email_domain")
+    )
 
 
 def phone_figures(normalised: DataFrame) -> dict[str, int]:
@@ -70,6 +86,10 @@ def phone_figures(normalised: DataFrame) -> dict[str, int]:
 # registrant rows once: the identity graph, the velocity windows and the activity join each
 # shuffle a dozen narrow columns instead of every registrant column.
 RULE_INPUTS = tuple(dict.fromkeys([*FAN, "phone_confirmed", "registered_at", "ip_address", "device_id", *IDENTIFIERS]))
+# The registration columns the screen reads: the registrants' own, the rule inputs and what picks
+# the latest registration. The others (the file's checksum, the ingest's time and run, the postal
+# code) would only widen the rows shuffled, sorted and checkpointed before the rules.
+SCREEN_READS = frozenset({*OUTPUT_COLUMNS, *RULE_INPUTS, "phone", "email", "country", "source_file", "source_line"})
 # What ranks the accounts of one identity cluster (`cluster_verdicts`), carried through the graph.
 CLUSTER_RANKING = ("campaign_id", "phone_confirmed", "registered_at")
 FRAUD_FLAGS = (
@@ -125,8 +145,11 @@ def apply_fraud_rules(campaign: Campaign, normalised: DataFrame, flags: DataFram
 
 
 # Spark re-shuffles both sides of a join unless they are partitioned on all its keys; rows laid out
-# by fan range alone are grouped correctly for a join on (range, fan), so allow that plan.
-KEEP_RANGE_JOIN = {"spark.sql.requireAllClusterKeysForCoPartition": "false"}
+# by fan range alone are grouped correctly for a join on (range, fan), so allow that plan. And plan
+# it without adaptive execution: an adaptive plan keeps the writer's repartition into the ranges
+# (the write drops the range key above it, so it cannot tell the rows are already there) and
+# shuffles the 2M wide rows once more.
+KEEP_RANGE_JOIN = {"spark.sql.requireAllClusterKeysForCoPartition": "false", **KEEP_LAYOUT}
 
 
 def screen_registrants(

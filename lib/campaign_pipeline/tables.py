@@ -54,10 +54,49 @@ class TableSpec:
 
 
 def _spec(name, fields, partition_by=("campaign_id",), merge_keys=(), description="", checks=(), properties=()):
+    skipping = _skipping_columns([f.name for f in fields], partition_by, merge_keys)
+    if skipping:
+        properties = (*properties, ("delta.dataSkippingStatsColumns", ",".join(skipping)))
     return TableSpec(
         name, T.StructType(fields), tuple(partition_by), tuple(merge_keys), description, tuple(checks),
         tuple(properties),
     )  # fmt: skip
+
+
+def _skipping_columns(names: list[str], partition_by, merge_keys) -> tuple[str, ...]:
+    """The columns Delta keeps per-file min/max statistics of: those rows are picked by (the fan id,
+    which one fan's lookups and `maintain`'s Z-order use, and the merge keys), less the partition
+    columns (pruned by their folders). Delta's default, the first 32 columns, computes statistics of
+    every name, email and array on each write (a sixth of writing 2M registrants) that nothing reads."""
+    wanted = ([FAN_ID] if FAN_ID in names else []) + list(merge_keys)
+    return tuple(dict.fromkeys(c for c in wanted if c not in partition_by))
+
+
+# Columns whose values are (nearly) all distinct: ids, contacts, codes, personalised texts, times.
+# Parquet's dictionary encoding hashes each such value into a row group's dictionary, only to find
+# at its end that the dictionary saves nothing and write every value again plainly; `session.py`
+# turns it off for these columns (2M registrants written in about half the time, 3 % more bytes).
+UNIQUE_VALUED = (
+    "global_user_id",
+    "member_id",
+    "email",
+    "email_canonical",
+    "phone",
+    "phone_e164",
+    "identity_cluster_id",
+    "ip_address",
+    "device_id",
+    "payment_fingerprint",
+    "registered_at",
+    "source_line",
+    "code",
+    "message_id",
+    "recipient",
+    "mobile_number",
+    "text",
+    "link",
+    "raw",
+)
 
 
 # The tables one fan's lookups read (explain). They are written range-partitioned on the fan id,

@@ -95,6 +95,7 @@ def test_a_table_is_created_with_its_check_constraints_and_an_older_table_is_giv
     table = f"delta.`{older.path('code_assignments')}`"
     properties = {r["key"] for r in spark.sql(f"SHOW TBLPROPERTIES {table}").collect()}
     assert {"delta.constraints.code_type_known", "delta.constraints.code_unless_tm"} <= properties
+    assert "delta.dataSkippingStatsColumns" in properties
     with pytest.raises(Exception, match="code_type_known"):
         older.append("code_assignments", _assignment(spark, "bogus"))
 
@@ -163,3 +164,36 @@ def test_the_forkless_file_system_jar_joins_a_driver_class_path_the_environment_
     assert session_conf(test_env)["spark.driver.extraClassPath"] == str(jars_dir() / LOCALFS_JAR)
     cluster = session_conf(test_env.model_copy(update={"mode": "cluster", "spark": settings}))
     assert "spark.hadoop.fs.file.impl" not in cluster and cluster["spark.driver.extraClassPath"] == "/opt/x.jar"
+
+
+def test_files_keep_statistics_of_the_columns_rows_are_picked_by_and_write_ids_without_a_dictionary(spark, warehouse):
+    """Delta's per-file min/max statistics cover the fan id and the merge keys (what a one-fan lookup,
+    Z-ordering and merges use), not every column; Parquet writes the all-distinct ids plainly and
+    keeps its dictionary for repetitive columns."""
+    import json
+    from pathlib import Path
+    from urllib.parse import unquote
+
+    import pyarrow.parquet as pq
+
+    # one fan in 50 markets: its id repeats, which a dictionary would encode, but ids are written plainly
+    rows = [{**_assignment(spark, "pool").first().asDict(), "market_id": f"M{i}", "code": f"C-{i}"} for i in range(50)]
+    from campaign_pipeline.tables import catalog_rows
+
+    warehouse.append("code_assignments", catalog_rows(spark, "code_assignments", rows))
+    table = Path(warehouse.path("code_assignments"))
+    adds = [
+        json.loads(line)["add"]
+        for log in sorted((table / "_delta_log").glob("*.json"))
+        for line in log.read_text().splitlines()
+        if '"add"' in line
+    ]
+    assert adds
+    for add in adds:
+        stats = json.loads(add["stats"])
+        assert stats["numRecords"] > 0 and set(stats["minValues"]) == {"global_user_id", "market_id"}, stats
+        assert stats["minValues"]["global_user_id"] == stats["maxValues"]["global_user_id"] == "F1"
+        chunks = pq.ParquetFile(table / unquote(add["path"])).metadata.row_group(0)
+        encodings = {chunks.column(i).path_in_schema: chunks.column(i).encodings for i in range(chunks.num_columns)}
+        assert not any("DICTIONARY" in e for e in encodings["global_user_id"] + encodings["code"]), encodings
+        assert any("DICTIONARY" in e for e in encodings["code_type"]), encodings

@@ -103,7 +103,11 @@ def velocity_flags(max_registrations: int, window_minutes: int):
             # The group is a column, not an expression in each window: two windows over one
             # expression are planned as two partitionings, and the rows would be shuffled twice.
             out = out.withColumn("_group", F.coalesce(F.col(key), F.concat(F.lit("\u0000"), F.col("global_user_id"))))
-            ordered = Window.partitionBy("campaign_id", "_group").orderBy("_t")
+            # A 64-bit hash of the group leads the partition keys: Spark sorts a window's rows on an
+            # 8-byte prefix of its first key, and the campaign id (the same in every row) or an IP's
+            # first characters (shared by its subnet) would send most comparisons to the whole row.
+            out = out.withColumn("_group_hash", F.xxhash64("_group"))
+            ordered = Window.partitionBy("_group_hash", "_group", "campaign_id").orderBy("_t")
             # A window [t - T, t] holding more than K registrations ends at a "burst end"; every
             # registration with a burst end within T after it lies inside such a window.
             end = f"_end_{key}"
@@ -116,7 +120,7 @@ def velocity_flags(max_registrations: int, window_minutes: int):
             ).drop(end)
             flags.append(F.col(flag))
         return out.withColumn("_velocity", flags[0] | flags[1]).drop(
-            "_t", "_group", *[f"_burst_{k}" for k in ("ip_address", "device_id")]
+            "_t", "_group", "_group_hash", *[f"_burst_{k}" for k in ("ip_address", "device_id")]
         )
 
     return transform

@@ -91,6 +91,12 @@ def keyed_by_fan_range(df: DataFrame, bounds: Sequence[str]) -> DataFrame:
     return df.withColumn(RANGE, range_key(bounds)).repartition(len(bounds) + 1, RANGE)
 
 
+def range_column(df: DataFrame) -> list[str]:
+    """`[RANGE]` when `df` carries its range key (`keyed_by_fan_range`), else `[]`: what a step
+    keeps in its output or groups by so that the layout survives it."""
+    return [RANGE] if RANGE in df.columns else []
+
+
 def fan_bounds(fans: DataFrame, max_ranges: int, rows_per_range: int = ROWS_PER_RANGE) -> list[str] | None:
     """Ascending fan ids splitting the `global_user_id`s of `fans` into ranges of about
     `rows_per_range` (at most `max_ranges`), from a seeded sample: same fans, same bounds.

@@ -25,7 +25,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from campaign_pipeline.config import Campaign
-from campaign_pipeline.fan_ranges import RANGE
+from campaign_pipeline.fan_ranges import range_column
 from campaign_pipeline.screening.identity import keep_one_per_cluster
 from campaign_pipeline.screening.phones import phone_details
 from campaign_pipeline.tables import FAN_SORT
@@ -59,8 +59,7 @@ TAG_ORDER = (
 def latest_registration(registrations: DataFrame) -> DataFrame:
     """One row per (campaign, fan): the latest registration; file and line break ties. Rows keyed
     by fan range (`fan_ranges.RANGE`) are grouped within their range, so they keep that layout."""
-    keys = [*FAN_SORT, RANGE] if RANGE in registrations.columns else FAN_SORT
-    order = Window.partitionBy(*keys).orderBy(
+    order = Window.partitionBy(*FAN_SORT, *range_column(registrations)).orderBy(
         F.col("registered_at").desc(), F.col("source_file").desc(), F.col("source_line").desc()
     )
     return registrations.withColumn("_n", F.row_number().over(order)).where("_n = 1").drop("_n")

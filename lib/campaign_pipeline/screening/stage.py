@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 
 from campaign_pipeline.config import Campaign, default_conf_dir
 from campaign_pipeline.errors import InputError
-from campaign_pipeline.fan_ranges import RANGE, keyed_by_fan_range
+from campaign_pipeline.fan_ranges import keyed_by_fan_range, range_column
 from campaign_pipeline.screening.emails import tag_emails
 from campaign_pipeline.screening.identity import IDENTIFIERS, linked_accounts, with_cluster_columns
 from campaign_pipeline.screening.rules import (
@@ -114,7 +114,7 @@ def fraud_flags(
     else. A fan-range key on `normalised` (`RANGE`) is carried to the flags.
     """
     cfg = campaign.screening
-    inputs = normalised.select(*RULE_INPUTS, *([RANGE] if RANGE in normalised.columns else []))
+    inputs = normalised.select(*RULE_INPUTS, *range_column(normalised))
     linked, figures = linked_accounts(inputs, cfg.max_shared, cut, carry=CLUSTER_RANKING)
     verdicts = linked.transform(cluster_verdicts(cfg.ring_size))  # one join brings clusters and verdicts
     flags = (
@@ -124,7 +124,7 @@ def fraud_flags(
         # an account sharing nothing is a cluster of one: a ring only below a ring size of one
         .withColumn("_fraud_ring", F.coalesce(F.col("_fraud_ring"), F.col("cluster_size") > cfg.ring_size))
         .withColumn("_duplicate", F.coalesce(F.col("_duplicate"), F.lit(False)))
-        .select(*FAN, *([RANGE] if RANGE in inputs.columns else []), *FRAUD_FLAGS)
+        .select(*FAN, *range_column(inputs), *FRAUD_FLAGS)
     )
     return flags, figures
 
@@ -135,12 +135,12 @@ def apply_fraud_rules(campaign: Campaign, normalised: DataFrame, flags: DataFram
 
     Rows keyed by fan range join their flags within the range (the narrow flags move to the wide
     rows' partitions, as a hash table each) when the plan is made under `KEEP_RANGE_JOIN`."""
-    keyed = RANGE in normalised.columns
-    on = [RANGE, *FAN] if keyed else FAN
+    keyed = range_column(normalised)
+    on = [*keyed, *FAN]
     return (
         normalised.join(flags.hint("shuffle_hash") if keyed else flags, on)  # one flags row per fan
         .transform(assign_tags(campaign.options.allow_intl_phones))
-        .select(*OUTPUT_COLUMNS, *([RANGE] if keyed else []))
+        .select(*OUTPUT_COLUMNS, *keyed)
     )
 
 

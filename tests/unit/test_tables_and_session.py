@@ -197,3 +197,22 @@ def test_files_keep_statistics_of_the_columns_rows_are_picked_by_and_write_ids_w
         encodings = {chunks.column(i).path_in_schema: chunks.column(i).encodings for i in range(chunks.num_columns)}
         assert not any("DICTIONARY" in e for e in encodings["global_user_id"] + encodings["code"]), encodings
         assert any("DICTIONARY" in e for e in encodings["code_type"]), encodings
+
+
+def test_local_sessions_run_the_parallel_collector_unless_the_environment_chooses_one(test_env):
+    from campaign_pipeline.session import LOCAL_JVM_OPTIONS, session_conf
+
+    def options(java_options: str | None, mode: str = "local") -> str | None:
+        conf = {k: v for k, v in test_env.spark.conf.items() if k != "spark.driver.extraJavaOptions"}
+        if java_options is not None:
+            conf["spark.driver.extraJavaOptions"] = java_options
+        env = test_env.model_copy(update={"mode": mode, "spark": test_env.spark.model_copy(update={"conf": conf})})
+        return session_conf(env).get("spark.driver.extraJavaOptions")
+
+    assert LOCAL_JVM_OPTIONS == "-XX:+UseParallelGC"
+    assert options(None) == LOCAL_JVM_OPTIONS
+    assert options("-Dfoo=1 -XX:MaxMetaspaceSize=512m") == f"{LOCAL_JVM_OPTIONS} -Dfoo=1 -XX:MaxMetaspaceSize=512m"
+    assert options("-XX:+UseSerialGC -Dfoo=1") == "-XX:+UseSerialGC -Dfoo=1"  # theirs, alone
+    assert options("-XX:+UseG1GC") == "-XX:+UseG1GC"
+    assert options(None, mode="cluster") is None  # a cluster's JVMs are the cluster's business
+    assert options("-Dfoo=1", mode="cluster") == "-Dfoo=1"

@@ -98,12 +98,11 @@ def validate(df: DataFrame, table: str, suite: Suite, engine: str = "auto") -> l
     expectations = suite.all()
     derived = df.select(*df.columns, *[c.alias(n) for n, c in suite.derived.items()])
     data = derived.select(*_columns(expectations, derived.columns))
-    frame = None
+    # The expectations scan the data several times: read (and derive) it once, in one job that
+    # also counts it. (A `limit` probe instead re-runs a joined frame's plan once per try.)
+    cached = data.persist(StorageLevel.MEMORY_AND_DISK)
     if engine == "auto":
-        # One read decides and, for a small table, already holds the rows pandas validates.
-        head = data.limit(SMALL_TABLE + 1).toPandas()
-        engine = "pandas" if len(head) <= SMALL_TABLE else "spark"
-        frame = head if engine == "pandas" else None
+        engine = "pandas" if cached.count() <= SMALL_TABLE else "spark"
     context = gx.get_context(mode="ephemeral")
     # great-expectations passes `disable=` to tqdm itself, so TQDM_DISABLE alone does not silence it.
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
@@ -112,18 +111,16 @@ def validate(df: DataFrame, table: str, suite: Suite, engine: str = "auto") -> l
         gx_suite.add_expectation(expectation)
     if engine == "pandas":
         source = context.data_sources.add_pandas(name=f"{table}_source")
-        frame = data.toPandas() if frame is None else frame
+        frame = cached.toPandas()
     else:
         source = context.data_sources.add_spark(name=f"{table}_source")
-        # The expectations scan the data several times: read (and derive) it once.
-        frame = data.persist(StorageLevel.MEMORY_AND_DISK)
+        frame = cached
     batch_definition = source.add_dataframe_asset(name=table).add_batch_definition_whole_dataframe("whole")
     try:
         batch = batch_definition.get_batch(batch_parameters={"dataframe": frame})
         outcome = batch.validate(gx_suite, result_format=RESULT_FORMAT)
     finally:
-        if engine != "pandas":
-            frame.unpersist()
+        cached.unpersist()
     results = []
     for r in outcome.results:
         config = r.expectation_config

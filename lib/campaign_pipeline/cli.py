@@ -273,9 +273,12 @@ def _demo(args) -> int:
     print(f"synth: {args.registrants:,} registrants → {out.landing} · {synth_seconds:.1f} s")
     campaign = load_campaign(out.campaign_yaml)
     wh = Warehouse(spark, env.warehouse_root)
-    # The demo starts its own campaign afresh; other campaigns in the warehouse are untouched.
-    for name in CATALOG:
-        wh.delete(name, f"campaign_id = '{campaign.campaign_id}'")
+    # The demo starts its own campaign afresh; other campaigns in the warehouse are untouched. The
+    # tables are independent: their deletes run side by side (each is mostly Delta's log work).
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="demo-reset") as reset:
+        list(reset.map(lambda name: wh.delete(name, f"campaign_id = '{campaign.campaign_id}'"), CATALOG))
     from campaign_pipeline.waves.membership import day_before_first_wave
 
     now = day_before_first_wave(campaign)
@@ -289,11 +292,19 @@ def _demo(args) -> int:
     for name, result, seconds in report.rows:
         print(f"  {name:<14}{result.rows():>14,}{seconds:>10.1f}")
     print(f"\ntables for campaign {campaign.campaign_id} under {Path(env.warehouse_root).resolve()}:")
+    from functools import reduce
+
+    from pyspark.sql import functions as F
+
+    per_table = [  # every table's count in one Spark job
+        wh.read(name, campaign.campaign_id).agg(F.count(F.lit(1)).alias("n")).select(F.lit(name).alias("t"), "n")
+        for name in CATALOG
+        if wh.exists(name)
+    ]
+    counts = {r["t"]: r["n"] for r in reduce(lambda a, b: a.unionByName(b), per_table).collect()} if per_table else {}
     for name in CATALOG:
-        if wh.exists(name):
-            n = wh.read(name, campaign.campaign_id).count()
-            if n:
-                print(f"  {name:<18}{n:>12,} rows  {wh.path(name)}")
+        if counts.get(name):
+            print(f"  {name:<18}{counts[name]:>12,} rows  {wh.path(name)}")
     if wh.exists("registrants"):
         from campaign_pipeline.screening.quality import screening_quality
 
@@ -323,40 +334,29 @@ def _demo(args) -> int:
 
 def _demo_notify(spark, campaign, env, all_waves: bool = False) -> dt.datetime | None:
     """The demo's last step: send the first wave (every wave with `all_waves`) as of just after it
-    is due, to a gateway simulator and a local SQS (a moto server) it starts itself, then print
-    what was delivered. Later waves stay planned, as they would until their notify time."""
+    is due, to a gateway simulator and a local SQS (a moto server) started in a process of their
+    own, then print what was delivered. Later waves stay planned, as they would until their notify
+    time."""
+    import importlib.util
     import io
 
-    from campaign_pipeline.notify.simulator import GatewaySimulator, MailWorker
+    from campaign_pipeline.notify.simulator import LocalServices
     from campaign_pipeline.runner import run_pipeline
 
-    try:
-        from moto.server import ThreadedMotoServer
-    except ImportError:
+    if importlib.util.find_spec("moto") is None:
         print("\nnotify: skipped (the local SQS needs moto: make install sets it up)")
         return None
-    import logging
-    import socket
-
-    import boto3
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request otherwise
-    with socket.socket() as probe:  # a free port for the local SQS
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    sqs_server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    sqs_server.start()
-    endpoint = f"http://127.0.0.1:{port}"
     saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-    os.environ.update({"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo"})
     try:
-        client = boto3.client("sqs", region_name="us-east-1", endpoint_url=endpoint)
-        queue = client.create_queue(QueueName="demo-emails")["QueueUrl"]
-        with GatewaySimulator() as gateway, MailWorker(endpoint, queue) as mail:
+        with LocalServices() as services:
+            endpoint = services.sqs_endpoint
+            os.environ.update(
+                {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo"}
+            )
             local = env.model_copy(
                 update={
-                    "sms_gateway_url": gateway.url,
-                    "email_queue_url": queue,
+                    "sms_gateway_url": services.gateway_url,
+                    "email_queue_url": services.queue_url,
                     "aws_region": "us-east-1",
                     # a local simulator, not a real gateway: the demo may send faster than production
                     "notify": env.notify.model_copy(update={"rate_per_second": 5000, "max_in_flight": 100}),
@@ -364,18 +364,22 @@ def _demo_notify(spark, campaign, env, all_waves: bool = False) -> dt.datetime |
             )
             due = sorted({w.notify_at for w in campaign.waves})
             now = (due[-1] if all_waves else due[0]) + dt.timedelta(minutes=1)
-            print(f"\nnotify as of {now:%Y-%m-%d %H:%M %Z}: gateway simulator {gateway.url}, local SQS {endpoint}")
+            print(
+                f"\nnotify as of {now:%Y-%m-%d %H:%M %Z}: gateway simulator {services.gateway_url},"
+                f" local SQS {endpoint}"
+            )
             t0 = time.perf_counter()
             result = run_pipeline(spark, campaign, local, stages=["notify"], now=now, out=io.StringIO()).rows[0][1]
             seconds = time.perf_counter() - t0
+            received, distinct = services.mail_counts()
         c = result.counts
         print(
             f"  SMS: {c.get('sms:sent', 0):,} sent, {c.get('sms:failed', 0):,} failed · "
             f"email: {c.get('email:sent', 0):,} queued, {c.get('email:failed', 0):,} failed · {seconds:.1f} s"
         )
-        again = mail.received - mail.distinct
+        again = received - distinct
         print(
-            f"  local mail worker: {mail.distinct:,} emails taken off the queue"
+            f"  local mail worker: {distinct:,} emails taken off the queue"
             + (f" ({again:,} delivered twice, as SQS may)" if again else "")
         )
         for line in result.summary:
@@ -392,7 +396,6 @@ def _demo_notify(spark, campaign, env, all_waves: bool = False) -> dt.datetime |
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        sqs_server.stop()
 
 
 def _schedule(args) -> int:

@@ -246,3 +246,31 @@ def test_mail_worker_takes_every_email_off_the_queue(sqs):
     assert mail.received >= 50
     left = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
     assert left["ApproximateNumberOfMessages"] == "0"
+
+
+def test_the_demos_local_services_answer_from_a_process_of_their_own():
+    """`make demo`'s gateway simulator, local SQS and mail worker run in their own process: a wave's
+    SMS and emails sent there are accepted, every email is taken off the queue once by id, and the
+    process stops when told."""
+    from campaign_pipeline.notify.pace import Pace
+    from campaign_pipeline.notify.send import Senders, send_messages
+    from campaign_pipeline.notify.simulator import LocalServices
+
+    def wave(n: int, start: int) -> list[dict]:
+        return [
+            {"campaign_id": CID, "wave_id": "wave-1", "market_id": "NYC-01", "message_id": f"m-{i}", "channel": "email" if i % 2 else "sms",
+             "recipient": f"fan{i}@example.com" if i % 2 else "+14155550100", "text": f"code {i}", "subject": "s"}
+            for i in range(start, start + n)
+        ]  # fmt: skip
+
+    with LocalServices() as services:
+        assert os.getpid() != services._process.pid
+        aws = (("AWS_ENDPOINT_URL", services.sqs_endpoint), ("AWS_ACCESS_KEY_ID", "d"), ("AWS_SECRET_ACCESS_KEY", "d"))
+        senders = Senders(Pace(max_in_flight=20, rate_per_second=5000), services.gateway_url, None,
+                          services.queue_url, "us-east-1", "Spring Tour", aws)  # fmt: skip
+        for part in range(3):
+            outcomes = send_messages(wave(600, part * 600), senders)
+            assert {o["status"] for o in outcomes} == {"sent"} and len(outcomes) == 600
+        received, distinct = services.mail_counts()
+    assert distinct == 900 and received >= 900
+    assert services._process.poll() == 0  # stopped cleanly

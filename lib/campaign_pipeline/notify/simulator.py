@@ -133,12 +133,15 @@ class MailWorker:
     message a queue holds on each send and receive, so a queue nobody drains gets slower with every
     email; drained by a few threads it stays near empty and as fast as the first send."""
 
-    def __init__(self, endpoint: str, queue_url: str, threads: int = 3):
+    def __init__(self, endpoint: str, queue_url: str, threads: int = 3, credentials: tuple[str, str] | None = None):
         import threading
 
         import boto3
 
-        self._client = boto3.client("sqs", region_name="us-east-1", endpoint_url=endpoint)
+        keys = (
+            dict(zip(("aws_access_key_id", "aws_secret_access_key"), credentials, strict=True)) if credentials else {}
+        )
+        self._client = boto3.client("sqs", region_name="us-east-1", endpoint_url=endpoint, **keys)
         self._queue = queue_url
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -182,3 +185,146 @@ class MailWorker:
         self._stop.set()
         for t in self._threads:
             t.join()
+
+
+class LocalServices:
+    """The demo's stand-ins for the outside world, in a process of their own: the SMS gateway
+    simulator, a local SQS (a moto server) with one queue, and a `MailWorker` draining it.
+
+    Run in the driver's interpreter they would share its one lock with every HTTP request the
+    sending tasks make, with the Spark client and with the commit thread; in their own process
+    (`python -m campaign_pipeline.notify.simulator`, spoken to in JSON lines on its stdin and
+    stdout) they answer as a real gateway and queue would, from outside the job. `gateway_url`,
+    `sqs_endpoint` and `queue_url` are known once entered; `mail_counts()` stops the mail worker
+    (after what is on the queue) and returns (emails received, distinct message ids)."""
+
+    def __init__(self, queue_name: str = "demo-emails", timeout: float = 60.0):
+        self.queue_name = queue_name
+        self.timeout = timeout
+        self.gateway_url = self.sqs_endpoint = self.queue_url = ""
+        self._process = None
+
+    def __enter__(self) -> LocalServices:
+        import subprocess
+        import sys
+
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "campaign_pipeline.notify.simulator", self.queue_name],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            message = self._receive()
+            if message.get("failed"):
+                raise RuntimeError(f"the demo's local gateway and queue did not start: {message['failed']}")
+        except BaseException:
+            self.__exit__()
+            raise
+        self.gateway_url, self.sqs_endpoint, self.queue_url = message["gateway"], message["sqs"], message["queue"]
+        return self
+
+    def _receive(self) -> dict:
+        import json
+        import selectors
+
+        with selectors.DefaultSelector() as wait:
+            wait.register(self._process.stdout, selectors.EVENT_READ)
+            if not wait.select(self.timeout):
+                raise RuntimeError(f"the demo's local gateway and queue did not answer within {self.timeout:g} s")
+        line = self._process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the demo's local gateway and queue stopped (exit code {self._process.wait()})")
+        return json.loads(line)
+
+    def _send(self, command: str) -> None:
+        self._process.stdin.write(command + "\n")
+        self._process.stdin.flush()
+
+    def mail_counts(self) -> tuple[int, int]:
+        self._send("mail counts")
+        answer = self._receive()
+        return answer["received"], answer["distinct"]
+
+    def __exit__(self, *exc) -> None:
+        import subprocess
+
+        try:
+            self._send("stop")
+            self._process.stdin.close()
+            self._process.wait(10)
+        except (BrokenPipeError, OSError, subprocess.TimeoutExpired):
+            self._process.kill()
+            self._process.wait(5)
+
+
+def _quicker_moto_receives() -> None:
+    """moto checks each message it hands out against the queue's retention period by computing all
+    of the queue's attributes, three of which walk every message the queue holds: a receive of 10
+    from a queue of 1,000 takes ~0.4 s, the mail worker falls behind the sender, and the queue (and
+    with it every send, which walks it once) slows down without end. The same check, reading the
+    one attribute it needs. Only in the demo's own process; the tests' moto server is untouched."""
+    from moto.core.utils import unix_time
+    from moto.sqs.models import SQSBackend
+
+    def is_message_valid_based_on_retention_period(self, queue_name, message) -> bool:
+        retention = int(self.get_queue(queue_name).message_retention_period)
+        return retention + message.sent_timestamp / 1000 > unix_time()
+
+    SQSBackend.is_message_valid_based_on_retention_period = is_message_valid_based_on_retention_period
+
+
+def _serve_local_services(queue_name: str) -> int:
+    """`LocalServices`' process: start everything, say where it is, answer until told to stop."""
+    import json
+    import logging
+    import socket
+    import sys
+
+    def say(message: dict) -> None:
+        print(json.dumps(message), flush=True)
+
+    try:
+        import boto3
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request otherwise
+        _quicker_moto_receives()
+        with socket.socket() as probe:  # a free port for the local SQS
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        sqs = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        sqs.start()
+        endpoint = f"http://127.0.0.1:{port}"
+        client = boto3.client(
+            "sqs",
+            region_name="us-east-1",
+            endpoint_url=endpoint,
+            aws_access_key_id="demo",
+            aws_secret_access_key="demo",
+        )
+        queue = client.create_queue(QueueName=queue_name)["QueueUrl"]
+        gateway = GatewaySimulator().start()
+        mail = MailWorker(endpoint, queue, credentials=("demo", "demo")).__enter__()
+    except Exception as e:  # noqa: BLE001 - reported to the parent, which says what failed
+        say({"failed": f"{type(e).__name__}: {e}"})
+        return 1
+    say({"gateway": gateway.url, "sqs": endpoint, "queue": queue})
+    try:
+        for line in sys.stdin:  # ends when the parent closes our stdin or goes away
+            command = line.strip()
+            if command == "mail counts":
+                mail.__exit__(None, None, None)
+                say({"received": mail.received, "distinct": mail.distinct})
+            elif command == "stop":
+                break
+    finally:
+        gateway.stop()
+        sqs.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(_serve_local_services(sys.argv[1] if len(sys.argv) > 1 else "demo-emails"))

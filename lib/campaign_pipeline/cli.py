@@ -292,16 +292,16 @@ def _demo(args) -> int:
     for name, result, seconds in report.rows:
         print(f"  {name:<14}{result.rows():>14,}{seconds:>10.1f}")
     print(f"\ntables for campaign {campaign.campaign_id} under {Path(env.warehouse_root).resolve()}:")
-    from functools import reduce
-
     from pyspark.sql import functions as F
+
+    from campaign_pipeline.tables import union_all
 
     per_table = [  # every table's count in one Spark job
         wh.read(name, campaign.campaign_id).agg(F.count(F.lit(1)).alias("n")).select(F.lit(name).alias("t"), "n")
         for name in CATALOG
         if wh.exists(name)
     ]
-    counts = {r["t"]: r["n"] for r in reduce(lambda a, b: a.unionByName(b), per_table).collect()} if per_table else {}
+    counts = {r["t"]: r["n"] for r in union_all(per_table).collect()} if per_table else {}
     for name in CATALOG:
         if counts.get(name):
             print(f"  {name:<18}{counts[name]:>12,} rows  {wh.path(name)}")

@@ -494,6 +494,14 @@ def require_columns(df: DataFrame, needed, where: str) -> None:
         raise SchemaError(f"{where} needs column(s) {', '.join(missing)}; the input has {', '.join(df.columns)}")
 
 
+def union_all(frames: list[DataFrame]) -> DataFrame:
+    """The frames' rows in one frame, columns matched by name."""
+    out = frames[0]
+    for more in frames[1:]:
+        out = out.unionByName(more)
+    return out
+
+
 def catalog_rows(spark: SparkSession, name: str, rows: list[dict]) -> DataFrame:
     """A small frame of table `name` from driver-side rows given by column name (never by position)."""
     t = spec(name)

@@ -24,7 +24,7 @@ from campaign_pipeline.ingest.parse import parse_landing_rows, parse_list_entrie
 from campaign_pipeline.ingest.readers import read_landing_file
 from campaign_pipeline.stage_context import StageContext, StageReport
 from campaign_pipeline.storage import hadoop_fs
-from campaign_pipeline.tables import Warehouse, absolute_root, catalog_rows, sql_literal
+from campaign_pipeline.tables import Warehouse, absolute_root, catalog_rows, sql_literal, union_all
 
 
 @dataclass(frozen=True)
@@ -201,7 +201,7 @@ def parse_tables(ctx: StageContext, todo: list[FilePlan]) -> dict[str, DataFrame
     by_table: dict[str, list[DataFrame]] = {}
     for plan in todo:
         by_table.setdefault(plan.table, []).append(parse_file(ctx, plan))
-    parsed = {table: _union(frames) for table, frames in by_table.items()}
+    parsed = {table: union_all(frames) for table, frames in by_table.items()}
     if "code_pool" in parsed:
         from campaign_pipeline.codes.pool import flag_duplicate_codes
 
@@ -214,7 +214,7 @@ def count_rows(parsed: dict[str, DataFrame], todo: list[FilePlan]) -> None:
     """Fill each plan's rows read and rows parseable, for every table in one job."""
     if not parsed:
         return
-    both = _union([df.select("source_file", F.col("_ok").cast("long").alias("ok")) for df in parsed.values()])
+    both = union_all([df.select("source_file", F.col("_ok").cast("long").alias("ok")) for df in parsed.values()])
     rows = both.groupBy("source_file").agg(F.count(F.lit(1)).alias("read"), F.sum("ok").alias("ok")).collect()
     figures = {r["source_file"]: (r["read"], r["ok"] or 0) for r in rows}
     for plan in todo:
@@ -249,7 +249,7 @@ def write_tables(ctx: StageContext, parsed: dict[str, DataFrame], todo: list[Fil
         ctx.describe(f"write {table}")
         _write_files(wh, table, good, cid, paths[table], replace=table in leftovers)
     ctx.describe("write quarantine")
-    bad = _union([quarantined_rows(ctx, df) for df in parsed.values()])
+    bad = union_all([quarantined_rows(ctx, df) for df in parsed.values()])
     _write_files(wh, "quarantine", bad, cid, _paths(todo), "stage = 'ingest'", replace="quarantine" in leftovers)
 
 
@@ -342,13 +342,6 @@ def _paths(plans: list[FilePlan]) -> list[str]:
     return [p.path for p in plans]
 
 
-def _union(frames: list[DataFrame]) -> DataFrame:
-    out = frames[0]
-    for more in frames[1:]:
-        out = out.unionByName(more)
-    return out
-
-
 def _tables_with_rows_of(
     wh: Warehouse, cid: str, names_by_table: dict[str, list[str]], all_names: list[str]
 ) -> set[str]:
@@ -365,7 +358,7 @@ def _tables_with_rows_of(
             .select(F.lit("quarantine").alias("t"))
             .limit(1)
         )
-    return {r["t"] for r in _union(probes).collect()} if probes else set()
+    return {r["t"] for r in union_all(probes).collect()} if probes else set()
 
 
 def _write_files(

@@ -133,15 +133,12 @@ class MailWorker:
     message a queue holds on each send and receive, so a queue nobody drains gets slower with every
     email; drained by a few threads it stays near empty and as fast as the first send."""
 
-    def __init__(self, endpoint: str, queue_url: str, threads: int = 3, credentials: tuple[str, str] | None = None):
+    def __init__(self, endpoint: str, queue_url: str, threads: int = 3):
         import threading
 
         import boto3
 
-        keys = (
-            dict(zip(("aws_access_key_id", "aws_secret_access_key"), credentials, strict=True)) if credentials else {}
-        )
-        self._client = boto3.client("sqs", region_name="us-east-1", endpoint_url=endpoint, **keys)
+        self._client = boto3.client("sqs", region_name="us-east-1", endpoint_url=endpoint)
         self._queue = queue_url
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -278,8 +275,12 @@ def _serve_local_services(queue_name: str) -> int:
     """`LocalServices`' process: start everything, say where it is, answer until told to stop."""
     import json
     import logging
+    import os
     import socket
     import sys
+
+    # moto takes any keys; its clients here need some (this process only).
+    os.environ.update({"AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo"})
 
     def say(message: dict) -> None:
         print(json.dumps(message), flush=True)
@@ -296,20 +297,13 @@ def _serve_local_services(queue_name: str) -> int:
         sqs = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         sqs.start()
         endpoint = f"http://127.0.0.1:{port}"
-        client = boto3.client(
-            "sqs",
-            region_name="us-east-1",
-            endpoint_url=endpoint,
-            aws_access_key_id="demo",
-            aws_secret_access_key="demo",
-        )
-        queue = client.create_queue(QueueName=queue_name)["QueueUrl"]
+        queue = boto3.client("sqs", region_name="us-east-1", endpoint_url=endpoint).create_queue(QueueName=queue_name)
         gateway = GatewaySimulator().start()
-        mail = MailWorker(endpoint, queue, credentials=("demo", "demo")).__enter__()
+        mail = MailWorker(endpoint, queue["QueueUrl"]).__enter__()
     except Exception as e:  # noqa: BLE001 - reported to the parent, which says what failed
         say({"failed": f"{type(e).__name__}: {e}"})
         return 1
-    say({"gateway": gateway.url, "sqs": endpoint, "queue": queue})
+    say({"gateway": gateway.url, "sqs": endpoint, "queue": queue["QueueUrl"]})
     try:
         for line in sys.stdin:  # ends when the parent closes our stdin or goes away
             command = line.strip()

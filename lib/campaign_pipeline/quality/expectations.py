@@ -98,11 +98,15 @@ def validate(df: DataFrame, table: str, suite: Suite, engine: str = "auto") -> l
     expectations = suite.all()
     derived = df.select(*df.columns, *[c.alias(n) for n, c in suite.derived.items()])
     data = derived.select(*_columns(expectations, derived.columns))
-    # The expectations scan the data several times: read (and derive) it once, in one job that
-    # also counts it. (A `limit` probe instead re-runs a joined frame's plan once per try.)
+    # The expectations scan the data several times: read (and derive) it once. The probe that
+    # picks the engine reads through the cache too, so its tries never re-run a joined plan, and
+    # for a small table it already holds the rows pandas validates.
     cached = data.persist(StorageLevel.MEMORY_AND_DISK)
+    frame = None
     if engine == "auto":
-        engine = "pandas" if cached.count() <= SMALL_TABLE else "spark"
+        head = cached.limit(SMALL_TABLE + 1).toPandas()
+        engine = "pandas" if len(head) <= SMALL_TABLE else "spark"
+        frame = head if engine == "pandas" else None
     context = gx.get_context(mode="ephemeral")
     # great-expectations passes `disable=` to tqdm itself, so TQDM_DISABLE alone does not silence it.
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
@@ -111,7 +115,7 @@ def validate(df: DataFrame, table: str, suite: Suite, engine: str = "auto") -> l
         gx_suite.add_expectation(expectation)
     if engine == "pandas":
         source = context.data_sources.add_pandas(name=f"{table}_source")
-        frame = cached.toPandas()
+        frame = cached.toPandas() if frame is None else frame
     else:
         source = context.data_sources.add_spark(name=f"{table}_source")
         frame = cached

@@ -14,7 +14,11 @@ EXAMPLE_CAMPAIGN = ROOT / "conf" / "campaigns" / "spring-tour-2027.yaml"
 
 # JVM options for every test JVM (driver, standalone master/worker, executors): C1 only and a
 # serial GC. Short runs on tiny data spend most JVM CPU compiling; this takes about a third less.
-TEST_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+# With C1 alone the JVM reserves only 48 MB for compiled code, which a test worker fills within
+# its first half minute (every query's generated classes are compiled too): the JVM then says
+# "CodeCache is full. Compiler has been disabled" and runs every later query interpreted. The
+# tiered default size (240 MB) keeps the compiler on: the whole suite took 7 min 20 s, not 8 min 25 s.
+TEST_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -XX:ReservedCodeCacheSize=240m"
 
 
 def env_file(tmp_path: Path) -> Path:

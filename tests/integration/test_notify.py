@@ -272,14 +272,5 @@ def test_the_demos_local_services_answer_from_a_process_of_their_own():
             outcomes = send_messages(wave(600, part * 600), senders)
             assert {o["status"] for o in outcomes} == {"sent"} and len(outcomes) == 600
         received, distinct = services.mail_counts()
-        # The queue's approximate counts are recomputed at most once a second there, as SQS's lag too.
-        import boto3
-
-        time.sleep(1.1)
-        sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=services.sqs_endpoint,
-                           aws_access_key_id="d", aws_secret_access_key="d")  # fmt: skip
-        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
-        counts = sqs.get_queue_attributes(QueueUrl=services.queue_url, AttributeNames=names)["Attributes"]
     assert distinct == 900 and received >= 900
-    assert counts == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"}
     assert services._process.poll() == 0  # stopped cleanly

@@ -36,13 +36,14 @@ def test_every_message_is_sent_once_with_its_idempotency_key_and_bearer_token():
 
 
 def test_429_with_retry_after_500_and_timeouts_are_retried_then_failed_permanent_4xx_at_once():
-    msgs = _messages(5)
+    msgs = _messages(6)
     with GatewaySimulator() as gw:
         gw.script("m0000", [(429, 0.3, 0)])  # then accepted
         gw.script("m0001", [(500, None, 0), (503, None, 0)])  # then accepted
         gw.script("m0002", [(500, None, 0)] * 3)  # gives up after 3 attempts
         gw.script("m0003", [(200, None, 1.5)] * 3)  # slower than the 1 s timeout every time
         gw.script("m0004", [(400, None, 0)])  # permanent
+        gw.script("m0005", [(500, None, 0), (400, None, 0)])  # permanent on the retry
         t0 = time.perf_counter()
         out = {o.message_id: o for o in send_sms(msgs, gw.url, None, FAST)}
         elapsed = time.perf_counter() - t0
@@ -53,6 +54,8 @@ def test_429_with_retry_after_500_and_timeouts_are_retried_then_failed_permanent
     assert out["m0002"].last_error.startswith("gave up after 3 attempts: HTTP 500")
     assert out["m0003"].status == "failed" and "TimeoutError" in out["m0003"].last_error
     assert (out["m0004"].status, out["m0004"].attempts, gw.seen["m0004"]) == ("failed", 1, 1)
+    assert (out["m0005"].status, out["m0005"].attempts, gw.seen["m0005"]) == ("failed", 2, 2)
+    assert out["m0005"].last_error.startswith("HTTP 400")
     # the gateway's error text names the recipient; the recorded error masks it
     assert out["m0004"].last_error == 'HTTP 400: {"error": "simulated 400 for +1******0004"}'
 

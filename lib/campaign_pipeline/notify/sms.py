@@ -142,19 +142,15 @@ async def send_sms_async(
             # retryably is handed to tenacity as its own attempt 1 (waits and counts unchanged).
             tries = 1
             try:
-                provider_id = await attempt(message)
-                return Outcome(message["message_id"], "sent", tries, provider_id, None, dt.datetime.now(dt.UTC))
-            except Permanent as exc:
-                return Outcome(message["message_id"], "failed", tries, None, str(exc))
-            except Retryable as exc:
-                first_failure = exc
-            try:
-                async for state in AsyncRetrying(**policy):
-                    with state:
-                        tries = state.retry_state.attempt_number
-                        if tries == 1:
-                            raise first_failure
-                        provider_id = await attempt(message)
+                try:
+                    provider_id = await attempt(message)
+                except Retryable as first_failure:
+                    async for state in AsyncRetrying(**policy):
+                        with state:
+                            tries = state.retry_state.attempt_number
+                            if tries == 1:
+                                raise first_failure
+                            provider_id = await attempt(message)
                 return Outcome(message["message_id"], "sent", tries, provider_id, None, dt.datetime.now(dt.UTC))
             except Retryable as exc:
                 return Outcome(message["message_id"], "failed", tries, None, f"gave up after {tries} attempts: {exc}")

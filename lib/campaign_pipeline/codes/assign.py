@@ -20,7 +20,7 @@ from campaign_pipeline.codes.pool import available_codes, pool_key
 from campaign_pipeline.config import Campaign
 from campaign_pipeline.errors import PipelineError
 from campaign_pipeline.stage_context import local_cut
-from campaign_pipeline.tables import FAN
+from campaign_pipeline.tables import FAN, union_all
 from campaign_pipeline.tables import FAN_MARKET as KEY
 
 MAX_GENERATION_ATTEMPTS = 8
@@ -116,10 +116,9 @@ def assign_generated(
             f"assign_codes: {n_retry} generated codes still collide after {MAX_GENERATION_ATTEMPTS} attempts; "
             f"codes.length {length} is too short for this campaign"
         )
-    out = accepted[0]
-    for more in accepted[1:]:
-        out = out.unionByName(more)
-    assigned = out.select("campaign_id", "market_id", "global_user_id", "code", F.lit("generated").alias("code_type"))
+    assigned = union_all(accepted).select(
+        "campaign_id", "market_id", "global_user_id", "code", F.lit("generated").alias("code_type")
+    )
     return _without_pools(need, assigned), collisions
 
 

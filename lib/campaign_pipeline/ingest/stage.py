@@ -391,14 +391,14 @@ def _verify(wh: Warehouse, cid: str, todo: list[FilePlan]) -> dict[str, int]:
     Returns the quarantined rows of these files per reason category (values stripped).
     """
     names = _paths(todo)
-    landed = None
-    for table in sorted({p.table for p in todo}):
-        part = (
+    landed = union_all(
+        [
             wh.read(table, cid)
             .where(F.col("source_file").isin(names))
             .select("source_file", F.lit(None).cast("string").alias("reason"))
-        )
-        landed = part if landed is None else landed.unionByName(part)
+            for table in sorted({p.table for p in todo})
+        ]
+    )
     held = wh.read("quarantine", cid).where((F.col("stage") == "ingest") & F.col("source_file").isin(names))
     rows = (
         landed.unionByName(held.select("source_file", reason_category(F.col("reason")).alias("reason")))

@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 
 from campaign_pipeline.config import Campaign, Wave
 from campaign_pipeline.tables import FAN_MARKET as KEY
-from campaign_pipeline.tables import literal_frame
+from campaign_pipeline.tables import literal_frame, union_all
 
 MEMBER_SCHEMA = "campaign_id string, global_user_id string, market_id string, wave_id string, notify_at timestamp"
 
@@ -78,10 +78,7 @@ def place_in_waves(
         remaining = remaining.join(taken.select(*KEY), KEY, "left_anti")
     if not parts:
         return unplaced.sparkSession.createDataFrame([], MEMBER_SCHEMA)
-    out = parts[0]
-    for more in parts[1:]:
-        out = out.unionByName(more)
-    return out
+    return union_all(parts)
 
 
 def members_per_wave(assignments: DataFrame) -> dict[str, int]:

@@ -298,6 +298,21 @@ def _approximate_counts_for_a_second() -> None:
         setattr(Queue, name, property(cached))
 
 
+def _deletes_under_the_queue_lock() -> None:
+    """moto deletes a message by rebuilding the queue's message list without the lock its sends
+    append under: an email sent while the mail worker deletes another can vanish (a fresh-clone
+    test run lost one batch of 10). Deletes take that lock here. Only in the demo's own process."""
+    from moto.sqs.models import Queue
+
+    delete = Queue.delete_message
+
+    def delete_message(queue, receipt_handle: str) -> None:
+        with queue._messages_lock:
+            delete(queue, receipt_handle)
+
+    Queue.delete_message = delete_message
+
+
 def _serve_local_services(queue_name: str) -> int:
     """`LocalServices`' process: start everything, say where it is, answer until told to stop."""
     import json
@@ -319,6 +334,7 @@ def _serve_local_services(queue_name: str) -> int:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request otherwise
         _quicker_moto_receives()
         _approximate_counts_for_a_second()
+        _deletes_under_the_queue_lock()
         with socket.socket() as probe:  # a free port for the local SQS
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]

@@ -36,6 +36,11 @@ DELTA_CONFS = {
     # Stages cut lineage with reliable checkpoints (`lineage: checkpoint`), written as serialized
     # rows: uncompressed, 2M registrations take 2.2 GB, compressed (lz4) 0.8 GB, written as fast.
     "spark.checkpoint.compress": "true",
+    # Spark keeps the classes it generates for a query's code in a cache of 100 entries by default.
+    # A 200k demo generates ~1,350 distinct pieces of code (each stage's plans, checks and Delta's
+    # own queries) and, with 100 entries, compiled ~2,300: the same code over again once the cache
+    # had moved on, each time a new class that the JIT compiles again when it runs hot.
+    "spark.sql.codegen.cache.maxEntries": "4096",
 }
 
 # Our local file system below (jvm/, built by `make install`).

@@ -216,3 +216,30 @@ def test_local_sessions_run_the_parallel_collector_unless_the_environment_choose
     assert options("-XX:+UseG1GC") == "-XX:+UseG1GC"
     assert options(None, mode="cluster") is None  # a cluster's JVMs are the cluster's business
     assert options("-Dfoo=1", mode="cluster") == "-Dfoo=1"
+
+
+def test_a_query_s_generated_code_is_compiled_once_per_session_even_after_hundreds_of_others(spark):
+    """Sessions keep the classes Spark generates for 4,096 distinct pieces of code (Spark's default
+    keeps 100: a stage's later queries pushed its earlier ones out, and their code was compiled
+    again, a new class for the JIT each time)."""
+    jvm = spark.sparkContext._jvm
+    compiled = jvm.org.apache.spark.metrics.source.CodegenMetrics.METRIC_COMPILATION_TIME()
+    previous = {k: spark.conf.get(k) for k in ("spark.sql.codegen.wholeStage", "spark.sql.codegen.factoryMode")}
+    spark.conf.set("spark.sql.codegen.wholeStage", "true")  # the tests' session interprets otherwise
+    spark.conf.set("spark.sql.codegen.factoryMode", "FALLBACK")
+
+    def plan(i: int) -> None:  # planning to RDDs compiles the code (no job): a constant of its own each
+        spark.range(2).selectExpr(f"id * {i + 7} + {i} AS x")._jdf.queryExecution().toRdd()
+
+    try:
+        before = compiled.getCount()
+        for i in range(150):
+            plan(i)
+        first_pass = compiled.getCount() - before
+        again = compiled.getCount()
+        for i in range(10):
+            plan(i)
+        assert first_pass >= 150 and compiled.getCount() == again
+    finally:
+        for key, value in previous.items():
+            spark.conf.set(key, value)

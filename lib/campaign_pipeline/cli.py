@@ -158,8 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _session(env, app: str):
+    from campaign_pipeline.quality.expectations import import_in_background
     from campaign_pipeline.session import build_session
 
+    import_in_background()  # the stages' checks need it; it imports while the JVM starts
     spark = build_session(env, app_name=app)
     spark.sparkContext.setLogLevel(os.environ.get("CAMPAIGN_PIPELINE_SPARK_LOG", "ERROR"))
     return spark

@@ -243,3 +243,25 @@ def test_a_query_s_generated_code_is_compiled_once_per_session_even_after_hundre
     finally:
         for key, value in previous.items():
             spark.conf.set(key, value)
+
+
+def test_great_expectations_imports_on_its_own_thread_while_the_command_line_starts_spark():
+    """The checks' ~2 s import overlaps the JVM's start: the command line starts it in the background
+    before the session, and the checks wait for it rather than importing it a second time."""
+    import subprocess
+    import sys
+
+    probe = """
+import sys, threading
+from campaign_pipeline.quality import expectations
+assert "great_expectations" not in sys.modules
+expectations.import_in_background()
+importing = [t for t in threading.enumerate() if t.name == "great-expectations-import"]
+expectations.import_in_background()  # once per process
+assert len([t for t in threading.enumerate() if t.name == "great-expectations-import"]) <= 1
+gx = expectations.great_expectations()
+assert importing and not importing[0].is_alive() and gx is sys.modules["great_expectations"]
+print("ok", hasattr(gx, "expectations"))
+"""
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.split() == ["ok", "True"], out.stderr[-2000:]

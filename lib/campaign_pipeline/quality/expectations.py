@@ -13,9 +13,12 @@ personal data.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
+import sys
+import threading
 from dataclasses import dataclass, field
 
 from pyspark.sql import Column, DataFrame
@@ -26,6 +29,33 @@ from campaign_pipeline.tables import catalog_rows
 # great-expectations draws tqdm progress bars; a batch job's log wants one line per stage. Set
 # before great_expectations (and tqdm) is first imported.
 os.environ.setdefault("TQDM_DISABLE", "1")
+
+_BACKGROUND_IMPORT: threading.Thread | None = None
+
+
+def import_in_background() -> None:
+    """Start importing great_expectations (about 2 s of Python) on a thread of its own, so that it
+    overlaps what the caller does next (the command line calls it before it starts Spark's JVM);
+    `validate` and Data Docs wait for it to finish before they use the module."""
+    global _BACKGROUND_IMPORT
+    if _BACKGROUND_IMPORT is None and "great_expectations" not in sys.modules:
+        _BACKGROUND_IMPORT = threading.Thread(target=_import_gx, name="great-expectations-import", daemon=True)
+        _BACKGROUND_IMPORT.start()
+
+
+def _import_gx() -> None:
+    with contextlib.suppress(Exception):  # a failing import fails again, with its error, where it is used
+        import great_expectations  # noqa: F401
+
+
+def great_expectations():
+    """The great_expectations module, once a background import (if one was started) has finished."""
+    if _BACKGROUND_IMPORT is not None:
+        _BACKGROUND_IMPORT.join()
+    import great_expectations as gx
+
+    return gx
+
 
 E164 = r"^\+[1-9][0-9]{6,14}$"
 CRITICAL, WARNING = "critical", "warning"
@@ -91,7 +121,7 @@ def validate(df: DataFrame, table: str, suite: Suite, engine: str = "auto") -> l
     computed by Spark first, so both engines check the same values; a test holds their results
     equal on every suite.
     """
-    import great_expectations as gx
+    gx = great_expectations()
     from great_expectations.data_context.types.base import ProgressBarsConfig
     from pyspark import StorageLevel
 

@@ -29,6 +29,7 @@ from campaign_pipeline.quality.expectations import (
     E164,
     CheckResult,
     Suite,
+    great_expectations,
     raise_on_critical,
     record,
     summary,
@@ -42,9 +43,7 @@ OUTCOMES = ["sent", "failed", "skipped"]
 
 
 def _gx():
-    import great_expectations as gx
-
-    return gx.expectations
+    return great_expectations().expectations
 
 
 def _true(column: str):

@@ -24,7 +24,9 @@ def build_data_docs(quality: list[dict], campaign_id: str, out_dir: Path) -> dic
             by_table.setdefault(q["table"], []).append(q)
     if not by_table:
         return None
-    import great_expectations as gx
+    from campaign_pipeline.quality.expectations import great_expectations
+
+    gx = great_expectations()
     from great_expectations.core.expectation_validation_result import ExpectationSuiteValidationResultSchema
     from great_expectations.core.run_identifier import RunIdentifier
     from great_expectations.data_context.types.base import ProgressBarsConfig

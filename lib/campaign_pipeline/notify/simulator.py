@@ -133,6 +133,8 @@ class MailWorker:
     message a queue holds on each send and receive, so a queue nobody drains gets slower with every
     email; drained by a few threads it stays near empty and as fast as the first send."""
 
+    WAKE_UP = "mail worker: stop waiting"  # not an email: neither received nor counted
+
     def __init__(self, endpoint: str, queue_url: str, threads: int = 3):
         import threading
 
@@ -162,9 +164,10 @@ class MailWorker:
                 QueueUrl=self._queue,
                 Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)],
             )
+            emails = [m for m in messages if m["Body"] != self.WAKE_UP]
             with self._lock:
-                self.received += len(messages)
-                self._ids.update(json.loads(m["Body"]).get("message_id", "") for m in messages)
+                self.received += len(emails)
+                self._ids.update(json.loads(m["Body"]).get("message_id", "") for m in emails)
         return len(messages)
 
     def _run(self) -> None:
@@ -180,6 +183,11 @@ class MailWorker:
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
+        # A thread waiting on an empty queue would wait out its second: one wake-up each ends the wait.
+        self._client.send_message_batch(
+            QueueUrl=self._queue,
+            Entries=[{"Id": str(i), "MessageBody": self.WAKE_UP} for i in range(len(self._threads))],
+        )
         for t in self._threads:
             t.join()
 
@@ -355,7 +363,11 @@ def _serve_local_services(queue_name: str) -> int:
                 mail.__exit__(None, None, None)
                 say({"received": mail.received, "distinct": mail.distinct})
             elif command == "stop":
-                break
+                # Nothing here outlives the process (the queue and the gateway's records are in
+                # memory, the parent has its counts): leave at once, as a killed service would,
+                # rather than wait on each server's shutdown poll (~1.4 s at the end of the demo).
+                sys.stdout.flush()
+                os._exit(0)
     finally:
         gateway.stop()
         sqs.stop()

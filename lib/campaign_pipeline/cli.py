@@ -284,7 +284,8 @@ def _demo(args) -> int:
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix="demo-reset") as reset:
         list(reset.map(lambda name: wh.delete(name, f"campaign_id = '{campaign.campaign_id}'"), earlier))
     if earlier:  # a re-run: say what the pause was (~10 s, mostly Delta's log work)
-        print(f"cleared campaign {campaign.campaign_id} from {len(earlier)} tables · {time.perf_counter() - t0:.1f} s")
+        cleared = f"{len(earlier)} tables · {time.perf_counter() - t0:.1f} s"
+        print(f"removed campaign {campaign.campaign_id}'s earlier rows, if any, from {cleared}")
     from campaign_pipeline.waves.membership import day_before_first_wave
 
     now = day_before_first_wave(campaign)

@@ -279,12 +279,11 @@ def _demo(args) -> int:
     # tables are independent: their deletes run side by side (each is mostly Delta's log work).
     from concurrent.futures import ThreadPoolExecutor
 
-    earlier = [name for name in CATALOG if wh.exists(name)]
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix="demo-reset") as reset:
-        list(reset.map(lambda name: wh.delete(name, f"campaign_id = '{campaign.campaign_id}'"), earlier))
+        earlier = sum(reset.map(lambda name: wh.delete(name, f"campaign_id = '{campaign.campaign_id}'"), CATALOG))
     if earlier:  # a re-run: say what the pause was (~10 s, mostly Delta's log work)
-        cleared = f"{len(earlier)} tables · {time.perf_counter() - t0:.1f} s"
+        cleared = f"{earlier} tables · {time.perf_counter() - t0:.1f} s"
         print(f"removed campaign {campaign.campaign_id}'s earlier rows, if any, from {cleared}")
     from campaign_pipeline.waves.membership import day_before_first_wave
 

@@ -922,9 +922,12 @@ class Warehouse:
             builder = builder.whenMatchedUpdateAll(condition=update_condition)
         builder.whenNotMatchedInsertAll().execute()
 
-    def delete(self, name: str, condition: str | Column) -> None:
+    def delete(self, name: str, condition: str | Column) -> bool:
+        """Delete the rows matching `condition`; False (nothing done) when the table does not exist."""
         self.written.append(name)
         from delta.tables import DeltaTable
 
-        if self.exists(name):
-            DeltaTable.forPath(self.spark, self.path(name)).delete(condition)
+        if not self.exists(name):
+            return False
+        DeltaTable.forPath(self.spark, self.path(name)).delete(condition)
+        return True

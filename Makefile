@@ -124,12 +124,12 @@ demo: install
 TEST_WORKERS  ?= 2
 
 test: install dist
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15 --ignore=tests/s3 tests
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15 --ignore=tests/s3 tests
 
 # The edit-run loop: pure transforms on tiny frames, no integration runs (under 2 minutes). One
 # pytest process keeps about one core busy (the driver waits on the JVM and back), so two workers.
 test-unit: install
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile tests/unit
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests/unit
 
 lint: install
 	$(BIN)/ruff check lib jobs tests benchmarks

@@ -13,6 +13,31 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("CAMPAIGN_PIPELINE_JARS_DIR", str(ROOT / "jars"))
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
+# The files that cost the most (seconds of a 2-worker `make test`, 2026-12-03), heaviest first.
+# pytest-xdist hands each worker whole files in collection order (`make test` turns off its own
+# reordering, by number of tests): started first, these run side by side and the many light files
+# fill in at the end, so both workers finish together (the last file started had been the
+# standalone-cluster test, 95 s, and one worker idled for 65 s).
+HEAVY_FIRST = [
+    "test_hand_written_campaign.py",  # ~250 s: the CLI's ingest + screen, then every later stage
+    "test_synthetic_campaign.py",  # ~160 s
+    "test_codes_waves_stages.py",  # ~125 s
+    "test_distributed.py",  # ~95 s: a standalone master, worker, driver and executor
+    "test_notify.py",  # ~85 s
+    "test_hostile_input.py",  # ~80 s
+    "test_screening_rules.py",  # ~75 s
+    "test_selection.py",  # ~65 s
+    "test_runs_over_time.py",  # ~55 s
+    "test_ingest_landing.py",  # ~50 s
+    "test_maintain.py",  # ~40 s
+]
+
+
+def pytest_collection_modifyitems(config, items):
+    """The heaviest files first (`HEAVY_FIRST`), then the others in their collected order."""
+    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(HEAVY_FIRST)))
+
 
 @pytest.fixture(scope="session")
 def test_env(tmp_path_factory):

@@ -56,6 +56,23 @@ def run_campaign(tmp_path: Path, landing: Path, *extra: str):
     )  # fmt: skip
 
 
+def run_campaign_here(tmp_path: Path, landing: Path, *extra: str) -> subprocess.CompletedProcess:
+    """`run_campaign` through the command line's own `main`, in this process: on the test session
+    (the CLI's session is `getOrCreate`), without a second JVM to start and warm up. The notify and
+    distributed tests run the command line in a process of its own."""
+    import contextlib
+    import io
+
+    from campaign_pipeline.cli import main
+
+    args = ["run", "--campaign", str(EXAMPLE_CAMPAIGN), "--env", str(env_file(tmp_path)),
+            "--landing", str(landing), "--warehouse", str(tmp_path / "wh"), *extra]  # fmt: skip
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.chdir(tmp_path), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(args)
+    return subprocess.CompletedProcess(["campaign-pipeline", *args], code, out.getvalue(), err.getvalue())
+
+
 def make_campaign(campaign_id: str = "tour-test", markets=("NYC-01", "LAX-02", "CHI-03"), **overrides):
     from campaign_pipeline.config import Campaign
 

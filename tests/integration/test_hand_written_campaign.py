@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from helpers import EXAMPLE_CAMPAIGN as CAMPAIGN
-from helpers import ROOT, T0, SlackReceiver, cli, env_file, run_campaign, run_notebook
+from helpers import ROOT, T0, SlackReceiver, cli, env_file, run_campaign_here, run_notebook
 from pyspark.sql import functions as F
 
 from campaign_pipeline.config import load_campaign
@@ -31,11 +31,11 @@ QUIET = open("/dev/null", "w")
 
 @pytest.fixture(scope="module")
 def screened(spark, test_env, tmp_path_factory):
-    """ingest + screen through the command line, as an operator runs them; the later stages run in
-    this process on the warehouse it wrote."""
+    """ingest + screen through the command line's `main`, as an operator runs them (in this process,
+    on the test session); the later stages run on the warehouse it wrote."""
     base = tmp_path_factory.mktemp("hand-written")
     shutil.copytree(ROOT / "tests" / "data" / "landing", base / "landing")
-    proc = run_campaign(base, base / "landing", "--stages", "ingest,screen")
+    proc = run_campaign_here(base, base / "landing", "--stages", "ingest,screen")
     assert proc.returncode == 0, proc.stderr[-3000:]
     env = test_env.with_roots(str(base / "landing"), str(base / "wh"))
     return env, Warehouse(spark, str(base / "wh")), proc

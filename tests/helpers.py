@@ -22,13 +22,15 @@ TEST_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -XX:ReservedCodeCac
 
 
 def env_file(tmp_path: Path) -> Path:
-    """A local environment sized for tiny test data (2 cores, no code generation)."""
+    """A local environment sized for tiny test data (2 cores, no code generation, no adaptive
+    execution): the test session's own settings, so a command line run in a test worker
+    (`run_campaign_here`) leaves that session's runtime settings as they were."""
     path = tmp_path / "env-test.yaml"
     path.write_text(
         "name: test\nmode: local\nlineage: local_checkpoint\nwarehouse_root: ./warehouse\nlanding_root: ./landing\n"
         "spark:\n  master: local[2]\n  conf:\n    spark.sql.shuffle.partitions: 2\n    spark.ui.enabled: false\n"
         "    spark.databricks.delta.snapshotPartitions: 2\n    spark.sql.codegen.wholeStage: false\n"
-        "    spark.sql.codegen.factoryMode: NO_CODEGEN\n"
+        "    spark.sql.codegen.factoryMode: NO_CODEGEN\n    spark.sql.adaptive.enabled: false\n"
         f"    spark.driver.extraJavaOptions: {TEST_JVM_OPTIONS}\n"
     )
     return path

@@ -49,13 +49,16 @@ def cli(*args, cwd):
     )
 
 
+def _run_args(tmp_path: Path, landing: Path, *extra: str) -> list[str]:
+    """`run` on the example campaign with a test environment, the given landing root and the
+    warehouse `tmp_path / "wh"`."""
+    return ["run", "--campaign", str(EXAMPLE_CAMPAIGN), "--env", str(env_file(tmp_path)),
+            "--landing", str(landing), "--warehouse", str(tmp_path / "wh"), *extra]  # fmt: skip
+
+
 def run_campaign(tmp_path: Path, landing: Path, *extra: str):
-    """`campaign-pipeline run` on the example campaign with a test environment, the given landing
-    root and the warehouse `tmp_path / "wh"`."""
-    return cli(
-        "run", "--campaign", str(EXAMPLE_CAMPAIGN), "--env", str(env_file(tmp_path)),
-        "--landing", str(landing), "--warehouse", str(tmp_path / "wh"), *extra, cwd=tmp_path,
-    )  # fmt: skip
+    """`campaign-pipeline run` (`_run_args`) in a process of its own."""
+    return cli(*_run_args(tmp_path, landing, *extra), cwd=tmp_path)
 
 
 def run_campaign_here(tmp_path: Path, landing: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -67,8 +70,7 @@ def run_campaign_here(tmp_path: Path, landing: Path, *extra: str) -> subprocess.
 
     from campaign_pipeline.cli import main
 
-    args = ["run", "--campaign", str(EXAMPLE_CAMPAIGN), "--env", str(env_file(tmp_path)),
-            "--landing", str(landing), "--warehouse", str(tmp_path / "wh"), *extra]  # fmt: skip
+    args = _run_args(tmp_path, landing, *extra)
     out, err = io.StringIO(), io.StringIO()
     with contextlib.chdir(tmp_path), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main(args)

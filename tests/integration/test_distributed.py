@@ -8,7 +8,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tarfile
 import time
 import urllib.request
 from pathlib import Path
@@ -111,9 +110,10 @@ DIST = ROOT / "dist"
 
 
 def _unpack(archive: Path, into: Path) -> Path:
+    # tar, not Python's tarfile: the packed environment (600 MB unpacked) takes 5 s instead of 10,
+    # and the submit waits for it.
     into.mkdir(parents=True)
-    with tarfile.open(archive) as tf:
-        tf.extractall(into, filter="tar")
+    subprocess.run(["tar", "-xzf", str(archive), "-C", str(into)], check=True)
     return into
 
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import TEST_JVM_OPTIONS, make_campaign
+from helpers import TEST_SPARK_CONF, make_campaign
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("CAMPAIGN_PIPELINE_JARS_DIR", str(ROOT / "jars"))
@@ -52,21 +52,7 @@ def test_env(tmp_path_factory):
         lineage="local_checkpoint",  # tiny data: the cheapest cut
         spark=SparkSettings(
             master="local[2]",
-            conf={
-                "spark.sql.shuffle.partitions": 2,
-                "spark.default.parallelism": 2,
-                "spark.ui.enabled": False,
-                "spark.databricks.delta.snapshotPartitions": 2,
-                # Tiny test data: interpreted expressions beat compiling code for every query.
-                "spark.sql.codegen.wholeStage": False,
-                "spark.sql.codegen.factoryMode": "NO_CODEGEN",
-                "spark.driver.memory": "2g",
-                # Tiny test queries: adaptive re-planning adds a Spark job per shuffle and wins nothing.
-                "spark.sql.adaptive.enabled": False,
-                # Short-lived test JVMs: the C1 compiler only and a serial GC take about a third less
-                # CPU than C2's background compiling, and two test workers share two cores.
-                "spark.driver.extraJavaOptions": TEST_JVM_OPTIONS,
-            },
+            conf={**TEST_SPARK_CONF, "spark.driver.memory": "2g"},
         ),
     )
 

@@ -21,18 +21,34 @@ EXAMPLE_CAMPAIGN = ROOT / "conf" / "campaigns" / "spring-tour-2027.yaml"
 TEST_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -XX:ReservedCodeCacheSize=240m"
 
 
+# The Spark settings of every test session: the workers' own (conftest's `test_env`) and those of
+# the environment file the command-line tests run with (`env_file`), so that a command line run in
+# a worker (`run_campaign_here`) leaves that worker's session as it was.
+TEST_SPARK_CONF = {
+    "spark.sql.shuffle.partitions": 2,
+    "spark.default.parallelism": 2,
+    "spark.ui.enabled": False,
+    "spark.databricks.delta.snapshotPartitions": 2,
+    # Tiny test data: interpreted expressions beat compiling code for every query.
+    "spark.sql.codegen.wholeStage": False,
+    "spark.sql.codegen.factoryMode": "NO_CODEGEN",
+    # Tiny test queries: adaptive re-planning adds a Spark job per shuffle and wins nothing.
+    "spark.sql.adaptive.enabled": False,
+    # Short-lived test JVMs: the C1 compiler only and a serial GC take about a third less
+    # CPU than C2's background compiling, and two test workers share two cores.
+    "spark.driver.extraJavaOptions": TEST_JVM_OPTIONS,
+}
+
+
 def env_file(tmp_path: Path) -> Path:
-    """A local environment sized for tiny test data (2 cores, no code generation, no adaptive
-    execution): the test session's own settings, so a command line run in a test worker
-    (`run_campaign_here`) leaves that session's runtime settings as they were."""
+    """A local environment sized for tiny test data: `TEST_SPARK_CONF` (JSON, which YAML reads)."""
     path = tmp_path / "env-test.yaml"
-    path.write_text(
-        "name: test\nmode: local\nlineage: local_checkpoint\nwarehouse_root: ./warehouse\nlanding_root: ./landing\n"
-        "spark:\n  master: local[2]\n  conf:\n    spark.sql.shuffle.partitions: 2\n    spark.ui.enabled: false\n"
-        "    spark.databricks.delta.snapshotPartitions: 2\n    spark.sql.codegen.wholeStage: false\n"
-        "    spark.sql.codegen.factoryMode: NO_CODEGEN\n    spark.sql.adaptive.enabled: false\n"
-        f"    spark.driver.extraJavaOptions: {TEST_JVM_OPTIONS}\n"
-    )
+    environment = {
+        "name": "test", "mode": "local", "lineage": "local_checkpoint",
+        "warehouse_root": "./warehouse", "landing_root": "./landing",
+        "spark": {"master": "local[2]", "conf": TEST_SPARK_CONF},
+    }  # fmt: skip
+    path.write_text(json.dumps(environment, indent=2))
     return path
 
 

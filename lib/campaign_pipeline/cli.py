@@ -226,19 +226,49 @@ def _notify(args) -> int:
     if not due:
         print(f"notify --due: no campaign has a wave to send at {now:%Y-%m-%d %H:%M %Z}")
         return 0
-    failed = []
+    results: list[tuple[str, str]] = []  # (campaign, one line), printed together at the end
     for cid in due:
         path = Path(args.campaigns_dir) / f"{cid}.yaml"
         if not path.is_file():
-            print(f"error: notify --due: campaign {cid} has a due wave but no config at {path}", file=sys.stderr)
-            failed.append(cid)
+            results.append((cid, f"FAILED: a due wave but no config at {path}"))
             continue
         try:
-            run_pipeline(spark, load_campaign(path), env, stages=["notify"], now=now, options=_stage_options(args))
-        except PipelineError as exc:  # one campaign's failure does not stop the others
-            print(f"error: campaign {cid}: {exc}", file=sys.stderr)
-            failed.append(cid)
+            run = run_pipeline(
+                spark, load_campaign(path), env, stages=["notify"], now=now, options=_stage_options(args)
+            )
+        except Exception as exc:  # noqa: BLE001 - one campaign's failure, whatever it is, never stops the others
+            if args.debug:
+                import traceback
+
+                traceback.print_exc()
+            results.append((cid, f"FAILED: {_one_line(exc)}"))
+            continue
+        report = run.rows[0][1]
+        c = report.counts
+        results.append(
+            (cid, f"ok: {c.get('waves_sent', 0)} wave(s) taken · SMS {c.get('sms:sent', 0):,} sent, "
+                  f"{c.get('sms:failed', 0):,} failed · email {c.get('email:sent', 0):,} sent, "
+                  f"{c.get('email:failed', 0):,} failed")
+        )  # fmt: skip
+    failed = [cid for cid, line in results if line.startswith("FAILED")]
+    print(f"\nnotify --due at {now:%Y-%m-%d %H:%M %Z}: {len(due)} campaign(s), {len(failed)} failed")
+    for cid, line in results:
+        print(f"  {cid}: {line}")
+    if failed:
+        print(
+            f"error: notify --due: {len(failed)} of {len(due)} campaigns failed: {', '.join(failed)}", file=sys.stderr
+        )
     return 1 if failed else 0
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error as the one line a user reads: our errors' own message, else the type and first line."""
+    from campaign_pipeline.privacy import scrub
+
+    if isinstance(exc, PipelineError):  # our own messages carry no personal data
+        return str(exc)
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {scrub(first, limit=500)}"
 
 
 def _synth(args) -> int:
@@ -352,13 +382,17 @@ def _demo_notify(spark, campaign, env, all_waves: bool = False) -> dt.datetime |
     if importlib.util.find_spec("moto") is None:
         print("\nnotify: skipped (the local SQS needs moto: make install sets it up)")
         return None
-    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    token_variable = env.secrets.sms_token_env
+    names = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", token_variable)
+    saved = {k: os.environ.get(k) for k in names}
+    token = "demo-" + os.urandom(8).hex()  # the local gateway's own token, as a real one would have
     try:
-        with LocalServices() as services:
+        with LocalServices(token=token) as services:
             endpoint = services.sqs_endpoint
             os.environ.update(
-                {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo"}
-            )
+                {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo",
+                 token_variable: token}
+            )  # fmt: skip
             local = env.model_copy(
                 update={
                     "sms_gateway_url": services.gateway_url,

@@ -292,11 +292,16 @@ class Campaign(_Model):
 
 
 class Secrets(_Model):
-    """Names of environment variables; the values never live in a file."""
+    """Where secrets come from: the names of environment variables, and optionally the AWS Secrets
+    Manager secret (ARN or name) each is read from when its variable is unset. The values never
+    live in a file; cluster jobs get the references, never the values (README: Secrets)."""
 
-    code_key_env: str = "CAMPAIGN_CODE_KEY"
-    sms_token_env: str = "SMS_API_TOKEN"
-    slack_webhook_env: str = "SLACK_WEBHOOK_URL"
+    code_key_env: str = Field("CAMPAIGN_CODE_KEY", description="variable holding the code-generation key")
+    sms_token_env: str = Field("SMS_API_TOKEN", description="variable holding the SMS gateway's bearer token")
+    slack_webhook_env: str = Field("SLACK_WEBHOOK_URL", description="variable holding the Slack webhook URL")
+    code_key_secret: str | None = Field(None, description="Secrets Manager ARN or name of the code key")
+    sms_token_secret: str | None = Field(None, description="Secrets Manager ARN or name of the SMS token")
+    slack_webhook_secret: str | None = Field(None, description="Secrets Manager ARN or name of the Slack webhook")
 
 
 class SparkSettings(_Model):
@@ -307,16 +312,35 @@ class SparkSettings(_Model):
 class NotifySettings(_Model):
     """How the notifier sends (README: Notify). Limits are per campaign, across the whole cluster."""
 
-    max_in_flight: int = Field(200, gt=0, description="requests at once")
-    rate_per_second: float = Field(200, gt=0, description="request starts per second")
+    max_in_flight: int = Field(200, ge=1, description="requests at once")
+    rate_per_second: float = Field(200, ge=0.1, description="request starts per second (0.1 and up)")
     max_attempts: int = Field(5, ge=1, description="tries per message before it is failed")
     timeout_seconds: float = Field(10, gt=0, description="per request")
     backoff_seconds: float = Field(0.5, ge=0, description="first retry wait; doubles, with jitter")
-    backoff_max_seconds: float = Field(30, gt=0)
+    backoff_max_seconds: float = Field(30, gt=0, description="longest wait between retries of our own choosing")
+    retry_after_max_seconds: float = Field(
+        60,
+        ge=0,
+        description="the gateway's Retry-After is honoured up to this; a longer one defers the "
+        "message (and the rest of the wave) to the next run, without failing it or spending an attempt",
+    )
     chunk_size: int = Field(5000, gt=0, description="messages per committed chunk: a crash re-sends at most one")
     wave_attempts: int = Field(2, ge=1, description="automatic notify runs of a wave before an operator decides")
     lease_seconds: float = Field(
-        120, gt=0, description="a wave another run is sending is taken over only after this long without progress"
+        120,
+        ge=3,
+        description="how long a sending run holds a wave between renewals (it renews every third of it, so keep it "
+        "well above a Delta commit's time); another run takes a wave over only once its holder let this pass "
+        "without renewing",
+    )
+    email_groups: int = Field(
+        64,
+        ge=1,
+        le=10000,
+        description="FIFO queues: message groups per wave (by fan hash), so consumers work in parallel",
+    )
+    preflight_timeout_seconds: float = Field(
+        5, gt=0, description="how long the check that the gateway and the queue answer waits for each"
     )
 
 

@@ -32,3 +32,16 @@ class VersionError(PipelineError):
     """pyspark and Delta Lake versions that do not work together."""
 
     exit_code = 5
+
+
+class WriteConflictError(PipelineError):
+    """Concurrent writers kept conflicting with a commit after its bounded retries (exit code 7)."""
+
+    exit_code = 7
+
+
+class PreflightError(PipelineError):
+    """notify cannot send a wave (a missing secret, an unreachable gateway or queue); the wave was
+    not taken, so no attempt of it is spent (exit code 8)."""
+
+    exit_code = 8

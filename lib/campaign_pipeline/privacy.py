@@ -1,7 +1,8 @@
 """Masking of personal data for logs, Slack, reports and `explain` output.
 
 `mask_email("jane.doe@example.com")` → `j***@example.com`; `mask_phone("+14155550123")` →
-`+1*******0123` (country code and last four digits kept). Spark column versions do the same
+`+1*******0123` (country code and last four digits kept); `mask_code("ABCD2345XY")` →
+`*******5XY`. Spark column versions do the same
 inside a plan, so masked values never need raw data on the driver.
 """
 
@@ -45,9 +46,34 @@ def mask_phone_col(col: Column) -> Column:
     ).when(col.isNotNull(), F.lit("******"))
 
 
-def scrub(text: str, limit: int = 300) -> str:
+def mask_code(code: str | None) -> str | None:
+    """An access code as support may see it: its last three characters, the rest starred
+    (`ABCD2345XY` → `*******5XY`); codes of six characters or fewer are starred whole."""
+    if not code:
+        return code
+    return "*" * len(code) if len(code) <= 6 else "*" * (len(code) - 3) + code[-3:]
+
+
+def mask_id(value: str | None) -> str | None:
+    """A fan id in an error message: its first and last two characters (`F-000123` → `F-****23`)."""
+    if not value:
+        return value
+    return "*" * len(value) if len(value) <= 4 else value[:2] + "*" * (len(value) - 4) + value[-2:]
+
+
+def mask_code_col(col: Column) -> Column:
+    return F.when(F.length(col) > 6, F.concat(F.repeat(F.lit("*"), F.length(col) - 3), F.substring(col, -3, 3))).when(
+        col.isNotNull(), F.repeat(F.lit("*"), F.length(col))
+    )
+
+
+def scrub(text: str, limit: int = 300, hide: tuple[str | None, ...] = ()) -> str:
     """Free text (a gateway's error, an exception's first line) fit for a log or Slack: emails and
-    phone-like digit runs masked, whitespace folded, length bounded."""
+    phone-like digit runs masked, each of `hide` (e.g. the message's access code, which a gateway
+    may echo with the text) masked, whitespace folded, length bounded."""
+    for secret in hide:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, mask_code(secret) or "")
     text = _EMAIL.sub(lambda m: mask_email(m.group(0)) or "", text)
     text = _PHONE.sub(lambda m: mask_phone(re.sub(r"[^\d+]", "", m.group(0))) or "", text)
     return " ".join(text.split())[:limit]

@@ -14,7 +14,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from campaign_pipeline.errors import SchemaError
+from campaign_pipeline.errors import SchemaError, WriteConflictError
 from campaign_pipeline.fan_ranges import FAN_ID, RANGE, ROWS_PER_RANGE, by_fan_range, fan_bounds
 
 S, L, INT, D, B, TS = T.StringType(), T.LongType(), T.IntegerType(), T.DoubleType(), T.BooleanType(), T.TimestampType()
@@ -353,6 +353,15 @@ CATALOG: dict[str, TableSpec] = {
                 _f("counts", T.MapType(S, L)),  # per channel: "sms:sent", "email:failed", ...
                 _f("sending_at", TS),  # when the latest notify run took the wave
                 _f("finished_at", TS),  # when the wave's sending ended
+                # The sending run (`run_id`) holds the wave until then; it renews as it sends.
+                _f("lease_until", TS),
+                # Set when the sender stopped because the gateway asked it to wait (Retry-After):
+                # the next run resumes then, without spending one of the wave's attempts.
+                _f("deferred_until", TS),
+                # A plan_waves run re-planning this scheduled wave holds it until then: no notify
+                # run claims it meanwhile (its messages are being rewritten).
+                _f("planning_run", S),
+                _f("planning_until", TS),
             ],
             merge_keys=("campaign_id", "wave_id"),
             description="one row per configured wave: schedule, status, message counts",
@@ -410,6 +419,21 @@ CATALOG: dict[str, TableSpec] = {
             properties=CHANGE_FEED,
         ),
         # ---------------------------------------------------------------- operations
+        _spec(
+            "archives",
+            [
+                _key("campaign_id"),
+                _key("run_id"),  # the maintain run that holds (or held) the archive
+                _key("state"),  # archiving | archived
+                _key("started_at", TS),
+                _f("lease_until", TS),  # the holder renews it after each table
+                _f("finished_at", TS),
+                _f("root", S),  # the archive root the rows went to
+                _f("moved", T.MapType(S, L)),  # table → rows moved (copied, verified, deleted)
+            ],
+            merge_keys=("campaign_id",),
+            description="one row per campaign whose archive started: who moves it, how far it got; never archived",
+        ),
         _spec(
             "pipeline_runs",
             [
@@ -652,6 +676,29 @@ def is_write_conflict(spark: SparkSession, exc: BaseException) -> bool:
             return True
         java = java.getCause()
     return False
+
+
+def retry_on_conflict(spark: SparkSession, action, what: str, attempts: int = 8, first_wait: float = 0.2):
+    """Run `action()`; when Delta says a concurrent commit conflicted with it, run it again (up to
+    `attempts` times, waiting longer each time, with jitter). For writes that are safe to repeat
+    (MERGEs keyed on ids, idempotent updates, compaction): another campaign's notify, `maintain`'s
+    OPTIMIZE or a report's append then delays a commit instead of failing the run."""
+    import random
+    import time
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except Exception as exc:
+            if attempt == attempts or not is_write_conflict(spark, exc):
+                if attempt > 1 and is_write_conflict(spark, exc):
+                    raise WriteConflictError(
+                        f"{what}: concurrent commits conflicted with it {attempts} times in a row; "
+                        "nothing was written by this attempt"
+                    ) from exc
+                raise
+            time.sleep(min(5.0, first_wait * 2 ** (attempt - 1)) * (0.5 + random.random()))
+    return None
 
 
 def _fingerprint(df: DataFrame) -> tuple:
@@ -904,10 +951,19 @@ class Warehouse:
         return True
 
     def merge(
-        self, name: str, df: DataFrame, update_existing: bool = False, update_condition: str | None = None
+        self,
+        name: str,
+        df: DataFrame,
+        update_existing: bool = False,
+        update_condition: str | None = None,
+        campaign_id: str | None = None,
     ) -> None:
         """MERGE `df` on the table's merge keys: insert new rows; update matches only if asked
-        (and, with `update_condition`, only matches where it holds)."""
+        (and, with `update_condition`, only matches where it holds).
+
+        With `campaign_id` (every caller that writes one campaign's rows), the condition names the
+        campaign's partition as a literal: Delta then checks the commit against that partition
+        only, so writers of other campaigns (and maintenance of them) never conflict with it."""
         self.written.append(name)
         from delta.tables import DeltaTable
 
@@ -917,10 +973,26 @@ class Warehouse:
         self.ensure(name)
         source = self.conform(name, df)
         on = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in t.merge_keys)
+        if campaign_id is not None and "campaign_id" in t.partition_by:
+            on = f"t.campaign_id = {sql_literal(campaign_id)} AND {on}"
         builder = DeltaTable.forPath(self.spark, self.path(name)).alias("t").merge(source.alias("s"), on)
         if update_existing:
             builder = builder.whenMatchedUpdateAll(condition=update_condition)
         builder.whenNotMatchedInsertAll().execute()
+
+    def update(self, name: str, campaign_id: str, values: dict[str, str], where: str) -> int:
+        """`UPDATE` one campaign's rows matching `where` (SQL) with `values` (column → SQL
+        expression); returns the rows changed. The campaign's partition is a literal of the
+        condition, so only writers of that campaign can conflict. A conditional update is how a
+        run takes a state others rely on (a wave's lease, an archive): the condition is the state
+        it read, and either it changes one row or another run got there first (0 rows, or Delta's
+        conflict error when both commit at once)."""
+        self.written.append(name)
+        self.ensure(name)
+        settings = ", ".join(f"`{column}` = {expression}" for column, expression in values.items())
+        predicate = f"campaign_id = {sql_literal(campaign_id)} AND ({where})"
+        row = self.spark.sql(f"UPDATE delta.`{self.path(name)}` SET {settings} WHERE {predicate}").first()
+        return int(row[0]) if row is not None else 0
 
     def delete(self, name: str, condition: str | Column) -> bool:
         """Delete the rows matching `condition`; False (nothing done) when the table does not exist."""

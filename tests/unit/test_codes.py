@@ -34,13 +34,14 @@ def test_spark_hmac_codes_equal_pythons_hmac_and_use_only_crockford_characters(s
     assert len({r["code"] for r in got}) == len(got)
 
 
-def test_missing_or_short_key_is_a_clear_error_never_a_default(monkeypatch):
+def test_missing_or_short_key_is_a_clear_error_never_a_default(monkeypatch, test_env):
     monkeypatch.delenv("CAMPAIGN_CODE_KEY", raising=False)
+    monkeypatch.delenv("CAMPAIGN_CODE_KEY_SECRET", raising=False)
     with pytest.raises(ConfigError, match="environment variable CAMPAIGN_CODE_KEY is not set"):
-        code_key("CAMPAIGN_CODE_KEY")
+        code_key(test_env)
     monkeypatch.setenv("CAMPAIGN_CODE_KEY", "short")
     with pytest.raises(ConfigError, match="shorter than 16"):
-        code_key("CAMPAIGN_CODE_KEY")
+        code_key(test_env)
 
 
 def test_generated_collisions_with_existing_codes_are_regenerated_with_the_next_counter(spark):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 
 import pandas as pd
 from pyspark.sql import Column, SparkSession
@@ -25,9 +24,13 @@ CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 SEPARATOR = "\u001f"
 
 
-def code_key(env_var: str) -> bytes:
-    """The secret key from the environment; a missing or short key is an error, never a default."""
-    value = os.environ.get(env_var)
+def code_key(env) -> bytes:
+    """The secret key (its environment variable, or the Secrets Manager secret it references); a
+    missing or short key is an error, never a default."""
+    from campaign_pipeline.secret_values import secret
+
+    env_var = env.secrets.code_key_env
+    value = secret(env, "code_key")
     if not value:
         raise ConfigError(
             f"secrets.code_key_env: environment variable {env_var} is not set; codes.source 'generated' needs "

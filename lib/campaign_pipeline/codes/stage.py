@@ -190,7 +190,7 @@ def assign_codes(ctx: StageContext) -> StageReport:
     wh, cid, campaign = ctx.warehouse, ctx.campaign_id, ctx.campaign
     single = campaign.options.single_market
     inputs = read_inputs(wh, cid)
-    key = code_key(ctx.env.secrets.code_key_env) if campaign.codes.source == "generated" else None
+    key = code_key(ctx.env) if campaign.codes.source == "generated" else None
     with ctx.step("plan"):
         plan = plan_assignments(campaign, inputs, key, ctx.run_id, ctx.started_at, ctx.cut, ctx.now)
         if plan.shortfall and not campaign.codes.allow_partial:

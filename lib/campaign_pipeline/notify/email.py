@@ -4,9 +4,12 @@ Each batch is one `SendMessageBatch` request, paced like SMS requests (at most `
 once, at most `rate_per_second` per second) and run in threads (boto3 is synchronous). Entries
 SQS accepted are `sent` (provider id: the SQS MessageId); entries it refused with a sender fault
 fail at once with SQS's code and message; entries refused for a server-side reason, throttling and
-connection errors are retried with exponential backoff and jitter up to `max_attempts`. On a FIFO
-queue (URL ending `.fifo`) every entry carries `MessageDeduplicationId = message_id` and one
-message group per wave; the body carries `message_id` either way so consumers can de-duplicate.
+connection errors are retried with exponential backoff and jitter up to `max_attempts`. No batch
+starts after the task's window closes (its emails are `deferred` to a later run). On a FIFO queue
+(URL ending `.fifo`) every entry carries `MessageDeduplicationId = message_id` (SQS drops a second
+entry with the same id sent within 5 minutes of the first) and a message group per wave and fan
+hash bucket (`notify.email_groups`); the body carries `message_id` either way so consumers can
+de-duplicate.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import zlib
 
-from campaign_pipeline.notify.pace import Pace
-from campaign_pipeline.notify.sms import Outcome, Retryable, _wait, limits
+from campaign_pipeline.notify.pace import Pace, Window, limits
+from campaign_pipeline.notify.sms import NotStarted, Outcome, Retryable
 from campaign_pipeline.privacy import scrub
 
 BATCH = 10
@@ -43,27 +47,44 @@ def email_body(message: dict, campaign_name: str) -> str:
     )
 
 
-def sqs_client(region: str | None, **settings):
+def sqs_client(region: str | None, timeout: float | None = None, **settings):
     """An SQS client; `settings` (endpoint_url, keys) override what boto3 finds in the process."""
     import boto3
     from botocore.config import Config
 
+    limits = {"connect_timeout": timeout, "read_timeout": timeout} if timeout else {}
     return boto3.client(
         "sqs",
         region_name=region or "us-east-1",
-        config=Config(retries={"max_attempts": 1, "mode": "standard"}, max_pool_connections=50),
+        config=Config(retries={"max_attempts": 1, "mode": "standard"}, max_pool_connections=50, **limits),
         **settings,
     )
 
 
+def message_group(message: dict, groups: int) -> str:
+    """A FIFO message group: the wave and a hash bucket of the fan. Order only matters per fan, and
+    SQS hands a group's messages to one consumer at a time, so many groups let consumers work in
+    parallel (one group per wave would serialise them)."""
+    bucket = zlib.crc32(str(message.get("global_user_id") or message["message_id"]).encode()) % max(1, groups)
+    return f"{message['campaign_id']}-{message['wave_id']}-{bucket:03d}"
+
+
 async def send_emails_async(
-    messages: list[dict], client, queue_url: str, campaign_name: str, pace: Pace, gate=None, limiter=None
+    messages: list[dict],
+    client,
+    queue_url: str,
+    campaign_name: str,
+    pace: Pace,
+    gate=None,
+    spacing=None,
+    window: Window | None = None,
+    groups: int = 64,
 ) -> list[Outcome]:
     from botocore.exceptions import BotoCoreError, ClientError
-    from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
-    if gate is None or limiter is None:
-        gate, limiter = limits(pace)
+    if gate is None or spacing is None:
+        gate, spacing = limits(pace)
+    window = window or Window()
     fifo = queue_url.endswith(".fifo")
     outcomes: dict[str, Outcome] = {}
     tries: dict[str, int] = {}
@@ -72,21 +93,23 @@ async def send_emails_async(
         e = {"Id": str(i), "MessageBody": email_body(m, campaign_name)}
         if fifo:
             e["MessageDeduplicationId"] = m["message_id"]
-            e["MessageGroupId"] = f"{m['campaign_id']}-{m['wave_id']}"
+            e["MessageGroupId"] = message_group(m, groups)
         return e
 
     async def attempt(batch: list[dict]) -> None:
         todo = [m for m in batch if m["message_id"] not in outcomes]
-        for m in todo:
-            tries[m["message_id"]] = tries.get(m["message_id"], 0) + 1
-        await limiter.acquire()
         async with gate:
+            await spacing.acquire()
+            if not window.open():
+                raise NotStarted
+            for m in todo:
+                tries[m["message_id"]] = tries.get(m["message_id"], 0) + 1
             try:
                 resp = await asyncio.to_thread(
                     client.send_message_batch, QueueUrl=queue_url, Entries=[entry(i, m) for i, m in enumerate(todo)]
                 )
             except (ClientError, BotoCoreError) as exc:
-                raise Retryable(f"SQS: {scrub(str(exc))}") from None
+                raise Retryable(f"SQS: {scrub(str(exc), hide=tuple(m.get('code') for m in todo))}") from None
         now = dt.datetime.now(dt.UTC)
         for ok in resp.get("Successful", []):
             m = todo[int(ok["Id"])]
@@ -96,7 +119,7 @@ async def send_emails_async(
         transient = []
         for bad in resp.get("Failed", []):
             m = todo[int(bad["Id"])]
-            reason = f"SQS {bad.get('Code')}: {scrub(bad.get('Message') or '')}"
+            reason = f"SQS {bad.get('Code')}: {scrub(bad.get('Message') or '', hide=(m.get('code'),))}"
             if bad.get("SenderFault"):
                 outcomes[m["message_id"]] = Outcome(m["message_id"], "failed", tries[m["message_id"]], None, reason)
             else:
@@ -105,26 +128,36 @@ async def send_emails_async(
             raise Retryable(transient[0])
 
     async def one(batch: list[dict]) -> None:
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(pace.max_attempts),
-            retry=retry_if_exception_type(Retryable),
-            wait=_wait(pace),
-            reraise=True,
-        )
-        try:
-            async for state in retrying:
-                with state:
-                    await attempt(batch)
-        except Retryable as exc:
-            for m in batch:
-                if m["message_id"] not in outcomes:
-                    n = tries.get(m["message_id"], 0)
-                    outcomes[m["message_id"]] = Outcome(
-                        m["message_id"], "failed", n, None, f"gave up after {n} attempts: {exc}"
-                    )
+        rounds = 0
+        while True:
+            if not window.open():
+                return
+            rounds += 1
+            try:
+                await attempt(batch)
+                return
+            except NotStarted:
+                return
+            except Retryable as exc:
+                if rounds >= pace.max_attempts:
+                    for m in batch:
+                        if m["message_id"] not in outcomes:
+                            n = tries.get(m["message_id"], 0)
+                            outcomes[m["message_id"]] = Outcome(
+                                m["message_id"], "failed", n, None, f"gave up after {n} attempts: {exc}"
+                            )
+                    return
+                wait = pace.backoff(rounds)
+                if not window.fits(wait):
+                    return
+                await asyncio.sleep(wait)
 
     await asyncio.gather(*(one(messages[i : i + BATCH]) for i in range(0, len(messages), BATCH)))
-    return [outcomes[m["message_id"]] for m in messages]
+    return [
+        outcomes.get(m["message_id"])
+        or Outcome(m["message_id"], "deferred", tries.get(m["message_id"], 0), defer_seconds=window.wait_asked)
+        for m in messages
+    ]
 
 
 def send_emails(messages: list[dict], client, queue_url: str, campaign_name: str, pace: Pace) -> list[Outcome]:

@@ -1,8 +1,20 @@
-"""How fast and how hard the notifier sends: the campaign-wide limits and one task's share of them."""
+"""How fast and how hard the notifier sends: the campaign-wide limits, one task's share of them, and
+the asyncio pieces one task's requests go through (an in-flight gate, then start spacing).
+
+The limits hold at any setting (`rate_per_second` from 0.1, `max_in_flight` from 1) on any number
+of task slots: a chunk is split over at most as many tasks as there are whole requests per second
+and requests in flight, so every task's share is at least one request per second and one in
+flight. Within a task a request first takes an in-flight slot, then waits its turn to start (each
+start at least 1 / rate after the previous one): starts never bunch up behind a stalled gateway,
+so no one-second window sees more than the task's share (plus timing jitter).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import math
+import random
+import time
 from dataclasses import dataclass, replace
 
 
@@ -14,6 +26,7 @@ class Pace:
     timeout_seconds: float = 10.0  # per request
     backoff_seconds: float = 0.5  # first retry wait (doubles, with jitter)
     backoff_max_seconds: float = 30.0
+    retry_after_max_seconds: float = 120.0  # a longer Retry-After defers the message to a later run
 
     def share(self, tasks: int) -> Pace:
         """One of `tasks` concurrent tasks' share: the limits divided so that together they hold."""
@@ -26,5 +39,57 @@ class Pace:
 
     def tasks_for(self, messages: int, slots: int, per_task_minimum: int = 50) -> int:
         """How many tasks to split `messages` over: at most the cluster's task slots (so every task
-        runs at once and the shares add up to the limits), none tiny."""
-        return max(1, min(math.ceil(messages / per_task_minimum), slots, self.max_in_flight))
+        runs at once and the shares add up to the limits), none tiny, and never more than the
+        whole requests per second or in flight (each share at least 1/s and one request)."""
+        per_second = max(1, math.floor(self.rate_per_second))
+        return max(1, min(math.ceil(messages / per_task_minimum), slots, self.max_in_flight, per_second))
+
+    def backoff(self, attempt: int) -> float:
+        """The wait before retry `attempt` + 1: exponential from `backoff_seconds`, at most
+        `backoff_max_seconds`, with jitter (so retries of many messages do not arrive together)."""
+        wait = min(self.backoff_max_seconds, self.backoff_seconds * 2 ** max(0, attempt - 1))
+        return wait * (0.5 + random.random() / 2)
+
+
+class Spacing:
+    """Request starts at most `rate` per second: each at least 1 / rate after the one before. No
+    tokens accumulate while nothing is sent, so a stall is never followed by a burst."""
+
+    def __init__(self, rate: float):
+        self.interval = 1.0 / rate
+        self._next = 0.0
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            loop = asyncio.get_running_loop()
+            wait = self._next - loop.time()
+            while wait > 0:
+                await asyncio.sleep(wait)
+                wait = self._next - loop.time()
+            self._next = loop.time() + self.interval
+
+
+class Window:
+    """When one task may start requests: not after the lease time it was given (`until`, seconds
+    since the epoch), and not after the gateway asked it to wait longer than
+    `retry_after_max_seconds` (then the rest of its messages are deferred to a later run)."""
+
+    def __init__(self, until: float | None = None):
+        self.until = until
+        self.wait_asked: float | None = None  # seconds the gateway asked for, beyond the ceiling
+
+    def open(self) -> bool:
+        return self.wait_asked is None and (self.until is None or time.time() < self.until)
+
+    def fits(self, wait: float) -> bool:
+        """Whether a retry after `wait` seconds would still start inside the window."""
+        return self.until is None or time.time() + wait < self.until
+
+    def ask_wait(self, seconds: float) -> None:
+        self.wait_asked = max(self.wait_asked or 0.0, seconds)
+
+
+def limits(pace: Pace):
+    """The in-flight gate and the start spacing one task's requests share (both channels)."""
+    return asyncio.Semaphore(pace.max_in_flight), Spacing(pace.rate_per_second)

@@ -12,7 +12,7 @@ from campaign_pipeline.notify.pace import Pace
 
 OUTCOME_SCHEMA = (
     "campaign_id string, message_id string, wave_id string, channel string, status string, attempts int, "
-    "provider_id string, last_error string, sent_at timestamp"
+    "provider_id string, last_error string, sent_at timestamp, defer_seconds double"
 )
 
 
@@ -27,6 +27,9 @@ class Senders:
     region: str | None
     campaign_name: str
     aws: tuple[tuple[str, str], ...] = ()  # the driver's AWS_* settings, for tasks whose process lacks them
+    run_id: str | None = None  # sent as `X-Sender-Run`, so a gateway's logs show which run sent what
+    send_until: float | None = None  # seconds since the epoch: no request starts after it (the lease)
+    email_groups: int = 64  # FIFO message groups per wave
 
 
 AWS_SETTINGS = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
@@ -42,22 +45,30 @@ def driver_aws_settings() -> tuple[tuple[str, str], ...]:
 
 
 def send_messages(messages: list[dict], senders: Senders) -> list[dict]:
-    """Send SMS and emails concurrently under one in-flight gate and one rate limiter."""
+    """Send SMS and emails concurrently under one in-flight gate, one start spacing and one window.
+    Outcomes: `sent`, `failed`, or `deferred` (not started before the window closed, or the gateway
+    asked for a longer pause than `retry_after_max_seconds`: a later run sends it)."""
     from campaign_pipeline.notify.email import send_emails_async, sqs_client
-    from campaign_pipeline.notify.sms import limits, send_sms_async
+    from campaign_pipeline.notify.pace import Window, limits
+    from campaign_pipeline.notify.sms import send_sms_async
 
     async def main():
-        gate, limiter = limits(senders.pace)
+        gate, spacing = limits(senders.pace)
+        window = Window(senders.send_until)
         sms = [m for m in messages if m["channel"] == "sms"]
         email = [m for m in messages if m["channel"] == "email"]
         jobs = []
         if sms:
-            jobs.append(send_sms_async(sms, senders.sms_url, senders.sms_token, senders.pace, gate, limiter))
+            jobs.append(
+                send_sms_async(sms, senders.sms_url, senders.sms_token, senders.pace, gate, spacing, window,
+                               senders.run_id)
+            )  # fmt: skip
         if email:
             client = sqs_client(senders.region, **{k: v for k, v in aws_arguments(senders.aws).items()})
             jobs.append(
-                send_emails_async(email, client, senders.queue_url, senders.campaign_name, senders.pace, gate, limiter)
-            )
+                send_emails_async(email, client, senders.queue_url, senders.campaign_name, senders.pace, gate,
+                                  spacing, window, senders.email_groups)
+            )  # fmt: skip
         return [o for group in await asyncio.gather(*jobs) for o in group]
 
     by_id = {m["message_id"]: m for m in messages}
@@ -73,6 +84,7 @@ def send_messages(messages: list[dict], senders: Senders) -> list[dict]:
             "provider_id": o.provider_id,
             "last_error": o.last_error,
             "sent_at": o.sent_at,
+            "defer_seconds": o.defer_seconds,
         }
         for o in outcomes
     ]
@@ -96,6 +108,7 @@ def partition_sender(senders: Senders):
         out = pd.DataFrame(send_messages(rows, senders))
         out["attempts"] = out["attempts"].astype("int32")
         out["sent_at"] = pd.to_datetime(out["sent_at"], utc=True)
+        out["defer_seconds"] = out["defer_seconds"].astype("float64")
         yield out
 
     return run

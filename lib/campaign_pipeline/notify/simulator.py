@@ -2,8 +2,9 @@
 
 It speaks the gateway's contract (`POST /messages`, JSON `{to, text, message_id, group_id,
 metadata}`, `Idempotency-Key` header, bearer token) and records what a test needs to know: every
-`Idempotency-Key` it saw and how often, how often each was accepted (2xx), and the highest number
-of requests it was serving at once. `script(message_id, [(status, retry_after, delay), ...])`
+`Idempotency-Key` it saw and how often, which runs sent it (`X-Sender-Run`), how often each was
+accepted (2xx), when each request arrived (`busiest_second`) and the highest number of requests it
+was serving at once. `script(message_id, [(status, retry_after, delay), ...])`
 makes it answer that message's next requests with those statuses (e.g. 429 with `Retry-After`,
 500, or a 200 slower than the client's timeout); everything else is accepted after `latency`
 seconds. Like a real gateway that honours idempotency keys, it delivers each key once: a repeated
@@ -32,6 +33,9 @@ class GatewaySimulator:
         self.accepted: Counter[str] = Counter()  # 2xx answers per key
         self.delivered: dict[str, str] = {}  # key → provider id (first acceptance)
         self.bodies: dict[str, dict] = {}
+        self.runs: dict[str, set[str]] = defaultdict(set)  # key → the `X-Sender-Run`s that sent it
+        self.per_run: Counter[str] = Counter()  # requests per `X-Sender-Run`
+        self.starts: list[float] = []  # arrival time (time.monotonic) of every request, in order
         self.max_concurrent = 0
         self._concurrent = 0
         self._scripts: dict[str, list[tuple[int, float | None, float]]] = defaultdict(list)
@@ -43,6 +47,17 @@ class GatewaySimulator:
     def url(self) -> str:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
+
+    def busiest_second(self) -> int:
+        """The most requests that arrived within any one second (a sliding window over `starts`)."""
+        with self._lock:
+            starts = sorted(self.starts)
+        best, first = 0, 0
+        for last, t in enumerate(starts):
+            while t - starts[first] >= 1.0:
+                first += 1
+            best = max(best, last - first + 1)
+        return best
 
     def script(self, message_id: str, answers: list[tuple[int, float | None, float]]) -> None:
         """Answer the next requests for `message_id` with (status, Retry-After seconds, delay)."""
@@ -90,6 +105,7 @@ class GatewaySimulator:
                     pass
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                arrived = time.monotonic()
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
                 if self.path.rstrip("/") != "/messages":
@@ -107,6 +123,9 @@ class GatewaySimulator:
                     sim._concurrent += 1
                     sim.max_concurrent = max(sim.max_concurrent, sim._concurrent)
                     sim.seen[key] += 1
+                    sim.starts.append(arrived)
+                    sim.runs[key].add(self.headers.get("X-Sender-Run") or "")
+                    sim.per_run[self.headers.get("X-Sender-Run") or ""] += 1
                     sim.bodies[key] = body
                     planned = sim._scripts[key].pop(0) if sim._scripts.get(key) else None
                 try:
@@ -203,18 +222,21 @@ class LocalServices:
     `sqs_endpoint` and `queue_url` are known once entered; `mail_counts()` stops the mail worker
     (after what is on the queue) and returns (emails received, distinct message ids)."""
 
-    def __init__(self, queue_name: str = "demo-emails", timeout: float = 60.0):
+    def __init__(self, queue_name: str = "demo-emails", timeout: float = 60.0, token: str | None = None):
         self.queue_name = queue_name
+        self.token = token  # the bearer token the gateway simulator requires, if any
         self.timeout = timeout
         self.gateway_url = self.sqs_endpoint = self.queue_url = ""
         self._process = None
 
     def __enter__(self) -> LocalServices:
+        import os
         import subprocess
         import sys
 
         self._process = subprocess.Popen(
             [sys.executable, "-m", "campaign_pipeline.notify.simulator", self.queue_name],
+            env={**os.environ, "SIMULATOR_TOKEN": self.token or ""},
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -350,7 +372,7 @@ def _serve_local_services(queue_name: str) -> int:
         sqs.start()
         endpoint = f"http://127.0.0.1:{port}"
         queue = boto3.client("sqs", region_name="us-east-1", endpoint_url=endpoint).create_queue(QueueName=queue_name)
-        gateway = GatewaySimulator().start()
+        gateway = GatewaySimulator(token=os.environ.get("SIMULATOR_TOKEN") or None).start()
         mail = MailWorker(endpoint, queue["QueueUrl"]).__enter__()
     except Exception as e:  # noqa: BLE001 - reported to the parent, which says what failed
         say({"failed": f"{type(e).__name__}: {e}"})

@@ -2,12 +2,16 @@
 
 One call of `send_sms` sends one batch of messages (what one Spark task holds) with asyncio and
 aiohttp: at most `pace.max_in_flight` requests at once (an asyncio semaphore and the connection
-pool) and at most `pace.rate_per_second` request starts per second (aiolimiter). Each message is
-attempted up to `pace.max_attempts` times (tenacity): 429 (waiting `Retry-After` when given), 5xx,
-connection errors and timeouts are retried with exponential backoff and jitter; any other 4xx fails
-the message at once with the status and the gateway's error text (personal data masked). Every
-request carries `Idempotency-Key: <message_id>`, so a message re-sent after a crash is delivered
-once by a gateway that honours the key.
+pool) and at most `pace.rate_per_second` request starts per second (`pace.Spacing`); a request
+takes its in-flight slot before its turn to start. Each message is attempted up to
+`pace.max_attempts` times: 429, 5xx, connection errors and timeouts are retried after the
+gateway's `Retry-After` (up to `pace.retry_after_max_seconds`; a longer one defers the message,
+and every message of the task not yet started, to a later run: no outcome, no attempt spent) or
+else with exponential backoff and jitter; any other 4xx fails the message at once with the status
+and the gateway's error text (personal data and the message's code masked). No request starts
+after the task's window closes (`pace.Window`: the lease time it was given): such messages are
+`deferred` too. Every request carries `Idempotency-Key: <message_id>`, so a message re-sent after a
+crash is delivered once by a gateway that honours the key, and `X-Sender-Run: <run id>`.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import asyncio
 import datetime as dt
 from dataclasses import dataclass
 
-from campaign_pipeline.notify.pace import Pace
+from campaign_pipeline.notify.pace import Pace, Window, limits
 from campaign_pipeline.privacy import scrub
 
 
@@ -30,14 +34,19 @@ class Permanent(Exception):
     pass
 
 
+class NotStarted(Exception):
+    """The task's window closed while the request waited for its slot or its turn."""
+
+
 @dataclass
 class Outcome:
     message_id: str
-    status: str  # sent | failed
+    status: str  # sent | failed | deferred (no outcome recorded: a later run sends it)
     attempts: int
     provider_id: str | None = None
     last_error: str | None = None
     sent_at: dt.datetime | None = None
+    defer_seconds: float | None = None  # deferred because the gateway asked to wait this long
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -57,19 +66,31 @@ def retry_after_seconds(value: str | None) -> float | None:
         return None
 
 
-def _wait(pace: Pace):
-    """tenacity wait: the gateway's Retry-After when it gave one, else exponential backoff with jitter."""
-    from tenacity import wait_exponential_jitter
-
-    backoff = wait_exponential_jitter(multiplier=pace.backoff_seconds, max=pace.backoff_max_seconds)
-
-    def wait(state) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, Retryable) and exc.retry_after is not None:
-            return min(exc.retry_after, pace.backoff_max_seconds)
-        return backoff(state)
-
-    return wait
+async def with_retries(send_once, message_id: str, pace: Pace, window: Window) -> Outcome:
+    """Attempt `send_once()` (→ provider id) until it is accepted, fails for good, runs out of
+    attempts, or must wait past the window or past the Retry-After ceiling (deferred)."""
+    tries = 0
+    while True:
+        if not window.open():
+            return Outcome(message_id, "deferred", tries, defer_seconds=window.wait_asked)
+        tries += 1
+        try:
+            provider_id = await send_once()
+            return Outcome(message_id, "sent", tries, provider_id, None, dt.datetime.now(dt.UTC))
+        except NotStarted:
+            return Outcome(message_id, "deferred", tries - 1, defer_seconds=window.wait_asked)
+        except Permanent as exc:
+            return Outcome(message_id, "failed", tries, None, str(exc))
+        except Retryable as exc:
+            if exc.retry_after is not None and exc.retry_after > pace.retry_after_max_seconds:
+                window.ask_wait(exc.retry_after)  # the gateway wants a pause: the task stops starting
+                return Outcome(message_id, "deferred", tries, last_error=str(exc), defer_seconds=exc.retry_after)
+            if tries >= pace.max_attempts:
+                return Outcome(message_id, "failed", tries, None, f"gave up after {tries} attempts: {exc}")
+            wait = exc.retry_after if exc.retry_after is not None else pace.backoff(tries)
+            if not window.fits(wait):  # a later pass or run sends it, after the gateway's pause if it asked
+                return Outcome(message_id, "deferred", tries, last_error=str(exc), defer_seconds=exc.retry_after)
+            await asyncio.sleep(wait)
 
 
 def payload(message: dict) -> dict:
@@ -86,82 +107,69 @@ def payload(message: dict) -> dict:
     }
 
 
-def limits(pace: Pace):
-    """The in-flight gate and the rate limiter one task's requests share (both channels)."""
-    from aiolimiter import AsyncLimiter
-
-    return asyncio.Semaphore(pace.max_in_flight), AsyncLimiter(pace.rate_per_second, 1)
-
-
 async def send_sms_async(
-    messages: list[dict], url: str, token: str | None, pace: Pace, gate=None, limiter=None
+    messages: list[dict],
+    url: str,
+    token: str | None,
+    pace: Pace,
+    gate=None,
+    spacing=None,
+    window: Window | None = None,
+    run_id: str | None = None,
 ) -> list[Outcome]:
     import aiohttp
-    from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
-    if gate is None or limiter is None:
-        gate, limiter = limits(pace)
+    if gate is None or spacing is None:
+        gate, spacing = limits(pace)
+    window = window or Window()
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if run_id:
+        headers["X-Sender-Run"] = run_id
     timeout = aiohttp.ClientTimeout(total=pace.timeout_seconds)
     connector = aiohttp.TCPConnector(limit=pace.max_in_flight)
     endpoint = url.rstrip("/") + "/messages"
 
     async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers) as session:
 
-        async def attempt(message: dict) -> str | None:
-            await limiter.acquire()
-            async with gate:
-                try:
-                    async with session.post(
-                        endpoint, json=payload(message), headers={"Idempotency-Key": message["message_id"]}
-                    ) as resp:
-                        body = await resp.text()
-                        if 200 <= resp.status < 300:
-                            try:
-                                data = await resp.json(content_type=None)
-                            except ValueError:
-                                data = None
-                            return str(data.get("id")) if isinstance(data, dict) and data.get("id") else None
-                        if resp.status == 429 or resp.status >= 500:
-                            raise Retryable(
-                                f"HTTP {resp.status}: {scrub(body)}",
-                                retry_after_seconds(resp.headers.get("Retry-After")),
-                            )
-                        raise Permanent(f"HTTP {resp.status}: {scrub(body)}")
-                except TimeoutError:
-                    raise Retryable(f"TimeoutError after {pace.timeout_seconds:g} s") from None
-                except aiohttp.ClientError as exc:
-                    raise Retryable(type(exc).__name__) from None
+        def attempt(message: dict):
+            hide = (message.get("code"),)
 
-        policy = {"stop": stop_after_attempt(pace.max_attempts), "retry": retry_if_exception_type(Retryable),
-                  "wait": _wait(pace), "reraise": True}  # fmt: skip
+            async def once() -> str | None:
+                async with gate:
+                    await spacing.acquire()
+                    if not window.open():
+                        raise NotStarted
+                    try:
+                        async with session.post(
+                            endpoint, json=payload(message), headers={"Idempotency-Key": message["message_id"]}
+                        ) as resp:
+                            body = await resp.text()
+                            if 200 <= resp.status < 300:
+                                try:
+                                    data = await resp.json(content_type=None)
+                                except ValueError:
+                                    data = None
+                                return str(data.get("id")) if isinstance(data, dict) and data.get("id") else None
+                            if resp.status == 429 or resp.status >= 500:
+                                raise Retryable(
+                                    f"HTTP {resp.status}: {scrub(body, hide=hide)}",
+                                    retry_after_seconds(resp.headers.get("Retry-After")),
+                                )
+                            raise Permanent(f"HTTP {resp.status}: {scrub(body, hide=hide)}")
+                    except TimeoutError:
+                        raise Retryable(f"TimeoutError after {pace.timeout_seconds:g} s") from None
+                    except aiohttp.ClientError as exc:
+                        raise Retryable(type(exc).__name__) from None
 
-        async def one(message: dict) -> Outcome:
-            # The first attempt runs bare: most messages need no other, and tenacity's machinery
-            # costs about as much CPU per message as the request. A first attempt that fails
-            # retryably is handed to tenacity as its own attempt 1 (waits and counts unchanged).
-            tries = 1
-            try:
-                try:
-                    provider_id = await attempt(message)
-                except Retryable as first_failure:
-                    async for state in AsyncRetrying(**policy):
-                        with state:
-                            tries = state.retry_state.attempt_number
-                            if tries == 1:
-                                raise first_failure
-                            provider_id = await attempt(message)
-                return Outcome(message["message_id"], "sent", tries, provider_id, None, dt.datetime.now(dt.UTC))
-            except Retryable as exc:
-                return Outcome(message["message_id"], "failed", tries, None, f"gave up after {tries} attempts: {exc}")
-            except Permanent as exc:
-                return Outcome(message["message_id"], "failed", tries, None, str(exc))
+            return once
 
-        return list(await asyncio.gather(*(one(m) for m in messages)))
+        return list(await asyncio.gather(*(with_retries(attempt(m), m["message_id"], pace, window) for m in messages)))
 
 
-def send_sms(messages: list[dict], url: str, token: str | None, pace: Pace) -> list[Outcome]:
+def send_sms(
+    messages: list[dict], url: str, token: str | None, pace: Pace, window: Window | None = None
+) -> list[Outcome]:
     """Send `messages` (wave_messages rows as dicts) and return one outcome per message."""
     if not messages:
         return []
-    return asyncio.run(send_sms_async(messages, url, token, pace))
+    return asyncio.run(send_sms_async(messages, url, token, pace, window=window))

@@ -2,39 +2,48 @@
 
 A wave is due when its `notify_at` is at or before the decision time (`--now`, default: when the
 run started). Lifecycle in `waves`: `scheduled → sending → completed | completed_with_failures |
-failed`. A run takes a due wave by setting it `sending` (attempts + 1); a wave left `sending` by a
-run that died, or `failed`, is taken again automatically while `attempts` < `notify.wave_attempts`
-(default 2), and after that only by an operator's `--retry-failed`. A wave another run is sending
-is left alone until it has shown no progress for `notify.lease_seconds`.
+failed`. Waves are taken one at a time, each re-read just before it is taken: a run sends a wave
+only after winning it by a conditional write (`notify/lease.py`) and only while it holds the
+lease it renews as it sends, so two runs (the scheduler's next tick, an operator, another
+cluster) never send one wave at once. Taking a `scheduled` wave, or taking over one whose holder
+stopped renewing (a run that died) or that `failed`, spends one of its `notify.wave_attempts`
+(default 2); after that only an operator's `--retry-failed` takes it. A wave its last holder
+paused because the gateway asked to wait (`Retry-After` above `notify.retry_after_max_seconds`)
+is resumed once the pause is over, without spending an attempt. Before a wave is taken,
+`notify/preflight.py` checks that its channels can be sent at all; if not, the wave is left as it
+was.
 
 Exactly once: the messages to send are the wave's `wave_messages` without an outcome in
 `notification_log` (`--retry-failed`: also those that failed). They are sent in chunks of
 `notify.chunk_size` (a chunk is a hash bucket of `message_id`); each chunk is sent by Spark tasks on
-the executors (`notify/send.py`, the campaign's limits divided between the tasks) and its outcomes
-are committed to `notification_log` (MERGE on `message_id`) while the next chunk is sent, and
-before the one after it starts. A message with a recorded outcome is never sent again; a crash
-loses at most the outcomes of the two chunks in flight (the one sending, the one committing),
-whose messages the next run sends again with the same `Idempotency-Key` (and, on a FIFO queue,
-the same deduplication id). A message without a recipient is `skipped`.
+the executors (`notify/send.py`, the campaign's limits divided between the tasks, no request
+started after the lease the tasks were given) and its outcomes are committed to
+`notification_log` (MERGE on `message_id`) while the next chunk is sent, and before the one after
+it starts. A message with a recorded outcome is never sent again; a crash loses at most the
+outcomes of the two chunks in flight (the one sending, the one committing), whose messages the
+next run sends again with the same `Idempotency-Key` (and, on a FIFO queue, the same
+deduplication id). A message without a recipient is `skipped`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
-import os
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from campaign_pipeline.config import Wave
 from campaign_pipeline.errors import ConfigError
+from campaign_pipeline.notify.lease import Lease, aware, claim, now_utc, read_wave, ts
 from campaign_pipeline.notify.pace import Pace
+from campaign_pipeline.notify.preflight import Ready, preflight
 from campaign_pipeline.notify.send import OUTCOME_SCHEMA, Senders, driver_aws_settings, partition_sender
 from campaign_pipeline.ops import slack
 from campaign_pipeline.stage_context import StageContext, StageReport
-from campaign_pipeline.tables import Warehouse, catalog_rows, spec
+from campaign_pipeline.tables import Warehouse, _sql_value, catalog_rows, retry_on_conflict, spec, sql_literal
 from campaign_pipeline.waves.membership import ordered_waves
 
 FINAL = ("completed", "completed_with_failures")
@@ -50,67 +59,79 @@ def pace_of(env) -> Pace:
         timeout_seconds=n.timeout_seconds,
         backoff_seconds=n.backoff_seconds,
         backoff_max_seconds=n.backoff_max_seconds,
+        retry_after_max_seconds=n.retry_after_max_seconds,
     )
 
 
-def decide(wave: Wave, row, now: dt.datetime, retry_failed: bool, wave_attempts: int, last_progress, lease: float):
-    """(send?, why) for one configured wave and its `waves` row."""
+def decide(
+    wave: Wave, row, now: dt.datetime, wall: dt.datetime, retry_failed: bool, wave_attempts: int
+) -> tuple[bool, str, bool]:
+    """(take it?, why, does taking it spend an attempt?) for one configured wave and its `waves`
+    row as read just now. `now` is the decision time (is the wave due?), `wall` the real clock
+    (leases)."""
     if row is None:
-        return False, "not planned yet: run plan_waves first"
+        return False, "not planned yet: run plan_waves first", False
     if wave.notify_at > now:
-        return False, f"not due until {wave.notify_at:%Y-%m-%d %H:%M %Z}"
+        return False, f"not due until {wave.notify_at:%Y-%m-%d %H:%M %Z}", False
     status, attempts = row["status"], row["attempts"] or 0
     if status == "scheduled":
-        return True, "due"
+        planning = aware(row["planning_until"])
+        if planning is not None and planning > wall:
+            return (
+                False,
+                (
+                    f"being re-planned by plan_waves run {row['planning_run']} (until {planning:%H:%M:%S} UTC): "
+                    "the next notify run sends it"
+                ),
+                False,
+            )
+        return True, "due", True
     if status in FINAL:
         if retry_failed and (row["failed"] or 0):
-            return True, "re-sending its failed messages (--retry-failed)"
-        return False, f"already {status}"
-    if status == "sending" and last_progress is not None:
-        quiet = (dt.datetime.now(dt.UTC) - last_progress).total_seconds()
-        if quiet < lease:
-            return False, (
-                f"another notify run ({row['run_id']}) is sending it: last progress {quiet:.0f} s ago; it is taken "
-                f"over after {lease:g} s without progress (notify.lease_seconds)"
-            )
-    if retry_failed:
-        return True, f"{status} after {attempts} attempts: taken again (--retry-failed)"
-    if attempts >= wave_attempts:
-        return False, (
-            f"{status} after {attempts} attempts (notify.wave_attempts {wave_attempts}): needs an operator — "
-            f"check notification_log, then run notify --retry-failed --wave {wave.wave_id}"
+            return True, "re-sending its failed messages (--retry-failed)", True
+        return False, f"already {status}", False
+    lease = aware(row["lease_until"])
+    if status == "sending" and lease is not None and lease > wall:
+        return (
+            False,
+            (
+                f"held by notify run {row['run_id']} until {lease:%H:%M:%S} UTC (it renews its lease as it sends; "
+                "another run takes the wave over only after that lease ran out, notify.lease_seconds)"
+            ),
+            False,
         )
-    return True, f"{status} after {attempts} attempt(s): taken again"
+    deferred = aware(row["deferred_until"])
+    if status == "sending" and deferred is not None:
+        if deferred > wall:
+            return False, f"paused until {deferred:%H:%M:%S} UTC: the gateway asked notify to wait (Retry-After)", False
+        return True, f"resuming after the gateway's pause (run {row['run_id']} paused it)", False
+    if retry_failed:
+        return True, f"{status} after {attempts} attempts: taken again (--retry-failed)", True
+    if attempts >= wave_attempts:
+        return (
+            False,
+            (
+                f"{status} after {attempts} attempts (notify.wave_attempts {wave_attempts}): needs an operator — "
+                f"check notification_log, then run notify --retry-failed --wave {wave.wave_id}"
+            ),
+            False,
+        )
+    return True, f"{status} after {attempts} attempt(s): taken again", True
 
 
-def _aware(value):
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-
-
-def last_progress(wh: Warehouse, cid: str, wave_id: str, row) -> dt.datetime | None:
-    """When the wave last moved: the latest committed outcome, or when a run took it."""
-    latest = wh.read("notification_log", cid).where(F.col("wave_id") == wave_id).agg(F.max("logged_at")).first()[0]
-    times = [t for t in (_aware(latest), _aware(row["sending_at"])) if t is not None]
-    return max(times) if times else None
-
-
-def senders_for(ctx: StageContext, channels: set[str], tasks: int) -> Senders:
+def senders_for(ctx: StageContext, ready: Ready, tasks: int, send_until: dt.datetime | None = None) -> Senders:
     env = ctx.env
-    if "sms" in channels and not env.sms_gateway_url:
-        raise ConfigError(f"notify: environment {env.name} sets no sms_gateway_url, and the wave has SMS to send")
-    if "email" in channels and not env.email_queue_url:
-        raise ConfigError(f"notify: environment {env.name} sets no email_queue_url, and the wave has emails to send")
-    token = os.environ.get(env.secrets.sms_token_env) if "sms" in channels else None
     return Senders(
         pace=pace_of(env).share(tasks),
         sms_url=env.sms_gateway_url,
-        sms_token=token,
+        sms_token=ready.sms_token,
         queue_url=env.email_queue_url,
         region=env.aws_region,
         campaign_name=ctx.campaign.name,
-        aws=driver_aws_settings() if "email" in channels else (),
+        aws=driver_aws_settings() if env.email_queue_url else (),
+        run_id=ctx.run_id,
+        send_until=send_until.timestamp() if send_until is not None else None,
+        email_groups=env.notify.email_groups,
     )
 
 
@@ -121,11 +142,26 @@ def outstanding(messages: DataFrame, log: DataFrame, retry_failed: bool) -> Data
     return messages.join(done, ["campaign_id", "message_id"], "left_anti")
 
 
+def merge_outcomes(ctx: StageContext, outcomes: DataFrame) -> None:
+    """Record outcomes: new messages inserted, a `failed` one replaced by its new outcome, nothing
+    else touched. Safe to repeat, so a commit that meets a concurrent one is retried."""
+    retry_on_conflict(
+        ctx.spark,
+        lambda: ctx.warehouse.merge(
+            "notification_log", outcomes, update_existing=True, update_condition="t.status = 'failed'",
+            campaign_id=ctx.campaign_id,
+        ),
+        "recording outcomes in notification_log",
+    )  # fmt: skip
+
+
 def commit_outcomes(ctx: StageContext, rows: list[dict]) -> None:
     logged_at = dt.datetime.now(dt.UTC)
-    full = [{**r, "logged_at": logged_at, "run_id": ctx.run_id} for r in rows]
-    df = catalog_rows(ctx.spark, "notification_log", full)
-    ctx.warehouse.merge("notification_log", df, update_existing=True, update_condition="t.status = 'failed'")
+    columns = set(spec("notification_log").columns)
+    full = [
+        {**{k: v for k, v in r.items() if k in columns}, "logged_at": logged_at, "run_id": ctx.run_id} for r in rows
+    ]
+    merge_outcomes(ctx, catalog_rows(ctx.spark, "notification_log", full))
 
 
 def wave_outcomes(wh: Warehouse, cid: str, wave_id: str) -> dict[str, int]:
@@ -152,90 +188,89 @@ def wave_status_after(counts: dict[str, int]) -> str:
     return "completed_with_failures" if failed else "completed"
 
 
-def update_wave(wh: Warehouse, cid: str, wave_id: str, values: dict) -> None:
-    from delta.tables import DeltaTable
-
-    wh.ensure("waves")
-    condition = (F.col("campaign_id") == cid) & (F.col("wave_id") == wave_id)
-    DeltaTable.forPath(wh.spark, wh.path("waves")).update(condition, values)
+def no_recipient():
+    return F.coalesce(F.trim(F.col("recipient")), F.lit("")) == ""
 
 
-def send_wave(ctx: StageContext, wave: Wave, retry_failed: bool, dry_run: bool, report: StageReport) -> None:
-    wh, cid = ctx.warehouse, ctx.campaign_id
-    messages = wh.read("wave_messages", cid).where(F.col("wave_id") == wave.wave_id)
-    todo = outstanding(messages, wh.read("notification_log", cid), retry_failed)
-    todo = ctx.cut(todo, f"{wave.wave_id}: messages to send")
-    per_channel = {r["channel"]: r["n"] for r in todo.groupBy("channel").agg(F.count(F.lit(1)).alias("n")).collect()}
-    n = sum(per_channel.values())
-    if dry_run:
-        report.summary.append(
-            f"{wave.wave_id}: would send {per_channel.get('sms', 0):,} SMS and {per_channel.get('email', 0):,} emails "
-            "(--dry-run: nothing sent, nothing written)"
-        )
-        return
-    now = dt.datetime.now(dt.UTC)
-    update_wave(
-        wh, cid, wave.wave_id,
-        {"status": F.lit("sending"), "attempts": F.coalesce(F.col("attempts"), F.lit(0)) + 1,
-         "sending_at": F.lit(now), "run_id": F.lit(ctx.run_id)},
-    )  # fmt: skip
-    no_recipient = F.coalesce(F.trim(F.col("recipient")), F.lit("")) == ""
-    skipped = todo.where(no_recipient)
+def wave_messages_of(wh: Warehouse, cid: str, wave_id: str) -> DataFrame:
+    return wh.read("wave_messages", cid).where(F.col("wave_id") == wave_id)
+
+
+def record_skipped(ctx: StageContext, todo: DataFrame, report: StageReport) -> None:
+    """Messages without a recipient: `skipped`, recorded without a driver round trip."""
+    skipped = todo.where(no_recipient())
     n_skipped = skipped.count()
-    if n_skipped:  # recorded without a driver round trip, however many there are
-        logged_at = dt.datetime.now(dt.UTC)
-        values = {"status": F.lit("skipped"), "attempts": F.lit(0), "last_error": F.lit("no recipient"),
-                  "logged_at": F.lit(logged_at), "run_id": F.lit(ctx.run_id)}  # fmt: skip
-        outcomes = skipped.select(*[
-            values.get(f.name, F.col(f.name) if f.name in skipped.columns else F.lit(None)).cast(f.dataType).alias(f.name)
-            for f in spec("notification_log").schema.fields
-        ])  # fmt: skip
-        wh.merge("notification_log", outcomes, update_existing=True, update_condition="t.status = 'failed'")
-        report.counts["skipped"] = report.counts.get("skipped", 0) + n_skipped
-    sendable = todo.where(~no_recipient)
-    chunk_size = ctx.env.notify.chunk_size
-    chunks = max(1, math.ceil((n - n_skipped) / chunk_size))
-    # One task slot stays free for the Delta commit of the previous chunk, which runs meanwhile.
-    slots = max(1, ctx.spark.sparkContext.defaultParallelism - 1)
-    pace = pace_of(ctx.env)
-    tasks = pace.tasks_for(min(n, chunk_size), slots)
-    senders = senders_for(ctx, {c for c, k in per_channel.items() if k}, tasks)
-    sendable = sendable.withColumn("_chunk", F.pmod(F.xxhash64("message_id"), F.lit(chunks)))
-    # Chunk i + 1 is sent while chunk i's outcomes are committed (one committer thread): at most two
-    # chunks are ever without committed outcomes, and sending never waits for Delta.
-    sent_now = 0
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="notify-commit") as committer:
-        pending: Future | None = None
-        for i in range(chunks):
-            ctx.describe(f"{wave.wave_id}: send chunk {i + 1} of {chunks}")
-            part = sendable.where(F.col("_chunk") == i).drop("_chunk").repartition(tasks, "message_id")
-            with ctx.step("send"):
-                rows = [r.asDict() for r in part.mapInPandas(partition_sender(senders), OUTCOME_SCHEMA).collect()]
-            with ctx.step("commit wait"):
-                if pending is not None:
-                    pending.result()
-            pending = committer.submit(commit_outcomes, ctx, rows) if rows else None
-            for r in rows:
-                key = f"{r['channel']}:{r['status']}"
-                report.counts[key] = report.counts.get(key, 0) + 1
-                sent_now += r["status"] == "sent"
-        with ctx.step("commit wait"):
-            if pending is not None:
-                pending.result()
+    if not n_skipped:
+        return
+    logged_at = dt.datetime.now(dt.UTC)
+    values = {"status": F.lit("skipped"), "attempts": F.lit(0), "last_error": F.lit("no recipient"),
+              "logged_at": F.lit(logged_at), "run_id": F.lit(ctx.run_id)}  # fmt: skip
+    outcomes = skipped.select(*[
+        values.get(f.name, F.col(f.name) if f.name in skipped.columns else F.lit(None)).cast(f.dataType).alias(f.name)
+        for f in spec("notification_log").schema.fields
+    ])  # fmt: skip
+    merge_outcomes(ctx, outcomes)
+    report.counts["skipped"] = report.counts.get("skipped", 0) + n_skipped
+
+
+def send_wave(
+    ctx: StageContext, wave: Wave, lease: Lease, ready: Ready, retry_failed: bool, report: StageReport
+) -> None:
+    """Send the wave's outstanding messages while this run holds `lease`; then record its end,
+    or, with messages left (the gateway asked for a pause, or the lease was lost), let it go."""
+    wh, cid, sc = ctx.warehouse, ctx.campaign_id, ctx.spark.sparkContext
+    group = f"notify-send {ctx.run_id} {wave.wave_id}"
+    lease.keep(lambda why: sc.cancelJobGroup(group))  # a lost lease stops the sending tasks at once
+    sent_now, paused_until, passes = 0, None, 0
+    try:
+        messages = wave_messages_of(wh, cid, wave.wave_id)
+        if lease.renew():
+            record_skipped(ctx, outstanding(messages, wh.read("notification_log", cid), retry_failed), report)
+        # Passes: messages a task could not start before its lease time ran out go in the next pass.
+        while lease.held:
+            passes += 1
+            log = wh.read("notification_log", cid)
+            todo = outstanding(messages, log, retry_failed and passes == 1).where(~no_recipient())
+            todo = ctx.cut(todo, f"{wave.wave_id}: messages to send")
+            n = todo.count()
+            if not n:
+                break
+            sent_pass, paused_until = send_chunks(ctx, wave, lease, ready, todo, n, group, report)
+            sent_now += sent_pass
+            if paused_until is not None or not sent_pass:
+                break
+    finally:
+        lease.close()
     counts = wave_outcomes(wh, cid, wave.wave_id)
     status = wave_status_after(counts)
-    total = sum(counts.values())
+    if lease.lost:
+        report.summary.append(
+            f"{wave.wave_id}: stopped sending after {sent_now:,} messages: {lease.lost}; its holder sends the rest"
+        )
+        return
+    if status == "sending":
+        lease.release(paused_until)
+        left = sum(v for k, v in counts.items() if k.endswith(":pending"))
+        why = (
+            f"the gateway asked to wait: paused until {paused_until:%H:%M:%S} UTC, the next run resumes it"
+            if paused_until is not None
+            else "the next run sends them"
+        )
+        report.summary.append(f"{wave.wave_id}: this run sent {sent_now:,}; {left:,} messages left: {why}")
+        return
 
     def count(status_name):
         return sum(v for k, v in counts.items() if k.endswith(f":{status_name}"))
 
-    update_wave(
-        wh, cid, wave.wave_id,
-        {"status": F.lit(status), "total": F.lit(total), "sent": F.lit(count("sent")),
-         "failed": F.lit(count("failed")), "skipped": F.lit(count("skipped")),
-         "counts": F.create_map(*[x for k, v in sorted(counts.items()) for x in (F.lit(k), F.lit(v).cast("long"))]),
-         "finished_at": F.lit(dt.datetime.now(dt.UTC))},
+    finished = lease.finish(
+        {"status": sql_literal(status), "total": str(sum(counts.values())), "sent": str(count("sent")),
+         "failed": str(count("failed")), "skipped": str(count("skipped")),
+         "counts": _sql_value(dict(sorted(counts.items())), T.MapType(T.StringType(), T.LongType())),
+         "finished_at": ts(dt.datetime.now(dt.UTC)), "deferred_until": "NULL"}
     )  # fmt: skip
+    if not finished:
+        report.summary.append(f"{wave.wave_id}: sent {sent_now:,}, but another run took the wave before its end")
+        return
     slack.post(ctx.env, slack.wave_summary(cid, wave.wave_id, status, counts))
     report.summary.append(
         f"{wave.wave_id}: {status} · this run sent {sent_now:,}"
@@ -243,29 +278,109 @@ def send_wave(ctx: StageContext, wave: Wave, retry_failed: bool, dry_run: bool, 
     )
 
 
+def send_chunks(
+    ctx: StageContext, wave: Wave, lease: Lease, ready: Ready, todo: DataFrame, n: int, group: str,
+    report: StageReport,
+) -> tuple[int, dt.datetime | None]:  # fmt: skip
+    """One pass over `todo` in chunks; returns (messages with an outcome, pause asked by the gateway)."""
+    sc = ctx.spark.sparkContext
+    chunk_size = ctx.env.notify.chunk_size
+    chunks = max(1, math.ceil(n / chunk_size))
+    # One task slot stays free for the Delta commit of the previous chunk, which runs meanwhile.
+    slots = max(1, sc.defaultParallelism - 1)
+    tasks = pace_of(ctx.env).tasks_for(min(n, chunk_size), slots)
+    sendable = todo.withColumn("_chunk", F.pmod(F.xxhash64("message_id"), F.lit(chunks)))
+    done, paused_until = 0, None
+    # Chunk i + 1 is sent while chunk i's outcomes are committed (one committer thread): at most two
+    # chunks are ever without committed outcomes, and sending never waits for Delta.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="notify-commit") as committer:
+        pending: Future | None = None
+        for i in range(chunks):
+            if not lease.renew():
+                break
+            senders = senders_for(ctx, ready, tasks, lease.send_until())
+            ctx.describe(f"{wave.wave_id}: send chunk {i + 1} of {chunks}")
+            part = sendable.where(F.col("_chunk") == i).drop("_chunk").repartition(tasks, "message_id")
+            with ctx.step("send"):
+                sc.setJobGroup(group, f"notify: {wave.wave_id} chunk {i + 1} of {chunks}", interruptOnCancel=True)
+                try:
+                    rows = [r.asDict() for r in part.mapInPandas(partition_sender(senders), OUTCOME_SCHEMA).collect()]
+                except Exception:
+                    if lease.lost:  # cancelled: another run holds the wave now
+                        break
+                    raise
+                finally:
+                    ctx.describe(f"{wave.wave_id}: sent chunk {i + 1} of {chunks}")
+            outcomes = [r for r in rows if r["status"] != "deferred"]
+            asked = [r["defer_seconds"] for r in rows if r["status"] == "deferred" and r["defer_seconds"]]
+            with ctx.step("commit wait"):
+                if pending is not None:
+                    pending.result()
+            pending = committer.submit(commit_outcomes, ctx, outcomes) if outcomes else None
+            for r in outcomes:
+                key = f"{r['channel']}:{r['status']}"
+                report.counts[key] = report.counts.get(key, 0) + 1
+            done += len(outcomes)
+            if asked:  # the gateway wants a pause longer than we wait inside a run
+                paused_until = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=max(asked))
+                break
+        with ctx.step("commit wait"):
+            if pending is not None:
+                pending.result()
+    return done, paused_until
+
+
+def take_and_send(ctx: StageContext, wave: Wave, retry_failed: bool, dry_run: bool, report: StageReport) -> bool:
+    """Decide on the wave as it is now, check it can be sent, win it, send it; whether it was taken."""
+    wh, cid, settings = ctx.warehouse, ctx.campaign_id, ctx.env.notify
+    for _ in range(3):  # a lost race is re-read: the next decision names the winner
+        row = read_wave(wh, cid, wave.wave_id)
+        go, why, spends = decide(wave, row, ctx.now, now_utc(), retry_failed, settings.wave_attempts)
+        if not go:
+            report.summary.append(f"{wave.wave_id}: {why}")
+            return False
+        todo = outstanding(wave_messages_of(wh, cid, wave.wave_id), wh.read("notification_log", cid), retry_failed)
+        per_channel = {
+            r["channel"]: r["n"]
+            for r in todo.groupBy(F.when(no_recipient(), "none").otherwise(F.col("channel")).alias("channel"))
+            .agg(F.count(F.lit(1)).alias("n"))
+            .collect()
+        }
+        blank = per_channel.pop("none", 0)
+        if dry_run:
+            report.summary.append(
+                f"{wave.wave_id}: would send {per_channel.get('sms', 0):,} SMS and {per_channel.get('email', 0):,} "
+                "emails" + (f" and skip {blank:,} without a recipient" if blank else "")
+                + " (--dry-run: nothing sent, nothing written)"
+            )  # fmt: skip
+            return True
+        ready = preflight(ctx.env, wave.wave_id, {c for c, k in per_channel.items() if k})
+        taken = claim(wh, cid, wave.wave_id, row, ctx.run_id, settings.lease_seconds, spends)
+        if taken.lease is None:
+            continue
+        report.summary.append(f"{wave.wave_id}: taken ({why})")
+        send_wave(ctx, wave, taken.lease, ready, retry_failed, report)
+        return True
+    report.summary.append(f"{wave.wave_id}: not taken: other runs changed its row three times while this run read it")
+    return False
+
+
 def notify(ctx: StageContext) -> StageReport:
     """Send the messages of the campaign's due waves (README: Notify)."""
-    wh, cid, campaign = ctx.warehouse, ctx.campaign_id, ctx.campaign
+    campaign = ctx.campaign
     options = ctx.options
     only = options.get("wave")
     retry_failed, dry_run = bool(options.get("retry_failed")), bool(options.get("dry_run"))
     if only and only not in {w.wave_id for w in campaign.waves}:
-        raise ConfigError(f"notify --wave {only}: campaign {cid} has no such wave (waves in the campaign config)")
-    settings = ctx.env.notify
-    rows = {r["wave_id"]: r for r in wh.read("waves", cid).collect()}
+        raise ConfigError(
+            f"notify --wave {only}: campaign {ctx.campaign_id} has no such wave (waves in the campaign config)"
+        )
     report = StageReport(counts={})
     taken = 0
     for wave in ordered_waves(campaign):
         if only and wave.wave_id != only:
             continue
-        row = rows.get(wave.wave_id)
-        progress = last_progress(wh, cid, wave.wave_id, row) if row and row["status"] == "sending" else None
-        go, why = decide(wave, row, ctx.now, retry_failed, settings.wave_attempts, progress, settings.lease_seconds)
-        if not go:
-            report.summary.append(f"{wave.wave_id}: {why}")
-            continue
-        taken += 1
-        send_wave(ctx, wave, retry_failed, dry_run, report)
+        taken += take_and_send(ctx, wave, retry_failed, dry_run, report)
     report.counts["waves_sent"] = 0 if dry_run else taken
     for key in ("sms:sent", "sms:failed", "email:sent", "email:failed"):
         report.counts.setdefault(key, 0)

@@ -1,7 +1,8 @@
 """Slack messages through an incoming webhook (slack-sdk's `WebhookClient`): counts only.
 
 The webhook URL is a secret: it comes from the environment variable named by
-`secrets.slack_webhook_env` (default `SLACK_WEBHOOK_URL`), never from a file. Unset → quiet. A
+`secrets.slack_webhook_env` (default `SLACK_WEBHOOK_URL`) or the Secrets Manager secret it
+references (`secret_values`), never from a file. Unset → quiet. A
 message never carries a phone number, an email or a code: summaries hold counts, and an alert's
 error line is scrubbed (emails and phone-like digit runs masked) and cut short. Slack being down
 never fails a stage: the problem is printed and the run goes on.
@@ -9,14 +10,19 @@ never fails a stage: the problem is printed and the run goes on.
 
 from __future__ import annotations
 
-import os
 import sys
 
 from campaign_pipeline.privacy import scrub
 
 
 def webhook_url(env) -> str | None:
-    return os.environ.get(env.secrets.slack_webhook_env) or None
+    from campaign_pipeline.secret_values import secret
+
+    try:
+        return secret(env, "slack_webhook") or None
+    except Exception as exc:  # noqa: BLE001 - Slack never fails a stage
+        print(f"slack: no webhook ({scrub(str(exc))})", file=sys.stderr)
+        return None
 
 
 def post(env, text: str) -> bool:

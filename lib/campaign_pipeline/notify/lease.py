@@ -1,0 +1,204 @@
+"""One sender per wave: claiming a wave, holding it while sending, letting it go.
+
+A notify run sends a wave only while it holds the wave's lease, recorded in the wave's `waves` row
+(`status = 'sending'`, `run_id` = the holder, `lease_until`). Taking a wave is a conditional Delta
+`UPDATE` whose condition is the row as the run just read it (status, holder and lease) and that
+no plan_waves run is re-planning it: of two runs that read the same row, exactly one changes it
+(the other changes no row, or gets Delta's conflict error when both commit at once) and the loser
+re-reads the row and says who holds the wave.
+
+The holder renews the lease before each chunk and, from a thread of its own, at least every
+`lease_seconds / 3` while a chunk is out; a renewal is again conditional (still `sending`, still
+this run). It stops sending when a renewal finds another holder, and also when it has not managed
+to renew for long enough that its lease is within `lease_seconds / 3` of running out (a writer
+that cannot reach the table must not outlive its lease). The sending tasks themselves start no
+request after the lease time they were given, so even a stalled driver cannot send past it.
+Another run takes the wave over only once `lease_until` has passed on its own clock: clocks of the
+machines that run notify must agree to well within `lease_seconds / 3`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from campaign_pipeline.tables import Warehouse, _sql_value, is_write_conflict, retry_on_conflict, sql_literal
+
+
+def now_utc() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def ts(value: dt.datetime | None) -> str:
+    """A Spark SQL timestamp literal (NULL for None)."""
+    return _sql_value(value, T.TimestampType())
+
+
+def aware(value: dt.datetime | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def read_wave(wh: Warehouse, campaign_id: str, wave_id: str):
+    """The wave's `waves` row as it is now (None if it was never planned)."""
+    return wh.read("waves", campaign_id).where(F.col("wave_id") == wave_id).first()
+
+
+def same_row(row) -> str:
+    """SQL: the wave's row still holds what `row` held (status, holder, lease, deferral, planner)."""
+    parts = [f"status = {sql_literal(row['status'])}", f"run_id = {sql_literal(row['run_id'])}"]
+    for column in ("lease_until", "deferred_until", "planning_until"):
+        value = aware(row[column])
+        parts.append(f"{column} IS NULL" if value is None else f"{column} = {ts(value)}")
+    return " AND ".join(parts)
+
+
+@dataclass
+class Claim:
+    """What a claim attempt found: the lease when this run won it, else why not."""
+
+    lease: Lease | None
+    why: str = ""
+
+
+def claim(
+    wh: Warehouse, campaign_id: str, wave_id: str, row, run_id: str, lease_seconds: float, count_attempt: bool
+) -> Claim:
+    """Take the wave as `run_id` if its row still is `row` and no planner holds it; exactly one of
+    any number of runs doing this at once wins."""
+    start = now_utc()
+    until = start + dt.timedelta(seconds=lease_seconds)
+    values = {
+        "status": "'sending'",
+        "run_id": sql_literal(run_id),
+        "attempts": "coalesce(attempts, 0) + 1" if count_attempt else "coalesce(attempts, 0)",
+        "sending_at": ts(start),
+        "lease_until": ts(until),
+        "deferred_until": "NULL",
+        "finished_at": "NULL",
+    }
+    where = (
+        f"wave_id = {sql_literal(wave_id)} AND {same_row(row)} "
+        f"AND (planning_until IS NULL OR planning_until < {ts(start)})"
+    )
+    try:
+        changed = wh.update("waves", campaign_id, values, where)
+    except Exception as exc:
+        if is_write_conflict(wh.spark, exc):
+            return Claim(None, "another run changed the wave's row at the same moment")
+        raise
+    if changed != 1:
+        return Claim(None, "the wave's row changed since it was read")
+    return Claim(Lease(wh, campaign_id, wave_id, run_id, until, lease_seconds))
+
+
+class Lease:
+    """This run's hold on a wave: renewed as it sends, checked before every chunk."""
+
+    def __init__(self, wh: Warehouse, campaign_id: str, wave_id: str, run_id: str, until, lease_seconds: float):
+        self.wh, self.campaign_id, self.wave_id, self.run_id = wh, campaign_id, wave_id, run_id
+        self.seconds = lease_seconds
+        self.until = until  # the lease as last written by this run
+        self.lost: str | None = None  # why this run no longer holds the wave
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._keeper: threading.Thread | None = None
+
+    @property
+    def margin(self) -> dt.timedelta:
+        """How long before its lease runs out the holder stops on its own (renewals failing)."""
+        return dt.timedelta(seconds=self.seconds / 3)
+
+    @property
+    def held(self) -> bool:
+        return self.lost is None and now_utc() < self.until - self.margin
+
+    def send_until(self) -> dt.datetime:
+        """The last moment a sending task may start a request under this lease."""
+        return self.until - self.margin
+
+    def _mine(self) -> str:
+        return f"wave_id = {sql_literal(self.wave_id)} AND status = 'sending' AND run_id = {sql_literal(self.run_id)}"
+
+    def renew(self) -> bool:
+        """Extend the lease if this run still holds the wave; False (and `lost` says why) if not."""
+        with self._lock:
+            if self.lost:
+                return False
+            start = now_utc()
+            until = start + dt.timedelta(seconds=self.seconds)
+            try:
+                changed = retry_on_conflict(
+                    self.wh.spark,
+                    lambda: self.wh.update("waves", self.campaign_id, {"lease_until": ts(until)}, self._mine()),
+                    f"renewing the lease on {self.wave_id}",
+                    attempts=4,
+                    first_wait=0.05,
+                )
+            except Exception as exc:  # noqa: BLE001 - a renewal that fails is retried until the margin
+                if now_utc() >= self.until - self.margin:
+                    self.lost = f"could not renew its lease for {self.seconds / 3:g} s ({type(exc).__name__})"
+                return False
+            if changed != 1:
+                holder = read_wave(self.wh, self.campaign_id, self.wave_id)
+                who = f"run {holder['run_id']} ({holder['status']})" if holder is not None else "nobody"
+                self.lost = f"the wave is now held by {who}"
+                return False
+            self.until = until
+            return True
+
+    def keep(self, on_lost: Callable[[str], None]) -> None:
+        """Renew from a thread of its own every `lease_seconds / 3` until `close`; call `on_lost`
+        (e.g. cancel the sending tasks) as soon as the wave is no longer held."""
+
+        def run():
+            interval = max(0.2, self.seconds / 3)
+            while not self._stop.wait(interval / 2):
+                renewed_at = self.until - dt.timedelta(seconds=self.seconds)
+                if now_utc() < renewed_at + dt.timedelta(seconds=interval):
+                    continue  # renewed recently enough (before a chunk)
+                self.renew()
+                if not self.held:
+                    on_lost(self.lost or "its lease ran out before it could renew it")
+                    return
+
+        self._keeper = threading.Thread(target=run, name=f"lease-{self.wave_id}", daemon=True)
+        self._keeper.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._keeper is not None:
+            self._keeper.join()
+            self._keeper = None
+
+    def finish(self, values: dict[str, str]) -> bool:
+        """Record the wave's end (`values`: column → SQL) and let the lease go, if still held."""
+        self.close()
+        if self.lost:
+            return False
+        changed = retry_on_conflict(
+            self.wh.spark,
+            lambda: self.wh.update("waves", self.campaign_id, {**values, "lease_until": "NULL"}, self._mine()),
+            f"recording the end of {self.wave_id}",
+        )
+        return changed == 1
+
+    def release(self, deferred_until: dt.datetime | None = None) -> bool:
+        """Let the wave go while it is still `sending` (messages left): the next run takes it at once,
+        or after `deferred_until` without spending an attempt when the gateway asked to wait."""
+        self.close()
+        if self.lost:
+            return False
+        values = {"lease_until": "NULL", "deferred_until": ts(deferred_until)}
+        changed = retry_on_conflict(
+            self.wh.spark,
+            lambda: self.wh.update("waves", self.campaign_id, values, self._mine()),
+            f"releasing {self.wave_id}",
+        )
+        return changed == 1

@@ -192,6 +192,18 @@ def run_operation(
     return run_id, report
 
 
+def archived_note(wh: Warehouse, campaign_id: str) -> str | None:
+    """'campaign C is archived …' when `maintain` archived the campaign (or is archiving it), else None."""
+    if not wh.exists("archives"):
+        return None
+    row = wh.read("archives", campaign_id).first()
+    if row is None:
+        return None
+    where = f" to {row['root']}" if row["root"] else ""
+    state = "archived" if row["state"] == "archived" else "being archived"
+    return f"campaign {campaign_id} is {state}{where} (maintain run {row['run_id']})"
+
+
 def _remove_folder(spark: SparkSession, path: str) -> None:
     from campaign_pipeline.storage import hadoop_fs
 
@@ -232,6 +244,12 @@ def run_pipeline(
                 "(earlier stages succeeded; use --from-start to redo them)",
                 file=out,
             )
+    archived = archived_note(wh, campaign.campaign_id)
+    if archived:
+        if all(s.name == "report" for s in selected):  # the scheduled report of a campaign that ended
+            print(f"report: {archived}; nothing to report", file=out)
+            return RunReport(run_id, [], resumed_from)
+        raise PipelineError(f"{archived}: its stages no longer run (its rows are in the archive)")
     print(f"run {run_id} · campaign {campaign.campaign_id} · stages {', '.join(s.name for s in selected)}", file=out)
     report = RunReport(run_id, [], resumed_from)
     done: set[str] = set()

@@ -915,9 +915,16 @@ class Warehouse:
         )
 
     def replace_if_changed(
-        self, name: str, df: DataFrame, campaign_id: str, ignore: tuple[str, ...] = ("run_id",), cut=None
+        self,
+        name: str,
+        df: DataFrame,
+        campaign_id: str,
+        ignore: tuple[str, ...] = ("run_id",),
+        cut=None,
+        condition: str | None = None,
     ) -> bool:
         """`replace`, unless the campaign's rows already equal `df` (ignoring `ignore` columns).
+        With `condition` (SQL), only the campaign's rows matching it are compared and replaced.
 
         Re-running a stage on unchanged inputs then commits nothing: no new Delta version, and the
         rows keep the run id that decided them. Returns whether anything was written. When the campaign
@@ -929,26 +936,43 @@ class Warehouse:
         tells most changes apart without a shuffle, and only equal fingerprints are confirmed
         row by row (`exceptAll` both ways), so a hash collision can never skip a write.
         """
-        if self.exists(name):
-            old = self.read(name, campaign_id)
-            if not old.isEmpty():
-                if cut is not None:
-                    df = cut(df, f"compare with {name}")
-                # Set operations cannot compare maps: a map is compared as its sorted entries.
-                columns = [
-                    F.array_sort(F.map_entries(f.name)).alias(f.name)
-                    if isinstance(f.dataType, T.MapType)
-                    else F.col(f.name)
-                    for f in spec(name).schema.fields
-                    if f.name not in ignore
-                ]
-                new, before = self.conform(name, df.drop(RANGE)).select(*columns), old.select(*columns)
-                if _fingerprint(new) == _fingerprint(before) and (
-                    new.exceptAll(before).isEmpty() and before.exceptAll(new).isEmpty()
-                ):
-                    return False
-        self.replace(name, df, campaign_id)
+        same, df = self.holds(name, df, campaign_id, ignore, cut, condition)
+        if same:
+            return False
+        self.replace(name, df, campaign_id, condition)
         return True
+
+    def holds(
+        self,
+        name: str,
+        df: DataFrame,
+        campaign_id: str,
+        ignore: tuple[str, ...] = ("run_id",),
+        cut=None,
+        condition: str | None = None,
+    ) -> tuple[bool, DataFrame]:
+        """(whether the campaign's rows (matching `condition`) already equal `df`, ignoring the
+        `ignore` columns; `df`, cut with `cut` when it had to be compared): `replace_if_changed`'s test."""
+        if not self.exists(name):
+            return False, df
+        old = self.read(name, campaign_id)
+        if condition:
+            old = old.where(condition)
+        if old.isEmpty():
+            return False, df
+        if cut is not None:
+            df = cut(df, f"compare with {name}")
+        # Set operations cannot compare maps: a map is compared as its sorted entries.
+        columns = [
+            F.array_sort(F.map_entries(f.name)).alias(f.name) if isinstance(f.dataType, T.MapType) else F.col(f.name)
+            for f in spec(name).schema.fields
+            if f.name not in ignore
+        ]
+        new, before = self.conform(name, df.drop(RANGE)).select(*columns), old.select(*columns)
+        same = _fingerprint(new) == _fingerprint(before) and (
+            new.exceptAll(before).isEmpty() and before.exceptAll(new).isEmpty()
+        )
+        return same, df
 
     def merge(
         self,

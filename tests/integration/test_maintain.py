@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import time
 
 import pytest
 from helpers import make_campaign
 
-from campaign_pipeline.errors import ConfigError
+from campaign_pipeline.errors import ConfigError, PipelineError
 from campaign_pipeline.ops import maintain as m
-from campaign_pipeline.runner import run_operation, stage_runs
+from campaign_pipeline.runner import run_operation, run_pipeline, stage_runs
 from campaign_pipeline.tables import Warehouse, catalog_rows
 
 CID = "tour-test"
@@ -68,46 +69,112 @@ def test_a_running_campaign_is_compacted_and_nothing_moves(spark, test_env, tmp_
         m.parse_age("a month")
 
 
-def test_a_finished_campaign_moves_to_the_archive_and_a_killed_move_is_finished(spark, test_env, tmp_path):
+class Killed(BaseException):
+    """Stands for SIGKILL: no `except Exception` sees it, so nothing records or cleans up after it."""
+
+
+def snapshot(wh: Warehouse, tables) -> dict[str, list]:
+    return {t: sorted(map(repr, wh.read(t, CID).drop("campaign_id").collect())) for t in tables}
+
+
+def test_a_finished_campaign_moves_to_the_archive_and_a_move_killed_after_any_table_is_finished(
+    spark, test_env, tmp_path
+):
     env = test_env.with_roots(None, str(tmp_path / "wh"))
     live = small_warehouse(spark, env.warehouse_root, "completed")
+    archive = Warehouse(spark, str(tmp_path / "wh" / "_archive"))
     options = {"older_than": "30d", "no_vacuum": True}
     tables = m.campaign_tables(live)
-    before = {t: live.read(t, CID).count() for t in tables}
-    assert before == {"registrants": 3, "code_assignments": 3, "waves": 1}
+    assert tables == ["registrants", "code_assignments", "waves"]  # waves last
+    before = snapshot(live, tables)
 
     # ended less than 30 days ago: nothing moves
     soon = NOTIFY_AT + dt.timedelta(days=3)
     _, report = run_operation(spark, campaign(), env, "maintain", m.maintain, out=QUIET(), now=soon, options=options)
     assert report.counts["archived"] == 0 and live.read("registrants", CID).count() == 3
 
-    # the first move dies after one table is moved; the second finishes it
+    # Killed after the first table, then after the second (the waves are still live then), then
+    # after the last: every time each table's rows are live or verified in the archive, never
+    # neither, never both halves; the run after the last kill finds the waves gone and finishes.
     later = NOTIFY_AT + dt.timedelta(days=31)
-    deleted, original = [], Warehouse.delete
+    for k, table in enumerate(tables):
+        mp = pytest.MonkeyPatch()
 
-    def dying_delete(self, name, condition):
-        if deleted:
-            raise RuntimeError("killed")
-        deleted.append(name)
-        return original(self, name, condition)
+        def killed_after(name, stop=table):
+            if name == stop:
+                raise Killed(name)
 
-    mp = pytest.MonkeyPatch()
-    mp.setattr(Warehouse, "delete", dying_delete)
-    with pytest.raises(RuntimeError, match="killed"):
-        run_operation(spark, campaign(), env, "maintain", m.maintain, out=QUIET(), now=later, options=options)
-    mp.undo()
-    archive = Warehouse(spark, str(tmp_path / "wh" / "_archive"))
-    for t, n in before.items():  # each table: its live rows, or a verified copy; never neither
-        kept = archive.read(t, CID).count() if archive.exists(t) else 0
-        assert live.read(t, CID).count() == n or kept == n, t
-    assert live.read(deleted[0], CID).count() == 0
+        mp.setattr(m, "_after_table", killed_after)
+        mp.setattr(m, "ARCHIVE_LEASE_SECONDS", 1)  # a killed run's hold on the archive runs out at once
+        with pytest.raises(Killed):
+            run_operation(spark, campaign(), env, "maintain", m.maintain, out=QUIET(), now=later, options=options)
+        mp.undo()
+        time.sleep(1)
+        for t in tables:
+            moved = tables.index(t) <= k
+            assert snapshot(live if not moved else archive, [t]) == {t: before[t]}, (table, t)
+            assert (
+                live.read(t, CID).isEmpty() == moved
+                and (archive.exists(t) and not archive.read(t, CID).isEmpty()) == moved
+            )
+        assert m.archive_record(live, CID)["state"] == "archiving"
 
     _, report = run_operation(spark, campaign(), env, "maintain", m.maintain, out=QUIET(), now=later, options=options)
-    assert report.counts["archived"] == 1
-    for t, n in before.items():
-        assert live.read(t, CID).count() == 0, t
-        assert archive.read(t, CID).count() == n, t
+    assert report.counts["archived"] == 1 and m.archive_record(live, CID)["state"] == "archived"
+    assert snapshot(archive, tables) == before and all(live.read(t, CID).isEmpty() for t in tables)
+    assert dict(m.archive_record(live, CID)["moved"]) == {"registrants": 3, "code_assignments": 3, "waves": 1}
     # the other campaign is untouched, and the archive holds none of it
     assert live.read("registrants", "other").count() == 1 and archive.read("registrants", "other").count() == 0
     runs = {r["status"]: r["count"] for r in stage_runs(live, CID).groupBy("status").count().collect()}
-    assert runs == {"succeeded": 2, "failed": 1}
+    assert runs == {"succeeded": 2, "running": 3}  # the killed runs never recorded an end
+
+    # an archived campaign's stages no longer run; its scheduled report says so and writes nothing
+    with pytest.raises(PipelineError, match=f"campaign {CID} is archived to .*_archive"):
+        run_pipeline(spark, campaign(), env, stages=["select"], out=QUIET())
+    assert run_pipeline(spark, campaign(), env, stages=["report"], out=QUIET()).rows == []
+
+
+def test_rows_appended_while_an_archive_copies_or_deletes_are_archived_not_lost(spark, test_env, tmp_path):
+    """A report's rows (or an operator's retry) committed between the copy and the delete: the
+    table moved, so it is copied again; committed between the version check and the delete itself,
+    the delete removed them, and they are recovered from the delete's own snapshot."""
+    env = test_env.with_roots(None, str(tmp_path / "wh"))
+    live = small_warehouse(spark, env.warehouse_root, "completed", other=False)
+    archive = Warehouse(spark, str(tmp_path / "wh" / "_archive"))
+    late = {"campaign_id": CID, "global_user_id": "F9", "market_preferences": ["NYC-01"], "registered_at": NOTIFY_AT,
+            "identity_cluster_id": "F9", "cluster_size": 1, "tags": [], "eligible": True, "ineligible_reasons": [],
+            "run_id": "late"}  # fmt: skip
+    code = {"campaign_id": CID, "market_id": "NYC-01", "global_user_id": "F9", "code": "C-F9", "code_type": "pool",
+            "wave_id": "wave-1", "assigned_at": NOTIFY_AT, "run_id": "late"}  # fmt: skip
+    appended: list[str] = []
+    mp = pytest.MonkeyPatch()
+    renew, delete = m.ArchiveLease.renew, m.delete_campaign
+
+    def renew_then_append(self, moved=None):  # right after the registrants' first copy
+        renew(self, moved)
+        if "registrants" not in appended and archive.exists("registrants"):
+            appended.append("registrants")
+            live.append("registrants", catalog_rows(spark, "registrants", [late]))
+
+    def append_then_delete(wh, table, cid):  # after the check, before the delete reads the table
+        if table == "code_assignments" and table not in appended:
+            appended.append(table)
+            live.append(table, catalog_rows(spark, table, [code]))
+        return delete(wh, table, cid)
+
+    mp.setattr(m.ArchiveLease, "renew", renew_then_append)
+    mp.setattr(m, "delete_campaign", append_then_delete)
+    later = NOTIFY_AT + dt.timedelta(days=31)
+    _, report = run_operation(spark, campaign(), env, "maintain", m.maintain, out=QUIET(), now=later,
+                              options={"older_than": "30d", "no_vacuum": True})  # fmt: skip
+    mp.undo()
+    assert appended == ["registrants", "code_assignments"] and report.counts["archived"] == 1
+    assert sorted(r["global_user_id"] for r in archive.read("registrants", CID).collect()) == ["F1", "F2", "F3", "F9"]
+    assert sorted(r["global_user_id"] for r in archive.read("code_assignments", CID).collect()) == [
+        "F1",
+        "F2",
+        "F3",
+        "F9",
+    ]
+    assert live.read("registrants", CID).isEmpty() and live.read("code_assignments", CID).isEmpty()
+    assert report.counts["archived:registrants"] == 4 and report.counts["archived:code_assignments"] == 4

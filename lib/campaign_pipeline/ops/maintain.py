@@ -6,22 +6,45 @@
   floor (7 days, `delta.deletedFileRetentionDuration`), which stays switched on: a shorter
   retention could delete files a running reader still needs.
 - **archive** (a finished campaign only: every configured wave ended, the last one longer ago
-  than `--older-than`): for each table, copy the campaign's rows to the same table under the
-  archive root in an idempotent Delta transaction, verify the archived row count equals the live
-  one, and only then delete the live rows. A kill at any point leaves, per table, the live rows,
-  or the live rows and a verified copy, or the verified copy alone; a re-run finishes the move.
+  than `--older-than`): one maintain run wins the campaign's archive (its `archives` row, a
+  conditional write, with a lease renewed at every step) and moves table by table, `waves` last:
+  copy the rows of the live table's current version under the archive root, verify the copy row
+  for row, and delete the live rows only if the table has not moved since that version (moved:
+  copy again). Rows committed between that check and the delete's own snapshot are recovered from
+  the snapshot into the archive. A kill at any point leaves, per table, the live rows, or the
+  live rows and a verified copy, or the verified copy alone; the `archives` row says the archive
+  started, so the next run finishes it whatever was moved already. An archived campaign's row
+  stays `archived`; rows that reach its live tables later are moved by the next maintain.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+import uuid
 from dataclasses import dataclass, field
 
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from campaign_pipeline.errors import ConfigError, PipelineError
-from campaign_pipeline.tables import CATALOG, Warehouse, spec
+from campaign_pipeline.tables import (
+    CATALOG,
+    Warehouse,
+    _fingerprint,
+    _sql_value,
+    catalog_rows,
+    is_write_conflict,
+    retry_on_conflict,
+    spec,
+    sql_literal,
+)
+
+
+def _ts(value) -> str:
+    return _sql_value(value, T.TimestampType())
+
 
 # The tables that grow with registrants or messages, with the column one fan's lookups filter on.
 ZORDER = {
@@ -37,6 +60,8 @@ ZORDER = {
 }
 MIN_RETAIN_HOURS = 168  # Delta's default deletedFileRetentionDuration, checked by Delta itself
 FINAL_WAVE = ("completed", "completed_with_failures", "failed")
+STAY_LIVE = ("pipeline_runs", "archives")
+ARCHIVE_LEASE_SECONDS = 3600  # renewed after every step of every table; a dead archive is taken over after it
 
 
 def parse_age(text: str) -> dt.timedelta:
@@ -56,17 +81,19 @@ class MaintainReport:
 
 def campaign_tables(wh: Warehouse) -> list[str]:
     """The tables archived: every catalog table with a `campaign_id` column that exists, in catalog
-    order, except `pipeline_runs`, which stays live (it records the archive run itself)."""
-    return [t for t in CATALOG if "campaign_id" in spec(t).columns and t != "pipeline_runs" and wh.exists(t)]
+    order but `waves` last (while a campaign's waves are live, a re-run can still tell it ended),
+    except `pipeline_runs` and `archives`, which stay live (they record the archive itself)."""
+    names = [t for t in CATALOG if "campaign_id" in spec(t).columns and t not in STAY_LIVE and wh.exists(t)]
+    return sorted(names, key=lambda t: t == "waves")
 
 
 def optimize(wh: Warehouse, campaign_id: str, out: MaintainReport) -> None:
     for table, column in ZORDER.items():
         if not wh.exists(table) or wh.read(table, campaign_id).isEmpty():
             continue
-        metrics = wh.spark.sql(
-            f"OPTIMIZE delta.`{wh.path(table)}` WHERE campaign_id = '{campaign_id}' ZORDER BY ({column})"
-        ).first()["metrics"]
+        sql = f"OPTIMIZE delta.`{wh.path(table)}` WHERE campaign_id = {sql_literal(campaign_id)} ZORDER BY ({column})"
+        # A notify run's MERGE into the same files can win the race: compaction then runs again.
+        metrics = retry_on_conflict(wh.spark, lambda: wh.spark.sql(sql).first(), f"compacting {table}")["metrics"]
         added, removed = metrics["numFilesAdded"], metrics["numFilesRemoved"]
         out.counts[f"optimize:{table}:files_removed"] = removed
         out.counts[f"optimize:{table}:files_added"] = added
@@ -106,44 +133,215 @@ def finished_since(wh: Warehouse, campaign, now: dt.datetime) -> dt.datetime | N
     return end if end.tzinfo else end.replace(tzinfo=dt.UTC)
 
 
-def archive(wh: Warehouse, archive_root: str, campaign, now: dt.datetime, older_than: dt.timedelta, out) -> bool:
-    """Move a finished campaign's rows to the archive root (copy, verify, delete); False if not finished."""
-    cid = campaign.campaign_id
-    ended = finished_since(wh, campaign, now)
-    if ended is None or now - ended < older_than:
-        why = "a wave has not ended" if ended is None else f"its last wave ended {ended:%Y-%m-%d %H:%M %Z}"
-        out.lines.append(f"archive: campaign {cid} is not finished for {older_than} yet ({why}); nothing moved")
-        return False
-    store = Warehouse(wh.spark, archive_root)
-    moved = 0
-    for table in campaign_tables(wh):
+def archive_record(wh: Warehouse, campaign_id: str):
+    """The campaign's `archives` row (None if no archive ever started)."""
+    return wh.read("archives", campaign_id).first()
+
+
+def _same_rows(a: DataFrame, b: DataFrame) -> bool:
+    """Whether two frames of one table hold the same rows (as multisets; maps compared as entries)."""
+    columns = [
+        F.array_sort(F.map_entries(f.name)).alias(f.name) if isinstance(f.dataType, T.MapType) else F.col(f.name)
+        for f in a.schema.fields
+    ]
+    a, b = a.select(*columns), b.select(*columns)
+    return _fingerprint(a) == _fingerprint(b) and a.exceptAll(b).isEmpty() and b.exceptAll(a).isEmpty()
+
+
+class ArchiveLease:
+    """This maintain run's hold on a campaign's archive (its `archives` row), renewed after each step."""
+
+    def __init__(self, wh: Warehouse, campaign_id: str, run_id: str):
+        self.wh, self.campaign_id, self.run_id = wh, campaign_id, run_id
+
+    def _set(self, values: dict[str, str]) -> None:
+        changed = retry_on_conflict(
+            self.wh.spark,
+            lambda: self.wh.update(
+                "archives", self.campaign_id, values, f"state = 'archiving' AND run_id = {sql_literal(self.run_id)}"
+            ),
+            "recording the archive's progress",
+        )
+        if changed != 1:
+            holder = archive_record(self.wh, self.campaign_id)
+            raise PipelineError(
+                f"archive: campaign {self.campaign_id} is now archived by maintain run {holder['run_id']} "
+                f"({holder['state']}); this run stopped after its last verified step"
+            )
+
+    def renew(self, moved: dict[str, int] | None = None) -> None:
+        until = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=ARCHIVE_LEASE_SECONDS)
+        values = {"lease_until": _ts(until)}
+        if moved is not None:
+            values["moved"] = _sql_value(dict(sorted(moved.items())), T.MapType(T.StringType(), T.LongType()))
+        self._set(values)
+
+    def done(self, moved: dict[str, int]) -> None:
+        self._set({"state": "'archived'", "lease_until": "NULL", "finished_at": _ts(dt.datetime.now(dt.UTC)),
+                   "moved": _sql_value(dict(sorted(moved.items())), T.MapType(T.StringType(), T.LongType()))})  # fmt: skip
+
+
+def take_archive(wh: Warehouse, cid: str, run_id: str, root: str, record) -> tuple[ArchiveLease | None, str]:
+    """Win the campaign's archive: start it (no row yet) or take over one whose holder stopped
+    renewing; exactly one of concurrent maintain runs wins. (lease, why not)."""
+    now = dt.datetime.now(dt.UTC)
+    until = now + dt.timedelta(seconds=ARCHIVE_LEASE_SECONDS)
+    try:
+        if record is None:
+            row = {"campaign_id": cid, "run_id": run_id, "state": "archiving", "started_at": now,
+                   "lease_until": until, "root": root, "moved": {}}  # fmt: skip
+            wh.merge("archives", catalog_rows(wh.spark, "archives", [row]), campaign_id=cid)
+        else:
+            lease = record["lease_until"]
+            condition = f"state = 'archiving' AND run_id = {sql_literal(record['run_id'])} AND " + (
+                f"lease_until = {_ts(lease)}" if lease is not None else "lease_until IS NULL"
+            )
+            wh.update("archives", cid, {"run_id": sql_literal(run_id), "lease_until": _ts(until)}, condition)
+    except Exception as exc:
+        if not is_write_conflict(wh.spark, exc):
+            raise
+    mine = archive_record(wh, cid)
+    if mine is not None and mine["run_id"] == run_id and mine["state"] == "archiving":
+        return ArchiveLease(wh, cid, run_id), ""
+    return None, f"maintain run {mine['run_id']} holds it ({mine['state']})" if mine is not None else "not started"
+
+
+def move_table(wh: Warehouse, store: Warehouse, table: str, cid: str, lease: ArchiveLease, rounds: int = 5) -> int:
+    """Move one table's rows of the campaign to the archive: copy the rows of the live table's
+    current version, verify the copy row for row, delete from the live table only if it has not
+    moved since that version; if it moved, copy again. Rows a concurrent writer committed between
+    the check and the delete's own snapshot are recovered from that snapshot (Delta's time travel)
+    into the archive. Returns the rows moved (0: nothing left live)."""
+    for _ in range(rounds):
         version = wh.version(table)
         live = wh.spark.read.format("delta").option("versionAsOf", version).load(wh.path(table))
         live = live.where(F.col("campaign_id") == cid)
         n_live = live.count()
-        n_kept = store.read(table, cid).count() if store.exists(table) else 0
         if n_live == 0:
-            if n_kept:
-                out.lines.append(f"archive {table:<18} already moved ({n_kept:,} rows archived)")
-            continue
-        if n_kept not in (0, n_live):
+            return 0
+        if not (store.exists(table) and _same_rows(store.read(table, cid), live)):
+            store.replace(table, live, cid)
+        lease.renew()
+        kept = store.read(table, cid)
+        if not _same_rows(kept, live):
             raise PipelineError(
-                f"archive: {table} of campaign {cid} has {n_live:,} live rows and {n_kept:,} archived ones: an "
-                "earlier archive of a different version; compare the two tables before deleting anything"
+                f"archive: {table} of campaign {cid}: the archived copy ({kept.count():,} rows) does not match the "
+                f"{n_live:,} live rows at version {version}; live rows kept"
             )
-        if n_kept == 0:
-            store.append_once(table, live, f"archive:{cid}:{table}", version, f"archive {cid} {table}@v{version}")
-            n_kept = store.read(table, cid).count()
-        if n_kept != n_live:
-            raise PipelineError(
-                f"archive: {table} of campaign {cid}: {n_kept:,} rows archived ≠ {n_live:,} live; live rows kept"
+        if wh.version(table) != version:
+            continue  # written to since the copy: copy its new version first
+        read_version = delete_campaign(wh, table, cid)
+        if read_version != version:
+            # A commit slipped in between the check and the delete: what the delete removed is the
+            # campaign's rows at its read version, which time travel still holds.
+            removed = wh.spark.read.format("delta").option("versionAsOf", read_version).load(wh.path(table))
+            removed = removed.where(F.col("campaign_id") == cid)
+            store.replace(table, removed, cid)
+            if not _same_rows(store.read(table, cid), removed):
+                raise PipelineError(
+                    f"archive: {table} of campaign {cid}: rows written during the delete could not be verified in "
+                    f"the archive; they remain in the live table's version {read_version} (time travel)"
+                )
+            n_live = removed.count()
+        lease.renew()
+        return n_live
+    raise PipelineError(
+        f"archive: {table} of campaign {cid} changed during each of {rounds} copies; live rows kept (something still "
+        "writes to this campaign: stop it, then run maintain again)"
+    )
+
+
+def delete_campaign(wh: Warehouse, table: str, cid: str) -> int:
+    """Delete the campaign's rows; the version of the table the delete read (from its commit)."""
+    from delta.tables import DeltaTable
+
+    tag = f"archive-delete {cid} {table} {uuid.uuid4().hex}"
+    session = wh.spark.newSession()
+    session.conf.set("spark.databricks.delta.commitInfo.userMetadata", tag)
+    retry_on_conflict(
+        wh.spark,
+        lambda: DeltaTable.forPath(session, wh.path(table)).delete(f"campaign_id = {sql_literal(cid)}"),
+        f"deleting the archived rows of {table}",
+    )
+    commit = (
+        DeltaTable.forPath(wh.spark, wh.path(table))
+        .history(50)
+        .where(F.col("userMetadata") == tag)
+        .select("readVersion")
+        .first()
+    )
+    if commit is None:
+        raise PipelineError(f"archive: the delete from {table} left no commit to check (tag {tag})")
+    return commit["readVersion"]
+
+
+def archive(
+    wh: Warehouse,
+    archive_root: str,
+    campaign,
+    now: dt.datetime,
+    older_than: dt.timedelta,
+    out,
+    run_id: str = "maintain",
+) -> bool:
+    """Move a finished campaign's rows to the archive root (copy, verify, delete) under one archive
+    holder, table by table, `waves` last; a run killed after any table is finished by the next.
+    False if the campaign is not finished (or another run holds its archive)."""
+    cid = campaign.campaign_id
+    record = archive_record(wh, cid)
+    if record is None:
+        ended = finished_since(wh, campaign, now)
+        if ended is None or now - ended < older_than:
+            why = "a wave has not ended" if ended is None else f"its last wave ended {ended:%Y-%m-%d %H:%M %Z}"
+            out.lines.append(f"archive: campaign {cid} is not finished for {older_than} yet ({why}); nothing moved")
+            return False
+    elif record["state"] == "archiving":
+        lease_until = record["lease_until"]
+        lease_until = (
+            lease_until.replace(tzinfo=dt.UTC) if lease_until is not None and not lease_until.tzinfo else lease_until
+        )
+        if record["run_id"] != run_id and lease_until is not None and lease_until > dt.datetime.now(dt.UTC):
+            out.lines.append(
+                f"archive: campaign {cid} is being archived by maintain run {record['run_id']} (until "
+                f"{lease_until:%H:%M:%S} UTC); nothing done here"
             )
-        wh.delete(table, F.col("campaign_id") == cid)
-        moved += n_live
-        out.counts[f"archived:{table}"] = n_live
-        out.lines.append(f"archive {table:<18} {n_live:>10,} rows copied, verified, deleted from the live table")
-    out.counts["archived_rows"] = moved
+            return False
+    root = record["root"] if record is not None and record["root"] else archive_root
+    if record is not None and record["state"] == "archived":
+        left = [t for t in campaign_tables(wh) if not wh.read(t, cid).isEmpty()]
+        if not left:
+            out.lines.append(
+                f"archive: campaign {cid} was archived by maintain run {record['run_id']}; nothing left live"
+            )
+            return True
+        out.lines.append(f"archive: campaign {cid} is archived, but {', '.join(left)} gained rows since: moving them")
+        wh.update("archives", cid, {"state": "'archiving'", "run_id": sql_literal(run_id)}, "state = 'archived'")
+        record = archive_record(wh, cid)
+    if record is not None and root != archive_root:
+        out.lines.append(f"archive: continuing into {root}, the root this campaign's archive started in")
+    lease, why = take_archive(wh, cid, run_id, root, record)
+    if lease is None:
+        out.lines.append(f"archive: campaign {cid}: another maintain run won its archive: {why}; nothing done here")
+        return False
+    store = Warehouse(wh.spark, root)
+    moved = dict((record["moved"] or {}) if record is not None else {})
+    for table in campaign_tables(wh):
+        n = move_table(wh, store, table, cid, lease)
+        if n:
+            moved[table] = moved.get(table, 0) + n
+            lease.renew(moved)
+            out.counts[f"archived:{table}"] = n
+            out.lines.append(f"archive {table:<18} {n:>10,} rows copied, verified, deleted from the live table")
+        elif table in moved:
+            out.lines.append(f"archive {table:<18} already moved ({moved[table]:,} rows archived)")
+        _after_table(table)
+    lease.done(moved)
+    out.counts["archived_rows"] = sum(out.counts.get(f"archived:{t}", 0) for t in moved)
     return True
+
+
+def _after_table(table: str) -> None:
+    """A point between two tables of an archive (tests stop a run here, as a kill would)."""
 
 
 def maintain(ctx) -> object:
@@ -160,7 +358,7 @@ def maintain(ctx) -> object:
     out = MaintainReport()
     root = ctx.env.archive_root or f"{ctx.warehouse.root}/_archive"
     with ctx.step("archive"):
-        archived = archive(ctx.warehouse, root, ctx.campaign, ctx.now, older_than, out)
+        archived = archive(ctx.warehouse, root, ctx.campaign, ctx.now, older_than, out, ctx.run_id)
     if not archived:
         with ctx.step("optimize"):
             optimize(ctx.warehouse, ctx.campaign_id, out)

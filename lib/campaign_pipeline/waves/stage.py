@@ -4,7 +4,9 @@ Wave membership is read, never decided here: a coded fan's wave is the one recor
 `code_assignments.wave_id` when a wave first took him (assign_codes, `waves/membership.py`).
 
 A wave that is sending or sent (its `waves.status` is no longer `scheduled`) never changes: its
-messages and its `waves` row are kept exactly as they are. Re-planning never changes a message
+messages and its `waves` row are kept exactly as they are, and the messages write leaves its
+partition alone. While it plans, the run holds the scheduled waves (`waves/holding.py`), so no
+notify run takes one of them between the read of their status and the write of their messages. Re-planning never changes a message
 that already has a `notification_log` row: such messages are kept as they are (matched by
 `message_id`), and the plan adds no message of another wave for their (fan, market), so a fan can
 never get a second message because a wave was re-planned. Messages of scheduled waves without a
@@ -16,13 +18,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from campaign_pipeline.config import Campaign
 from campaign_pipeline.errors import PipelineError
 from campaign_pipeline.stage_context import StageContext, StageReport, local_cut
-from campaign_pipeline.tables import FAN_MARKET, Warehouse, catalog_rows
+from campaign_pipeline.tables import FAN_MARKET, Warehouse, catalog_rows, retry_on_conflict, sql_literal
+from campaign_pipeline.waves import holding
 from campaign_pipeline.waves.export import export_wave, legacy_lines
 from campaign_pipeline.waves.membership import ordered_waves, wave_status, wave_times
 from campaign_pipeline.waves.plan import plan_messages, unreachable
@@ -105,8 +108,8 @@ def message_counts(messages: DataFrame) -> dict[tuple[str, str], tuple[int, int]
     }
 
 
-def write_waves(ctx: StageContext, per: dict[tuple[str, str], tuple[int, int]]) -> None:
-    """One `waves` row per configured wave; only still-scheduled waves whose plan changed are updated."""
+def wave_rows(ctx: StageContext, per: dict[tuple[str, str], tuple[int, int]]) -> DataFrame:
+    """One `waves` row per configured wave, as planned now (scheduled, nothing sent)."""
     rows = []
     for w in ordered_waves(ctx.campaign):
         sms, email = per.get((w.wave_id, "sms"), (0, 0))[0], per.get((w.wave_id, "email"), (0, 0))[0]
@@ -127,11 +130,70 @@ def write_waves(ctx: StageContext, per: dict[tuple[str, str], tuple[int, int]]) 
                 "run_id": ctx.run_id,
             }
         )
+    return catalog_rows(ctx.spark, "waves", rows)
+
+
+def changed_waves(ctx: StageContext, per: dict[tuple[str, str], tuple[int, int]]) -> DataFrame:
+    """The `waves` rows (`wave_rows`) that differ from what the table holds."""
     same = ["campaign_id", "wave_id", "notify_at", "total", "sms", "email"]
     current = ctx.warehouse.read("waves", ctx.campaign_id).select(*same)
-    changed = catalog_rows(ctx.spark, "waves", rows).join(current, same, "left_anti")
+    return wave_rows(ctx, per).join(current, same, "left_anti")
+
+
+def write_waves(ctx: StageContext, per: dict[tuple[str, str], tuple[int, int]]) -> None:
+    """One `waves` row per configured wave; only still-scheduled waves whose plan changed are updated."""
+    changed = changed_waves(ctx, per)
     if not changed.isEmpty():
-        ctx.warehouse.merge("waves", changed, update_existing=True, update_condition="t.status = 'scheduled'")
+        retry_on_conflict(
+            ctx.spark,
+            lambda: ctx.warehouse.merge(
+                "waves", changed, update_existing=True, update_condition="t.status = 'scheduled'",
+                campaign_id=ctx.campaign_id,
+            ),
+            "writing the campaign's waves",
+        )  # fmt: skip
+
+
+def _outside(waves: list[str]) -> tuple[Column, str | None]:
+    """(rows of the other waves, as a Column; the SQL condition for them) — all rows when `waves` is empty."""
+    if not waves:
+        return F.lit(True), None
+    return ~F.col("wave_id").isin(waves), f"NOT (wave_id IN ({', '.join(sql_literal(w) for w in waves)}))"
+
+
+def write_plan(ctx: StageContext, plan: WavePlan, inputs: WaveInputs) -> tuple[bool, dict]:
+    """Write the plan's messages of every wave that is not sending or sent, and the waves rows,
+    holding the scheduled waves meanwhile (`waves/holding.py`); nothing is committed, and nothing
+    held, when the plan equals what is there. Returns (messages written?, message counts)."""
+    wh, cid = ctx.warehouse, ctx.campaign_id
+    keep, condition = _outside(plan.frozen)
+    same, messages = wh.holds("wave_messages", plan.messages.where(keep), cid, condition=condition)
+    per = message_counts(plan.messages)
+    if same and not waves_changed(ctx, per):
+        return False, per
+    held = holding.hold_scheduled_waves(wh, cid, ctx.run_id)  # no notify run takes them meanwhile
+    try:
+        if (
+            sorted(w for w, status in wave_status(wh.read("waves", cid)).items() if status != "scheduled")
+            != plan.frozen
+        ):
+            # A wave started sending between the plan and the hold: plan again from what is there now.
+            inputs = read_inputs(wh, cid)
+            plan = plan_wave_messages(ctx.campaign, inputs, ctx.run_id, ctx.cut)
+            per = message_counts(plan.messages)
+        still = set(holding.renew(wh, cid, ctx.run_id))
+        # Messages of a wave that is sending or sent are never rewritten; nor those of a wave whose
+        # hold was lost (a notify run took it after the hold expired).
+        keep, condition = _outside(sorted(set(plan.frozen) | (set(held) - still)))
+        written = wh.replace_if_changed("wave_messages", plan.messages.where(keep), cid, condition=condition)
+        write_waves(ctx, per)
+    finally:
+        holding.release(wh, cid, ctx.run_id)
+    return written, per
+
+
+def waves_changed(ctx: StageContext, per: dict) -> bool:
+    return not changed_waves(ctx, per).isEmpty()
 
 
 def export_root(ctx: StageContext) -> str:
@@ -148,9 +210,7 @@ def plan_waves(ctx: StageContext) -> StageReport:
     with ctx.step("plan_messages"):
         plan = plan_wave_messages(campaign, inputs, ctx.run_id, ctx.cut)
     with ctx.step("write"):
-        written = wh.replace_if_changed("wave_messages", plan.messages, cid)  # already cut
-        per = message_counts(plan.messages)
-        write_waves(ctx, per)
+        written, per = write_plan(ctx, plan, inputs)
     with ctx.step("counts"):
         report = waves_report(campaign, plan, inputs, per, written)
     with ctx.step("expectations"):

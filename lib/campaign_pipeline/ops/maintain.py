@@ -93,7 +93,7 @@ def optimize(wh: Warehouse, campaign_id: str, out: MaintainReport) -> None:
             continue
         sql = f"OPTIMIZE delta.`{wh.path(table)}` WHERE campaign_id = {sql_literal(campaign_id)} ZORDER BY ({column})"
         # A notify run's MERGE into the same files can win the race: compaction then runs again.
-        metrics = retry_on_conflict(wh.spark, lambda: wh.spark.sql(sql).first(), f"compacting {table}")["metrics"]
+        metrics = retry_on_conflict(wh.spark, lambda q=sql: wh.spark.sql(q).first(), f"compacting {table}")["metrics"]
         added, removed = metrics["numFilesAdded"], metrics["numFilesRemoved"]
         out.counts[f"optimize:{table}:files_removed"] = removed
         out.counts[f"optimize:{table}:files_added"] = added

@@ -141,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("--fans-file", help="a file of fan ids, one per line: one JSON line per fan (support exports)")
     explain.add_argument("--json", action="store_true", help="the story as one JSON object")
     explain.add_argument("--spark", action="store_true", help="read through Spark instead of delta-rs (no JVM)")
+    explain.add_argument(
+        "--show-code", action="store_true",
+        help="print access codes in full (an operator re-sending a code by hand); masked by default",
+    )  # fmt: skip
 
     demo = sub.add_parser("demo", help="synthesise a campaign and run every stage into ./warehouse")
     demo.add_argument("--registrants", type=int, default=200_000)
@@ -491,7 +495,7 @@ def _submit(args) -> int:
     job = f"jobs/{'pipeline' if args.job == 'run' else args.job}.py"
     name = f"campaign-pipeline {args.job} {campaign.campaign_id}"
     arguments = ["--campaign", campaign_uri, "--env", env_uri, *arguments]
-    submission = submit_ops.submit(env, job, name, arguments, target, clients)
+    submission = submit_ops.submit(env, job, name, arguments, target, clients, sys.stdout)
     where = "cluster" if target == "steps" else "application"
     print(f"[submit] {args.job} {campaign.campaign_id}: {target} {submission.id} on {where} {submission.where}")
     if args.wait:
@@ -534,7 +538,7 @@ def _explain(args) -> int:
         tables = ex.SparkTables(Warehouse(spark, env.warehouse_root))
     else:
         tables = ex.DeltaTables(_absolute(env.warehouse_root))
-    stories = ex.fan_stories(tables, campaign, fans)
+    stories = ex.fan_stories(tables, campaign, fans, show_code=args.show_code)
     for story in stories:
         if args.fans_file or args.json:
             print(ex.story_json(story))

@@ -206,6 +206,15 @@ class Messages(_Model):
     link: str = "https://example.com/presale/{campaign_id}"
     default_locale: str = "en_US"
     templates: dict[str, Template] = Field(default_factory=dict)
+    max_sms_segments: int = Field(
+        6, ge=1, le=20, description="an SMS rendered longer than this many segments is quarantined, not sent"
+    )
+    max_email_bytes: int = Field(
+        100_000,
+        ge=1_000,
+        le=10_000_000,
+        description="an email (subject + body, UTF-8) larger than this is quarantined, not sent",
+    )
 
 
 TEXT_ENCODINGS = ("UTF-8", "ISO-8859-1", "US-ASCII")  # byte-per-line encodings Spark decodes natively

@@ -19,6 +19,7 @@ from campaign_pipeline.config import load_campaign
 from campaign_pipeline.errors import PipelineError
 from campaign_pipeline.notify.simulator import GatewaySimulator
 from campaign_pipeline.ops.explain import explain_fan
+from campaign_pipeline.privacy import mask_code
 from campaign_pipeline.quality.expectations import failures, raise_on_critical, run_suite, validate
 from campaign_pipeline.quality.suites import SUITES, campaign_reader, check_table
 from campaign_pipeline.runner import run_pipeline, stage_runs
@@ -185,6 +186,9 @@ def test_the_hand_written_campaign_is_coded_and_messaged_end_to_end(spark, scree
     fan = sorted(codes)[0]
     story = "\n".join(explain_fan(wh, _variant(source="fanlist"), fan))
     assert re.search(r"code: \S+ for \S+ \(pool\), wave wave-[12], valid 2027-0[23]-\S+ \S+ → 2028-", story), story
+    # the code is masked but for its last three characters; an operator's --show-code prints it whole
+    assert codes[fan] not in story and f"code: {mask_code(codes[fan])} for" in story
+    assert f"code: {codes[fan]} for" in "\n".join(explain_fan(wh, _variant(source="fanlist"), fan, show_code=True))
 
 
 # ---------------------------------------------------------------- the report stage

@@ -192,3 +192,51 @@ def test_submit_says_what_to_do_before_touching_aws(aws, tmp_path):
     assert bad_stage.returncode == 2 and "--stages: unknown stage(s) sreen" in bad_stage.stderr
     no_app = _submit(aws, "--env", str(_env_file(tmp_path, "emr-noapp")), "--target", "serverless")
     assert no_app.returncode == 2 and "emr.application_id" in no_app.stderr
+
+
+def test_submit_passes_secrets_by_reference_never_by_value_and_the_job_reads_them(aws, tmp_path, monkeypatch):
+    """The operator's shell holds the SMS token: the job request carries only the Secrets Manager
+    reference (`SMS_API_TOKEN_SECRET` in the driver's environment); the job, whose environment has
+    no token, reads the value from Secrets Manager (a moto server here)."""
+    import boto3
+
+    from campaign_pipeline import secret_values
+
+    token = "sms-token-" + os.urandom(6).hex()
+    arn = boto3.client("secretsmanager").create_secret(Name="campaign-pipeline/sms", SecretString=token)["ARN"]
+    client = boto3.client("emr-serverless")
+    app = client.create_application(name="campaign-pipeline-secrets", releaseLabel="emr-8.0.0", type="SPARK")
+    env_file = _env_file(
+        tmp_path, "emr-secrets", application_id=app["applicationId"],
+        execution_role_arn="arn:aws:iam::123456789012:role/campaign-pipeline-job",
+    )  # fmt: skip
+    data = yaml.safe_load(env_file.read_text())
+    data["secrets"]["sms_token_secret"] = arn
+    env_file.write_text(yaml.safe_dump(data))
+    done = subprocess.run(
+        [*CLI, "submit", "--campaign", str(CAMPAIGN), "--dist", str(DIST), "--env", str(env_file), "--target",
+         "serverless", "--command", "notify"],
+        env=dict(os.environ, **aws, SMS_API_TOKEN=token), capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "no Secrets Manager reference for CAMPAIGN_CODE_KEY" not in done.stdout  # notify needs only the token
+    run_id = done.stdout.split("serverless ")[1].split()[0]
+    run = client.get_job_run(applicationId=app["applicationId"], jobRunId=run_id)["jobRun"]
+    assert token not in json.dumps(run, default=str)
+    params = run["jobDriver"]["sparkSubmit"]["sparkSubmitParameters"]
+    assert f"--conf spark.emr-serverless.driverEnv.SMS_API_TOKEN_SECRET={arn}" in params
+
+    # on the cluster: no token in the environment, only the reference the request gave the driver
+    monkeypatch.delenv("SMS_API_TOKEN", raising=False)
+    monkeypatch.setenv("SMS_API_TOKEN_SECRET", arn)
+    monkeypatch.setattr(secret_values, "_cache", {})
+    env = load_environment(str(_env_file(tmp_path, "emr-job")))  # the job's env file need not name it
+    assert secret_values.secret(env, "sms_token") == token
+
+    # a request that would carry a value is refused before anything is sent
+    from campaign_pipeline.errors import ConfigError
+    from campaign_pipeline.ops.emr import check_no_secret_values
+
+    monkeypatch.setenv("SMS_API_TOKEN", token)
+    with pytest.raises(ConfigError, match="would carry the value of SMS_API_TOKEN"):
+        check_no_secret_values(env, {"args": [f"--token={token}"]})

@@ -64,6 +64,14 @@ def test_the_declared_schedules_are_applied_once_updated_and_pruned(aws, tmp_pat
 
     assert sch.apply(env, declared, "conf/environments/emr.yaml")["unchanged"] == names  # idempotent
 
+    # with the SMS token in Secrets Manager, each job run's driver is given its reference, never its value
+    arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:campaign-pipeline/sms-AbCdEf"
+    with_ref = env.model_copy(update={"secrets": env.secrets.model_copy(update={"sms_token_secret": arn})})
+    assert sch.apply(with_ref, declared, "conf/environments/emr.yaml")["updated"] == names
+    params = _schedules(client, env.emr.schedule_group)["notify-due"][1]["JobDriver"]["SparkSubmit"]
+    assert f"--conf spark.emr-serverless.driverEnv.SMS_API_TOKEN_SECRET={arn}" in params["SparkSubmitParameters"]
+    assert sch.apply(env, declared, "conf/environments/emr.yaml")["updated"] == names  # back as it was
+
     faster = sch.Schedule("notify-due", declared[0].command, "0/2 * * * ? *", declared[0].description)
     changed = sch.apply(env, [faster, declared[1]], "conf/environments/emr.yaml")
     assert (changed["updated"], changed["unchanged"], changed["deleted"]) == (

@@ -44,6 +44,11 @@ def test_free_text_that_starts_like_a_formula_is_neutralised_in_the_legacy_csv(s
         'CODE1,false,\'\tx@example.com,"\'=HYPERLINK(""http://evil"",""x"")",\'+1,https://x,en_US,NYC-01,'
         "'=F1,'-M1,+447400123456,'@SUM(A1) win"
     )
+    # a vendor's pool code and a mobile number that are not plain are neutralised too
+    odd = [(*rows[0][:8], "=1+2", *rows[0][9:19], "+1 =cmd()", *rows[0][20:])]
+    line = next(r["line"] for r in legacy_lines(literal_frame(spark, odd, CATALOG["wave_messages"].schema)).collect()
+                if r["member"] == "sms/NYC-01.csv")  # fmt: skip
+    assert line.startswith("'=1+2,false,") and ",'+1 =cmd(),'@SUM" in line
 
 
 def _rendered(spark, campaign, rows, engine):
@@ -99,7 +104,7 @@ def test_a_template_with_filters_is_rendered_by_jinja2(spark):
     )
     campaign = campaign.model_copy(update={"messages": Messages(templates={"en_US": fancy})})
     row = (1, "en_US", "sms", *["ada" if v == "first_name" else "C1" if v == "code" else "v" for v in VARIABLES])
-    assert _rendered(spark, campaign, [row], "auto")[1] == (None, "ADA: C1", 1, "GSM-7")
+    assert _rendered(spark, campaign, [row], "auto")[1] == (None, "ADA: C1", 1, "GSM-7", None)
 
 
 @pytest.mark.parametrize("staged_on", ["local", "hadoop"])

@@ -22,6 +22,7 @@ from campaign_pipeline.errors import InputError, PipelineError
 from campaign_pipeline.ingest import sources as src
 from campaign_pipeline.ingest.parse import parse_landing_rows, parse_list_entries
 from campaign_pipeline.ingest.readers import read_landing_file
+from campaign_pipeline.spreadsheets import FORMULA_START
 from campaign_pipeline.stage_context import StageContext, StageReport
 from campaign_pipeline.storage import hadoop_fs
 from campaign_pipeline.tables import Warehouse, absolute_root, catalog_rows, sql_literal, union_all
@@ -271,7 +272,10 @@ def write_manifest(ctx: StageContext, todo: list[FilePlan]) -> None:
         for p in todo
     ]
     if rows:
-        ctx.warehouse.merge("landing_files", catalog_rows(ctx.spark, "landing_files", rows), update_existing=True)
+        ctx.warehouse.merge(
+            "landing_files", catalog_rows(ctx.spark, "landing_files", rows), update_existing=True,
+            campaign_id=ctx.campaign_id,
+        )  # fmt: skip
 
 
 def ingest(ctx: StageContext) -> StageReport:
@@ -290,6 +294,15 @@ def ingest(ctx: StageContext) -> StageReport:
             reasons = _verify(ctx.warehouse, ctx.campaign_id, todo)
             write_manifest(ctx, todo)
     report = ingest_report(folder, plans, ignored, reasons)
+    if todo and "code_pool" in parsed:
+        formula_like = parsed["code_pool"].where(F.col("_ok") & F.col("code").rlike(FORMULA_START)).count()
+        if formula_like:
+            report.counts["codes_formula_like"] = formula_like
+            report.summary.append(
+                f"{formula_like:,} pool codes begin with =, +, -, @, a tab or a carriage return: the legacy CSVs write "
+                "them with a leading ' (so a spreadsheet cannot run them); fans must type them as issued — check "
+                "the vendor's file"
+            )
     if any(p.table == "registrations" for p in todo):
         from campaign_pipeline.quality.suites import check_table
 

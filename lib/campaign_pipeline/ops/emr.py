@@ -60,8 +60,10 @@ def load_manifest(dist: str | Path) -> dict:
     return manifest
 
 
-def spark_conf(artifacts_uri: str, target: str) -> list[tuple[str, str]]:
-    """The spark-submit confs that run a job from the packed environment and conf/ archive."""
+def spark_conf(artifacts_uri: str, target: str, secret_refs: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """The spark-submit confs that run a job from the packed environment and conf/ archive, with
+    the driver's environment given the secrets' references (`<NAME>_SECRET` → a Secrets Manager
+    ARN or name, `secret_values.references`): the job reads each value itself, never the request."""
     base = artifacts_uri.rstrip("/")
     conf = [
         ("spark.archives", ",".join(f"{base}/{a}" for a in ARCHIVES)),
@@ -75,12 +77,49 @@ def spark_conf(artifacts_uri: str, target: str) -> list[tuple[str, str]]:
     else:  # EMR on EC2: YARN cluster mode, the driver runs in the application master's container
         conf += [("spark.submit.deployMode", "cluster"), ("spark.yarn.appMasterEnv.PYSPARK_PYTHON", PYTHON)]
     conf.append(("spark.executorEnv.PYSPARK_PYTHON", PYTHON))
+    driver_env = "spark.emr-serverless.driverEnv" if target == "serverless" else "spark.yarn.appMasterEnv"
+    conf += [(f"{driver_env}.{name}", ref) for name, ref in sorted((secret_refs or {}).items())]
     return conf
 
 
-def serverless_job_run(emr, name: str, job: str, arguments: list[str]) -> dict:
+def secret_references(env, job: str, out: TextIO | None = None) -> dict[str, str]:
+    """The references a job is given for its secrets (never their values); says which secret a
+    job that needs it will have to find in the cluster's own environment."""
+    from campaign_pipeline.secret_values import references, variable
+
+    refs = references(env)
+    needs = {"notify": ["sms_token"], "pipeline": ["sms_token", "code_key"]}.get(Path(job).stem, [])
+    for name in needs:
+        if f"{variable(env, name)}_SECRET" not in refs and out is not None:
+            print(
+                f"[submit] note: no Secrets Manager reference for {variable(env, name)} (secrets.{name}_secret); the "
+                "job finds it only if the cluster's own environment sets it — submit never sends secret values",
+                file=out,
+            )
+    return refs
+
+
+def check_no_secret_values(env, request: dict) -> None:
+    """Refuse to send a request that carries a secret's value (only references may travel)."""
+    import os
+
+    from campaign_pipeline.secret_values import SECRETS, variable
+
+    text = json.dumps(request)
+    for name in SECRETS:
+        value = os.environ.get(variable(env, name))
+        if value and len(value) >= 6 and value in text:
+            raise ConfigError(
+                f"secrets.{name}_env: the job request would carry the value of {variable(env, name)}; pass a Secrets "
+                f"Manager reference instead (secrets.{name}_secret)"
+            )
+
+
+def serverless_job_run(
+    emr, name: str, job: str, arguments: list[str], secret_refs: dict[str, str] | None = None
+) -> dict:
     """An EMR Serverless StartJobRun request (the schedules send the same one)."""
-    params = " ".join(f"--conf {k}={v}" for k, v in spark_conf(emr.artifacts_uri, "serverless"))
+    params = " ".join(f"--conf {k}={v}" for k, v in spark_conf(emr.artifacts_uri, "serverless", secret_refs))
     request = {
         "ApplicationId": emr.application_id,
         "ExecutionRoleArn": emr.execution_role_arn,
@@ -108,10 +147,10 @@ def _boto3_names(request: dict) -> dict:
     return request
 
 
-def emr_step(emr, name: str, job: str, arguments: list[str]) -> dict:
+def emr_step(emr, name: str, job: str, arguments: list[str], secret_refs: dict[str, str] | None = None) -> dict:
     """An EMR step: command-runner.jar running spark-submit in cluster mode."""
     args = ["spark-submit"]
-    for k, v in spark_conf(emr.artifacts_uri, "steps"):
+    for k, v in spark_conf(emr.artifacts_uri, "steps", secret_refs):
         args += ["--conf", f"{k}={v}"]
     args += [f"{emr.artifacts_uri.rstrip('/')}/{job}", *arguments]
     return {"Name": name, "ActionOnFailure": "CONTINUE", "HadoopJarStep": {"Jar": "command-runner.jar", "Args": args}}
@@ -189,16 +228,21 @@ def require(emr, target: str) -> None:
         raise ConfigError("emr.cluster_id / emr.cluster_name: set one in the environment config to submit EMR steps")
 
 
-def submit(env, job: str, name: str, arguments: list[str], target: str, clients: dict) -> Submission:
+def submit(
+    env, job: str, name: str, arguments: list[str], target: str, clients: dict, out: TextIO | None = None
+) -> Submission:
     emr = env.emr
     require(emr, target)
+    refs = secret_references(env, job, out)
     if target == "serverless":
-        request = serverless_job_run(emr, name, job, arguments)
+        request = serverless_job_run(emr, name, job, arguments, refs)
+        check_no_secret_values(env, request)
         client = clients["emr-serverless"]
         response = client.start_job_run(clientToken=str(uuid.uuid4()), **_boto3_names(request))
         return Submission("serverless", response["jobRunId"], emr.application_id, request)
     cluster = find_cluster(clients["emr"], emr)
-    step = emr_step(emr, name, job, arguments)
+    step = emr_step(emr, name, job, arguments, refs)
+    check_no_secret_values(env, step)
     response = clients["emr"].add_job_flow_steps(JobFlowId=cluster, Steps=[step])
     return Submission("steps", response["StepIds"][0], cluster, step)
 

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from campaign_pipeline.config import Campaign
 from campaign_pipeline.errors import InputError
-from campaign_pipeline.privacy import mask_email, mask_phone
+from campaign_pipeline.privacy import mask_code, mask_email, mask_phone
 
 TABLES = ("registrants", "scores", "selections", "standings", "code_assignments", "wave_messages", "notification_log")
 FAN_TABLES = TABLES[:-1]  # notification_log is keyed by message id
@@ -201,8 +201,9 @@ def _storage_options(root: str) -> dict[str, str] | None:
 # ------------------------------------------------------------------------------------------ story
 
 
-def fan_stories(tables: Tables, campaign: Campaign, fans: list[str]) -> list[dict]:
-    """The story of each fan as data (masked), in the order given; one read per table for all fans.
+def fan_stories(tables: Tables, campaign: Campaign, fans: list[str], show_code: bool = False) -> list[dict]:
+    """The story of each fan as data (masked: contact details always, access codes unless
+    `show_code`, an operator's `--show-code`), in the order given; one read per table for all fans.
     A fan id that is not a registrant raises FanNotFound (with near misses) when it is the only
     one asked for, and gives `{"fan": id, "error": …}` in a batch."""
     cid = campaign.campaign_id
@@ -226,11 +227,11 @@ def fan_stories(tables: Tables, campaign: Campaign, fans: list[str]) -> list[dic
                 raise FanNotFound(message)
             stories.append({"fan": fan, "campaign_id": cid, "error": message, "did_you_mean": near})
             continue
-        stories.append(_story(fan, cid, versions, rows, log, capacity))
+        stories.append(_story(fan, cid, versions, rows, log, capacity, show_code))
     return stories
 
 
-def _story(fan: str, cid: str, versions: dict, rows: dict, log: dict, capacity: dict) -> dict:
+def _story(fan: str, cid: str, versions: dict, rows: dict, log: dict, capacity: dict, show_code: bool = False) -> dict:
     r = rows["registrants"][0]
     story: dict[str, Any] = {
         "fan": fan,
@@ -291,7 +292,7 @@ def _story(fan: str, cid: str, versions: dict, rows: dict, log: dict, capacity: 
     for c in sorted(rows["code_assignments"], key=lambda x: x["market_id"]):
         story["codes"].append(
             {k: c[k] for k in ("market_id", "code_type", "wave_id", "valid_from", "valid_until")}
-            | {"code": None if c["code_type"] == "tm" else c["code"]}
+            | {"code": None if c["code_type"] == "tm" else c["code"] if show_code else mask_code(c["code"])}
         )
     for m in sorted(rows["wave_messages"], key=lambda m: (m["wave_id"], m["channel"])):
         sent = log.get(m["message_id"])
@@ -392,6 +393,6 @@ def story_json(story: dict) -> str:
     return json.dumps(story, default=lambda v: v.isoformat() if hasattr(v, "isoformat") else str(v), sort_keys=False)
 
 
-def explain_fan(warehouse, campaign: Campaign, fan: str) -> list[str]:
+def explain_fan(warehouse, campaign: Campaign, fan: str, show_code: bool = False) -> list[str]:
     """One fan's story read through Spark (the notebook and `--spark` path)."""
-    return story_lines(fan_stories(SparkTables(warehouse), campaign, [fan])[0])
+    return story_lines(fan_stories(SparkTables(warehouse), campaign, [fan], show_code)[0])

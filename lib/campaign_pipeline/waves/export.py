@@ -19,30 +19,24 @@ import uuid
 import zipfile
 from pathlib import Path
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from campaign_pipeline.spreadsheets import neutralised
 from campaign_pipeline.storage import hadoop_fs
-
-# OWASP CSV injection: a cell a spreadsheet would read as a formula.
-FORMULA_START = "^[=+\\-@\t\r]"
-
-
-def neutralised(col: Column) -> Column:
-    """Free text that begins like a formula (`=`, `+`, `-`, `@`, tab, carriage return) gets a leading `'`."""
-    text = col.cast("string")
-    return F.when(text.rlike(FORMULA_START), F.concat(F.lit("'"), text)).otherwise(text)
 
 
 def legacy_columns():
     """(header, column) pairs of the legacy CSVs (built lazily: Columns need a running session).
 
-    Every field that carries text from registrations or templates is neutralised; the code,
-    the do-not-text flag and the E.164 mobile number (its own column, always `+` and digits) are
-    written as they are.
+    Every text field is neutralised, the code included (pool codes come from a vendor's file; ingest
+    reports any that begins like a formula, since the fan must type it as issued). The E.164 mobile
+    number is written as it is when it is `+` and digits only — a spreadsheet reads that as a
+    number, never a formula, and the notifier tooling needs it bare — and neutralised otherwise.
     """
+    mobile = F.col("mobile_number")
     return [
-        ("code", F.coalesce(F.when(F.col("code_type") != "tm", F.col("code")), F.lit(""))),
+        ("code", neutralised(F.coalesce(F.when(F.col("code_type") != "tm", F.col("code")), F.lit("")))),
         ("doNotText", F.when(F.coalesce(F.col("do_not_text"), F.lit(False)), "true").otherwise("false")),
         ("email", neutralised(F.col("email"))),
         ("firstName", neutralised(F.col("first_name"))),
@@ -52,7 +46,7 @@ def legacy_columns():
         ("marketId", neutralised(F.col("market_id"))),
         ("globalUserId", neutralised(F.col("global_user_id"))),
         ("memberId", neutralised(F.col("member_id"))),
-        ("mobileNumber", F.col("mobile_number")),
+        ("mobileNumber", F.when(mobile.rlike("^\\+[0-9]+$"), mobile).otherwise(neutralised(mobile))),
         ("smsText", neutralised(F.when(F.col("channel") == "sms", F.col("text")))),
     ]
 

@@ -174,6 +174,56 @@ def plan_messages(campaign: Campaign, members: DataFrame, registrants: DataFrame
         "do_not_text",
         "notify_at",
         F.lit(run_id).alias("run_id"),
+        message_problem(campaign).alias(PROBLEM),
+    )
+
+
+PROBLEM = "_problem"  # why a planned message is quarantined instead of sent (null: it is fine)
+
+
+def message_problem(campaign: Campaign) -> Column:
+    """Over the rendered messages: why one cannot be sent (its template failed on this fan's
+    values, or it is longer than `messages.max_sms_segments` / `messages.max_email_bytes`), naming
+    the campaign, the template's config key, the kind of message and the fan (masked)."""
+    m = campaign.messages
+    key = F.when(F.col("_template") == BUILTIN, F.lit("the built-in template")).otherwise(
+        F.concat(F.lit("messages.templates."), F.col("_template"))
+    )
+    fan = F.when(
+        F.length("global_user_id") > 4,
+        F.concat(
+            F.substring("global_user_id", 1, 2),
+            F.repeat(F.lit("*"), F.length("global_user_id") - 4),
+            F.substring("global_user_id", -2, 2),
+        ),
+    ).otherwise(F.repeat(F.lit("*"), F.length("global_user_id")))
+    where = F.concat(F.lit(f"campaign {campaign.campaign_id}, "), F.col("channel"), F.lit(" message to fan "), fan)
+    email_bytes = F.coalesce(F.octet_length("_r.subject"), F.lit(0)) + F.coalesce(F.octet_length("_r.text"), F.lit(0))
+    return (
+        F.when(
+            F.col("_r.error").isNotNull(),
+            F.concat(F.lit("template "), key, F.lit("."), F.col("_r.error"), F.lit(" ("), where, F.lit(")")),
+        )
+        .when(
+            (F.col("channel") == "sms") & (F.col("_r.sms_segments") > m.max_sms_segments),
+            F.concat(
+                F.lit("SMS of "),
+                F.col("_r.sms_segments").cast("string"),
+                F.lit(f" segments, more than messages.max_sms_segments ({m.max_sms_segments}) ("),
+                where,
+                F.lit(")"),
+            ),
+        )  # fmt: skip
+        .when(
+            (F.col("channel") == "email") & (email_bytes > m.max_email_bytes),
+            F.concat(
+                F.lit("email of "),
+                email_bytes.cast("string"),
+                F.lit(f" bytes, more than messages.max_email_bytes ({m.max_email_bytes}) ("),
+                where,
+                F.lit(")"),
+            ),
+        )  # fmt: skip
     )
 
 

@@ -8,7 +8,9 @@ Any other template (filters, conditions, loops) is rendered by Jinja2 in its san
 vectorised pandas UDF that compiles each template once per batch; the tests hold the two to
 identical output. Variables: campaign_name, artist, market, market_id, event_date,
 wave_date, code, link, first_name, last_name. A template that names another variable is a config
-error found before any row is rendered (`validate_templates`).
+error found before any row is rendered (`validate_templates`). A template that fails on one
+fan's values (a `.split()[0]` of an empty name) fails that message only: its `error` says which
+field and why, and plan_waves quarantines it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from campaign_pipeline.templating import (
     autoescaped,
     compile_template,
     literal_parts,
+    render_bounded,
     template_problem,
 )
 
@@ -49,6 +52,8 @@ RENDERED = T.StructType(
         T.StructField("text", T.StringType()),
         T.StructField("sms_segments", T.IntegerType()),
         T.StructField("sms_encoding", T.StringType()),
+        # why this message could not be rendered (`<field>: <error>`), else null
+        T.StructField("error", T.StringType()),
     ]
 )
 
@@ -133,6 +138,7 @@ def _render_in_spark(templates, parts, template_key: Column, channel: Column, va
         text.alias("text"),
         F.when(sms, segments.cast("int")).alias("sms_segments"),
         F.when(sms, F.when(gsm, "GSM-7").otherwise("UCS-2")).alias("sms_encoding"),
+        F.lit(None).cast("string").alias("error"),  # text and variables only: nothing can fail
     )
 
 
@@ -145,14 +151,23 @@ def _render_in_jinja(templates, template_key: Column, channel: Column, variables
         rows = []
         for key, ch, *vals in zip(keys.tolist(), channels.tolist(), *columns, strict=True):
             context = dict(zip(names, vals, strict=True))
-            if ch == "sms":
-                text = compiled[(key, "sms")].render(context)
-                segments, encoding = sms_segments(text)
-                rows.append((None, text, segments, encoding))
-            else:
-                subject = compiled[(key, "email_subject")].render(context)
-                rows.append((subject, compiled[(key, "email_body")].render(context), None, None))
-        out = pd.DataFrame(rows, columns=["subject", "text", "sms_segments", "sms_encoding"])
+            field = "sms"
+            try:  # one message that cannot be rendered is quarantined; the others go on
+                if ch == "sms":
+                    text = render_bounded(compiled[(key, "sms")], context)
+                    segments, encoding = sms_segments(text)
+                    rows.append((None, text, segments, encoding, None))
+                else:
+                    field = "email_subject"
+                    subject = render_bounded(compiled[(key, "email_subject")], context)
+                    field = "email_body"
+                    rows.append((subject, render_bounded(compiled[(key, "email_body")], context), None, None, None))
+            except Exception as exc:  # noqa: BLE001 - whatever a template raises on a row is that row's problem
+                first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+                rows.append(
+                    (None, None, None, None, f"{field}: {type(exc).__name__}" + (f": {first}" if first else ""))
+                )
+        out = pd.DataFrame(rows, columns=["subject", "text", "sms_segments", "sms_encoding", "error"])
         out["sms_segments"] = out["sms_segments"].astype("Int32")
         return out
 

@@ -28,7 +28,7 @@ from campaign_pipeline.tables import FAN_MARKET, Warehouse, catalog_rows, retry_
 from campaign_pipeline.waves import holding
 from campaign_pipeline.waves.export import export_wave, legacy_lines
 from campaign_pipeline.waves.membership import ordered_waves, wave_status, wave_times
-from campaign_pipeline.waves.plan import plan_messages, unreachable
+from campaign_pipeline.waves.plan import PROBLEM, plan_messages, unreachable
 from campaign_pipeline.waves.render import validate_templates
 
 
@@ -47,6 +47,7 @@ class WavePlan:
     messages: DataFrame  # wave_messages rows: kept ones plus fresh ones
     kept: DataFrame  # messages kept as they were: already sent, or of a wave that is sending or sent
     frozen: list[str]  # waves that are sending or sent
+    quarantined: DataFrame | None = None  # planned messages that cannot be sent, with `_problem`
 
 
 def read_inputs(wh: Warehouse, campaign_id: str) -> WaveInputs:
@@ -85,7 +86,9 @@ def plan_wave_messages(campaign: Campaign, inputs: WaveInputs, run_id: str, cut=
     frozen = sorted(w for w, status in wave_status(inputs.waves).items() if status != "scheduled")
     members = cut(wave_members(campaign, inputs.assignments), "wave membership")
     open_members = members.where(~F.col("wave_id").isin(frozen)) if frozen else members
-    planned = plan_messages(campaign, open_members, inputs.registrants, run_id)
+    planned = cut(plan_messages(campaign, open_members, inputs.registrants, run_id), "rendered messages")
+    quarantined = planned.where(F.col(PROBLEM).isNotNull())
+    planned = planned.where(F.col(PROBLEM).isNull()).drop(PROBLEM)
     in_frozen_wave = F.col("wave_id").isin(frozen) if frozen else F.lit(False)
     logged = inputs.planned.join(inputs.logged, ["campaign_id", "message_id"], "left_semi")
     kept = logged.unionByName(inputs.planned.where(in_frozen_wave)).dropDuplicates(["campaign_id", "message_id"])
@@ -95,7 +98,52 @@ def plan_wave_messages(campaign: Campaign, inputs: WaveInputs, run_id: str, cut=
     sent = logged.select(*[F.col(c).alias(f"_sent_{c}") for c in (*FAN_MARKET, "wave_id")])
     other_wave = [fresh[c] == sent[f"_sent_{c}"] for c in FAN_MARKET] + [fresh["wave_id"] != sent["_sent_wave_id"]]
     fresh = fresh.join(sent, other_wave, "left_anti")
-    return WavePlan(members, cut(kept.unionByName(fresh), "render messages"), kept, frozen)
+    return WavePlan(members, cut(kept.unionByName(fresh), "render messages"), kept, frozen, quarantined)
+
+
+def quarantine_rows(plan: WavePlan, run_id: str, at) -> DataFrame:
+    """`quarantine` rows (stage plan_waves) for the messages that cannot be sent: the file is the
+    wave (`plan_waves:<wave>`), the raw row names the message without personal data."""
+    q = plan.quarantined
+    return q.select(
+        "campaign_id",
+        F.lit("plan_waves").alias("stage"),
+        F.concat(F.lit("plan_waves:"), F.col("wave_id")).alias("source_file"),
+        F.lit(None).cast("long").alias("line"),
+        F.concat_ws(
+            " ",
+            F.lit("message"),
+            "message_id",
+            F.lit("market"),
+            "market_id",
+            F.lit("channel"),
+            "channel",
+            F.lit("locale"),
+            "locale",
+        ).alias("raw"),  # fmt: skip
+        F.col(PROBLEM).alias("reason"),
+        F.lit(run_id).alias("run_id"),
+        F.lit(None).cast("string").alias("source_checksum"),
+        F.lit(at).cast("timestamp").alias("quarantined_at"),
+    )
+
+
+def write_quarantine(ctx: StageContext, plan: WavePlan) -> bool:
+    """Replace the campaign's plan_waves quarantine rows of the waves that were planned (those of
+    waves that are sending or sent stay as they are); nothing is written when they are unchanged."""
+    frozen = [f"plan_waves:{w}" for w in plan.frozen]
+    condition = "stage = 'plan_waves'" + (
+        f" AND NOT (source_file IN ({', '.join(sql_literal(f) for f in frozen)}))" if frozen else ""
+    )
+    rows = quarantine_rows(plan, ctx.run_id, ctx.started_at)
+    if rows.isEmpty() and (
+        not ctx.warehouse.exists("quarantine")
+        or ctx.warehouse.read("quarantine", ctx.campaign_id).where(condition).isEmpty()
+    ):
+        return False
+    return ctx.warehouse.replace_if_changed(
+        "quarantine", rows, ctx.campaign_id, ignore=("run_id", "quarantined_at"), condition=condition
+    )
 
 
 def message_counts(messages: DataFrame) -> dict[tuple[str, str], tuple[int, int]]:
@@ -211,6 +259,7 @@ def plan_waves(ctx: StageContext) -> StageReport:
         plan = plan_wave_messages(campaign, inputs, ctx.run_id, ctx.cut)
     with ctx.step("write"):
         written, per = write_plan(ctx, plan, inputs)
+        write_quarantine(ctx, plan)
     with ctx.step("counts"):
         report = waves_report(campaign, plan, inputs, per, written)
     with ctx.step("expectations"):
@@ -233,7 +282,10 @@ def plan_waves(ctx: StageContext) -> StageReport:
 
 def waves_report(campaign: Campaign, plan: WavePlan, inputs: WaveInputs, per: dict, written: bool) -> StageReport:
     """Messages per channel, SMS segments, fans in waves and in none, unreachable fans, kept messages."""
-    no_channel = unreachable(plan.members, plan.messages).count()
+    messaged = plan.messages.select(*FAN_MARKET)
+    if plan.quarantined is not None:  # a quarantined message's fan had a channel: counted apart
+        messaged = messaged.unionByName(plan.quarantined.select(*FAN_MARKET))
+    no_channel = unreachable(plan.members, messaged).count()
     per_wave = {
         r["wave_id"]: r["n"] for r in plan.members.groupBy("wave_id").agg(F.count(F.lit(1)).alias("n")).collect()
     }
@@ -248,6 +300,7 @@ def waves_report(campaign: Campaign, plan: WavePlan, inputs: WaveInputs, per: di
             "coded_fans_without_wave": without_wave,
             "unreachable": no_channel,
             "kept_sent": plan.kept.count(),
+            "quarantined": plan.quarantined.count() if plan.quarantined is not None else 0,
         }
     )
     c = report.counts
@@ -270,4 +323,10 @@ def waves_report(campaign: Campaign, plan: WavePlan, inputs: WaveInputs, per: di
         )
     if no_channel:
         report.summary.append(f"{no_channel:,} coded fans have no usable channel for their wave (not messaged)")
+    if c["quarantined"]:
+        first = plan.quarantined.orderBy("wave_id", "message_id").select(PROBLEM).first()[0]
+        report.summary.append(
+            f"{c['quarantined']:,} messages could not be rendered or are too long: quarantined (stage plan_waves), not "
+            f"sent; the first: {first}"
+        )
     return report

@@ -210,3 +210,33 @@ def run_notebook(path, **parameters):
     for i, source in enumerate(cells[1:], start=1):
         exec(compile(source, f"{Path(path).name}[cell {i}]", "exec"), scope)
     return scope
+
+
+def small_coded_campaign(wh, cid: str, fans: int, wave: str, market: str = "NYC-01"):
+    """Registrants F000… with US mobile numbers and emails, each coded for `market` in `wave`
+    (what assign_codes records): plan_waves' inputs. Returns `add(fan_numbers, wave)`, which codes
+    more fans later (as a later assign_codes would)."""
+    from campaign_pipeline.tables import catalog_rows
+
+    def add(numbers, wave_id: str) -> None:
+        registrants, codes = [], []
+        for i in numbers:
+            fan = f"F{i:03d}"
+            registrants.append({
+                "campaign_id": cid, "global_user_id": fan, "member_id": f"M{i}", "email": f"fan{i}@example.com",
+                "email_canonical": f"fan{i}@example.com", "phone_e164": f"+1212555{i:04d}", "phone_country": "US",
+                "phone_type": "mobile", "phone_confirmed": True, "do_not_text": False, "first_name": f"Fan{i}",
+                "last_name": "Test", "locale": "en_US", "country": "US", "market_preferences": [market],
+                "registered_at": T0, "identity_cluster_id": fan, "cluster_size": 1, "tags": [], "eligible": True,
+                "ineligible_reasons": [], "run_id": "r",
+            })  # fmt: skip
+            codes.append({
+                "campaign_id": cid, "market_id": market, "global_user_id": fan, "member_id": f"M{i}",
+                "code": f"CODE{i:06d}", "code_type": "pool", "wave_id": wave_id, "valid_from": T0,
+                "valid_until": T0 + dt.timedelta(days=365), "assigned_at": T0, "run_id": "r",
+            })  # fmt: skip
+        wh.append("registrants", catalog_rows(wh.spark, "registrants", registrants))
+        wh.append("code_assignments", catalog_rows(wh.spark, "code_assignments", codes))
+
+    add(range(fans), wave)
+    return add

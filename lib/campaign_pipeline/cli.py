@@ -271,7 +271,9 @@ def _one_line(exc: BaseException) -> str:
 
     if isinstance(exc, PipelineError):  # our own messages carry no personal data
         return str(exc)
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    java = getattr(exc, "java_exception", None)  # py4j: the JVM's exception says what went wrong
+    text = str(java.toString()) if java is not None else str(exc)
+    first = text.strip().splitlines()[0] if text.strip() else ""
     return f"{type(exc).__name__}: {scrub(first, limit=500)}"
 
 
@@ -586,8 +588,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one readable line, then exit 1
         if args.debug:
             raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"error: {type(exc).__name__}: {first[:500]} (run with --debug for the stack trace)", file=sys.stderr)
+        print(f"error: {_one_line(exc)} (run with --debug for the stack trace)", file=sys.stderr)
         return 1
 
 

@@ -45,3 +45,11 @@ class PreflightError(PipelineError):
     not taken, so no attempt of it is spent (exit code 8)."""
 
     exit_code = 8
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """`Type: first line` of an exception; for a JVM error raised through py4j, the JVM's exception."""
+    java = getattr(exc, "java_exception", None)
+    text = str(java.toString()) if java is not None else str(exc)
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(exc).__name__}: {line[:limit]}" if line else type(exc).__name__

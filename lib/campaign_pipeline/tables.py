@@ -363,6 +363,9 @@ CATALOG: dict[str, TableSpec] = {
                 _f("planning_run", S),
                 _f("planning_until", TS),
             ],
+            # A wave's own partition: the lease of one wave (claims, renewals every few seconds)
+            # is a commit that never conflicts with another wave's.
+            partition_by=("campaign_id", "wave_id"),
             merge_keys=("campaign_id", "wave_id"),
             description="one row per configured wave: schedule, status, message counts",
         ),
@@ -761,6 +764,7 @@ class Warehouse:
                 problems = []
             if problems:
                 raise SchemaError(f"Delta table {self.path(name)} does not match the catalog: " + "; ".join(problems))
+            self._repartition_if_needed(name)
         if t.checks or t.properties:
             present = {r["key"]: r["value"] for r in self.spark.sql(f"SHOW TBLPROPERTIES {table}").collect()}
             for check, expression in t.checks:
@@ -771,6 +775,24 @@ class Warehouse:
                 settings = ", ".join(f"'{k}' = '{v}'" for k, v in missing)
                 self.spark.sql(f"ALTER TABLE {table} SET TBLPROPERTIES ({settings})")
         self._checked.add(name)
+
+    def _repartition_if_needed(self, name: str) -> None:
+        """A table written before the catalog changed its partition columns is rewritten with them
+        (one overwrite commit; only `waves`, a row per wave, has changed so far)."""
+        from delta.tables import DeltaTable
+
+        t = spec(name)
+        have = list(DeltaTable.forPath(self.spark, self.path(name)).detail().first()["partitionColumns"])
+        if have == list(t.partition_by):
+            return
+        rows = self.spark.read.format("delta").load(self.path(name)).localCheckpoint(eager=True)
+        (
+            rows.write.format("delta")
+            .mode("overwrite")
+            .option("overwriteSchema", "true")
+            .partitionBy(*t.partition_by)
+            .save(self.path(name))
+        )
 
     def conform(self, name: str, df: DataFrame) -> DataFrame:
         """`df` with exactly the catalog columns in catalog order, or a SchemaError naming the column."""

@@ -8,7 +8,7 @@ no plan_waves run is re-planning it: of two runs that read the same row, exactly
 re-reads the row and says who holds the wave.
 
 The holder renews the lease before each chunk and, from a thread of its own, at least every
-`lease_seconds / 3` while a chunk is out; a renewal is again conditional (still `sending`, still
+`lease_seconds / 4` while a chunk is out; a renewal is again conditional (still `sending`, still
 this run). It stops sending when a renewal finds another holder, and also when it has not managed
 to renew for long enough that its lease is within `lease_seconds / 3` of running out (a writer
 that cannot reach the table must not outlive its lease). The sending tasks themselves start no
@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from campaign_pipeline.errors import first_line
 from campaign_pipeline.tables import Warehouse, _sql_value, is_write_conflict, retry_on_conflict, sql_literal
 
 
@@ -127,38 +128,39 @@ class Lease:
         return f"wave_id = {sql_literal(self.wave_id)} AND status = 'sending' AND run_id = {sql_literal(self.run_id)}"
 
     def renew(self) -> bool:
-        """Extend the lease if this run still holds the wave; False (and `lost` says why) if not."""
+        """Extend the lease if this run still holds the wave; False (and `lost` says why) if not.
+        A commit that meets a concurrent one (another wave's claim, a planner) or fails for a
+        passing reason is tried again until the lease is within its margin of running out."""
+        import random
+        import time
+
         with self._lock:
-            if self.lost:
-                return False
-            start = now_utc()
-            until = start + dt.timedelta(seconds=self.seconds)
-            try:
-                changed = retry_on_conflict(
-                    self.wh.spark,
-                    lambda: self.wh.update("waves", self.campaign_id, {"lease_until": ts(until)}, self._mine()),
-                    f"renewing the lease on {self.wave_id}",
-                    attempts=4,
-                    first_wait=0.05,
-                )
-            except Exception as exc:  # noqa: BLE001 - a renewal that fails is retried until the margin
-                if now_utc() >= self.until - self.margin:
-                    self.lost = f"could not renew its lease for {self.seconds / 3:g} s ({type(exc).__name__})"
-                return False
-            if changed != 1:
-                holder = read_wave(self.wh, self.campaign_id, self.wave_id)
-                who = f"run {holder['run_id']} ({holder['status']})" if holder is not None else "nobody"
-                self.lost = f"the wave is now held by {who}"
-                return False
-            self.until = until
-            return True
+            while not self.lost:
+                start = now_utc()
+                until = start + dt.timedelta(seconds=self.seconds)
+                try:
+                    changed = self.wh.update("waves", self.campaign_id, {"lease_until": ts(until)}, self._mine())
+                except Exception as exc:  # noqa: BLE001 - a failed renewal is retried until the margin
+                    if now_utc() >= self.until - self.margin:
+                        self.lost = f"could not renew its lease in time ({first_line(exc, 200)})"
+                        return False
+                    time.sleep(0.05 + random.random() * (0.2 if is_write_conflict(self.wh.spark, exc) else 1.0))
+                    continue
+                if changed != 1:
+                    holder = read_wave(self.wh, self.campaign_id, self.wave_id)
+                    who = f"run {holder['run_id']} ({holder['status']})" if holder is not None else "nobody"
+                    self.lost = f"the wave is now held by {who}"
+                    return False
+                self.until = until
+                return True
+            return False
 
     def keep(self, on_lost: Callable[[str], None]) -> None:
-        """Renew from a thread of its own every `lease_seconds / 3` until `close`; call `on_lost`
+        """Renew from a thread of its own every `lease_seconds / 4` until `close`; call `on_lost`
         (e.g. cancel the sending tasks) as soon as the wave is no longer held."""
 
         def run():
-            interval = max(0.2, self.seconds / 3)
+            interval = max(0.2, self.seconds / 4)
             while not self._stop.wait(interval / 2):
                 renewed_at = self.until - dt.timedelta(seconds=self.seconds)
                 if now_utc() < renewed_at + dt.timedelta(seconds=interval):

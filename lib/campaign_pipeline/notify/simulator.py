@@ -37,6 +37,7 @@ class GatewaySimulator:
         self.per_run: Counter[str] = Counter()  # requests per `X-Sender-Run`
         self.starts: list[float] = []  # arrival time (time.monotonic) of every request, in order
         self.max_concurrent = 0
+        self.echo_text = False  # errors quote the message's text (as some gateways do)
         self._concurrent = 0
         self._scripts: dict[str, list[tuple[int, float | None, float]]] = defaultdict(list)
         self._lock = threading.Lock()
@@ -138,7 +139,10 @@ class GatewaySimulator:
                             provider_id = sim.delivered.setdefault(key, f"sim-{len(sim.delivered) + 1}")
                         return self._reply(status, {"id": provider_id})
                     headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else {}
-                    return self._reply(status, {"error": f"simulated {status} for {body.get('to')}"}, headers)
+                    error = f"simulated {status} for {body.get('to')}"
+                    if sim.echo_text:
+                        error += f": {body.get('text')}"
+                    return self._reply(status, {"error": error}, headers)
                 finally:
                     with sim._lock:
                         sim._concurrent -= 1

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import random
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from pyspark.sql import DataFrame
@@ -47,6 +49,7 @@ from campaign_pipeline.tables import Warehouse, _sql_value, catalog_rows, retry_
 from campaign_pipeline.waves.membership import ordered_waves
 
 FINAL = ("completed", "completed_with_failures")
+CLAIM_TRIES = 10  # a claim that meets a concurrent commit (another wave's renewal) is tried again
 RESUMABLE = ("sending", "failed")
 
 
@@ -227,6 +230,7 @@ def send_wave(
         if lease.renew():
             record_skipped(ctx, outstanding(messages, wh.read("notification_log", cid), retry_failed), report)
         # Passes: messages a task could not start before its lease time ran out go in the next pass.
+        idle = 0  # passes in a row that recorded nothing (tasks that started too late to send)
         while lease.held:
             passes += 1
             log = wh.read("notification_log", cid)
@@ -237,7 +241,8 @@ def send_wave(
                 break
             sent_pass, paused_until = send_chunks(ctx, wave, lease, ready, todo, n, group, report)
             sent_now += sent_pass
-            if paused_until is not None or not sent_pass:
+            idle = 0 if sent_pass else idle + 1
+            if paused_until is not None or idle == 3:
                 break
     finally:
         lease.close()
@@ -333,7 +338,9 @@ def send_chunks(
 def take_and_send(ctx: StageContext, wave: Wave, retry_failed: bool, dry_run: bool, report: StageReport) -> bool:
     """Decide on the wave as it is now, check it can be sent, win it, send it; whether it was taken."""
     wh, cid, settings = ctx.warehouse, ctx.campaign_id, ctx.env.notify
-    for _ in range(3):  # a lost race is re-read: the next decision names the winner
+    for attempt in range(CLAIM_TRIES):  # a lost race is re-read: the next decision names the winner
+        if attempt:  # commits to the campaign's waves (another wave's lease) conflicted: try again shortly
+            time.sleep(random.uniform(0.1, 0.5 * attempt))
         row = read_wave(wh, cid, wave.wave_id)
         go, why, spends = decide(wave, row, ctx.now, now_utc(), retry_failed, settings.wave_attempts)
         if not go:
@@ -361,7 +368,10 @@ def take_and_send(ctx: StageContext, wave: Wave, retry_failed: bool, dry_run: bo
         report.summary.append(f"{wave.wave_id}: taken ({why})")
         send_wave(ctx, wave, taken.lease, ready, retry_failed, report)
         return True
-    report.summary.append(f"{wave.wave_id}: not taken: other runs changed its row three times while this run read it")
+    report.summary.append(
+        f"{wave.wave_id}: not taken: concurrent commits to the campaign's waves beat this run's claim {CLAIM_TRIES} "
+        "times in a row; the next run takes it"
+    )
     return False
 
 

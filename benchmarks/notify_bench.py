@@ -85,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = {"max_in_flight": args.in_flight, "rate_per_second": args.rate}
     if args.chunk_size:
         settings["chunk_size"] = args.chunk_size
-    with GatewaySimulator(latency=args.latency) as gw:
+    token = "bench-" + os.urandom(6).hex()  # the simulator requires it, as a real gateway would
+    os.environ[env.secrets.sms_token_env] = token
+    with GatewaySimulator(latency=args.latency, token=token) as gw:
         env = env.model_copy(update={"sms_gateway_url": gw.url, "notify": env.notify.model_copy(update=settings)})
         t0 = time.perf_counter()
         report = run_pipeline(spark, campaign, env, stages=["notify"], now=wave.notify_at + dt.timedelta(minutes=1),

@@ -19,6 +19,7 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 # fill in at the end, so both workers finish together (the last file started had been the
 # standalone-cluster test, 95 s, and one worker idled for 65 s).
 HEAVY_FIRST = [
+    "test_notify_concurrency.py",  # ~250 s: overlapping notify processes, a re-plan while sending
     "test_hand_written_campaign.py",  # ~250 s: the CLI's ingest + screen, then every later stage
     "test_synthetic_campaign.py",  # ~160 s
     "test_codes_waves_stages.py",  # ~125 s
@@ -29,7 +30,7 @@ HEAVY_FIRST = [
     "test_selection.py",  # ~65 s
     "test_runs_over_time.py",  # ~55 s
     "test_ingest_landing.py",  # ~50 s
-    "test_maintain.py",  # ~40 s
+    "test_maintain.py",  # ~130 s: an archive killed after each table, rows appended while it moves
 ]
 
 

@@ -219,12 +219,15 @@ def test_a_notify_run_killed_mid_wave_is_finished_by_the_next_with_at_most_the_c
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
         )  # fmt: skip
         deadline = time.monotonic() + 300
+
         def queued_now() -> int:
             attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages"])
             return int(attributes["Attributes"]["ApproximateNumberOfMessages"])
 
-        while (sum(gw.accepted.values()) < 400 or queued_now() < 50) and proc.poll() is None and (
-            time.monotonic() < deadline
+        while (
+            (sum(gw.accepted.values()) < 400 or queued_now() < 50)
+            and proc.poll() is None
+            and (time.monotonic() < deadline)
         ):
             time.sleep(0.05)
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]

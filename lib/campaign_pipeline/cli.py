@@ -226,7 +226,7 @@ def _notify(args) -> int:
     env = load_environment(args.env).with_roots(args.landing, args.warehouse)
     now = args.now or dt.datetime.now(dt.UTC)
     spark = _session(env, "campaign-pipeline notify --due")
-    due = due_campaigns(Warehouse(spark, env.warehouse_root), now)
+    due = due_campaigns(Warehouse(spark, env.warehouse_root), now, env.notify.wave_attempts)
     if not due:
         print(f"notify --due: no campaign has a wave to send at {now:%Y-%m-%d %H:%M %Z}")
         return 0

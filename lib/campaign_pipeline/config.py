@@ -212,8 +212,9 @@ class Messages(_Model):
     max_email_bytes: int = Field(
         100_000,
         ge=1_000,
-        le=10_000_000,
-        description="an email (subject + body, UTF-8) larger than this is quarantined, not sent",
+        le=200_000,
+        description="an email (subject + body, UTF-8) larger than this is quarantined, not sent (an SQS "
+        "message holds at most 256 KiB)",
     )
 
 
@@ -351,6 +352,17 @@ class NotifySettings(_Model):
     preflight_timeout_seconds: float = Field(
         5, gt=0, description="how long the check that the gateway and the queue answer waits for each"
     )
+
+    @model_validator(mode="after")
+    def _lease_outlasts_a_request(self) -> NotifySettings:
+        # A sender starts no request in the last third of its lease; one started just before must
+        # end (or time out) before another run may take the wave over.
+        if self.lease_seconds < 3 * self.timeout_seconds:
+            raise _KeyedError(
+                "notify.lease_seconds",
+                f"must be at least 3 × notify.timeout_seconds ({3 * self.timeout_seconds:g}), got {self.lease_seconds:g}",
+            )
+        return self
 
 
 class EmrSettings(_Model):

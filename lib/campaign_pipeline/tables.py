@@ -433,6 +433,7 @@ CATALOG: dict[str, TableSpec] = {
                 _f("finished_at", TS),
                 _f("root", S),  # the archive root the rows went to
                 _f("moved", T.MapType(S, L)),  # table → rows moved (copied, verified, deleted)
+                _f("pending", S),  # `table#tag` of a delete being made: checked again if the run dies
             ],
             merge_keys=("campaign_id",),
             description="one row per campaign whose archive started: who moves it, how far it got; never archived",
@@ -764,7 +765,6 @@ class Warehouse:
                 problems = []
             if problems:
                 raise SchemaError(f"Delta table {self.path(name)} does not match the catalog: " + "; ".join(problems))
-            self._repartition_if_needed(name)
         if t.checks or t.properties:
             present = {r["key"]: r["value"] for r in self.spark.sql(f"SHOW TBLPROPERTIES {table}").collect()}
             for check, expression in t.checks:
@@ -775,24 +775,6 @@ class Warehouse:
                 settings = ", ".join(f"'{k}' = '{v}'" for k, v in missing)
                 self.spark.sql(f"ALTER TABLE {table} SET TBLPROPERTIES ({settings})")
         self._checked.add(name)
-
-    def _repartition_if_needed(self, name: str) -> None:
-        """A table written before the catalog changed its partition columns is rewritten with them
-        (one overwrite commit; only `waves`, a row per wave, has changed so far)."""
-        from delta.tables import DeltaTable
-
-        t = spec(name)
-        have = list(DeltaTable.forPath(self.spark, self.path(name)).detail().first()["partitionColumns"])
-        if have == list(t.partition_by):
-            return
-        rows = self.spark.read.format("delta").load(self.path(name)).localCheckpoint(eager=True)
-        (
-            rows.write.format("delta")
-            .mode("overwrite")
-            .option("overwriteSchema", "true")
-            .partitionBy(*t.partition_by)
-            .save(self.path(name))
-        )
 
     def conform(self, name: str, df: DataFrame) -> DataFrame:
         """`df` with exactly the catalog columns in catalog order, or a SchemaError naming the column."""

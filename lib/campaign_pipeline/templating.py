@@ -13,7 +13,9 @@ capped, so no template can make a worker spin or fill its memory.
 from __future__ import annotations
 
 import contextvars
+import functools
 import re
+import time
 
 VARIABLES = (
     "campaign_name",
@@ -42,87 +44,189 @@ def autoescaped(field: str, source: str) -> bool:
     return field == "email_body" and bool(_HTML.search(source))
 
 
-MAX_LOOP_STEPS = 20_000  # loop iterations per rendered message, all loops together
-MAX_RENDER_CHARS = 1_000_000  # rendering stops beyond this (messages are capped far lower in config)
-MAX_WIDTH = 1_000  # widths and repeat counts a template may ask for (`center`, `format`, `*`)
+MAX_LOOP_STEPS = 20_000  # loop steps and calls per rendered message, all together
+MAX_RENDER_CHARS = 1_000_000  # no string or list a message's template builds may be longer
+MAX_RENDER_SECONDS = 2.0  # per message: a template that takes longer fails (a message takes microseconds)
+MAX_WIDTH = 1_000  # widths and precisions a template may ask for (`center`, `format`, `%`)
 _LOOP_BUDGET = "__campaign_pipeline_loop_budget"
+_CONCAT = "__campaign_pipeline_concat"
+# Text methods a template may call on a string: none of them can make it longer than its input
+# allows (`replace`, `join` and `format` are checked separately; `ljust`, `zfill`, ... are refused).
+_PADDING_METHODS = frozenset({"ljust", "rjust", "center", "zfill", "expandtabs"})
+_WIDE = re.compile(r"%(\([^)]*\))?[-+ #0]*(\*|\d{4,})|%(\([^)]*\))?[-+ #0]*\d*\.(\*|\d{4,})")
+_WIDE_BRACES = re.compile(r"\{[^{}]*:[^{}]*(\{|\d{4,})")
 
 
 class TemplateLimitError(Exception):
-    """A template asked for more than a message may take: loop steps, output size, widths."""
+    """A template asked for more than a message may take: steps, time, sizes, widths."""
 
 
-_steps: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("template_steps", default=None)
+class _Budget:
+    def __init__(self):
+        self.steps = MAX_LOOP_STEPS
+        self.deadline = time.monotonic() + MAX_RENDER_SECONDS
+
+    def spend(self) -> None:
+        self.steps -= 1
+        if self.steps < 0:
+            raise TemplateLimitError(f"more than {MAX_LOOP_STEPS:,} loop steps and calls in one message")
+        if not self.steps % 256 and time.monotonic() > self.deadline:
+            raise TemplateLimitError(f"rendering one message took more than {MAX_RENDER_SECONDS:g} s")
+
+
+_budget: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar("template_budget", default=None)
+
+
+def _spend() -> None:
+    budget = _budget.get()
+    if budget is None:  # rendered outside `render_bounded` (never in the pipeline): a budget of its own
+        budget = _Budget()
+        _budget.set(budget)
+    budget.spend()
+
+
+def _size(value) -> int:
+    return len(value) if isinstance(value, (str, list, tuple, dict, set)) else 0
+
+
+def _check_size(value, what: str):
+    if _size(value) > MAX_RENDER_CHARS:
+        raise TemplateLimitError(f"{what} built {_size(value):,} items, more than {MAX_RENDER_CHARS:,}")
+    return value
 
 
 def _budgeted(iterable):
-    """Every `{% for %}` iterates through this: each step spends one of the render's loop steps."""
-    budget = _steps.get()
-    if budget is None:  # rendered outside `render_bounded` (never in the pipeline): a budget of its own
-        budget = [MAX_LOOP_STEPS]
+    """Every `{% for %}` iterates through this: each step spends one of the render's steps."""
     for item in iterable:
-        budget[0] -= 1
-        if budget[0] < 0:
-            raise TemplateLimitError(f"more than {MAX_LOOP_STEPS:,} loop steps in one message")
+        _spend()
         yield item
 
 
-def _sized(value) -> int | None:
-    return len(value) if isinstance(value, (str, list, tuple)) else None
+def _bounded_concat(*parts):
+    """`a ~ b`: refused when the result would pass the size limit."""
+    from jinja2.runtime import markup_join
+
+    if sum(len(p) if isinstance(p, str) else len(str(p)) for p in parts) > MAX_RENDER_CHARS:
+        raise TemplateLimitError(f"a `~` would build more than {MAX_RENDER_CHARS:,} characters")
+    return markup_join(parts)
+
+
+def _wide_format(text) -> bool:
+    return bool(_WIDE.search(str(text)))
 
 
 def _bounded_environment_class():
     from jinja2 import nodes
     from jinja2.sandbox import SandboxedEnvironment, SecurityError
+    from jinja2.visitor import NodeTransformer
+
+    class Bound(NodeTransformer):
+        """Loops iterate through `_budgeted`; `~` goes through `_bounded_concat`."""
+
+        def visit_For(self, node):
+            node = self.generic_visit(node)
+            node.iter = nodes.Call(nodes.Name(_LOOP_BUDGET, "load"), [node.iter], [], None, None)
+            return node
+
+        def visit_Concat(self, node):
+            node = self.generic_visit(node)
+            return nodes.Call(nodes.Name(_CONCAT, "load"), list(node.nodes), [], None, None)
 
     class BoundedSandbox(SandboxedEnvironment):
-        """Jinja2's sandbox, plus bounds on what a template can make a worker do: loop steps per
-        message (every `{% for %}` goes through `_budgeted`), `*` and `**` on sizes, widths in
-        `center`, `indent`, `format` and `str.format`."""
+        """Jinja2's sandbox, plus bounds on what a template can make a worker do: loop steps and
+        calls per message, time per message, sizes of what it builds (`*`, `+`, `~`, `%`, `replace`,
+        `join`, every filter's result), widths (`center`, `indent`, `format`, `%`, `str.format`);
+        padding methods and `lipsum` are not available."""
 
-        intercepted_binops = frozenset({"*", "**"})
+        intercepted_binops = frozenset({"*", "**", "+", "%"})
 
         def _parse(self, source, name, filename):
-            tree = super()._parse(source, name, filename)
-            for loop in tree.find_all(nodes.For):
-                loop.iter = nodes.Call(nodes.Name(_LOOP_BUDGET, "load"), [loop.iter], [], None, None)
-            return tree
+            return Bound().visit(super()._parse(source, name, filename))
 
         def call_binop(self, context, operator, left, right):
+            _spend()
             if operator == "*":
                 for seq, n in ((left, right), (right, left)):
-                    if _sized(seq) is not None and isinstance(n, int) and _sized(seq) * n > MAX_RENDER_CHARS:
-                        raise SecurityError(f"a repeat of {n:,} × {_sized(seq):,} items is too large for a message")
-            if operator == "**" and isinstance(right, (int, float)) and abs(right) > 64:
-                raise SecurityError(f"an exponent of {right} is too large for a message")
-            return super().call_binop(context, operator, left, right)
+                    if _size(seq) and isinstance(n, int) and _size(seq) * n > MAX_RENDER_CHARS:
+                        raise SecurityError(f"a repeat of {n:,} × {_size(seq):,} items is too large for a message")
+                if isinstance(left, int) and isinstance(right, int) and left.bit_length() + right.bit_length() > 4096:
+                    raise SecurityError("a product of that size is too large for a message")
+            if operator == "**" and isinstance(left, (int, float)) and isinstance(right, (int, float)):
+                if abs(right) > 64 or (isinstance(left, int) and left.bit_length() * abs(right) > 4096):
+                    raise SecurityError(f"a power of {right} is too large for a message")
+            if operator == "+" and _size(left) + _size(right) > MAX_RENDER_CHARS:
+                raise SecurityError(f"a `+` would build more than {MAX_RENDER_CHARS:,} items")
+            if operator == "%" and isinstance(left, str) and _wide_format(left):
+                raise SecurityError(f"a format width or precision above {MAX_WIDTH} is too large for a message")
+            return _check_size(super().call_binop(context, operator, left, right), f"`{operator}`")
+
+        def is_safe_attribute(self, obj, attr, value):
+            if isinstance(obj, str) and attr in _PADDING_METHODS:
+                return False
+            return super().is_safe_attribute(obj, attr, value)
 
         def wrap_str_format(self, value):
             wrapped = super().wrap_str_format(value)
-            if wrapped is not None and re.search(r"\{[^{}]*:[^{}]*\d{4,}", str(getattr(value, "__self__", ""))):
-                raise SecurityError(f"a format width above {MAX_WIDTH} is too large for a message")
+            if wrapped is not None and _WIDE_BRACES.search(str(getattr(value, "__self__", ""))):
+                raise SecurityError(f"a format width above {MAX_WIDTH} (or a nested one) is too large for a message")
             return wrapped
+
+        def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 - Jinja2's own signature
+            _spend()
+            owner = getattr(__obj, "__self__", None)
+            name = getattr(__obj, "__name__", "")
+            if isinstance(owner, str) and name == "replace" and len(args) >= 2:
+                grows = max(0, len(str(args[1])) - len(str(args[0])))
+                if len(owner) + owner.count(str(args[0])) * grows > MAX_RENDER_CHARS:
+                    raise SecurityError("a replace that large is too large for a message")
+            if isinstance(owner, str) and name == "join" and args:
+                parts = list(args[0])
+                if sum(len(str(p)) for p in parts) + len(owner) * len(parts) > MAX_RENDER_CHARS:
+                    raise SecurityError("a join that large is too large for a message")
+                args = (parts, *args[1:])
+            return _check_size(super().call(__context, __obj, *args, **kwargs), f"a call of {name or 'a function'}")
 
     return BoundedSandbox
 
 
-def _width_checked(name: str, original, position: int):
-    def checked(*args, **kwargs):
-        width = kwargs.get("width", args[position] if len(args) > position else None)
-        if isinstance(width, int) and abs(width) > MAX_WIDTH:
-            raise TemplateLimitError(f"{name}: a width of {width:,} is above {MAX_WIDTH:,}")
-        return original(*args, **kwargs)
+def _bounded_filter(name: str, original):
+    @functools.wraps(original)
+    def bounded(*args, **kwargs):
+        _spend()
+        values = [a for a in args if not hasattr(a, "environment") and not hasattr(a, "autoescape")]
+        value = values[0] if values else None
+        rest = values[1:]
+        if name in ("center", "indent"):
+            width = kwargs.get("width", rest[0] if rest else None)
+            if (isinstance(width, int) and abs(width) > MAX_WIDTH) or (
+                isinstance(width, str) and len(width) > MAX_WIDTH
+            ):
+                raise TemplateLimitError(f"{name}: a width above {MAX_WIDTH:,}")
+        if name == "indent" and isinstance(value, str):
+            width = kwargs.get("width", rest[0] if rest else 4)
+            per_line = len(width) if isinstance(width, str) else int(width or 0)
+            if len(value) + (value.count("\n") + 1) * per_line > MAX_RENDER_CHARS:
+                raise TemplateLimitError("indent: the result would be too large for a message")
+        if name == "format" and value is not None and _wide_format(value):
+            raise TemplateLimitError(f"format: widths and precisions above {MAX_WIDTH} (or `*`) are not allowed")
+        if name == "replace" and isinstance(value, str) and len(rest) >= 2:
+            grows = max(0, len(str(rest[1])) - len(str(rest[0])))
+            if len(value) + value.count(str(rest[0])) * grows > MAX_RENDER_CHARS:
+                raise TemplateLimitError("replace: the result would be too large for a message")
+        if name == "wordwrap" and isinstance(value, str):
+            wrap = kwargs.get("wrapstring", rest[2] if len(rest) > 2 else None) or "\n"
+            if len(value) * (1 + len(str(wrap))) > MAX_RENDER_CHARS:
+                raise TemplateLimitError("wordwrap: the result could be too large for a message")
+        if name == "join" and value is not None and not isinstance(value, str):
+            value = list(value)
+            separator = kwargs.get("d", rest[0] if rest else "")
+            if sum(len(str(v)) for v in value) + len(str(separator)) * len(value) > MAX_RENDER_CHARS:
+                raise TemplateLimitError("join: the result would be too large for a message")
+            position = next(i for i, a in enumerate(args) if a is values[0])
+            args = (*args[:position], value, *args[position + 1 :])
+        return _check_size(original(*args, **kwargs), f"the filter {name}")
 
-    return checked
-
-
-def _format_checked(original):
-    def checked(value, *args, **kwargs):
-        if re.search(r"%[-+ #0]*(\*|\d{4,})", str(value)):
-            raise TemplateLimitError(f"format: widths above {MAX_WIDTH} (or `*`) are not allowed in a message")
-        return original(value, *args, **kwargs)
-
-    return checked
+    return bounded
 
 
 def compile_template(field: str, source: str):
@@ -132,16 +236,16 @@ def compile_template(field: str, source: str):
     env = _bounded_environment_class()(
         undefined=StrictUndefined, autoescape=autoescaped(field, source), keep_trailing_newline=False
     )
+    env.globals.pop("lipsum", None)
     env.globals[_LOOP_BUDGET] = _budgeted
-    env.filters["center"] = _width_checked("center", env.filters["center"], 1)
-    env.filters["indent"] = _width_checked("indent", env.filters["indent"], 1)
-    env.filters["format"] = _format_checked(env.filters["format"])
+    env.globals[_CONCAT] = _bounded_concat
+    env.filters = {name: _bounded_filter(name, f) for name, f in env.filters.items()}
     return env.from_string(source)
 
 
 def render_bounded(template, context: dict, max_chars: int = MAX_RENDER_CHARS) -> str:
-    """Render with a fresh loop-step budget, stopping once the text passes `max_chars`."""
-    token = _steps.set([MAX_LOOP_STEPS])
+    """Render with a fresh budget of steps and time, stopping once the text passes `max_chars`."""
+    token = _budget.set(_Budget())
     try:
         parts, size = [], 0
         for piece in template.generate(context):
@@ -150,8 +254,10 @@ def render_bounded(template, context: dict, max_chars: int = MAX_RENDER_CHARS) -
                 raise TemplateLimitError(f"the rendered text passes {max_chars:,} characters")
             parts.append(piece)
         return "".join(parts)
+    except RecursionError:
+        raise TemplateLimitError("the template recursed too deeply") from None
     finally:
-        _steps.reset(token)
+        _budget.reset(token)
 
 
 def literal_parts(field: str, source: str) -> list[tuple[str, str]] | None:

@@ -209,7 +209,8 @@ def golden(spark, screened):
         stages = ["score", "select", "assign_codes", "plan_waves"]
         run_pipeline(spark, campaign, env, stages=stages, now=T0, out=QUIET)
     after = campaign.waves[0].notify_at + dt.timedelta(minutes=1)
-    with GatewaySimulator(latency=0.0) as gateway:
+    with GatewaySimulator(latency=0.0, token="golden-token") as gateway, pytest.MonkeyPatch.context() as token:
+        token.setenv(env.secrets.sms_token_env, "golden-token")
         sending = env.model_copy(update={"sms_gateway_url": gateway.url})
         run_pipeline(spark, campaign, sending, stages=["notify"], now=after, out=QUIET)
     slack, mp = SlackReceiver(), pytest.MonkeyPatch()

@@ -48,7 +48,14 @@ def small_warehouse(spark, root: str, wave_status: str, other: bool = True) -> W
     wave = {"campaign_id": CID, "wave_id": "wave-1", "notify_at": NOTIFY_AT, "status": wave_status,
             "finished_at": NOTIFY_AT + dt.timedelta(hours=1), "run_id": "r"}  # fmt: skip
     wh.append("waves", catalog_rows(spark, "waves", [wave]))
+    wh.append("campaign_stats", catalog_rows(spark, "campaign_stats", [stats("r1")]))  # maps within maps
     return wh
+
+
+def stats(run_id: str) -> dict:
+    """A report's campaign_stats row: a funnel map and per-market maps of maps."""
+    return {"campaign_id": CID, "run_id": run_id, "computed_at": NOTIFY_AT, "funnel": {"registered": 3, "coded": 3},
+            "per_market": {"NYC-01": {"capacity": 10, "selected": 3}, "LAX-02": {"selected": 0, "capacity": 5}}}  # fmt: skip
 
 
 def test_a_running_campaign_is_compacted_and_nothing_moves(spark, test_env, tmp_path):
@@ -85,7 +92,7 @@ def test_a_finished_campaign_moves_to_the_archive_and_a_move_killed_after_any_ta
     archive = Warehouse(spark, str(tmp_path / "wh" / "_archive"))
     options = {"older_than": "30d", "no_vacuum": True}
     tables = m.campaign_tables(live)
-    assert tables == ["registrants", "code_assignments", "waves"]  # waves last
+    assert tables == ["registrants", "code_assignments", "campaign_stats", "waves"]  # waves last
     before = snapshot(live, tables)
 
     # ended less than 30 days ago: nothing moves
@@ -122,11 +129,20 @@ def test_a_finished_campaign_moves_to_the_archive_and_a_move_killed_after_any_ta
     _, report = run_operation(spark, campaign(), env, "maintain", m.maintain, out=QUIET(), now=later, options=options)
     assert report.counts["archived"] == 1 and m.archive_record(live, CID)["state"] == "archived"
     assert snapshot(archive, tables) == before and all(live.read(t, CID).isEmpty() for t in tables)
-    assert dict(m.archive_record(live, CID)["moved"]) == {"registrants": 3, "code_assignments": 3, "waves": 1}
+    assert dict(m.archive_record(live, CID)["moved"]) == {
+        "registrants": 3, "code_assignments": 3, "campaign_stats": 1, "waves": 1
+    }  # fmt: skip
     # the other campaign is untouched, and the archive holds none of it
     assert live.read("registrants", "other").count() == 1 and archive.read("registrants", "other").count() == 0
     runs = {r["status"]: r["count"] for r in stage_runs(live, CID).groupBy("status").count().collect()}
-    assert runs == {"succeeded": 2, "running": 3}  # the killed runs never recorded an end
+    assert runs == {"succeeded": 2, "running": 4}  # the killed runs never recorded an end
+
+    # a report that had started before the archive appends a row afterwards: the next maintain
+    # moves it, and the archive keeps every row it held
+    live.append("campaign_stats", catalog_rows(spark, "campaign_stats", [stats("late")]))
+    run_operation(spark, campaign(), env, "maintain", m.maintain, out=QUIET(), now=later, options=options)
+    assert sorted(r["run_id"] for r in archive.read("campaign_stats", CID).collect()) == ["late", "r1"]
+    assert live.read("campaign_stats", CID).isEmpty() and m.archive_record(live, CID)["state"] == "archived"
 
     # an archived campaign's stages no longer run; its scheduled report says so and writes nothing
     with pytest.raises(PipelineError, match=f"campaign {CID} is archived to .*_archive"):
@@ -137,7 +153,8 @@ def test_a_finished_campaign_moves_to_the_archive_and_a_move_killed_after_any_ta
 def test_rows_appended_while_an_archive_copies_or_deletes_are_archived_not_lost(spark, test_env, tmp_path):
     """A report's rows (or an operator's retry) committed between the copy and the delete: the
     table moved, so it is copied again; committed between the version check and the delete itself,
-    the delete removed them, and they are recovered from the delete's own snapshot."""
+    the delete removed them, and they are recovered from the delete's own snapshot — here by the
+    next run, the first having been killed right after that delete."""
     env = test_env.with_roots(None, str(tmp_path / "wh"))
     live = small_warehouse(spark, env.warehouse_root, "completed", other=False)
     archive = Warehouse(spark, str(tmp_path / "wh" / "_archive"))
@@ -156,18 +173,28 @@ def test_rows_appended_while_an_archive_copies_or_deletes_are_archived_not_lost(
             appended.append("registrants")
             live.append("registrants", catalog_rows(spark, "registrants", [late]))
 
-    def append_then_delete(wh, table, cid):  # after the check, before the delete reads the table
+    def append_delete_and_die(wh, table, cid, tag):  # after the check, before the delete reads the table
         if table == "code_assignments" and table not in appended:
             appended.append(table)
             live.append(table, catalog_rows(spark, table, [code]))
-        return delete(wh, table, cid)
+            delete(wh, table, cid, tag)
+            raise Killed("after the delete, before the rows it removed were checked")
+        return delete(wh, table, cid, tag)
 
     mp.setattr(m.ArchiveLease, "renew", renew_then_append)
-    mp.setattr(m, "delete_campaign", append_then_delete)
+    mp.setattr(m, "delete_campaign", append_delete_and_die)
+    mp.setattr(m, "ARCHIVE_LEASE_SECONDS", 1)
     later = NOTIFY_AT + dt.timedelta(days=31)
-    _, report = run_operation(spark, campaign(), env, "maintain", m.maintain, out=QUIET(), now=later,
-                              options={"older_than": "30d", "no_vacuum": True})  # fmt: skip
+    options = {"older_than": "30d", "no_vacuum": True}
+    with pytest.raises(Killed):
+        run_operation(spark, campaign(), env, "maintain", m.maintain, out=QUIET(), now=later, options=options)
     mp.undo()
+    # F9 exists only in the version the delete read; the archive row says so, and VACUUM keeps it
+    assert live.read("code_assignments", CID).isEmpty() and m.archive_record(live, CID)["pending"]
+    assert "F9" not in {r["global_user_id"] for r in archive.read("code_assignments", CID).collect()}
+    time.sleep(1)
+    _, report = run_operation(spark, campaign(), env, "maintain", m.maintain, out=QUIET(), now=later,
+                              options={"older_than": "30d"})  # fmt: skip
     assert appended == ["registrants", "code_assignments"] and report.counts["archived"] == 1
     assert sorted(r["global_user_id"] for r in archive.read("registrants", CID).collect()) == ["F1", "F2", "F3", "F9"]
     assert sorted(r["global_user_id"] for r in archive.read("code_assignments", CID).collect()) == [
@@ -177,4 +204,4 @@ def test_rows_appended_while_an_archive_copies_or_deletes_are_archived_not_lost(
         "F9",
     ]
     assert live.read("registrants", CID).isEmpty() and live.read("code_assignments", CID).isEmpty()
-    assert report.counts["archived:registrants"] == 4 and report.counts["archived:code_assignments"] == 4
+    assert dict(m.archive_record(live, CID)["moved"])["registrants"] == 4 and not m.archive_record(live, CID)["pending"]

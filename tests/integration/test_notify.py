@@ -237,9 +237,7 @@ def test_a_notify_run_killed_mid_wave_is_finished_by_the_next_with_at_most_the_c
         # The killed driver's Python workers may still finish requests they started, but start none
         # after the lease they were given; only then does another run take the wave.
         dead = wave_row(wh)
-        time.sleep(
-            max(0.0, (dead["lease_until"].replace(tzinfo=dt.UTC) - dt.datetime.now(dt.UTC)).total_seconds()) + 0.5
-        )
+        time.sleep(max(0.0, (dead["lease_until"].astimezone(dt.UTC) - dt.datetime.now(dt.UTC)).total_seconds()) + 0.5)
         before_takeover = dict(gw.seen)
         assert 400 <= sum(gw.accepted.values()) and len(before_takeover) < len(ids)
         sent_by_dead_run = gw.per_run[dead["run_id"]]

@@ -23,7 +23,23 @@ from campaign_pipeline.notify.pace import Pace, Window, limits
 from campaign_pipeline.notify.sms import NotStarted, Outcome, Retryable
 from campaign_pipeline.privacy import scrub
 
-BATCH = 10
+BATCH = 10  # entries per SendMessageBatch
+BATCH_BYTES = 250_000  # SQS takes at most 262,144 bytes per batch, all entries together
+
+
+def batches(messages: list[dict], campaign_name: str) -> list[list[dict]]:
+    """Consecutive batches of at most `BATCH` emails and `BATCH_BYTES` of bodies (one large email
+    never takes nine others down with it)."""
+    out: list[list[dict]] = []
+    size = 0
+    for m in messages:
+        body = len(email_body(m, campaign_name).encode("utf-8"))
+        if not out or len(out[-1]) == BATCH or size + body > BATCH_BYTES:
+            out.append([])
+            size = 0
+        out[-1].append(m)
+        size += body
+    return out
 
 
 def email_body(message: dict, campaign_name: str) -> str:
@@ -152,7 +168,7 @@ async def send_emails_async(
                     return
                 await asyncio.sleep(wait)
 
-    await asyncio.gather(*(one(messages[i : i + BATCH]) for i in range(0, len(messages), BATCH)))
+    await asyncio.gather(*(one(batch) for batch in batches(messages, campaign_name)))
     return [
         outcomes.get(m["message_id"])
         or Outcome(m["message_id"], "deferred", tries.get(m["message_id"], 0), defer_seconds=window.wait_asked)

@@ -25,25 +25,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from campaign_pipeline.errors import first_line
-from campaign_pipeline.tables import Warehouse, _sql_value, is_write_conflict, retry_on_conflict, sql_literal
-
-
-def now_utc() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def ts(value: dt.datetime | None) -> str:
-    """A Spark SQL timestamp literal (NULL for None)."""
-    return _sql_value(value, T.TimestampType())
-
-
-def aware(value: dt.datetime | None) -> dt.datetime | None:
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+from campaign_pipeline.tables import Warehouse, is_write_conflict, retry_on_conflict, sql_literal
+from campaign_pipeline.times import aware, now_utc, ts
 
 
 def read_wave(wh: Warehouse, campaign_id: str, wave_id: str):
@@ -167,7 +152,8 @@ class Lease:
                     continue  # renewed recently enough (before a chunk)
                 self.renew()
                 if not self.held:
-                    on_lost(self.lost or "its lease ran out before it could renew it")
+                    self.lost = self.lost or "its lease came within its margin of running out before it could renew it"
+                    on_lost(self.lost)
                     return
 
         self._keeper = threading.Thread(target=run, name=f"lease-{self.wave_id}", daemon=True)

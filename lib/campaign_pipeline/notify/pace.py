@@ -78,9 +78,13 @@ class Window:
     def __init__(self, until: float | None = None):
         self.until = until
         self.wait_asked: float | None = None  # seconds the gateway asked for, beyond the ceiling
+        self.refused: str | None = None  # the gateway refused our credentials (401/403)
 
     def open(self) -> bool:
-        return self.wait_asked is None and (self.until is None or time.time() < self.until)
+        return self.wait_asked is None and self.refused is None and (self.until is None or time.time() < self.until)
+
+    def refuse(self, reason: str) -> None:
+        self.refused = self.refused or reason
 
     def fits(self, wait: float) -> bool:
         """Whether a retry after `wait` seconds would still start inside the window."""

@@ -64,7 +64,7 @@ def send_messages(messages: list[dict], senders: Senders) -> list[dict]:
                                senders.run_id)
             )  # fmt: skip
         if email:
-            client = sqs_client(senders.region, **{k: v for k, v in aws_arguments(senders.aws).items()})
+            client = sqs_client(senders.region, timeout=senders.pace.timeout_seconds, **aws_arguments(senders.aws))
             jobs.append(
                 send_emails_async(email, client, senders.queue_url, senders.campaign_name, senders.pace, gate,
                                   spacing, window, senders.email_groups)

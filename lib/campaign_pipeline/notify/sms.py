@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import math
 from dataclasses import dataclass
 
 from campaign_pipeline.notify.pace import Pace, Window, limits
@@ -38,6 +39,13 @@ class NotStarted(Exception):
     """The task's window closed while the request waited for its slot or its turn."""
 
 
+class Refused(Exception):
+    """The gateway refused our credentials (401/403): no message can be sent until they change."""
+
+
+REFUSED = "refused: "  # how a deferred outcome says the gateway refused the token
+
+
 @dataclass
 class Outcome:
     message_id: str
@@ -49,21 +57,29 @@ class Outcome:
     defer_seconds: float | None = None  # deferred because the gateway asked to wait this long
 
 
+MAX_PAUSE_SECONDS = 3600.0  # a longer Retry-After (a gateway's bug, or year 9999) counts as an hour
+
+
 def retry_after_seconds(value: str | None) -> float | None:
-    """`Retry-After` as seconds (delta-seconds or an HTTP date), or None."""
+    """`Retry-After` as seconds (delta-seconds or an HTTP date), at most `MAX_PAUSE_SECONDS`; None
+    when absent or unreadable (not a number, not finite, not a date)."""
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        from email.utils import parsedate_to_datetime
+        try:
+            from email.utils import parsedate_to_datetime
 
-        when = parsedate_to_datetime(value)
-        return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
-    except (TypeError, ValueError):
+            when = parsedate_to_datetime(value)
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=dt.UTC)
+            seconds = (when - dt.datetime.now(dt.UTC)).total_seconds()
+        except (TypeError, ValueError, OverflowError, IndexError):
+            return None
+    if not math.isfinite(seconds):
         return None
+    return min(MAX_PAUSE_SECONDS, max(0.0, seconds))
 
 
 async def with_retries(send_once, message_id: str, pace: Pace, window: Window) -> Outcome:
@@ -72,7 +88,8 @@ async def with_retries(send_once, message_id: str, pace: Pace, window: Window) -
     tries = 0
     while True:
         if not window.open():
-            return Outcome(message_id, "deferred", tries, defer_seconds=window.wait_asked)
+            refused = REFUSED + window.refused if window.refused else None
+            return Outcome(message_id, "deferred", tries, last_error=refused, defer_seconds=window.wait_asked)
         tries += 1
         try:
             provider_id = await send_once()
@@ -81,6 +98,9 @@ async def with_retries(send_once, message_id: str, pace: Pace, window: Window) -
             return Outcome(message_id, "deferred", tries - 1, defer_seconds=window.wait_asked)
         except Permanent as exc:
             return Outcome(message_id, "failed", tries, None, str(exc))
+        except Refused as exc:  # no message can go out with this token: stop, fail nothing
+            window.refuse(str(exc))
+            return Outcome(message_id, "deferred", tries - 1, last_error=REFUSED + str(exc))
         except Retryable as exc:
             if exc.retry_after is not None and exc.retry_after > pace.retry_after_max_seconds:
                 window.ask_wait(exc.retry_after)  # the gateway wants a pause: the task stops starting
@@ -88,8 +108,8 @@ async def with_retries(send_once, message_id: str, pace: Pace, window: Window) -
             if tries >= pace.max_attempts:
                 return Outcome(message_id, "failed", tries, None, f"gave up after {tries} attempts: {exc}")
             wait = exc.retry_after if exc.retry_after is not None else pace.backoff(tries)
-            if not window.fits(wait):  # a later pass or run sends it, after the gateway's pause if it asked
-                return Outcome(message_id, "deferred", tries, last_error=str(exc), defer_seconds=exc.retry_after)
+            if not window.fits(wait):  # past this task's lease time: the next pass sends it
+                return Outcome(message_id, "deferred", tries, last_error=str(exc))
             await asyncio.sleep(wait)
 
 
@@ -155,6 +175,8 @@ async def send_sms_async(
                                     f"HTTP {resp.status}: {scrub(body, hide=hide)}",
                                     retry_after_seconds(resp.headers.get("Retry-After")),
                                 )
+                            if resp.status in (401, 403):
+                                raise Refused(f"HTTP {resp.status}: {scrub(body, hide=hide)}")
                             raise Permanent(f"HTTP {resp.status}: {scrub(body, hide=hide)}")
                     except TimeoutError:
                         raise Retryable(f"TimeoutError after {pace.timeout_seconds:g} s") from None

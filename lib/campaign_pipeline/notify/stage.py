@@ -38,19 +38,20 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from campaign_pipeline.config import Wave
-from campaign_pipeline.errors import ConfigError
-from campaign_pipeline.notify.lease import Lease, aware, claim, now_utc, read_wave, ts
+from campaign_pipeline.errors import ConfigError, PipelineError, PreflightError, first_line
+from campaign_pipeline.notify.lease import Lease, claim, read_wave
 from campaign_pipeline.notify.pace import Pace
 from campaign_pipeline.notify.preflight import Ready, preflight
 from campaign_pipeline.notify.send import OUTCOME_SCHEMA, Senders, driver_aws_settings, partition_sender
+from campaign_pipeline.notify.sms import REFUSED
 from campaign_pipeline.ops import slack
 from campaign_pipeline.stage_context import StageContext, StageReport
 from campaign_pipeline.tables import Warehouse, _sql_value, catalog_rows, retry_on_conflict, spec, sql_literal
+from campaign_pipeline.times import aware, now_utc, ts
 from campaign_pipeline.waves.membership import ordered_waves
 
 FINAL = ("completed", "completed_with_failures")
 CLAIM_TRIES = 10  # a claim that meets a concurrent commit (another wave's renewal) is tried again
-RESUMABLE = ("sending", "failed")
 
 
 def pace_of(env) -> Pace:
@@ -318,6 +319,7 @@ def send_chunks(
                     ctx.describe(f"{wave.wave_id}: sent chunk {i + 1} of {chunks}")
             outcomes = [r for r in rows if r["status"] != "deferred"]
             asked = [r["defer_seconds"] for r in rows if r["status"] == "deferred" and r["defer_seconds"]]
+            refused = next((r["last_error"] for r in rows if (r["last_error"] or "").startswith(REFUSED)), None)
             with ctx.step("commit wait"):
                 if pending is not None:
                     pending.result()
@@ -326,6 +328,10 @@ def send_chunks(
                 key = f"{r['channel']}:{r['status']}"
                 report.counts[key] = report.counts.get(key, 0) + 1
             done += len(outcomes)
+            if refused:
+                if pending is not None:
+                    pending.result()
+                raise GatewayRefused(refused.removeprefix(REFUSED))
             if asked:  # the gateway wants a pause longer than we wait inside a run
                 paused_until = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=max(asked))
                 break
@@ -333,6 +339,20 @@ def send_chunks(
             if pending is not None:
                 pending.result()
     return done, paused_until
+
+
+class GatewayRefused(PreflightError):
+    """The SMS gateway refused the token (401/403) once sending had begun."""
+
+
+def other_sender(wh: Warehouse, cid: str, wave_id: str, run_id: str):
+    """Another wave of the campaign held by another run with a live lease, if any."""
+    wall = now_utc()
+    for row in wh.read("waves", cid).where((F.col("status") == "sending") & (F.col("wave_id") != wave_id)).collect():
+        lease = aware(row["lease_until"])
+        if row["run_id"] != run_id and lease is not None and lease > wall:
+            return row
+    return None
 
 
 def take_and_send(ctx: StageContext, wave: Wave, retry_failed: bool, dry_run: bool, report: StageReport) -> bool:
@@ -343,6 +363,16 @@ def take_and_send(ctx: StageContext, wave: Wave, retry_failed: bool, dry_run: bo
             time.sleep(random.uniform(0.1, 0.5 * attempt))
         row = read_wave(wh, cid, wave.wave_id)
         go, why, spends = decide(wave, row, ctx.now, now_utc(), retry_failed, settings.wave_attempts)
+        busy = other_sender(wh, cid, wave.wave_id, ctx.run_id)
+        if go and busy is not None:
+            go, why = (
+                False,
+                (
+                    f"not taken while notify run {busy['run_id']} sends {busy['wave_id']} of this campaign (until "
+                    f"{aware(busy['lease_until']):%H:%M:%S} UTC at least): one run sends a campaign at a time, so its limits "
+                    "hold"
+                ),
+            )
         if not go:
             report.summary.append(f"{wave.wave_id}: {why}")
             return False
@@ -366,7 +396,22 @@ def take_and_send(ctx: StageContext, wave: Wave, retry_failed: bool, dry_run: bo
         if taken.lease is None:
             continue
         report.summary.append(f"{wave.wave_id}: taken ({why})")
-        send_wave(ctx, wave, taken.lease, ready, retry_failed, report)
+        try:
+            send_wave(ctx, wave, taken.lease, ready, retry_failed, report)
+        except GatewayRefused as exc:  # nothing can go out with this token: no attempt spent
+            taken.lease.release(deferred_until=now_utc())
+            raise PreflightError(
+                f"notify: {wave.wave_id}: the SMS gateway refused the token ({exc}); the wave is left as it was, no "
+                f"attempt spent: check the token ({ctx.env.secrets.sms_token_env} / secrets.sms_token_secret)"
+            ) from None
+        except BaseException:
+            # Let it go at once (the next run takes it without waiting out the lease); taking it
+            # again spends an attempt, as a failed attempt should.
+            try:
+                taken.lease.release()
+            except Exception:  # noqa: BLE001 - the lease then simply runs out
+                pass
+            raise
         return True
     report.summary.append(
         f"{wave.wave_id}: not taken: concurrent commits to the campaign's waves beat this run's claim {CLAIM_TRIES} "
@@ -387,10 +432,22 @@ def notify(ctx: StageContext) -> StageReport:
         )
     report = StageReport(counts={})
     taken = 0
+    failed: list[tuple[str, Exception]] = []
     for wave in ordered_waves(campaign):
         if only and wave.wave_id != only:
             continue
-        taken += take_and_send(ctx, wave, retry_failed, dry_run, report)
+        try:
+            taken += take_and_send(ctx, wave, retry_failed, dry_run, report)
+        except Exception as exc:  # one wave's failure does not keep the campaign's later waves from going out
+            failed.append((wave.wave_id, exc))
+            report.summary.append(f"{wave.wave_id}: FAILED: {first_line(exc)}")
+    if failed:
+        wave_id, exc = failed[0]
+        if len(failed) == 1:
+            raise exc
+        raise PipelineError(
+            f"notify: {len(failed)} waves failed: " + "; ".join(f"{w}: {first_line(e)}" for w, e in failed)
+        ) from exc
     report.counts["waves_sent"] = 0 if dry_run else taken
     for key in ("sms:sent", "sms:failed", "email:sent", "email:failed"):
         report.counts.setdefault(key, 0)
@@ -404,13 +461,18 @@ def notify(ctx: StageContext) -> StageReport:
     return report
 
 
-def due_campaigns(wh: Warehouse, now: dt.datetime) -> list[str]:
-    """Campaigns with a wave still to send whose notify time has passed (for `notify --due`)."""
+def due_campaigns(wh: Warehouse, now: dt.datetime, wave_attempts: int | None = None) -> list[str]:
+    """Campaigns with a wave still to send whose notify time has passed (for `notify --due`); a
+    `failed` wave that used up `wave_attempts` waits for an operator and makes no campaign due."""
     if not wh.exists("waves"):
         return []
+    waiting = F.col("status").isin("scheduled", "sending")
+    retryable = F.col("status") == "failed"
+    if wave_attempts is not None:
+        retryable = retryable & (F.coalesce(F.col("attempts"), F.lit(0)) < wave_attempts)
     rows = (
         wh.read("waves")
-        .where(F.col("status").isin("scheduled", *RESUMABLE) & (F.col("notify_at") <= F.lit(now)))
+        .where((waiting | retryable) & (F.col("notify_at") <= F.lit(now)))
         .select("campaign_id")
         .distinct()
         .orderBy("campaign_id")

@@ -24,7 +24,7 @@ import re
 import uuid
 from dataclasses import dataclass, field
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -32,7 +32,6 @@ from campaign_pipeline.errors import ConfigError, PipelineError
 from campaign_pipeline.tables import (
     CATALOG,
     Warehouse,
-    _fingerprint,
     _sql_value,
     catalog_rows,
     is_write_conflict,
@@ -40,11 +39,7 @@ from campaign_pipeline.tables import (
     spec,
     sql_literal,
 )
-
-
-def _ts(value) -> str:
-    return _sql_value(value, T.TimestampType())
-
+from campaign_pipeline.times import aware, ts
 
 # The tables that grow with registrants or messages, with the column one fan's lookups filter on.
 ZORDER = {
@@ -61,6 +56,7 @@ ZORDER = {
 MIN_RETAIN_HOURS = 168  # Delta's default deletedFileRetentionDuration, checked by Delta itself
 FINAL_WAVE = ("completed", "completed_with_failures", "failed")
 STAY_LIVE = ("pipeline_runs", "archives")
+ARCHIVED, NOT_FINISHED, HELD_ELSEWHERE = "archived", "not finished", "held elsewhere"
 ARCHIVE_LEASE_SECONDS = 3600  # renewed after every step of every table; a dead archive is taken over after it
 
 
@@ -113,9 +109,20 @@ def vacuum(wh: Warehouse, retain_hours: int, out: MaintainReport) -> None:
     session.conf.set(
         "spark.sql.sources.parallelPartitionDiscovery.parallelism", str(4 * wh.spark.sparkContext.defaultParallelism)
     )
-    for table in [t for t in CATALOG if wh.exists(t)]:
+    # A table with an archive delete still to check keeps its old files: they are what time travel
+    # recovers rows from if a killed archive's delete removed more than it copied.
+    pending = set()
+    if wh.exists("archives"):
+        pending = {
+            r[0].partition("#")[0] for r in wh.read("archives").where("pending IS NOT NULL").select("pending").collect()
+        }
+    for table in [t for t in CATALOG if wh.exists(t) and t not in pending]:
         session.sql(f"VACUUM delta.`{wh.path(table)}` RETAIN {retain_hours} HOURS")
     out.lines.append(f"vacuum: every table, files unreferenced for more than {retain_hours} h deleted")
+    if pending:
+        out.lines.append(
+            f"vacuum: skipped {', '.join(sorted(pending))} (an archive's delete there is still to be checked)"
+        )
 
 
 def finished_since(wh: Warehouse, campaign, now: dt.datetime) -> dt.datetime | None:
@@ -126,11 +133,10 @@ def finished_since(wh: Warehouse, campaign, now: dt.datetime) -> dt.datetime | N
         row = rows.get(w.wave_id)
         if row is None or row["status"] not in FINAL_WAVE:
             return None
-        ends.append(row["finished_at"] or w.notify_at)
+        ends.append(aware(row["finished_at"]) or w.notify_at)
     if not ends:
         return None
-    end = max(ends)
-    return end if end.tzinfo else end.replace(tzinfo=dt.UTC)
+    return max(ends)
 
 
 def archive_record(wh: Warehouse, campaign_id: str):
@@ -138,14 +144,48 @@ def archive_record(wh: Warehouse, campaign_id: str):
     return wh.read("archives", campaign_id).first()
 
 
-def _same_rows(a: DataFrame, b: DataFrame) -> bool:
-    """Whether two frames of one table hold the same rows (as multisets; maps compared as entries)."""
-    columns = [
-        F.array_sort(F.map_entries(f.name)).alias(f.name) if isinstance(f.dataType, T.MapType) else F.col(f.name)
-        for f in a.schema.fields
-    ]
-    a, b = a.select(*columns), b.select(*columns)
-    return _fingerprint(a) == _fingerprint(b) and a.exceptAll(b).isEmpty() and b.exceptAll(a).isEmpty()
+def comparable(col: Column, dtype: T.DataType) -> Column:
+    """`col` in a form whose JSON is the same for equal values: map entries sorted by key, at any depth."""
+    if isinstance(dtype, T.MapType):
+        entries = F.transform(
+            F.map_entries(col),
+            lambda e: F.struct(e["key"].alias("k"), comparable(e["value"], dtype.valueType).alias("v")),
+        )
+        return F.array_sort(entries, lambda a, b: F.when(a["k"] < b["k"], -1).when(a["k"] > b["k"], 1).otherwise(0))
+    if isinstance(dtype, T.ArrayType) and _has_map(dtype.elementType):
+        return F.transform(col, lambda x: comparable(x, dtype.elementType))
+    if isinstance(dtype, T.StructType) and _has_map(dtype):
+        return F.struct(*[comparable(col[f.name], f.dataType).alias(f.name) for f in dtype.fields])
+    return col
+
+
+def _has_map(dtype: T.DataType) -> bool:
+    if isinstance(dtype, T.MapType):
+        return True
+    if isinstance(dtype, T.ArrayType):
+        return _has_map(dtype.elementType)
+    if isinstance(dtype, T.StructType):
+        return any(_has_map(f.dataType) for f in dtype.fields)
+    return False
+
+
+def row_key(df: DataFrame) -> Column:
+    """A row's whole content as one string: equal rows, equal keys (no hash, so no collision)."""
+    return F.to_json(F.struct(*[comparable(F.col(f.name), f.dataType).alias(f.name) for f in df.schema.fields]))
+
+
+def missing_from(rows: DataFrame, kept: DataFrame) -> DataFrame:
+    """The rows of `rows` that `kept` does not hold, counted as a multiset: a row `rows` holds n
+    times and `kept` m times is missing max(0, n − m) times."""
+    held = kept.select(row_key(kept).alias("_k")).groupBy("_k").agg(F.count(F.lit(1)).alias("_held"))
+    numbered = rows.withColumn("_k", row_key(rows)).withColumn(
+        "_n", F.row_number().over(Window.partitionBy("_k").orderBy("_k"))
+    )
+    return (
+        numbered.join(held, "_k", "left")
+        .where(F.col("_n") > F.coalesce(F.col("_held"), F.lit(0)))
+        .drop("_k", "_n", "_held")
+    )
 
 
 class ArchiveLease:
@@ -169,15 +209,20 @@ class ArchiveLease:
                 f"({holder['state']}); this run stopped after its last verified step"
             )
 
-    def renew(self, moved: dict[str, int] | None = None) -> None:
+    def renew(self, moved: dict[str, int] | None = None, pending: str | None = None) -> None:
+        """Extend the lease, record the rows moved so far, set (or clear) the pending delete."""
         until = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=ARCHIVE_LEASE_SECONDS)
-        values = {"lease_until": _ts(until)}
+        values = {"lease_until": ts(until), "pending": sql_literal(pending) if pending else "NULL"}
         if moved is not None:
             values["moved"] = _sql_value(dict(sorted(moved.items())), T.MapType(T.StringType(), T.LongType()))
         self._set(values)
 
+    def set_pending(self, pending: str | None) -> None:
+        """Record (or clear) the delete about to be made, `table#tag`, so a killed run's is checked."""
+        self.renew(pending=pending)
+
     def done(self, moved: dict[str, int]) -> None:
-        self._set({"state": "'archived'", "lease_until": "NULL", "finished_at": _ts(dt.datetime.now(dt.UTC)),
+        self._set({"state": "'archived'", "lease_until": "NULL", "finished_at": ts(dt.datetime.now(dt.UTC)),
                    "moved": _sql_value(dict(sorted(moved.items())), T.MapType(T.StringType(), T.LongType()))})  # fmt: skip
 
 
@@ -192,11 +237,11 @@ def take_archive(wh: Warehouse, cid: str, run_id: str, root: str, record) -> tup
                    "lease_until": until, "root": root, "moved": {}}  # fmt: skip
             wh.merge("archives", catalog_rows(wh.spark, "archives", [row]), campaign_id=cid)
         else:
-            lease = record["lease_until"]
+            lease = aware(record["lease_until"])
             condition = f"state = 'archiving' AND run_id = {sql_literal(record['run_id'])} AND " + (
-                f"lease_until = {_ts(lease)}" if lease is not None else "lease_until IS NULL"
+                f"lease_until = {ts(lease)}" if lease is not None else "lease_until IS NULL"
             )
-            wh.update("archives", cid, {"run_id": sql_literal(run_id), "lease_until": _ts(until)}, condition)
+            wh.update("archives", cid, {"run_id": sql_literal(run_id), "lease_until": ts(until)}, condition)
     except Exception as exc:
         if not is_write_conflict(wh.spark, exc):
             raise
@@ -206,12 +251,30 @@ def take_archive(wh: Warehouse, cid: str, run_id: str, root: str, record) -> tup
     return None, f"maintain run {mine['run_id']} holds it ({mine['state']})" if mine is not None else "not started"
 
 
+def copy_into(store: Warehouse, table: str, rows: DataFrame, cid: str, what: str) -> None:
+    """Append to the archive the rows it does not hold yet, then check that it holds every one."""
+    if store.exists(table):
+        rows_missing = missing_from(rows, store.read(table, cid))
+    else:
+        rows_missing = rows
+    if not rows_missing.isEmpty():
+        store.append(table, rows_missing)
+    left = missing_from(rows, store.read(table, cid)).count()
+    if left:
+        raise PipelineError(
+            f"archive: {table} of campaign {cid}: {left:,} of the {rows.count():,} rows of {what} are not in the archive "
+            "after the copy; live rows kept"
+        )
+
+
 def move_table(wh: Warehouse, store: Warehouse, table: str, cid: str, lease: ArchiveLease, rounds: int = 5) -> int:
-    """Move one table's rows of the campaign to the archive: copy the rows of the live table's
-    current version, verify the copy row for row, delete from the live table only if it has not
-    moved since that version; if it moved, copy again. Rows a concurrent writer committed between
-    the check and the delete's own snapshot are recovered from that snapshot (Delta's time travel)
-    into the archive. Returns the rows moved (0: nothing left live)."""
+    """Move one table's rows of the campaign to the archive: copy (append) those of the live table's
+    current version that the archive does not hold yet, check that the archive holds every one, and
+    delete them from the live table only if it has not moved since that version (if it moved, copy
+    again). The delete is recorded as pending in the `archives` row first: rows a concurrent writer
+    committed between the check and the delete's own snapshot are recovered from that snapshot
+    (Delta's time travel) into the archive — by this run, or by the next if this one is killed.
+    The archive only ever gains rows. Returns the rows moved (0: nothing left live)."""
     for _ in range(rounds):
         version = wh.version(table)
         live = wh.spark.read.format("delta").option("versionAsOf", version).load(wh.path(table))
@@ -219,43 +282,47 @@ def move_table(wh: Warehouse, store: Warehouse, table: str, cid: str, lease: Arc
         n_live = live.count()
         if n_live == 0:
             return 0
-        if not (store.exists(table) and _same_rows(store.read(table, cid), live)):
-            store.replace(table, live, cid)
-        lease.renew()
-        kept = store.read(table, cid)
-        if not _same_rows(kept, live):
-            raise PipelineError(
-                f"archive: {table} of campaign {cid}: the archived copy ({kept.count():,} rows) does not match the "
-                f"{n_live:,} live rows at version {version}; live rows kept"
-            )
+        copy_into(store, table, live, cid, f"version {version}")
         if wh.version(table) != version:
             continue  # written to since the copy: copy its new version first
-        read_version = delete_campaign(wh, table, cid)
+        tag = f"archive-delete {cid} {table} {uuid.uuid4().hex}"
+        lease.set_pending(f"{table}#{tag}")  # renews the lease too
+        read_version = delete_campaign(wh, table, cid, tag)
         if read_version != version:
-            # A commit slipped in between the check and the delete: what the delete removed is the
-            # campaign's rows at its read version, which time travel still holds.
-            removed = wh.spark.read.format("delta").option("versionAsOf", read_version).load(wh.path(table))
-            removed = removed.where(F.col("campaign_id") == cid)
-            store.replace(table, removed, cid)
-            if not _same_rows(store.read(table, cid), removed):
-                raise PipelineError(
-                    f"archive: {table} of campaign {cid}: rows written during the delete could not be verified in "
-                    f"the archive; they remain in the live table's version {read_version} (time travel)"
-                )
-            n_live = removed.count()
-        lease.renew()
-        return n_live
+            n_live = recover_deleted(wh, store, table, cid, read_version)
+        return n_live  # the caller clears the pending delete with the table's count
     raise PipelineError(
         f"archive: {table} of campaign {cid} changed during each of {rounds} copies; live rows kept (something still "
         "writes to this campaign: stop it, then run maintain again)"
     )
 
 
-def delete_campaign(wh: Warehouse, table: str, cid: str) -> int:
-    """Delete the campaign's rows; the version of the table the delete read (from its commit)."""
+def recover_deleted(wh: Warehouse, store: Warehouse, table: str, cid: str, read_version: int) -> int:
+    """What a delete removed is the campaign's rows at the version it read; copy any the archive lacks."""
+    removed = wh.spark.read.format("delta").option("versionAsOf", read_version).load(wh.path(table))
+    removed = removed.where(F.col("campaign_id") == cid)
+    copy_into(store, table, removed, cid, f"version {read_version} (read by the delete)")
+    return removed.count()
+
+
+def finish_pending(wh: Warehouse, store: Warehouse, cid: str, pending: str, lease: ArchiveLease, out) -> None:
+    """A run killed around a delete left `table#tag`: if that delete committed, make sure the archive
+    holds what it removed; then clear it."""
     from delta.tables import DeltaTable
 
-    tag = f"archive-delete {cid} {table} {uuid.uuid4().hex}"
+    table, _, tag = pending.partition("#")
+    if wh.exists(table):
+        commit = DeltaTable.forPath(wh.spark, wh.path(table)).history().where(F.col("userMetadata") == tag).first()
+        if commit is not None:
+            recover_deleted(wh, store, table, cid, commit["readVersion"])
+            out.lines.append(f"archive {table:<18} the delete a killed run committed: its rows checked in the archive")
+    lease.set_pending(None)
+
+
+def delete_campaign(wh: Warehouse, table: str, cid: str, tag: str) -> int:
+    """Delete the campaign's rows in a commit tagged `tag`; the version of the table it read."""
+    from delta.tables import DeltaTable
+
     session = wh.spark.newSession()
     session.conf.set("spark.databricks.delta.commitInfo.userMetadata", tag)
     retry_on_conflict(
@@ -283,10 +350,10 @@ def archive(
     older_than: dt.timedelta,
     out,
     run_id: str = "maintain",
-) -> bool:
+) -> str:
     """Move a finished campaign's rows to the archive root (copy, verify, delete) under one archive
     holder, table by table, `waves` last; a run killed after any table is finished by the next.
-    False if the campaign is not finished (or another run holds its archive)."""
+    ARCHIVED, NOT_FINISHED, or HELD_ELSEWHERE (another maintain run is archiving it)."""
     cid = campaign.campaign_id
     record = archive_record(wh, cid)
     if record is None:
@@ -294,18 +361,15 @@ def archive(
         if ended is None or now - ended < older_than:
             why = "a wave has not ended" if ended is None else f"its last wave ended {ended:%Y-%m-%d %H:%M %Z}"
             out.lines.append(f"archive: campaign {cid} is not finished for {older_than} yet ({why}); nothing moved")
-            return False
+            return NOT_FINISHED
     elif record["state"] == "archiving":
-        lease_until = record["lease_until"]
-        lease_until = (
-            lease_until.replace(tzinfo=dt.UTC) if lease_until is not None and not lease_until.tzinfo else lease_until
-        )
+        lease_until = aware(record["lease_until"])
         if record["run_id"] != run_id and lease_until is not None and lease_until > dt.datetime.now(dt.UTC):
             out.lines.append(
                 f"archive: campaign {cid} is being archived by maintain run {record['run_id']} (until "
                 f"{lease_until:%H:%M:%S} UTC); nothing done here"
             )
-            return False
+            return HELD_ELSEWHERE
     root = record["root"] if record is not None and record["root"] else archive_root
     if record is not None and record["state"] == "archived":
         left = [t for t in campaign_tables(wh) if not wh.read(t, cid).isEmpty()]
@@ -313,7 +377,7 @@ def archive(
             out.lines.append(
                 f"archive: campaign {cid} was archived by maintain run {record['run_id']}; nothing left live"
             )
-            return True
+            return ARCHIVED
         out.lines.append(f"archive: campaign {cid} is archived, but {', '.join(left)} gained rows since: moving them")
         wh.update("archives", cid, {"state": "'archiving'", "run_id": sql_literal(run_id)}, "state = 'archived'")
         record = archive_record(wh, cid)
@@ -322,14 +386,16 @@ def archive(
     lease, why = take_archive(wh, cid, run_id, root, record)
     if lease is None:
         out.lines.append(f"archive: campaign {cid}: another maintain run won its archive: {why}; nothing done here")
-        return False
+        return HELD_ELSEWHERE
     store = Warehouse(wh.spark, root)
     moved = dict((record["moved"] or {}) if record is not None else {})
+    if record is not None and record["pending"]:
+        finish_pending(wh, store, cid, record["pending"], lease, out)
     for table in campaign_tables(wh):
         n = move_table(wh, store, table, cid, lease)
         if n:
             moved[table] = moved.get(table, 0) + n
-            lease.renew(moved)
+            lease.renew(moved)  # and clears the pending delete
             out.counts[f"archived:{table}"] = n
             out.lines.append(f"archive {table:<18} {n:>10,} rows copied, verified, deleted from the live table")
         elif table in moved:
@@ -337,7 +403,7 @@ def archive(
         _after_table(table)
     lease.done(moved)
     out.counts["archived_rows"] = sum(out.counts.get(f"archived:{t}", 0) for t in moved)
-    return True
+    return ARCHIVED
 
 
 def _after_table(table: str) -> None:
@@ -358,8 +424,9 @@ def maintain(ctx) -> object:
     out = MaintainReport()
     root = ctx.env.archive_root or f"{ctx.warehouse.root}/_archive"
     with ctx.step("archive"):
-        archived = archive(ctx.warehouse, root, ctx.campaign, ctx.now, older_than, out, ctx.run_id)
-    if not archived:
+        outcome = archive(ctx.warehouse, root, ctx.campaign, ctx.now, older_than, out, ctx.run_id)
+    archived = outcome == ARCHIVED
+    if outcome == NOT_FINISHED:  # a campaign another run is archiving is left to it, uncompacted
         with ctx.step("optimize"):
             optimize(ctx.warehouse, ctx.campaign_id, out)
     if not options.get("no_vacuum"):

@@ -24,6 +24,7 @@ from pyspark.sql import types as T
 
 from campaign_pipeline.config import Campaign
 from campaign_pipeline.errors import ConfigError
+from campaign_pipeline.privacy import scrub
 from campaign_pipeline.templating import (
     BUILTIN_TEMPLATES,
     VARIABLES,
@@ -163,7 +164,9 @@ def _render_in_jinja(templates, template_key: Column, channel: Column, variables
                     field = "email_body"
                     rows.append((subject, render_bounded(compiled[(key, "email_body")], context), None, None, None))
             except Exception as exc:  # noqa: BLE001 - whatever a template raises on a row is that row's problem
-                first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+                # The error may quote the fan's values (a name, the code): masked before it is kept.
+                text = scrub(str(exc), hide=tuple(str(v) for v in vals if v))
+                first = text.strip().splitlines()[0][:300] if text.strip() else ""
                 rows.append(
                     (None, None, None, None, f"{field}: {type(exc).__name__}" + (f": {first}" if first else ""))
                 )

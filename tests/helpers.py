@@ -212,9 +212,10 @@ def run_notebook(path, **parameters):
     return scope
 
 
-def small_coded_campaign(wh, cid: str, fans: int, wave: str, market: str = "NYC-01"):
+def small_coded_campaign(wh, cid: str, fans: int, wave: str, market: str = "NYC-01", first_names=None):
     """Registrants F000… with US mobile numbers and emails, each coded for `market` in `wave`
-    (what assign_codes records): plan_waves' inputs. Returns `add(fan_numbers, wave)`, which codes
+    (what assign_codes records): plan_waves' inputs (`first_names`: number → first name, for a few
+    fans named otherwise than `Fan<n>`). Returns `add(fan_numbers, wave)`, which codes
     more fans later (as a later assign_codes would)."""
     from campaign_pipeline.tables import catalog_rows
 
@@ -225,7 +226,7 @@ def small_coded_campaign(wh, cid: str, fans: int, wave: str, market: str = "NYC-
             registrants.append({
                 "campaign_id": cid, "global_user_id": fan, "member_id": f"M{i}", "email": f"fan{i}@example.com",
                 "email_canonical": f"fan{i}@example.com", "phone_e164": f"+1212555{i:04d}", "phone_country": "US",
-                "phone_type": "mobile", "phone_confirmed": True, "do_not_text": False, "first_name": f"Fan{i}",
+                "phone_type": "mobile", "phone_confirmed": True, "do_not_text": False, "first_name": (first_names or {}).get(i, f"Fan{i}"),
                 "last_name": "Test", "locale": "en_US", "country": "US", "market_preferences": [market],
                 "registered_at": T0, "identity_cluster_id": fan, "cluster_size": 1, "tags": [], "eligible": True,
                 "ineligible_reasons": [], "run_id": "r",

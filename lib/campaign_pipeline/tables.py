@@ -761,7 +761,14 @@ class Warehouse:
             if added and all(f.nullable for f in added) and len(problems) == len(added):
                 # A newer catalog added nullable columns: add them to the table (older rows read null).
                 columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in added)
-                self.spark.sql(f"ALTER TABLE {table} ADD COLUMNS ({columns})")
+                try:
+                    self.spark.sql(f"ALTER TABLE {table} ADD COLUMNS ({columns})")
+                except Exception:
+                    # Another process (a run of the new version starting at the same time) may
+                    # have added them first: fine if they are there now.
+                    now = self.spark.read.format("delta").load(self.path(name)).schema
+                    if schema_differences(t.schema, now):
+                        raise
                 problems = []
             if problems:
                 raise SchemaError(f"Delta table {self.path(name)} does not match the catalog: " + "; ".join(problems))

@@ -334,3 +334,41 @@ def test_tm_placeholders_are_never_exported_as_codes(spark):
     assert set(by_member) == {("sms/NYC-01.csv", "F1"), ("email/NYC-01.csv", "F2"), ("masterCodes/NYC-01.csv", "F2")}
     assert by_member[("sms/NYC-01.csv", "F1")].startswith(",false,a@example.com,")  # no code string for TM
     assert by_member[("masterCodes/NYC-01.csv", "F2")].startswith("CODE2,false,b@example.com")
+
+
+def test_a_message_whose_template_fails_on_its_fan_is_quarantined_and_the_others_are_planned(spark, test_env, tmp_path):
+    """`{{ first_name.split()[0] }}` on a fan without a first name: that message is quarantined with
+    the template's key, the campaign, the kind of message and the fan id masked; so is an SMS
+    longer than messages.max_sms_segments; every other message is planned."""
+    from helpers import small_coded_campaign
+
+    from campaign_pipeline.config import Messages, Template
+
+    cid = "tmpl-fail"
+    campaign = load_campaign(ROOT / "conf" / "campaigns" / "spring-tour-2027.yaml").model_copy(
+        update={"campaign_id": cid}
+    )
+    templates = {"en_US": Template(sms="Hi {{ first_name.split()[0] }}: {{ code }}{% if first_name == 'Long' %}"
+                                       "{% for i in range(200) %} and more{% endfor %}{% endif %}",
+                                   email_subject="S", email_body="B")}  # fmt: skip
+    campaign = campaign.model_copy(update={"messages": Messages(templates=templates, max_sms_segments=2)})
+    env = test_env.with_roots(None, str(tmp_path / "wh"))
+    wh = Warehouse(spark, env.warehouse_root)
+    small_coded_campaign(wh, cid, fans=6, wave="wave-1", first_names={2: "", 4: "Long"})
+    report = run_pipeline(spark, campaign, env, stages=["plan_waves"], now=T0, out=QUIET).rows[0][1]
+    assert (report.counts["messages"], report.counts["quarantined"]) == (4, 2)
+    planned = sorted(r["global_user_id"] for r in wh.read("wave_messages", cid).collect())
+    assert planned == ["F000", "F001", "F003", "F005"]
+    held = {r["raw"].split()[1]: r for r in wh.read("quarantine", cid).where("stage = 'plan_waves'").collect()}
+    reasons = sorted(r["reason"] for r in held.values())
+    assert reasons[0].startswith("SMS of ") and "more than messages.max_sms_segments (2)" in reasons[0]
+    assert reasons[0].endswith(f"(campaign {cid}, sms message to fan ****)")  # ids of 4 characters: all masked
+    assert reasons[1] == (
+        f"template messages.templates.en_US.sms: IndexError: list index out of range (campaign {cid}, sms message "
+        "to fan ****)"
+    )
+    assert {r["source_file"] for r in held.values()} == {"plan_waves:wave-1"}
+    # re-planning the same commits nothing new to the quarantine either
+    versions = wh.version("quarantine")
+    run_pipeline(spark, campaign, env, stages=["plan_waves"], now=T0, out=QUIET)
+    assert wh.version("quarantine") == versions

@@ -165,13 +165,13 @@ def test_rows_appended_while_an_archive_copies_or_deletes_are_archived_not_lost(
             "wave_id": "wave-1", "assigned_at": NOTIFY_AT, "run_id": "late"}  # fmt: skip
     appended: list[str] = []
     mp = pytest.MonkeyPatch()
-    renew, delete = m.ArchiveLease.renew, m.delete_campaign
+    copy, delete = m.copy_into, m.delete_campaign
 
-    def renew_then_append(self, moved=None):  # right after the registrants' first copy
-        renew(self, moved)
-        if "registrants" not in appended and archive.exists("registrants"):
-            appended.append("registrants")
-            live.append("registrants", catalog_rows(spark, "registrants", [late]))
+    def copy_then_append(store, table, rows, cid, what):  # right after the registrants' first copy
+        copy(store, table, rows, cid, what)
+        if table == "registrants" and table not in appended:
+            appended.append(table)
+            live.append(table, catalog_rows(spark, table, [late]))
 
     def append_delete_and_die(wh, table, cid, tag):  # after the check, before the delete reads the table
         if table == "code_assignments" and table not in appended:
@@ -181,7 +181,7 @@ def test_rows_appended_while_an_archive_copies_or_deletes_are_archived_not_lost(
             raise Killed("after the delete, before the rows it removed were checked")
         return delete(wh, table, cid, tag)
 
-    mp.setattr(m.ArchiveLease, "renew", renew_then_append)
+    mp.setattr(m, "copy_into", copy_then_append)
     mp.setattr(m, "delete_campaign", append_delete_and_die)
     mp.setattr(m, "ARCHIVE_LEASE_SECONDS", 1)
     later = NOTIFY_AT + dt.timedelta(days=31)

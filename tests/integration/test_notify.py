@@ -209,7 +209,7 @@ def test_a_notify_run_killed_mid_wave_is_finished_by_the_next_with_at_most_the_c
     chunk = 150
     with GatewaySimulator(latency=0.02, token=TOKEN) as gw:
         env = notify_env(test_env, tmp_path, gw, queue_url, chunk_size=chunk, rate_per_second=300, max_in_flight=16,
-                         lease_seconds=8)  # fmt: skip
+                         lease_seconds=6)  # fmt: skip
         env_path = tmp_path / "env-notify.yaml"
         env_path.write_text(json.dumps(json.loads(env.model_dump_json())))  # YAML is a superset of JSON
         proc = subprocess.Popen(

@@ -1,5 +1,6 @@
 """Config errors name the file, the key and the problem, in one line."""
 
+import json
 import textwrap
 
 import pytest
@@ -134,3 +135,48 @@ def test_a_template_that_reaches_python_internals_is_refused_when_the_campaign_l
 def test_bands_must_cover_the_score_range(tmp_path, bands, problem):
     path = _write(tmp_path, GOOD + f"scoring:\n  bands: {bands}\n")
     assert _error(path) == f"{path}: {problem}"
+
+
+@pytest.mark.parametrize(
+    ("template", "problem"),
+    [
+        ("{{ 1/0 }}", "ZeroDivisionError: division by zero"),
+        ("{{ code + 1 }}", "TypeError: can only concatenate str"),
+        ("{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+         "TemplateLimitError: more than 20,000 loop steps and calls"),
+        ("{% macro f(n) %}{% if n %}{{ f(n-1) }}{{ f(n-1) }}{% endif %}{% endmacro %}{{ f(40) }}",
+         "TemplateLimitError: more than 20,000 loop steps and calls"),
+        ("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", "TemplateLimitError: the template recursed too deeply"),
+        ("{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
+         "TemplateLimitError: a `~` would build more than 1,000,000 characters"),
+        ('{{ "a" * 10**9 }}', "SecurityError: a repeat of 1,000,000,000"),
+        ("{{ 2 ** 100000 }}", "SecurityError: a power of 100000"),
+        ("{{ ''|center(1000000000) }}", "TemplateLimitError: center: a width above 1,000"),
+        ("{{ 'x'|indent('y' * 5000) }}", "TemplateLimitError: indent: a width above 1,000"),
+        ("{{ '%(a)5000s'|format(a='x') }}", "TemplateLimitError: format: widths and precisions above 1000"),
+        ("{{ '%.5000f' % 1 }}", "SecurityError: a format width or precision above 1000"),
+        ("{{ '{0:{1}}'.format('x', 5000) }}", "SecurityError: a format width above 1000 (or a nested one)"),
+        ("{{ 'x'.ljust(5000) }}", "SecurityError: access to attribute 'ljust' of 'str' object is unsafe"),
+        ("{{ ('x' * 1000000)|replace('x', 'y' * 1000) }}", "TemplateLimitError: replace: the result would be too large"),
+        ("{{ ('x ' * 100000)|wordwrap(1, True, 'z' * 1000) }}", "TemplateLimitError: wordwrap: the result could be"),
+        ("{{ lipsum(100000) }}", "UndefinedError: 'lipsum' is undefined"),
+    ],
+)  # fmt: skip
+def test_a_template_that_raises_or_runs_away_is_refused_with_its_key_when_the_campaign_loads(
+    tmp_path, template, problem
+):
+    text = (
+        GOOD
+        + "messages:\n  templates:\n    en_US: {sms: "
+        + json.dumps(template)
+        + ", email_subject: S, email_body: B}\n"
+    )
+    message = _error(_write(tmp_path, text))
+    assert message.startswith(f"{tmp_path / 'x.yaml'}: messages.templates.en_US.sms: {problem}"), message
+
+
+def test_a_lease_shorter_than_three_request_timeouts_is_refused(tmp_path):
+    text = "name: x\nwarehouse_root: w\nlanding_root: l\nnotify: {lease_seconds: 20, timeout_seconds: 10}\n"
+    with pytest.raises(ConfigError) as info:
+        load_environment(str(_write(tmp_path, text, "env.yaml")))
+    assert str(info.value).endswith("notify.lease_seconds: must be at least 3 × notify.timeout_seconds (30), got 20")

@@ -72,9 +72,25 @@ def test_in_flight_and_rate_limits_hold():
     assert elapsed >= 0.4
 
 
-@pytest.mark.parametrize(("value", "expected"), [("2", 2.0), ("0.5", 0.5), (None, None), ("soon", None), ("-3", 0.0)])
-def test_retry_after_is_read_as_seconds(value, expected):
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("2", 2.0), ("0.5", 0.5), (None, None), ("soon", None), ("-3", 0.0), ("inf", None), ("nan", None),
+     ("1e400", None), ("1e12", 3600.0), ("Fri, 31 Dec 9999 23:59:59 GMT", 3600.0),
+     ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0)],
+)  # fmt: skip
+def test_retry_after_is_read_as_seconds_and_never_beyond_an_hour(value, expected):
     assert retry_after_seconds(value) == expected
+
+
+def test_emails_are_batched_by_count_and_by_size():
+    from campaign_pipeline.notify.email import BATCH_BYTES, batches, email_body
+
+    small = [dict(m, text="x") for m in _emails(25)]
+    large = [dict(m, text="y" * 120_000) for m in _emails(3)]
+    out = batches(small[:12] + large + small[12:], "Tour")
+    # ten a batch, except where the next would pass SQS's 256 KiB: two 120 kB emails fit, a third does not
+    assert [len(b) for b in out] == [10, 4, 10, 4]
+    assert all(sum(len(email_body(m, "Tour").encode()) for m in b) <= BATCH_BYTES for b in out)
 
 
 def test_error_text_from_a_gateway_is_masked_and_bounded():

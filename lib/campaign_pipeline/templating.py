@@ -47,12 +47,14 @@ def autoescaped(field: str, source: str) -> bool:
 MAX_LOOP_STEPS = 20_000  # loop steps and calls per rendered message, all together
 MAX_RENDER_CHARS = 1_000_000  # no string or list a message's template builds may be longer
 MAX_RENDER_SECONDS = 2.0  # per message: a template that takes longer fails (a message takes microseconds)
+MAX_BUILT_CHARS = 10_000_000  # all the strings and lists one message's template builds, together
+MAX_SAMPLE_SECONDS = 0.25  # a template slower than this on sample values is refused at load
 MAX_WIDTH = 1_000  # widths and precisions a template may ask for (`center`, `format`, `%`)
 _LOOP_BUDGET = "__campaign_pipeline_loop_budget"
 _CONCAT = "__campaign_pipeline_concat"
 # Text methods a template may call on a string: none of them can make it longer than its input
 # allows (`replace`, `join` and `format` are checked separately; `ljust`, `zfill`, ... are refused).
-_PADDING_METHODS = frozenset({"ljust", "rjust", "center", "zfill", "expandtabs"})
+_PADDING_METHODS = frozenset({"ljust", "rjust", "center", "zfill", "expandtabs", "encode"})
 _WIDE = re.compile(r"%(\([^)]*\))?[-+ #0]*(\*|\d{4,})|%(\([^)]*\))?[-+ #0]*\d*\.(\*|\d{4,})")
 _WIDE_BRACES = re.compile(r"\{[^{}]*:[^{}]*(\{|\d{4,})")
 
@@ -64,34 +66,65 @@ class TemplateLimitError(Exception):
 class _Budget:
     def __init__(self):
         self.steps = MAX_LOOP_STEPS
+        self.built = 0
         self.deadline = time.monotonic() + MAX_RENDER_SECONDS
 
     def spend(self) -> None:
         self.steps -= 1
         if self.steps < 0:
             raise TemplateLimitError(f"more than {MAX_LOOP_STEPS:,} loop steps and calls in one message")
-        if not self.steps % 256 and time.monotonic() > self.deadline:
+        if time.monotonic() > self.deadline:
             raise TemplateLimitError(f"rendering one message took more than {MAX_RENDER_SECONDS:g} s")
+
+    def build(self, size: int) -> None:
+        self.built += size
+        if self.built > MAX_BUILT_CHARS:
+            raise TemplateLimitError(f"one message built more than {MAX_BUILT_CHARS:,} characters and items in all")
 
 
 _budget: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar("template_budget", default=None)
 
 
 def _spend() -> None:
+    _current().spend()  # outside `render_bounded` (never in the pipeline): a budget of its own
+
+
+def _current() -> _Budget:
     budget = _budget.get()
-    if budget is None:  # rendered outside `render_bounded` (never in the pipeline): a budget of its own
+    if budget is None:
         budget = _Budget()
         _budget.set(budget)
-    budget.spend()
+    return budget
 
 
-def _size(value) -> int:
-    return len(value) if isinstance(value, (str, list, tuple, dict, set)) else 0
+def _size(value, depth: int = 0) -> int:
+    """How much a value holds: characters of its strings and items of its containers, all the way
+    down (a list of a million references to one long string is as large as its text would be)."""
+    if isinstance(value, (str, bytes, bytearray)):
+        return len(value)
+    if depth > 8:
+        return 1
+    if isinstance(value, dict):
+        return len(value) + sum(_size(k, depth + 1) + _size(v, depth + 1) for k, v in value.items())
+    if isinstance(value, (list, tuple, set, frozenset)):
+        if len(value) > MAX_RENDER_CHARS:
+            return len(value)
+        return len(value) + sum(_size(v, depth + 1) for v in value)
+    return 0
 
 
 def _check_size(value, what: str):
-    if _size(value) > MAX_RENDER_CHARS:
-        raise TemplateLimitError(f"{what} built {_size(value):,} items, more than {MAX_RENDER_CHARS:,}")
+    size = _size(value)
+    if size > MAX_RENDER_CHARS:
+        raise TemplateLimitError(f"{what} built {size:,} characters and items, more than {MAX_RENDER_CHARS:,}")
+    _current().build(size)
+    return value
+
+
+def _finalize(value):
+    """Every `{{ … }}` output: refused before it is turned into text when it holds too much."""
+    if not isinstance(value, str) and _size(value) > MAX_RENDER_CHARS:
+        raise TemplateLimitError(f"an output of more than {MAX_RENDER_CHARS:,} characters and items")
     return value
 
 
@@ -106,9 +139,10 @@ def _bounded_concat(*parts):
     """`a ~ b`: refused when the result would pass the size limit."""
     from jinja2.runtime import markup_join
 
-    if sum(len(p) if isinstance(p, str) else len(str(p)) for p in parts) > MAX_RENDER_CHARS:
+    _spend()
+    if sum(_size(p) if not isinstance(p, (int, float)) else 24 for p in parts) > MAX_RENDER_CHARS:
         raise TemplateLimitError(f"a `~` would build more than {MAX_RENDER_CHARS:,} characters")
-    return markup_join(parts)
+    return _check_size(markup_join(parts), "a `~`")
 
 
 def _wide_format(text) -> bool:
@@ -147,7 +181,11 @@ def _bounded_environment_class():
             _spend()
             if operator == "*":
                 for seq, n in ((left, right), (right, left)):
-                    if _size(seq) and isinstance(n, int) and _size(seq) * n > MAX_RENDER_CHARS:
+                    if (
+                        isinstance(seq, (str, bytes, list, tuple))
+                        and isinstance(n, int)
+                        and _size(seq) * n > MAX_RENDER_CHARS
+                    ):
                         raise SecurityError(f"a repeat of {n:,} × {_size(seq):,} items is too large for a message")
                 if isinstance(left, int) and isinstance(right, int) and left.bit_length() + right.bit_length() > 4096:
                     raise SecurityError("a product of that size is too large for a message")
@@ -196,6 +234,8 @@ def _bounded_filter(name: str, original):
         values = [a for a in args if not hasattr(a, "environment") and not hasattr(a, "autoescape")]
         value = values[0] if values else None
         rest = values[1:]
+        if value is not None and not isinstance(value, str) and _size(value) > MAX_RENDER_CHARS:
+            raise TemplateLimitError(f"{name}: its input holds more than {MAX_RENDER_CHARS:,} characters and items")
         if name in ("center", "indent"):
             width = kwargs.get("width", rest[0] if rest else None)
             if (isinstance(width, int) and abs(width) > MAX_WIDTH) or (
@@ -234,7 +274,10 @@ def compile_template(field: str, source: str):
     from jinja2 import StrictUndefined
 
     env = _bounded_environment_class()(
-        undefined=StrictUndefined, autoescape=autoescaped(field, source), keep_trailing_newline=False
+        undefined=StrictUndefined,
+        autoescape=autoescaped(field, source),
+        keep_trailing_newline=False,
+        finalize=_finalize,
     )
     env.globals.pop("lipsum", None)
     env.globals[_LOOP_BUDGET] = _budgeted
@@ -290,8 +333,16 @@ def template_problem(field: str, source: str) -> str | None:
     and anything it raises (syntax, an unknown variable, a sandbox violation, a limit, `1/0`, a
     type error, runaway recursion) is the problem."""
     try:
-        render_bounded(compile_template(field, source), {v: f"<{v}>" for v in VARIABLES})
+        template = compile_template(field, source)
+        started = time.monotonic()
+        render_bounded(template, {v: f"<{v}>" for v in VARIABLES})
+        seconds = time.monotonic() - started
     except Exception as exc:  # noqa: BLE001 - whatever a template raises is a config problem
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
+    if seconds > MAX_SAMPLE_SECONDS:
+        return (
+            f"TemplateLimitError: rendering it with sample values took {seconds:.2f} s; a message template must "
+            f"render in well under {MAX_SAMPLE_SECONDS:g} s"
+        )
     return None

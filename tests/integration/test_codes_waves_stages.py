@@ -364,7 +364,7 @@ def test_a_message_whose_template_fails_on_its_fan_is_quarantined_and_the_others
     assert reasons[0].startswith("SMS of ") and "more than messages.max_sms_segments (2)" in reasons[0]
     assert reasons[0].endswith(f"(campaign {cid}, sms message to fan ****)")  # ids of 4 characters: all masked
     assert reasons[1] == (
-        f"template messages.templates.en_US.sms: IndexError: list index out of range (campaign {cid}, sms message "
+        f"template messages.templates.en_US.sms: UndefinedError: list object has no element 0 (campaign {cid}, sms message "
         "to fan ****)"
     )
     assert {r["source_file"] for r in held.values()} == {"plan_waves:wave-1"}

@@ -20,9 +20,12 @@ import json
 import zlib
 
 from campaign_pipeline.notify.pace import Pace, Window, limits
-from campaign_pipeline.notify.sms import NotStarted, Outcome, Retryable
+from campaign_pipeline.notify.sms import REFUSED, NotStarted, Outcome, Refused, Retryable
 from campaign_pipeline.privacy import scrub
 
+# AWS's answers that mean the credentials will not do, whatever is retried
+REFUSED_CODES = frozenset({"AccessDenied", "AccessDeniedException", "InvalidClientTokenId",
+                           "UnrecognizedClientException", "SignatureDoesNotMatch", "ExpiredToken"})  # fmt: skip
 BATCH = 10  # entries per SendMessageBatch
 BATCH_BYTES = 250_000  # SQS takes at most 262,144 bytes per batch, all entries together
 
@@ -125,7 +128,11 @@ async def send_emails_async(
                     client.send_message_batch, QueueUrl=queue_url, Entries=[entry(i, m) for i, m in enumerate(todo)]
                 )
             except (ClientError, BotoCoreError) as exc:
-                raise Retryable(f"SQS: {scrub(str(exc), hide=tuple(m.get('code') for m in todo))}") from None
+                reason = f"SQS: {scrub(str(exc), hide=tuple(m.get('code') for m in todo))}"
+                code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else None
+                if code in REFUSED_CODES:
+                    raise Refused(reason) from None
+                raise Retryable(reason) from None
         now = dt.datetime.now(dt.UTC)
         for ok in resp.get("Successful", []):
             m = todo[int(ok["Id"])]
@@ -154,6 +161,9 @@ async def send_emails_async(
                 return
             except NotStarted:
                 return
+            except Refused as exc:  # no email can go out with these credentials: stop, fail nothing
+                window.refuse(str(exc))
+                return
             except Retryable as exc:
                 if rounds >= pace.max_attempts:
                     for m in batch:
@@ -169,9 +179,16 @@ async def send_emails_async(
                 await asyncio.sleep(wait)
 
     await asyncio.gather(*(one(batch) for batch in batches(messages, campaign_name)))
+    refused = REFUSED + window.refused if window.refused else None
     return [
         outcomes.get(m["message_id"])
-        or Outcome(m["message_id"], "deferred", tries.get(m["message_id"], 0), defer_seconds=window.wait_asked)
+        or Outcome(
+            m["message_id"],
+            "deferred",
+            tries.get(m["message_id"], 0),
+            last_error=refused,
+            defer_seconds=window.wait_asked,
+        )  # fmt: skip
         for m in messages
     ]
 

@@ -177,6 +177,27 @@ class Lease:
         )
         return changed == 1
 
+    def undo(self, row, has_outcomes: bool) -> bool:
+        """Give the wave back as this run's claim found it (`row`): its attempts as they were, and its
+        status too unless it has outcomes already (a wave that sent something stays `sending`, to be
+        resumed without an attempt)."""
+        self.close()
+        if self.lost:
+            return False
+        values = {"lease_until": "NULL", "attempts": str(row["attempts"] or 0)}
+        if has_outcomes or row["status"] == "sending":
+            values.update(status="'sending'", deferred_until=ts(now_utc()))
+        else:
+            values.update(
+                status=sql_literal(row["status"]), deferred_until="NULL", sending_at=ts(aware(row["sending_at"]))
+            )
+        changed = retry_on_conflict(
+            self.wh.spark,
+            lambda: self.wh.update("waves", self.campaign_id, values, self._mine()),
+            f"giving {self.wave_id} back",
+        )
+        return changed == 1
+
     def release(self, deferred_until: dt.datetime | None = None) -> bool:
         """Let the wave go while it is still `sending` (messages left): the next run takes it at once,
         or after `deferred_until` without spending an attempt when the gateway asked to wait."""

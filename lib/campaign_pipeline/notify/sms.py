@@ -108,8 +108,8 @@ async def with_retries(send_once, message_id: str, pace: Pace, window: Window) -
             if tries >= pace.max_attempts:
                 return Outcome(message_id, "failed", tries, None, f"gave up after {tries} attempts: {exc}")
             wait = exc.retry_after if exc.retry_after is not None else pace.backoff(tries)
-            if not window.fits(wait):  # past this task's lease time: the next pass sends it
-                return Outcome(message_id, "deferred", tries, last_error=str(exc))
+            if not window.fits(wait):  # past this task's lease time: a later pass sends it, after the wait
+                return Outcome(message_id, "deferred", tries, last_error=str(exc), defer_seconds=exc.retry_after)
             await asyncio.sleep(wait)
 
 

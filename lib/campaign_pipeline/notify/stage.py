@@ -240,10 +240,16 @@ def send_wave(
             n = todo.count()
             if not n:
                 break
-            sent_pass, paused_until = send_chunks(ctx, wave, lease, ready, todo, n, group, report)
+            sent_pass, asked = send_chunks(ctx, wave, lease, ready, todo, n, group, report)
             sent_now += sent_pass
+            if asked is not None and asked > ctx.env.notify.retry_after_max_seconds:
+                paused_until = now_utc() + dt.timedelta(seconds=asked)  # longer than we wait inside a run
+                break
+            if asked is not None:  # the gateway asked for a short wait the tasks could not sit out
+                time.sleep(asked)  # (the lease is renewed meanwhile by its keeper)
+                continue
             idle = 0 if sent_pass else idle + 1
-            if paused_until is not None or idle == 3:
+            if idle == 3:
                 break
     finally:
         lease.close()
@@ -288,7 +294,8 @@ def send_chunks(
     ctx: StageContext, wave: Wave, lease: Lease, ready: Ready, todo: DataFrame, n: int, group: str,
     report: StageReport,
 ) -> tuple[int, dt.datetime | None]:  # fmt: skip
-    """One pass over `todo` in chunks; returns (messages with an outcome, pause asked by the gateway)."""
+    """One pass over `todo` in chunks; returns (messages with an outcome, the longest wait the
+    gateway asked for that a task did not sit out, if any). A wait above the ceiling ends the pass."""
     sc = ctx.spark.sparkContext
     chunk_size = ctx.env.notify.chunk_size
     chunks = max(1, math.ceil(n / chunk_size))
@@ -296,7 +303,7 @@ def send_chunks(
     slots = max(1, sc.defaultParallelism - 1)
     tasks = pace_of(ctx.env).tasks_for(min(n, chunk_size), slots)
     sendable = todo.withColumn("_chunk", F.pmod(F.xxhash64("message_id"), F.lit(chunks)))
-    done, paused_until = 0, None
+    done, longest = 0, None
     # Chunk i + 1 is sent while chunk i's outcomes are committed (one committer thread): at most two
     # chunks are ever without committed outcomes, and sending never waits for Delta.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="notify-commit") as committer:
@@ -332,25 +339,33 @@ def send_chunks(
                 if pending is not None:
                     pending.result()
                 raise GatewayRefused(refused.removeprefix(REFUSED))
-            if asked:  # the gateway wants a pause longer than we wait inside a run
-                paused_until = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=max(asked))
-                break
+            if asked:
+                longest = max(longest or 0.0, *asked)
+                if longest > ctx.env.notify.retry_after_max_seconds:  # a pause: no more chunks this run
+                    break
         with ctx.step("commit wait"):
             if pending is not None:
                 pending.result()
-    return done, paused_until
+    return done, longest
 
 
 class GatewayRefused(PreflightError):
-    """The SMS gateway refused the token (401/403) once sending had begun."""
+    """The SMS gateway refused the token (401/403), or SQS our AWS credentials, once sending had begun."""
 
 
-def other_sender(wh: Warehouse, cid: str, wave_id: str, run_id: str):
-    """Another wave of the campaign held by another run with a live lease, if any."""
+class CredentialsRefused(PreflightError):
+    """A wave given back because its credentials were refused: the campaign's later waves wait too."""
+
+
+def other_sender(wh: Warehouse, cid: str, wave_id: str, run_id: str, before=None):
+    """Another wave of the campaign held by another run with a live lease, if any (with `before`,
+    this run's own claim: only one claimed earlier than it — by `sending_at`, then run id)."""
     wall = now_utc()
     for row in wh.read("waves", cid).where((F.col("status") == "sending") & (F.col("wave_id") != wave_id)).collect():
         lease = aware(row["lease_until"])
-        if row["run_id"] != run_id and lease is not None and lease > wall:
+        if row["run_id"] == run_id or lease is None or lease <= wall:
+            continue
+        if before is None or (aware(row["sending_at"]), row["run_id"]) < (aware(before["sending_at"]), run_id):
             return row
     return None
 
@@ -395,14 +410,24 @@ def take_and_send(ctx: StageContext, wave: Wave, retry_failed: bool, dry_run: bo
         taken = claim(wh, cid, wave.wave_id, row, ctx.run_id, settings.lease_seconds, spends)
         if taken.lease is None:
             continue
+        earlier = other_sender(wh, cid, wave.wave_id, ctx.run_id, before=read_wave(wh, cid, wave.wave_id))
+        if earlier is not None:  # another run claimed another wave of the campaign at the same time, first
+            taken.lease.undo(row, has_outcomes=False)
+            report.summary.append(
+                f"{wave.wave_id}: given back: notify run {earlier['run_id']} claimed {earlier['wave_id']} of this "
+                "campaign at the same moment, first (one run sends a campaign at a time)"
+            )
+            return False
         report.summary.append(f"{wave.wave_id}: taken ({why})")
         try:
             send_wave(ctx, wave, taken.lease, ready, retry_failed, report)
         except GatewayRefused as exc:  # nothing can go out with this token: no attempt spent
-            taken.lease.release(deferred_until=now_utc())
-            raise PreflightError(
-                f"notify: {wave.wave_id}: the SMS gateway refused the token ({exc}); the wave is left as it was, no "
-                f"attempt spent: check the token ({ctx.env.secrets.sms_token_env} / secrets.sms_token_secret)"
+            logged = not wh.read("notification_log", cid).where(F.col("wave_id") == wave.wave_id).isEmpty()
+            taken.lease.undo(row, has_outcomes=logged)
+            raise CredentialsRefused(
+                f"notify: {wave.wave_id}: our credentials were refused ({exc}); the wave is given back as it was, no "
+                f"attempt spent: check the SMS token ({ctx.env.secrets.sms_token_env} / secrets.sms_token_secret) or "
+                "the job's AWS credentials for the queue"
             ) from None
         except BaseException:
             # Let it go at once (the next run takes it without waiting out the lease); taking it
@@ -441,11 +466,14 @@ def notify(ctx: StageContext) -> StageReport:
         except Exception as exc:  # one wave's failure does not keep the campaign's later waves from going out
             failed.append((wave.wave_id, exc))
             report.summary.append(f"{wave.wave_id}: FAILED: {first_line(exc)}")
+            if isinstance(exc, CredentialsRefused):  # no later wave can go out with them either
+                break
     if failed:
         wave_id, exc = failed[0]
         if len(failed) == 1:
             raise exc
-        raise PipelineError(
+        kind = PreflightError if all(isinstance(e, PreflightError) for _, e in failed) else PipelineError
+        raise kind(
             f"notify: {len(failed)} waves failed: " + "; ".join(f"{w}: {first_line(e)}" for w, e in failed)
         ) from exc
     report.counts["waves_sent"] = 0 if dry_run else taken

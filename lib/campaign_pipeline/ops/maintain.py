@@ -156,11 +156,13 @@ def comparable(col: Column, dtype: T.DataType) -> Column:
         return F.transform(col, lambda x: comparable(x, dtype.elementType))
     if isinstance(dtype, T.StructType) and _has_map(dtype):
         return F.struct(*[comparable(col[f.name], f.dataType).alias(f.name) for f in dtype.fields])
+    if isinstance(dtype, T.TimestampType):  # JSON would keep milliseconds only
+        return F.unix_micros(col)
     return col
 
 
 def _has_map(dtype: T.DataType) -> bool:
-    if isinstance(dtype, T.MapType):
+    if isinstance(dtype, (T.MapType, T.TimestampType)):
         return True
     if isinstance(dtype, T.ArrayType):
         return _has_map(dtype.elementType)
@@ -171,7 +173,8 @@ def _has_map(dtype: T.DataType) -> bool:
 
 def row_key(df: DataFrame) -> Column:
     """A row's whole content as one string: equal rows, equal keys (no hash, so no collision)."""
-    return F.to_json(F.struct(*[comparable(F.col(f.name), f.dataType).alias(f.name) for f in df.schema.fields]))
+    fields = sorted(df.schema.fields, key=lambda f: f.name)  # whatever order each frame has its columns in
+    return F.to_json(F.struct(*[comparable(F.col(f"`{f.name}`"), f.dataType).alias(f.name) for f in fields]))
 
 
 def missing_from(rows: DataFrame, kept: DataFrame) -> DataFrame:
@@ -222,7 +225,7 @@ class ArchiveLease:
         self.renew(pending=pending)
 
     def done(self, moved: dict[str, int]) -> None:
-        self._set({"state": "'archived'", "lease_until": "NULL", "finished_at": ts(dt.datetime.now(dt.UTC)),
+        self._set({"state": "'archived'", "lease_until": "NULL", "pending": "NULL", "finished_at": ts(dt.datetime.now(dt.UTC)),
                    "moved": _sql_value(dict(sorted(moved.items())), T.MapType(T.StringType(), T.LongType()))})  # fmt: skip
 
 
@@ -287,10 +290,10 @@ def move_table(wh: Warehouse, store: Warehouse, table: str, cid: str, lease: Arc
     committed between the check and the delete's own snapshot are recovered from that snapshot
     (Delta's time travel) into the archive — by this run, or by the next if this one is killed.
     The archive only ever gains rows. Returns the rows moved (0: nothing left live)."""
+    wh.ensure(table)  # a table an older version wrote gains the catalog's new columns first
     for _ in range(rounds):
         version = wh.version(table)
-        live = wh.spark.read.format("delta").option("versionAsOf", version).load(wh.path(table))
-        live = live.where(F.col("campaign_id") == cid)
+        live = at_version(wh, table, cid, version)
         n_live = live.count()
         if n_live == 0:
             return 0
@@ -309,10 +312,23 @@ def move_table(wh: Warehouse, store: Warehouse, table: str, cid: str, lease: Arc
     )
 
 
+def at_version(wh: Warehouse, table: str, cid: str, version: int) -> DataFrame:
+    """The campaign's rows of `table` at `version`, with the catalog's columns (a version written
+    before a column was added reads it as null)."""
+    rows = wh.spark.read.format("delta").option("versionAsOf", version).load(wh.path(table))
+    rows = rows.where(F.col("campaign_id") == cid)
+    have = set(rows.columns)
+    return rows.select(
+        *[
+            F.col(f"`{f.name}`") if f.name in have else F.lit(None).cast(f.dataType).alias(f.name)
+            for f in spec(table).schema.fields
+        ]
+    )
+
+
 def recover_deleted(wh: Warehouse, store: Warehouse, table: str, cid: str, read_version: int) -> int:
     """What a delete removed is the campaign's rows at the version it read; copy any the archive lacks."""
-    removed = wh.spark.read.format("delta").option("versionAsOf", read_version).load(wh.path(table))
-    removed = removed.where(F.col("campaign_id") == cid)
+    removed = at_version(wh, table, cid, read_version)
     copy_into(store, table, removed, cid, f"version {read_version} (read by the delete)")
     return removed.count()
 
@@ -391,7 +407,18 @@ def archive(
             )
             return ARCHIVED
         out.lines.append(f"archive: campaign {cid} is archived, but {', '.join(left)} gained rows since: moving them")
-        wh.update("archives", cid, {"state": "'archiving'", "run_id": sql_literal(run_id)}, "state = 'archived'")
+        try:
+            reopened = wh.update(
+                "archives", cid, {"state": "'archiving'", "run_id": sql_literal(run_id)},
+                f"state = 'archived' AND run_id = {sql_literal(record['run_id'])}",
+            )  # fmt: skip
+        except Exception as exc:
+            if not is_write_conflict(wh.spark, exc):
+                raise
+            reopened = 0
+        if reopened != 1:
+            out.lines.append(f"archive: campaign {cid}: another maintain run is moving them; nothing done here")
+            return HELD_ELSEWHERE
         record = archive_record(wh, cid)
     if record is not None and root != archive_root:
         out.lines.append(f"archive: continuing into {root}, the root this campaign's archive started in")

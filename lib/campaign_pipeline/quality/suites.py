@@ -207,7 +207,7 @@ def wave_messages_suite(campaign: Campaign, read: Reader) -> tuple[DataFrame, Su
     # Every coded member of a scheduled wave has a message on each channel the wave's channel rule
     # gives him (plan_waves' own rule); a member with no usable channel has none. Sent and
     # sending waves are frozen as they were planned, so they are not re-derived here.
-    from campaign_pipeline.waves.plan import coded_members, with_channel
+    from campaign_pipeline.waves.plan import coded_members, message_id, with_channel
 
     scheduled = read("waves").where(F.col("status") == "scheduled").select("wave_id")
     members = (
@@ -217,10 +217,19 @@ def wave_messages_suite(campaign: Campaign, read: Reader) -> tuple[DataFrame, Su
         .select(*FAN_MARKET, "wave_id", "code", "code_type", F.lit(None).cast("timestamp").alias("notify_at"))
     )
     due = with_channel(campaign, coded_members(campaign, members, read("registrants")))
+    # A message plan_waves quarantined (its template failed on the fan, or it is too long) is
+    # accounted for: its quarantine row names its message id.
+    quarantined = (
+        read("quarantine")
+        .where(F.col("stage") == "plan_waves")
+        .select(F.split(F.col("raw"), " ").getItem(1).alias("message_id"))
+    )
     gaps = (
         due.where(F.col("channel").isNotNull())
-        .select(*FAN_MARKET, "wave_id", "channel")
+        .withColumn("message_id", message_id(campaign))
+        .select(*FAN_MARKET, "wave_id", "channel", "message_id")
         .join(messages.select(*FAN_MARKET, "wave_id", "channel"), [*FAN_MARKET, "wave_id", "channel"], "left_anti")
+        .join(quarantined, "message_id", "left_anti")
         .agg(F.count(F.lit(1)).alias("_members_without_message"))
     )
     data = messages.join(phones, FAN, "left").crossJoin(gaps)

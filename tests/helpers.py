@@ -241,3 +241,48 @@ def small_coded_campaign(wh, cid: str, fans: int, wave: str, market: str = "NYC-
 
     add(range(fans), wave)
     return add
+
+
+def notify_env(test_env, warehouse_root, gateway, queue_url: str, **notify):
+    """`test_env` sending to the gateway simulator and a local queue, with quick retries (`notify`
+    overrides any setting)."""
+    settings = {"max_in_flight": 8, "rate_per_second": 400, "max_attempts": 3, "timeout_seconds": 2,
+                "backoff_seconds": 0.05, "backoff_max_seconds": 1, "chunk_size": 100, **notify}  # fmt: skip
+    return test_env.model_copy(
+        update={
+            "warehouse_root": str(warehouse_root),
+            "sms_gateway_url": gateway.url,
+            "email_queue_url": queue_url,
+            "aws_region": "us-east-1",
+            "notify": test_env.notify.model_copy(update=settings),
+        }
+    )
+
+
+def planned_wave(wh, cid: str, wave: str, sms: int, email: int = 0, no_recipient: int = 0, notify_at=None,
+                 message_id=None) -> list[str]:  # fmt: skip
+    """A planned wave as plan_waves leaves it (`wave_messages` rows and its `waves` row): `sms` SMS,
+    then `email` emails, then `no_recipient` SMS with a blank number; message ids `message_id(i)`
+    (default `<cid>-<wave>-<i>`). Returns the message ids in that order."""
+    from campaign_pipeline.tables import catalog_rows
+
+    notify_at = notify_at or dt.datetime(2027, 3, 1, 15, tzinfo=dt.UTC)
+    message_id = message_id or (lambda i: f"{cid}-{wave}-{i:04d}")
+    rows = []
+    for i in range(sms + email + no_recipient):
+        channel = "email" if sms <= i < sms + email else "sms"
+        recipient = f"fan{i}@example.com" if channel == "email" else (f"+1212555{i:04d}" if i < sms else " ")
+        rows.append({
+            "campaign_id": cid, "wave_id": wave, "message_id": message_id(i), "global_user_id": f"F{i}",
+            "member_id": f"M{i}", "market_id": "NYC-01", "channel": channel, "recipient": recipient,
+            "code": f"CODE{i:06d}", "code_type": "pool", "locale": "en_US", "subject": "Your code",
+            "text": f"Your code CODE{i:06d}", "link": "https://x", "first_name": "A", "last_name": "B",
+            "email": recipient if channel == "email" else None, "mobile_number": recipient if channel == "sms" else None,
+            "do_not_text": False, "notify_at": notify_at, "run_id": "plan",
+        })  # fmt: skip
+    wh.append("wave_messages", catalog_rows(wh.spark, "wave_messages", rows))
+    row = {"campaign_id": cid, "wave_id": wave, "notify_at": notify_at, "status": "scheduled", "attempts": 0,
+           "total": len(rows), "sms": sms + no_recipient, "email": email, "sent": 0, "failed": 0, "skipped": 0,
+           "planned_at": notify_at, "run_id": "plan"}  # fmt: skip
+    wh.append("waves", catalog_rows(wh.spark, "waves", [row]))
+    return [r["message_id"] for r in rows]

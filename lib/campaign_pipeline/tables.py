@@ -1015,6 +1015,17 @@ class Warehouse:
             builder = builder.whenMatchedUpdateAll(condition=update_condition)
         builder.whenNotMatchedInsertAll().execute()
 
+    def merge_retrying(self, name: str, df: DataFrame, campaign_id: str, update_condition: str, what: str) -> None:
+        """`merge` of one campaign's rows, updating matches where `update_condition` holds, retried
+        when a concurrent commit conflicts (the MERGE is keyed, so running it again is safe)."""
+        retry_on_conflict(
+            self.spark,
+            lambda: self.merge(
+                name, df, update_existing=True, update_condition=update_condition, campaign_id=campaign_id
+            ),  # fmt: skip
+            what,
+        )
+
     def update(self, name: str, campaign_id: str, values: dict[str, str], where: str) -> int:
         """`UPDATE` one campaign's rows matching `where` (SQL) with `values` (column → SQL
         expression); returns the rows changed. The campaign's partition is a literal of the

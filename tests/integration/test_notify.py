@@ -18,14 +18,14 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import SlackReceiver, moto_server
+from helpers import SlackReceiver, moto_server, notify_env, planned_wave
 from pyspark.sql import functions as F
 
 from campaign_pipeline.config import load_campaign
 from campaign_pipeline.notify.simulator import GatewaySimulator
 from campaign_pipeline.notify.stage import due_campaigns
 from campaign_pipeline.runner import run_pipeline
-from campaign_pipeline.tables import Warehouse, catalog_rows
+from campaign_pipeline.tables import Warehouse
 
 ROOT = Path(__file__).resolve().parents[2]
 CAMPAIGN = ROOT / "conf" / "campaigns" / "spring-tour-2027.yaml"
@@ -37,24 +37,7 @@ TOKEN = "test-sms-token"
 
 def plan_wave(wh: Warehouse, sms: int, email: int, no_recipient: int = 0) -> list[str]:
     """A planned wave-1: `sms` SMS, `email` emails and `no_recipient` SMS with a blank number."""
-    rows = []
-    for i in range(sms + email + no_recipient):
-        channel = "email" if sms <= i < sms + email else "sms"
-        recipient = f"fan{i}@example.com" if channel == "email" else (f"+1212555{i:04d}" if i < sms else " ")
-        rows.append({
-            "campaign_id": CID, "wave_id": "wave-1", "message_id": f"msg-{i:05d}", "global_user_id": f"F{i}",
-            "member_id": f"M{i}", "market_id": "NYC-01", "channel": channel, "recipient": recipient,
-            "code": f"CODE{i:05d}", "code_type": "pool", "locale": "en_US", "subject": "Your code",
-            "text": f"Your code CODE{i:05d}", "link": "https://x", "first_name": "A", "last_name": "B",
-            "email": recipient if channel == "email" else None, "mobile_number": recipient if channel == "sms" else None,
-            "do_not_text": False, "notify_at": NOTIFY_AT, "run_id": "plan",
-        })  # fmt: skip
-    wh.append("wave_messages", catalog_rows(wh.spark, "wave_messages", rows))
-    wave = {"campaign_id": CID, "wave_id": "wave-1", "notify_at": NOTIFY_AT, "status": "scheduled", "attempts": 0,
-            "total": len(rows), "sms": sms + no_recipient, "email": email, "sent": 0, "failed": 0, "skipped": 0,
-            "planned_at": NOTIFY_AT, "run_id": "plan"}  # fmt: skip
-    wh.append("waves", catalog_rows(wh.spark, "waves", [wave]))
-    return [r["message_id"] for r in rows]
+    return planned_wave(wh, CID, "wave-1", sms, email, no_recipient, NOTIFY_AT, message_id=lambda i: f"msg-{i:05d}")
 
 
 @pytest.fixture(scope="module")
@@ -102,20 +85,6 @@ def queued(sqs, url: str, patience: float = 40.0) -> list[dict]:
         time.sleep(0.5)
 
 
-def notify_env(test_env, tmp_path: Path, gateway: GatewaySimulator, queue_url: str, **notify):
-    settings = {"max_in_flight": 8, "rate_per_second": 400, "max_attempts": 3, "timeout_seconds": 2,
-                "backoff_seconds": 0.05, "backoff_max_seconds": 1, "chunk_size": 100, **notify}  # fmt: skip
-    return test_env.model_copy(
-        update={
-            "warehouse_root": str(tmp_path / "wh"),
-            "sms_gateway_url": gateway.url,
-            "email_queue_url": queue_url,
-            "aws_region": "us-east-1",
-            "notify": test_env.notify.model_copy(update=settings),
-        }  # fmt: skip
-    )
-
-
 def log_of(wh: Warehouse) -> dict[str, tuple]:
     return {
         r["message_id"]: (r["status"], r["attempts"], r["channel"]) for r in wh.read("notification_log", CID).collect()
@@ -135,7 +104,7 @@ def test_a_due_wave_is_sent_once_with_retries_and_a_rerun_sends_nothing(spark, t
         gw.script("msg-00000", [(429, 0.2, 0)])  # then accepted
         gw.script("msg-00001", [(500, None, 0)] * 3)  # failed after 3 attempts
         gw.script("msg-00002", [(400, None, 0)])  # permanent: one attempt
-        env = notify_env(test_env, tmp_path, gw, queue_url)
+        env = notify_env(test_env, tmp_path / "wh", gw, queue_url)
 
         # `notify --due` finds the campaign once its wave is due, and not after the wave is done
         assert due_campaigns(wh, NOTIFY_AT - dt.timedelta(seconds=1)) == [] and due_campaigns(wh, AFTER) == [CID]
@@ -216,7 +185,7 @@ def test_a_notify_run_killed_mid_wave_is_finished_by_the_next_with_at_most_the_c
     ids = plan_wave(wh, sms=1000, email=350)
     chunk = 150
     with GatewaySimulator(latency=0.02, token=TOKEN) as gw:
-        env = notify_env(test_env, tmp_path, gw, queue_url, chunk_size=chunk, rate_per_second=300, max_in_flight=16,
+        env = notify_env(test_env, tmp_path / "wh", gw, queue_url, chunk_size=chunk, rate_per_second=300, max_in_flight=16,
                          lease_seconds=6)  # fmt: skip
         env_path = tmp_path / "env-notify.yaml"
         env_path.write_text(json.dumps(json.loads(env.model_dump_json())))  # YAML is a superset of JSON

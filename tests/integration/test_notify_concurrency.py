@@ -20,14 +20,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import moto_server
+from helpers import moto_server, notify_env, planned_wave
 
 from campaign_pipeline.config import dump_campaign, load_campaign
 from campaign_pipeline.errors import PipelineError, PreflightError
 from campaign_pipeline.notify.simulator import GatewaySimulator
 from campaign_pipeline.ops import maintain
 from campaign_pipeline.runner import run_pipeline
-from campaign_pipeline.tables import Warehouse, catalog_rows
+from campaign_pipeline.tables import Warehouse
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "conf" / "campaigns" / "spring-tour-2027.yaml"
@@ -47,24 +47,7 @@ def campaign_file(folder: Path, cid: str) -> Path:
 
 def plan(wh: Warehouse, cid: str, wave: str, sms: int, email: int = 0, notify_at=NOTIFY_AT) -> list[str]:
     """A planned wave: `sms` SMS then `email` emails, message ids `<cid>-<wave>-<n>`."""
-    rows = []
-    for i in range(sms + email):
-        channel = "sms" if i < sms else "email"
-        recipient = f"+1212555{i:04d}" if channel == "sms" else f"fan{i}@example.com"
-        rows.append({
-            "campaign_id": cid, "wave_id": wave, "message_id": f"{cid}-{wave}-{i:04d}", "global_user_id": f"F{i}",
-            "member_id": f"M{i}", "market_id": "NYC-01", "channel": channel, "recipient": recipient,
-            "code": f"CODE{i:06d}", "code_type": "pool", "locale": "en_US", "subject": "Your code",
-            "text": f"Your code CODE{i:06d}", "link": "https://x", "first_name": "A", "last_name": "B",
-            "email": recipient if channel == "email" else None, "mobile_number": recipient if channel == "sms" else None,
-            "do_not_text": False, "notify_at": notify_at, "run_id": "plan",
-        })  # fmt: skip
-    wh.append("wave_messages", catalog_rows(wh.spark, "wave_messages", rows))
-    wave_row = {"campaign_id": cid, "wave_id": wave, "notify_at": notify_at, "status": "scheduled", "attempts": 0,
-                "total": len(rows), "sms": sms, "email": email, "sent": 0, "failed": 0, "skipped": 0,
-                "planned_at": NOTIFY_AT, "run_id": "plan"}  # fmt: skip
-    wh.append("waves", catalog_rows(wh.spark, "waves", [wave_row]))
-    return [r["message_id"] for r in rows]
+    return planned_wave(wh, cid, wave, sms, email, notify_at=notify_at)
 
 
 @pytest.fixture(scope="module")
@@ -94,20 +77,6 @@ def drained(sqs, url: str) -> list[str]:
             QueueUrl=url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)]
         )
     return ids
-
-
-def notify_env(test_env, root: Path, gateway: GatewaySimulator, queue_url: str, **notify):
-    settings = {"max_in_flight": 8, "rate_per_second": 200, "max_attempts": 3, "timeout_seconds": 10,
-                "backoff_seconds": 0.05, "backoff_max_seconds": 1, "chunk_size": 50, **notify}  # fmt: skip
-    return test_env.model_copy(
-        update={
-            "warehouse_root": str(root),
-            "sms_gateway_url": gateway.url,
-            "email_queue_url": queue_url,
-            "aws_region": "us-east-1",
-            "notify": test_env.notify.model_copy(update=settings),
-        }
-    )
 
 
 def env_file(env, path: Path) -> Path:

@@ -46,7 +46,7 @@ from campaign_pipeline.notify.send import OUTCOME_SCHEMA, Senders, driver_aws_se
 from campaign_pipeline.notify.sms import REFUSED
 from campaign_pipeline.ops import slack
 from campaign_pipeline.stage_context import StageContext, StageReport
-from campaign_pipeline.tables import Warehouse, _sql_value, catalog_rows, retry_on_conflict, spec, sql_literal
+from campaign_pipeline.tables import Warehouse, _sql_value, catalog_rows, spec, sql_literal
 from campaign_pipeline.times import aware, now_utc, ts
 from campaign_pipeline.waves.membership import ordered_waves
 
@@ -149,14 +149,9 @@ def outstanding(messages: DataFrame, log: DataFrame, retry_failed: bool) -> Data
 def merge_outcomes(ctx: StageContext, outcomes: DataFrame) -> None:
     """Record outcomes: new messages inserted, a `failed` one replaced by its new outcome, nothing
     else touched. Safe to repeat, so a commit that meets a concurrent one is retried."""
-    retry_on_conflict(
-        ctx.spark,
-        lambda: ctx.warehouse.merge(
-            "notification_log", outcomes, update_existing=True, update_condition="t.status = 'failed'",
-            campaign_id=ctx.campaign_id,
-        ),
-        "recording outcomes in notification_log",
-    )  # fmt: skip
+    ctx.warehouse.merge_retrying(
+        "notification_log", outcomes, ctx.campaign_id, "t.status = 'failed'", "recording outcomes in notification_log"
+    )
 
 
 def commit_outcomes(ctx: StageContext, rows: list[dict]) -> None:

@@ -24,7 +24,7 @@ from pyspark.sql import functions as F
 from campaign_pipeline.config import Campaign
 from campaign_pipeline.errors import PipelineError
 from campaign_pipeline.stage_context import StageContext, StageReport, local_cut
-from campaign_pipeline.tables import FAN_MARKET, Warehouse, catalog_rows, retry_on_conflict, sql_literal
+from campaign_pipeline.tables import FAN_MARKET, Warehouse, catalog_rows, sql_literal
 from campaign_pipeline.waves import holding
 from campaign_pipeline.waves.export import export_wave, legacy_lines
 from campaign_pipeline.waves.membership import ordered_waves, wave_status, wave_times
@@ -192,14 +192,9 @@ def write_waves(ctx: StageContext, per: dict[tuple[str, str], tuple[int, int]]) 
     """One `waves` row per configured wave; only still-scheduled waves whose plan changed are updated."""
     changed = changed_waves(ctx, per)
     if not changed.isEmpty():
-        retry_on_conflict(
-            ctx.spark,
-            lambda: ctx.warehouse.merge(
-                "waves", changed, update_existing=True, update_condition="t.status = 'scheduled'",
-                campaign_id=ctx.campaign_id,
-            ),
-            "writing the campaign's waves",
-        )  # fmt: skip
+        ctx.warehouse.merge_retrying(
+            "waves", changed, ctx.campaign_id, "t.status = 'scheduled'", "writing the campaign's waves"
+        )
 
 
 def _outside(waves: list[str]) -> tuple[Column, str | None]:

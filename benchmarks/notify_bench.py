@@ -36,11 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("CAMPAIGN_PIPELINE_JARS_DIR", str(ROOT / "jars"))
     from pyspark.sql import functions as F
 
+    from campaign_pipeline.catalog import spec
     from campaign_pipeline.config import load_campaign, load_environment
-    from campaign_pipeline.notify.simulator import GatewaySimulator
+    from campaign_pipeline.demo.services import GatewaySimulator
+    from campaign_pipeline.frames import catalog_rows
     from campaign_pipeline.runner import run_pipeline
     from campaign_pipeline.session import build_session
-    from campaign_pipeline.tables import Warehouse, catalog_rows, spec
+    from campaign_pipeline.warehouse import Warehouse
 
     campaign = load_campaign(ROOT / "conf" / "campaigns" / "spring-tour-2027.yaml")
     wave = min(campaign.waves, key=lambda w: w.notify_at)

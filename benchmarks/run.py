@@ -218,8 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         results.write_text(head.rstrip() + "\n\n" + section + ("## " + rest if rest else ""))
         print(f"written to {results}")
     if "screen" in stages:
-        from campaign_pipeline.screening.quality import screening_quality
-        from campaign_pipeline.tables import Warehouse
+        from campaign_pipeline.synth.scorecard import screening_quality
+        from campaign_pipeline.warehouse import Warehouse
 
         registrants = Warehouse(spark, env.warehouse_root).read("registrants", campaign.campaign_id)
         quality = screening_quality(registrants, spark.read.parquet(out.truth))

@@ -70,7 +70,7 @@ def spark(test_env):
 
 @pytest.fixture
 def warehouse(spark, tmp_path):
-    from campaign_pipeline.tables import Warehouse
+    from campaign_pipeline.warehouse import Warehouse
 
     return Warehouse(spark, str(tmp_path / "warehouse"))
 

@@ -117,7 +117,8 @@ T0 = dt.datetime(2027, 2, 1, tzinfo=dt.UTC)
 def wave_inputs(spark, planned=None, logged=()):
     """One fan, F1, selected for NYC-01 and coded in wave-1: wave planning's inputs, with the messages
     planned before (`planned`) and the message ids that have a notification_log row (`logged`)."""
-    from campaign_pipeline.tables import CATALOG, literal_frame
+    from campaign_pipeline.catalog import CATALOG
+    from campaign_pipeline.frames import literal_frame
     from campaign_pipeline.waves.stage import WaveInputs
 
     registrants = literal_frame(
@@ -139,7 +140,7 @@ def wave_inputs(spark, planned=None, logged=()):
 
 def sent_log(spark, message_ids):
     """notification_log rows: each of `message_ids` sent once."""
-    from campaign_pipeline.tables import catalog_rows
+    from campaign_pipeline.frames import catalog_rows
 
     rows = [{"campaign_id": CID, "message_id": m, "status": "sent", "attempts": 1, "provider_id": "p-1", "sent_at": T0}
             for m in message_ids]  # fmt: skip
@@ -217,7 +218,7 @@ def small_coded_campaign(wh, cid: str, fans: int, wave: str, market: str = "NYC-
     (what assign_codes records): plan_waves' inputs (`first_names`: number → first name, for a few
     fans named otherwise than `Fan<n>`). Returns `add(fan_numbers, wave)`, which codes
     more fans later (as a later assign_codes would)."""
-    from campaign_pipeline.tables import catalog_rows
+    from campaign_pipeline.frames import catalog_rows
 
     def add(numbers, wave_id: str) -> None:
         registrants, codes = [], []
@@ -264,7 +265,7 @@ def planned_wave(wh, cid: str, wave: str, sms: int, email: int = 0, no_recipient
     """A planned wave as plan_waves leaves it (`wave_messages` rows and its `waves` row): `sms` SMS,
     then `email` emails, then `no_recipient` SMS with a blank number; message ids `message_id(i)`
     (default `<cid>-<wave>-<i>`). Returns the message ids in that order."""
-    from campaign_pipeline.tables import catalog_rows
+    from campaign_pipeline.frames import catalog_rows
 
     notify_at = notify_at or dt.datetime(2027, 3, 1, 15, tzinfo=dt.UTC)
     message_id = message_id or (lambda i: f"{cid}-{wave}-{i:04d}")

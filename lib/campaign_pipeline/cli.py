@@ -1,4 +1,4 @@
-"""`campaign-pipeline` command line: run, one verb per stage, synth, demo.
+"""`campaign-pipeline` command line: run, one verb per stage, and the operators' verbs.
 
 Every user-facing failure prints one clear message (file, key or row, what was expected) and exits
 non-zero: 2 for a bad config, 3 for unusable input, 1 for a failed stage. `--debug` adds the
@@ -11,13 +11,25 @@ import argparse
 import datetime as dt
 import os
 import sys
-import tempfile
-import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from campaign_pipeline import __version__
 from campaign_pipeline.config import environment_path, load_campaign, load_environment
 from campaign_pipeline.errors import ConfigError, InputError, PipelineError
+
+
+@dataclass(frozen=True)
+class Verb:
+    """A command outside the production verbs (synth, demo): its arguments and what it runs. The
+    `campaign-pipeline` console adds them (`console.py`); `jobs/` call `main` without them, so a
+    cluster job never loads the synthetic data generator or the demo's local services."""
+
+    name: str
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
 
 
 def _common(p: argparse.ArgumentParser, campaign_required: bool = True) -> None:
@@ -47,7 +59,7 @@ def _now_option(p: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extra: Sequence[Verb] = ()) -> argparse.ArgumentParser:
     from campaign_pipeline.pipeline import PIPELINE
 
     parser = argparse.ArgumentParser(prog="campaign-pipeline", description=__doc__.splitlines()[0])
@@ -122,18 +134,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("stages", help="print the pipeline: each stage with the tables it reads and writes")
 
-    synth = sub.add_parser("synth", help="generate a synthetic campaign (landing files, ground truth, YAML)")
-    synth.add_argument(
-        "--out", required=True, help="output root: writes <out>/<campaign_id>/ and <out>/<campaign_id>.yaml"
-    )
-    synth.add_argument("--registrants", type=int, default=200_000)
-    synth.add_argument("--markets", type=int, default=12)
-    synth.add_argument("--campaign-id", default="demo-tour")
-    synth.add_argument("--seed", type=int, default=20270301)
-    synth.add_argument("--files", type=int, default=0, help="registration files (default: one per million rows)")
-    synth.add_argument("--registrations-format", default="csv", choices=["csv", "tsv", "json", "parquet", "avro"])
-    synth.add_argument("--env", default="local")
-
     explain = sub.add_parser("explain", help="one fan's story: tags, score, band, rank, verdict, code, messages")
     _common(explain)
     who = explain.add_mutually_exclusive_group(required=True)
@@ -146,22 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="print access codes in full (an operator re-sending a code by hand); masked by default",
     )  # fmt: skip
 
-    demo = sub.add_parser("demo", help="synthesise a campaign and run every stage into ./warehouse")
-    demo.add_argument("--registrants", type=int, default=200_000)
-    demo.add_argument("--markets", type=int, default=12)
-    demo.add_argument(
-        "--warehouse", default=None, help="warehouse root (default: the local environment's, ./warehouse)"
-    )
-    demo.add_argument("--env", default="local")
-    demo.add_argument(
-        "--all-waves",
-        action="store_true",
-        help="send every wave (default: the first wave, as of just after it is due; the others stay planned)",
-    )
+    for verb in extra:
+        verb.arguments(sub.add_parser(verb.name, help=verb.help))
     return parser
 
 
-def _session(env, app: str):
+def spark_session(env, app: str):
     from campaign_pipeline.quality.expectations import import_in_background
     from campaign_pipeline.session import build_session
 
@@ -203,7 +193,7 @@ def _run(args, stages: list[str] | None) -> int:
     campaign = load_campaign(args.campaign)
     env = load_environment(args.env).with_roots(args.landing, args.warehouse)
     check_local_landing(campaign.campaign_id, env, stages, getattr(args, "from_start", False))
-    spark = _session(env, f"campaign-pipeline {campaign.campaign_id}")
+    spark = spark_session(env, f"campaign-pipeline {campaign.campaign_id}")
     run_pipeline(
         spark, campaign, env, stages=stages, from_start=getattr(args, "from_start", False), now=args.now,
         options=_stage_options(args),
@@ -221,11 +211,11 @@ def _notify(args) -> int:
         raise ConfigError("notify --due sends every due campaign: it takes no --campaign or --wave")
     from campaign_pipeline.notify.stage import due_campaigns
     from campaign_pipeline.runner import run_pipeline
-    from campaign_pipeline.tables import Warehouse
+    from campaign_pipeline.warehouse import Warehouse
 
     env = load_environment(args.env).with_roots(args.landing, args.warehouse)
     now = args.now or dt.datetime.now(dt.UTC)
-    spark = _session(env, "campaign-pipeline notify --due")
+    spark = spark_session(env, "campaign-pipeline notify --due")
     due = due_campaigns(Warehouse(spark, env.warehouse_root), now, env.notify.wave_attempts)
     if not due:
         print(f"notify --due: no campaign has a wave to send at {now:%Y-%m-%d %H:%M %Z}")
@@ -277,175 +267,8 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {scrub(first, limit=500)}"
 
 
-def _synth(args) -> int:
-    from campaign_pipeline.synth import SynthSpec, generate
-
-    env = load_environment(args.env)
-    spark = _session(env, "campaign-pipeline synth")
-    spec = SynthSpec(
-        campaign_id=args.campaign_id,
-        registrants=args.registrants,
-        markets=args.markets,
-        seed=args.seed,
-        registration_files=args.files,
-        registrations_format=args.registrations_format,
-    )
-    out = generate(spark, spec, args.out)
-    print(f"landing files: {out.landing}\ncampaign config: {out.campaign_yaml}\nground truth: {out.truth}")
-    return 0
-
-
-def _demo(args) -> int:
-    from campaign_pipeline.pipeline import PIPELINE
-    from campaign_pipeline.runner import run_pipeline
-    from campaign_pipeline.synth import SynthSpec, generate
-    from campaign_pipeline.tables import CATALOG, Warehouse
-
-    env = load_environment(args.env)
-    work = Path(tempfile.gettempdir()) / "campaign-pipeline-demo"
-    env = env.with_roots(landing=str(work / "landing"), warehouse=args.warehouse)
-    spark = _session(env, "campaign-pipeline demo")
-    t0 = time.perf_counter()
-    out = generate(spark, SynthSpec(registrants=args.registrants, markets=args.markets), str(work / "landing"))
-    synth_seconds = time.perf_counter() - t0
-    print(f"synth: {args.registrants:,} registrants → {out.landing} · {synth_seconds:.1f} s")
-    campaign = load_campaign(out.campaign_yaml)
-    wh = Warehouse(spark, env.warehouse_root)
-    # The demo starts its own campaign afresh; other campaigns in the warehouse are untouched. The
-    # tables are independent: their deletes run side by side (each is mostly Delta's log work).
-    from concurrent.futures import ThreadPoolExecutor
-
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="demo-reset") as reset:
-        earlier = sum(reset.map(lambda name: wh.delete(name, f"campaign_id = '{campaign.campaign_id}'"), CATALOG))
-    if earlier:  # a re-run: say what the pause was (~10 s, mostly Delta's log work)
-        cleared = f"{earlier} tables · {time.perf_counter() - t0:.1f} s"
-        print(f"removed campaign {campaign.campaign_id}'s earlier rows, if any, from {cleared}")
-    from campaign_pipeline.waves.membership import day_before_first_wave
-
-    now = day_before_first_wave(campaign)
-    print(f"decision time: {now:%Y-%m-%d %H:%M %Z} (the day before the first wave)")
-    # Every stage but the report now; the report comes last, after the demo has sent its waves.
-    stages = [s.name for s in PIPELINE if s.name != "report"]
-    report = run_pipeline(spark, campaign, env, stages=stages, from_start=True, now=now)
-    print("\nsummary")
-    print(f"  {'stage':<14}{'rows':>14}{'seconds':>10}")
-    print(f"  {'synth':<14}{args.registrants:>14,}{synth_seconds:>10.1f}")
-    for name, result, seconds in report.rows:
-        print(f"  {name:<14}{result.rows():>14,}{seconds:>10.1f}")
-    print(f"\ntables for campaign {campaign.campaign_id} under {Path(env.warehouse_root).resolve()}:")
-    from pyspark.sql import functions as F
-
-    from campaign_pipeline.tables import union_all
-
-    per_table = [  # every table's count in one Spark job
-        wh.read(name, campaign.campaign_id).agg(F.count(F.lit(1)).alias("n")).select(F.lit(name).alias("t"), "n")
-        for name in CATALOG
-        if wh.exists(name)
-    ]
-    counts = {r["t"]: r["n"] for r in union_all(per_table).collect()} if per_table else {}
-    for name in CATALOG:
-        if counts.get(name):
-            print(f"  {name:<18}{counts[name]:>12,} rows  {wh.path(name)}")
-    if wh.exists("registrants"):
-        from campaign_pipeline.screening.quality import screening_quality
-
-        quality = screening_quality(wh.read("registrants", campaign.campaign_id), spark.read.parquet(out.truth))
-        print("\nscreening against the synthetic ground truth:")
-        labels = {
-            "ring_ineligible": "planted ring accounts ineligible",
-            "clean_genuine_eligible": "clean genuine accounts eligible",
-            "multi_account_persons_keep_one": "multi-account persons keeping exactly one account",
-            "blocked_ineligible": "blocked / disposable / international ineligible",
-            "allowlisted_eligible": "allow-listed accounts kept",
-            "phone_e164_match": "valid planted phones normalised to the true E.164",
-        }
-        for key, label in labels.items():
-            value = quality.get(key)
-            print(f"  {label:<52} {'n/a' if value is None else f'{value:.2%}'}")
-        found = {k[6:]: v for k, v in quality.items() if k.startswith("found:") and v is not None}
-        print("  planted tags found: " + ", ".join(f"{tag} {v:.2%}" for tag, v in found.items()))
-    print(f"\nrun id {report.run_id}; campaign config {out.campaign_yaml}")
-    last = _demo_notify(spark, campaign, env, all_waves=args.all_waves) or now
-    import io
-
-    reported = run_pipeline(spark, campaign, env, stages=["report"], now=last, out=io.StringIO())
-    print(f"\ncampaign report ({reported.rows[0][2]:.1f} s): {reported.rows[0][1].summary[0].removeprefix('report: ')}")
-    return 0
-
-
-def _demo_notify(spark, campaign, env, all_waves: bool = False) -> dt.datetime | None:
-    """The demo's last step: send the first wave (every wave with `all_waves`) as of just after it
-    is due, to a gateway simulator and a local SQS (a moto server) started in a process of their
-    own, then print what was delivered. Later waves stay planned, as they would until their notify
-    time."""
-    import importlib.util
-    import io
-
-    from campaign_pipeline.notify.simulator import LocalServices
-    from campaign_pipeline.runner import run_pipeline
-
-    if importlib.util.find_spec("moto") is None:
-        print("\nnotify: skipped (the local SQS needs moto: make install sets it up)")
-        return None
-    token_variable = env.secrets.sms_token_env
-    names = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", token_variable)
-    saved = {k: os.environ.get(k) for k in names}
-    token = "demo-" + os.urandom(8).hex()  # the local gateway's own token, as a real one would have
-    try:
-        with LocalServices(token=token) as services:
-            endpoint = services.sqs_endpoint
-            os.environ.update(
-                {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo",
-                 token_variable: token}
-            )  # fmt: skip
-            local = env.model_copy(
-                update={
-                    "sms_gateway_url": services.gateway_url,
-                    "email_queue_url": services.queue_url,
-                    "aws_region": "us-east-1",
-                    # a local simulator, not a real gateway: the demo may send faster than production
-                    "notify": env.notify.model_copy(update={"rate_per_second": 5000, "max_in_flight": 100}),
-                }
-            )
-            due = sorted({w.notify_at for w in campaign.waves})
-            now = (due[-1] if all_waves else due[0]) + dt.timedelta(minutes=1)
-            print(
-                f"\nnotify as of {now:%Y-%m-%d %H:%M %Z}: gateway simulator {services.gateway_url},"
-                f" local SQS {endpoint}"
-            )
-            t0 = time.perf_counter()
-            result = run_pipeline(spark, campaign, local, stages=["notify"], now=now, out=io.StringIO()).rows[0][1]
-            seconds = time.perf_counter() - t0
-            received, distinct = services.mail_counts()
-        c = result.counts
-        print(
-            f"  SMS: {c.get('sms:sent', 0):,} sent, {c.get('sms:failed', 0):,} failed · "
-            f"email: {c.get('email:sent', 0):,} queued, {c.get('email:failed', 0):,} failed · {seconds:.1f} s"
-        )
-        again = received - distinct
-        print(
-            f"  local mail worker: {distinct:,} emails taken off the queue"
-            + (f" ({again:,} delivered twice, as SQS may)" if again else "")
-        )
-        for line in result.summary:
-            print(f"  {line}")
-        if any(w.notify_at > now for w in campaign.waves):  # the summary above names them
-            print(
-                "  later waves stay planned until they are due: `campaign-pipeline demo --all-waves` sends"
-                " every wave; in production a scheduled `notify --due` sends each"
-            )
-        return now
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def _schedule(args) -> int:
-    from campaign_pipeline.ops import schedules as sch
+    from campaign_pipeline.ops.deploy import schedules as sch
 
     env = load_environment(args.env)
     declared = sch.load_schedules(args.schedules, args.campaigns_dir)
@@ -465,7 +288,7 @@ def _schedule(args) -> int:
 def _submit(args) -> int:
     import boto3
 
-    from campaign_pipeline.ops import emr as submit_ops
+    from campaign_pipeline.ops.deploy import submit as submit_ops
     from campaign_pipeline.pipeline import STAGES
 
     env_path = environment_path(args.env)
@@ -514,14 +337,15 @@ def _maintain(args) -> int:
         raise ConfigError(f"--retain-hours {args.retain_hours}: at least 168 (7 days, Delta's retention safety check)")
     campaign = load_campaign(args.campaign)
     env = load_environment(args.env).with_roots(args.landing, args.warehouse)
-    spark = _session(env, f"campaign-pipeline maintain {campaign.campaign_id}")
+    spark = spark_session(env, f"campaign-pipeline maintain {campaign.campaign_id}")
     options = {"older_than": args.older_than, "retain_hours": args.retain_hours, "no_vacuum": args.no_vacuum}
     run_operation(spark, campaign, env, "maintain", maintain, now=args.now, options=options)
     return 0
 
 
 def _explain(args) -> int:
-    from campaign_pipeline.ops import explain as ex
+    from campaign_pipeline.ops.explain.readers import DeltaTables, SparkTables
+    from campaign_pipeline.ops.explain.story import fan_stories, story_json, story_lines
 
     campaign = load_campaign(args.campaign)
     env = load_environment(args.env).with_roots(args.landing, args.warehouse)
@@ -534,18 +358,18 @@ def _explain(args) -> int:
     else:
         fans = [args.fan]
     if args.spark:
-        from campaign_pipeline.tables import Warehouse
+        from campaign_pipeline.warehouse import Warehouse
 
-        spark = _session(env, f"campaign-pipeline explain {campaign.campaign_id}")
-        tables = ex.SparkTables(Warehouse(spark, env.warehouse_root))
+        spark = spark_session(env, f"campaign-pipeline explain {campaign.campaign_id}")
+        tables = SparkTables(Warehouse(spark, env.warehouse_root))
     else:
-        tables = ex.DeltaTables(_absolute(env.warehouse_root))
-    stories = ex.fan_stories(tables, campaign, fans, show_code=args.show_code)
+        tables = DeltaTables(_absolute(env.warehouse_root))
+    stories = fan_stories(tables, campaign, fans, show_code=args.show_code)
     for story in stories:
         if args.fans_file or args.json:
-            print(ex.story_json(story))
+            print(story_json(story))
         else:
-            print("\n".join(ex.story_lines(story)))
+            print("\n".join(story_lines(story)))
     return 0
 
 
@@ -553,17 +377,17 @@ def _absolute(root: str) -> str:
     return root if "://" in root else str(Path(root).resolve())
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: list[str] | None = None, extra: Sequence[Verb] = ()) -> int:
+    """The production verbs (what `jobs/` call), plus `extra` verbs (the console adds synth and demo)."""
+    parser = build_parser(extra)
     args = parser.parse_args(argv)
+    tools = {v.name: v for v in extra}
     try:
+        if args.command in tools:
+            return tools[args.command].run(args)
         if args.command == "run":
             stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
             return _run(args, stages)
-        if args.command == "synth":
-            return _synth(args)
-        if args.command == "demo":
-            return _demo(args)
         if args.command == "explain":
             return _explain(args)
         if args.command == "notify":

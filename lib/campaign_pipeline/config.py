@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from campaign_pipeline import channels
 from campaign_pipeline.errors import ConfigError
 from campaign_pipeline.templating import template_problem
 
@@ -186,7 +187,16 @@ class Wave(_Model):
     notify_at: dt.datetime
     limit: int | None = Field(None, gt=0)
     markets: list[str] = Field(default_factory=list)
-    channels: Literal["auto", "sms", "email", "both"] = "auto"
+    # `auto` (the first channel the fan is reachable on), `both` (every one), or one channel's name
+    channels: str = "auto"
+
+    @field_validator("channels")
+    @classmethod
+    def _known_channel(cls, value: str) -> str:
+        known = ["auto", "both", *channels.names()]
+        if value not in known:
+            raise ValueError(f"expected one of {', '.join(known)}; got {value!r}")
+        return value
 
     @field_validator("notify_at")
     @classmethod

@@ -12,15 +12,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from campaign_pipeline.catalog import CATALOG, LANDED
+from campaign_pipeline.codes.checks import code_assignments_suite
 from campaign_pipeline.codes.stage import assign_codes
+from campaign_pipeline.ingest.checks import registrations_suite
 from campaign_pipeline.ingest.stage import ingest
+from campaign_pipeline.notify.checks import notification_log_suite
 from campaign_pipeline.notify.stage import notify
+from campaign_pipeline.quality.expectations import SuiteOf
 from campaign_pipeline.report.stage import report
+from campaign_pipeline.scoring.checks import scores_suite
 from campaign_pipeline.scoring.stage import score
+from campaign_pipeline.screening.checks import registrants_suite
 from campaign_pipeline.screening.stage import screen
+from campaign_pipeline.selection.checks import selections_suite
 from campaign_pipeline.selection.stage import select
 from campaign_pipeline.stage_context import StageContext, StageReport
-from campaign_pipeline.tables import CATALOG
+from campaign_pipeline.waves.checks import wave_messages_suite, waves_suite
 from campaign_pipeline.waves.stage import plan_waves
 
 LANDING = "landing files"  # what ingest reads: files, not a table
@@ -35,39 +43,48 @@ class Stage:
     needs: tuple[str, ...] = ()  # read tables that must hold the campaign's rows before the stage runs
     description: str = ""
     job: str = ""  # jobs/<job>.py, the spark-submit entry point (default: the stage name)
+    # (table, suite) for the tables the stage checks after writing them (its `checks.py`)
+    checks: tuple[tuple[str, SuiteOf], ...] = ()
 
     @property
     def job_file(self) -> str:
         return f"jobs/{self.job or self.name}.py"
 
 
-INGESTED = ("registrations", "fan_activity", "external_scores", "fanlist_ranks", "code_pool", "screening_lists")
+INGESTED = LANDED  # registrations, fan_activity, external_scores, fanlist_ranks, code_pool, screening_lists
 
 # fmt: off
 PIPELINE: tuple[Stage, ...] = (
     Stage("ingest", ingest, reads=(LANDING, "landing_files"),
           writes=(*INGESTED, "landing_files", "quarantine"),
-          description="land a campaign's files in Delta tables; unparseable rows go to quarantine"),
+          description="land a campaign's files in Delta tables; unparseable rows go to quarantine",
+          checks=(("registrations", registrations_suite),)),
     Stage("screen", screen, reads=("registrations", "fan_activity", "screening_lists"),
           writes=("registrants", "dq_results"), needs=("registrations",),
-          description="normalise, validate, resolve identities, detect fraud"),
+          description="normalise, validate, resolve identities, detect fraud",
+          checks=(("registrants", registrants_suite),)),
     Stage("score", score, reads=("registrants", "fan_activity", "external_scores", "fanlist_ranks"),
           writes=("scores", "dq_results"), needs=("registrants",),
-          description="one raw score, band and lottery band_score per registrant"),
+          description="one raw score, band and lottery band_score per registrant",
+          checks=(("scores", scores_suite),)),
     Stage("select", select, reads=("registrants", "scores", "selections", "code_assignments"),
           writes=("selections", "standings", "dq_results"), needs=("registrants", "scores"),
-          description="allocate eligible scored fans to markets within capacity", job="select_fans"),
+          description="allocate eligible scored fans to markets within capacity", job="select_fans",
+          checks=(("selections", selections_suite),)),
     Stage("assign_codes", assign_codes,
           reads=("selections", "code_pool", "registrants", "code_assignments", "waves"),
           writes=("code_assignments",), needs=("selections",),
-          description="one unique code per selected fan by a partitioned join, placed in an open wave"),
+          description="one unique code per selected fan by a partitioned join, placed in an open wave",
+          checks=(("code_assignments", code_assignments_suite),)),
     Stage("plan_waves", plan_waves,
           reads=("code_assignments", "registrants", "wave_messages", "notification_log", "waves"),
           writes=("wave_messages", "waves"), needs=("code_assignments",),
-          description="one row per message for the fans of each wave, legacy zips"),
+          description="one row per message for the fans of each wave, legacy zips",
+          checks=(("waves", waves_suite), ("wave_messages", wave_messages_suite))),
     Stage("notify", notify, reads=("waves", "wave_messages", "notification_log"),
           writes=("notification_log", "waves"), needs=("waves",),
-          description="send due waves by SMS and email, exactly once, at the gateway's pace"),
+          description="send due waves by SMS and email, exactly once, at the gateway's pace",
+          checks=(("notification_log", notification_log_suite),)),
     Stage("report", report,
           reads=("landing_files", *INGESTED, "quarantine", "registrants", "scores", "selections",
                  "code_assignments", "waves", "wave_messages", "notification_log", "dq_results"),
@@ -76,6 +93,9 @@ PIPELINE: tuple[Stage, ...] = (
 )
 # fmt: on
 STAGES: dict[str, Stage] = {s.name: s for s in PIPELINE}
+# Every checked table's data-quality suite, from the stage that writes it: what the report, the
+# data-quality notebook and the tests run.
+SUITES: dict[str, SuiteOf] = {table: suite for s in PIPELINE for table, suite in s.checks}
 
 
 def producer(table: str, before: str | None = None) -> Stage | None:
@@ -95,12 +115,15 @@ def check_definition() -> list[str]:
     for s in PIPELINE:
         for table in (*s.reads, *s.writes):
             if table != LANDING and table not in CATALOG:
-                problems.append(f"stage {s.name}: table {table!r} is not in the catalog (tables.py)")
+                problems.append(f"stage {s.name}: table {table!r} is not in the catalog (catalog.py)")
         for table in s.needs:
             if table not in s.reads:
                 problems.append(f"stage {s.name}: needs {table!r} but does not list it in reads")
             if producer(table, before=s.name) is None:
                 problems.append(f"stage {s.name}: needs {table!r} but no earlier stage writes it")
+        for table, _ in s.checks:
+            if table not in s.writes:
+                problems.append(f"stage {s.name}: checks {table!r} but does not list it in writes")
     return problems
 
 

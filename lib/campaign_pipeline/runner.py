@@ -23,10 +23,11 @@ from pyspark.sql import functions as F
 
 from campaign_pipeline.config import Campaign, Environment
 from campaign_pipeline.errors import PipelineError
-from campaign_pipeline.ops import slack
+from campaign_pipeline.frames import catalog_rows
+from campaign_pipeline.ops import alerts
 from campaign_pipeline.pipeline import PIPELINE, Stage, producer
 from campaign_pipeline.stage_context import StageContext, StageReport, run_checkpoint_dir
-from campaign_pipeline.tables import Warehouse, catalog_rows
+from campaign_pipeline.warehouse import Warehouse
 
 
 def new_run_id(campaign_id: str, now: dt.datetime) -> str:
@@ -158,7 +159,7 @@ def _run_stage(ctx: StageContext, stage: Stage, done: set[str], out: TextIO) -> 
         message = str(exc) if isinstance(exc, PipelineError) else f"{type(exc).__name__}: {exc}"
         _record(wh, ctx, started, "failed", seconds, error=message[:4000])
         print(f"[{stage.name}] FAILED after {seconds:.1f} s", file=out)
-        slack.post(ctx.env, slack.stage_failure(ctx.campaign_id, stage.name, ctx.run_id, exc))
+        alerts.post(ctx.env, alerts.stage_failure(ctx.campaign_id, stage.name, ctx.run_id, exc))
         raise
     finally:
         ctx.release()

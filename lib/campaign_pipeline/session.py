@@ -15,14 +15,14 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from campaign_pipeline.catalog import UNIQUE_VALUED
 from campaign_pipeline.config import Environment
 from campaign_pipeline.errors import VersionError
-from campaign_pipeline.tables import UNIQUE_VALUED
 
 DELTA_CONFS = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
-    # Parquet row groups of 8 MiB (not 128): with the fan-id clustered tables (see tables.py), a
+    # Parquet row groups of 8 MiB (not 128): with the fan-id clustered tables (see catalog.py), a
     # one-fan lookup decodes one small row group instead of a million rows (explain: 1.2 s → 0.25 s
     # per table at 2M registrants). OPTIMIZE honours it too. Scans are as fast at this size.
     "spark.hadoop.parquet.block.size": str(8 * 1024 * 1024),

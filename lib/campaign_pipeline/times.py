@@ -7,6 +7,8 @@ import datetime as dt
 
 from pyspark.sql import types as T
 
+from campaign_pipeline.frames import sql_value
+
 
 def now_utc() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
@@ -22,6 +24,4 @@ def aware(value: dt.datetime | None) -> dt.datetime | None:
 
 def ts(value: dt.datetime | None) -> str:
     """A Spark SQL timestamp literal of an instant (NULL for None)."""
-    from campaign_pipeline.tables import _sql_value
-
-    return _sql_value(aware(value) if value is not None else None, T.TimestampType())
+    return sql_value(aware(value) if value is not None else None, T.TimestampType())

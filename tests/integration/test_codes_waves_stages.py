@@ -16,11 +16,13 @@ from pathlib import Path
 import pytest
 from helpers import moto_server, sent_log
 
+from campaign_pipeline.catalog import CATALOG
 from campaign_pipeline.codes.stage import commit_assignments, plan_assignments, read_inputs
 from campaign_pipeline.config import load_campaign
 from campaign_pipeline.errors import PipelineError
+from campaign_pipeline.frames import literal_frame
 from campaign_pipeline.runner import run_pipeline
-from campaign_pipeline.tables import CATALOG, Warehouse, literal_frame
+from campaign_pipeline.warehouse import Warehouse
 
 ROOT = Path(__file__).resolve().parents[2]
 CID = "spring-tour-2027"

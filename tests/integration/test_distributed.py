@@ -19,7 +19,7 @@ from helpers import TEST_JVM_OPTIONS, free_port
 from campaign_pipeline.config import load_campaign
 from campaign_pipeline.runner import run_pipeline
 from campaign_pipeline.session import local_jars
-from campaign_pipeline.tables import Warehouse
+from campaign_pipeline.warehouse import Warehouse
 
 ROOT = Path(__file__).resolve().parents[2]
 SPARK_HOME = Path(pyspark.__file__).parent

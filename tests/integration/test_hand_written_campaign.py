@@ -16,15 +16,22 @@ from helpers import ROOT, T0, SlackReceiver, cli, env_file, run_campaign_here, r
 from pyspark.sql import functions as F
 
 from campaign_pipeline.config import load_campaign
+from campaign_pipeline.demo.services import GatewaySimulator
 from campaign_pipeline.errors import PipelineError
-from campaign_pipeline.notify.simulator import GatewaySimulator
-from campaign_pipeline.ops.explain import explain_fan
+from campaign_pipeline.ops.explain.story import explain_fan
+from campaign_pipeline.pipeline import SUITES
 from campaign_pipeline.privacy import mask_code
-from campaign_pipeline.quality.expectations import failures, raise_on_critical, run_suite, validate
-from campaign_pipeline.quality.suites import SUITES, campaign_reader, check_table
+from campaign_pipeline.quality.expectations import (
+    campaign_reader,
+    check_table,
+    failures,
+    raise_on_critical,
+    run_suite,
+    validate,
+)
 from campaign_pipeline.runner import run_pipeline, stage_runs
 from campaign_pipeline.stage_context import StageContext
-from campaign_pipeline.tables import Warehouse
+from campaign_pipeline.warehouse import Warehouse
 
 CID = "spring-tour-2027"
 QUIET = open("/dev/null", "w")
@@ -366,7 +373,7 @@ def test_a_failed_critical_check_fails_the_stage_and_a_warning_is_only_recorded(
     # a registration line landed twice: ingest's check fails, naming the expectation and the count
     copy.append("registrations", copy.read("registrations", CID).limit(1))
     with pytest.raises(PipelineError) as caught:
-        check_table(_ctx(spark, env, copy, campaign, "ingest"), "registrations")
+        check_table(_ctx(spark, env, copy, campaign, "ingest"), "registrations", SUITES["registrations"])
     assert "ingest: data quality check failed (critical) on registrations" in str(caught.value)
     assert "expect_compound_columns_to_be_unique(campaign_id,source_file,source_line)" in str(caught.value)
     assert "unexpected_count 2" in str(caught.value)
@@ -527,7 +534,8 @@ def test_the_data_quality_notebook_runs_on_the_golden_campaign(spark, golden):
 
 
 def test_explain_tells_every_fan_the_same_story_through_delta_rs_as_through_spark(spark, golden):
-    from campaign_pipeline.ops.explain import DeltaTables, SparkTables, fan_stories, story_lines
+    from campaign_pipeline.ops.explain.readers import DeltaTables, SparkTables
+    from campaign_pipeline.ops.explain.story import fan_stories, story_lines
 
     env, wh, campaign, _, _ = golden
     fans = sorted(r[0] for r in wh.read("registrants", CID).select("global_user_id").collect())

@@ -17,11 +17,12 @@ from helpers import T0
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from campaign_pipeline.catalog import CATALOG
 from campaign_pipeline.config import load_campaign
 from campaign_pipeline.errors import InputError
 from campaign_pipeline.pipeline import PIPELINE
 from campaign_pipeline.runner import run_pipeline, stage_runs
-from campaign_pipeline.tables import CATALOG, Warehouse
+from campaign_pipeline.warehouse import Warehouse
 
 ROOT = Path(__file__).resolve().parents[2]
 CID = "spring-tour-2027"

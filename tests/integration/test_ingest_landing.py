@@ -6,10 +6,11 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
+from campaign_pipeline.catalog import CATALOG
 from campaign_pipeline.config import load_campaign
 from campaign_pipeline.errors import InputError
 from campaign_pipeline.runner import run_pipeline, stage_runs
-from campaign_pipeline.tables import CATALOG, Warehouse
+from campaign_pipeline.warehouse import Warehouse
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "data" / "landing"

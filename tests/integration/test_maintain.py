@@ -12,9 +12,10 @@ import pytest
 from helpers import make_campaign
 
 from campaign_pipeline.errors import ConfigError, PipelineError
+from campaign_pipeline.frames import catalog_rows
 from campaign_pipeline.ops import maintain as m
 from campaign_pipeline.runner import run_operation, run_pipeline, stage_runs
-from campaign_pipeline.tables import Warehouse, catalog_rows
+from campaign_pipeline.warehouse import Warehouse
 
 CID = "tour-test"
 NOTIFY_AT = dt.datetime(2027, 3, 1, 15, tzinfo=dt.UTC)

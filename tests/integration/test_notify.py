@@ -22,10 +22,10 @@ from helpers import SlackReceiver, moto_server, notify_env, planned_wave
 from pyspark.sql import functions as F
 
 from campaign_pipeline.config import load_campaign
-from campaign_pipeline.notify.simulator import GatewaySimulator
+from campaign_pipeline.demo.services import GatewaySimulator
 from campaign_pipeline.notify.stage import due_campaigns
 from campaign_pipeline.runner import run_pipeline
-from campaign_pipeline.tables import Warehouse
+from campaign_pipeline.warehouse import Warehouse
 
 ROOT = Path(__file__).resolve().parents[2]
 CAMPAIGN = ROOT / "conf" / "campaigns" / "spring-tour-2027.yaml"
@@ -241,7 +241,7 @@ def test_a_notify_run_killed_mid_wave_is_finished_by_the_next_with_at_most_the_c
 def test_mail_worker_takes_every_email_off_the_queue(sqs):
     """The demo's stand-in for the email service drains the queue while emails arrive (moto's SQS
     slows down with every message a queue holds), counting each email's message id once."""
-    from campaign_pipeline.notify.simulator import MailWorker
+    from campaign_pipeline.demo.services import MailWorker
 
     queue = sqs.create_queue(QueueName="mail-worker")["QueueUrl"]
     endpoint = sqs.meta.endpoint_url
@@ -259,9 +259,9 @@ def test_the_demos_local_services_answer_from_a_process_of_their_own():
     """`make demo`'s gateway simulator, local SQS and mail worker run in their own process: a wave's
     SMS and emails sent there are accepted, every email is taken off the queue once by id, and the
     process stops when told."""
-    from campaign_pipeline.notify.pace import Pace
+    from campaign_pipeline.channels.pace import Pace
+    from campaign_pipeline.demo.services import LocalServices
     from campaign_pipeline.notify.send import Senders, send_messages
-    from campaign_pipeline.notify.simulator import LocalServices
 
     def wave(n: int, start: int) -> list[dict]:
         return [

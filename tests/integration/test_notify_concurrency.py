@@ -23,11 +23,11 @@ import yaml
 from helpers import moto_server, notify_env, planned_wave
 
 from campaign_pipeline.config import dump_campaign, load_campaign
+from campaign_pipeline.demo.services import GatewaySimulator
 from campaign_pipeline.errors import PipelineError, PreflightError
-from campaign_pipeline.notify.simulator import GatewaySimulator
 from campaign_pipeline.ops import maintain
 from campaign_pipeline.runner import run_pipeline
-from campaign_pipeline.tables import Warehouse
+from campaign_pipeline.warehouse import Warehouse
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "conf" / "campaigns" / "spring-tour-2027.yaml"

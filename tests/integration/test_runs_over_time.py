@@ -9,9 +9,10 @@ import random
 
 from helpers import CID, T0, make_campaign, wave_inputs
 
+from campaign_pipeline.catalog import CATALOG
 from campaign_pipeline.codes.stage import CodeInputs, plan_assignments
+from campaign_pipeline.frames import literal_frame
 from campaign_pipeline.selection.stage import select_fans
-from campaign_pipeline.tables import CATALOG, literal_frame
 from campaign_pipeline.waves.stage import plan_wave_messages
 
 

@@ -235,7 +235,7 @@ def test_submit_passes_secrets_by_reference_never_by_value_and_the_job_reads_the
 
     # a request that would carry a value is refused before anything is sent
     from campaign_pipeline.errors import ConfigError
-    from campaign_pipeline.ops.emr import check_no_secret_values
+    from campaign_pipeline.ops.deploy.submit import check_no_secret_values
 
     monkeypatch.setenv("SMS_API_TOKEN", token)
     with pytest.raises(ConfigError, match="would carry the value of SMS_API_TOKEN"):

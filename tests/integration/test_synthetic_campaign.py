@@ -17,10 +17,10 @@ from pyspark.sql import functions as F
 from campaign_pipeline.config import load_campaign
 from campaign_pipeline.runner import run_pipeline
 from campaign_pipeline.scoring.features import FEATURES
-from campaign_pipeline.screening.quality import screening_quality
 from campaign_pipeline.synth import MALFORMED, SynthSpec, generate
+from campaign_pipeline.synth.scorecard import screening_quality
 from campaign_pipeline.synth.spec import PLANTED
-from campaign_pipeline.tables import Warehouse
+from campaign_pipeline.warehouse import Warehouse
 
 NOTEBOOKS = ROOT / "notebooks"
 N = 20_000

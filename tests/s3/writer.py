@@ -11,8 +11,9 @@ import json
 import sys
 
 from campaign_pipeline.config import Environment
+from campaign_pipeline.frames import catalog_rows
 from campaign_pipeline.session import build_session, local_jars
-from campaign_pipeline.tables import Warehouse, catalog_rows
+from campaign_pipeline.warehouse import Warehouse
 
 
 def main() -> None:

@@ -10,9 +10,9 @@ from pyspark.sql import functions as F
 
 from campaign_pipeline.codes.assign import assign_generated, assign_pool_codes, assign_tm, duplicate_problems
 from campaign_pipeline.codes.generated import CROCKFORD, CodeGenerator, code_key, python_code
-from campaign_pipeline.codes.pool import flag_duplicate_codes
 from campaign_pipeline.errors import ConfigError
-from campaign_pipeline.tables import literal_frame
+from campaign_pipeline.frames import literal_frame
+from campaign_pipeline.ingest.code_pool import flag_duplicate_codes
 
 CID = "tour-test"
 KEY = b"a-test-key-of-sufficient-length"

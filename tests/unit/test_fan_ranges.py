@@ -5,7 +5,7 @@ import datetime as dt
 from pyspark.sql import functions as F
 
 from campaign_pipeline.fan_ranges import by_fan_range, fan_bounds, partition_keys, spark_hash_int
-from campaign_pipeline.tables import catalog_rows
+from campaign_pipeline.frames import catalog_rows
 
 
 def test_the_hash_port_agrees_with_sparks_hash_of_ints(spark):

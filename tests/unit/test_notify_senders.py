@@ -8,9 +8,10 @@ import time
 import pytest
 from helpers import moto_server
 
-from campaign_pipeline.notify.pace import Pace
-from campaign_pipeline.notify.simulator import GatewaySimulator
-from campaign_pipeline.notify.sms import retry_after_seconds, send_sms
+from campaign_pipeline.channels.delivery import retry_after_seconds
+from campaign_pipeline.channels.pace import Pace
+from campaign_pipeline.channels.sms import send_sms
+from campaign_pipeline.demo.services import GatewaySimulator
 from campaign_pipeline.privacy import scrub
 
 FAST = Pace(max_in_flight=20, rate_per_second=1000, max_attempts=3, timeout_seconds=1.0, backoff_seconds=0.05)
@@ -83,7 +84,7 @@ def test_retry_after_is_read_as_seconds_and_never_beyond_an_hour(value, expected
 
 
 def test_emails_are_batched_by_count_and_by_size():
-    from campaign_pipeline.notify.email import BATCH_BYTES, batches, email_body
+    from campaign_pipeline.channels.email import BATCH_BYTES, batches, email_body
 
     small = [dict(m, text="x") for m in _emails(25)]
     large = [dict(m, text="y" * 120_000) for m in _emails(3)]
@@ -115,7 +116,7 @@ def _emails(n: int) -> list[dict]:
 
 @pytest.mark.parametrize("fifo", [False, True])
 def test_emails_go_to_sqs_in_batches_of_ten_with_the_message_id_and_fifo_deduplication(sqs, fifo):
-    from campaign_pipeline.notify.email import send_emails, sqs_client
+    from campaign_pipeline.channels.email import send_emails, sqs_client
 
     settings, client = sqs
     name = "emails.fifo" if fifo else "emails"
@@ -137,7 +138,7 @@ def test_emails_go_to_sqs_in_batches_of_ten_with_the_message_id_and_fifo_dedupli
 
 
 def test_an_unreachable_queue_fails_the_emails_after_the_retries(sqs):
-    from campaign_pipeline.notify.email import send_emails, sqs_client
+    from campaign_pipeline.channels.email import send_emails, sqs_client
 
     settings, _ = sqs
     client = sqs_client("us-east-1", **{**settings, "endpoint_url": "http://127.0.0.1:9"})
@@ -147,7 +148,7 @@ def test_an_unreachable_queue_fails_the_emails_after_the_retries(sqs):
 
 
 def test_a_slack_alert_names_the_failure_without_personal_data():
-    from campaign_pipeline.ops.slack import stage_failure, wave_summary
+    from campaign_pipeline.ops.alerts import stage_failure, wave_summary
 
     exc = ValueError("registrations.csv line 3: phone +1 415 555 0123 of jane.doe@example.com is bad\nmore detail")
     text = stage_failure("tour", "screen", "run-1", exc)

@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-from campaign_pipeline.notify.pace import Pace, Window
+from campaign_pipeline.channels.pace import Pace, Window
+from campaign_pipeline.channels.sms import send_sms
+from campaign_pipeline.demo.services import GatewaySimulator
 from campaign_pipeline.notify.send import Senders, send_messages
-from campaign_pipeline.notify.simulator import GatewaySimulator
-from campaign_pipeline.notify.sms import send_sms
 
 
 def _messages(n: int, prefix: str) -> list[dict]:

@@ -8,10 +8,11 @@ import pytest
 from helpers import make_campaign
 
 from campaign_pipeline.errors import PipelineError, SchemaError
+from campaign_pipeline.frames import catalog_rows, require_columns
 from campaign_pipeline.pipeline import PIPELINE, check_definition, diagram, producer
 from campaign_pipeline.runner import run_pipeline, stage_runs
 from campaign_pipeline.stage_context import StageContext
-from campaign_pipeline.tables import Warehouse, catalog_rows, require_columns
+from campaign_pipeline.warehouse import Warehouse
 
 ROOT = Path(__file__).resolve().parents[2]
 LIB = ROOT / "lib" / "campaign_pipeline"

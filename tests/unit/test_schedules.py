@@ -10,7 +10,7 @@ from helpers import moto_server
 
 from campaign_pipeline.config import load_environment
 from campaign_pipeline.errors import ConfigError
-from campaign_pipeline.ops import schedules as sch
+from campaign_pipeline.ops.deploy import schedules as sch
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,9 +10,10 @@ from helpers import make_campaign
 
 from campaign_pipeline.config import Scoring
 from campaign_pipeline.errors import ConfigError
+from campaign_pipeline.frames import literal_frame
 from campaign_pipeline.scoring import model as m
+from campaign_pipeline.scoring.bands import with_bands
 from campaign_pipeline.scoring.features import fan_features
-from campaign_pipeline.tables import literal_frame
 
 CID = "tour-test"
 
@@ -24,15 +25,15 @@ def test_bands_follow_the_default_bounds_and_band_score_is_a_seeded_lottery_insi
         [(CID, f"F{i}", r) for i, r in enumerate(raws)],
         "campaign_id string, global_user_id string, raw_score double",
     )
-    got = {r["global_user_id"]: (r["band"], r["band_score"]) for r in m.with_bands(df, Scoring(), seed=7).collect()}
+    got = {r["global_user_id"]: (r["band"], r["band_score"]) for r in with_bands(df, Scoring(), seed=7).collect()}
     assert [got[f"F{i}"][0] for i in range(len(raws))] == ["high", "high", "mid", "mid", "low", "low", None, None]
     bounds = {"high": (0.95, 1.0), "mid": (0.80, 0.95), "low": (0.22, 0.80)}
     for band, score in got.values():
         if band:
             assert bounds[band][0] <= score < bounds[band][1]
     assert got["F6"][1] is None and got["F7"][1] is None
-    again = {r["global_user_id"]: r["band_score"] for r in m.with_bands(df, Scoring(), seed=7).collect()}
-    other_seed = {r["global_user_id"]: r["band_score"] for r in m.with_bands(df, Scoring(), seed=8).collect()}
+    again = {r["global_user_id"]: r["band_score"] for r in with_bands(df, Scoring(), seed=7).collect()}
+    other_seed = {r["global_user_id"]: r["band_score"] for r in with_bands(df, Scoring(), seed=8).collect()}
     assert again == {k: v[1] for k, v in got.items()}
     assert other_seed["F0"] != got["F0"][1]
 

@@ -10,8 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyspark.sql import functions as F
 
+from campaign_pipeline.catalog import CATALOG
+from campaign_pipeline.frames import literal_frame
 from campaign_pipeline.selection.stage import COLUMNS, select_fans
-from campaign_pipeline.tables import CATALOG, literal_frame
 
 CID = "tour-test"
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from campaign_pipeline.ops import emr as submit_ops
-from campaign_pipeline.ops.schedules import JOB_FILES
+from campaign_pipeline.ops.deploy import submit as submit_ops
+from campaign_pipeline.ops.deploy.schedules import JOB_FILES
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -5,9 +5,9 @@ import datetime as dt
 import pytest
 from pyspark.sql import functions as F
 
+from campaign_pipeline.catalog import CATALOG
 from campaign_pipeline.errors import SchemaError, VersionError
 from campaign_pipeline.session import check_versions
-from campaign_pipeline.tables import CATALOG
 
 
 def _quarantine_row(spark, campaign_id="c1", line=1):
@@ -74,7 +74,7 @@ def test_mismatched_pyspark_and_delta_versions_fail_naming_both():
 
 
 def _assignment(spark, code_type):
-    from campaign_pipeline.tables import catalog_rows
+    from campaign_pipeline.frames import catalog_rows
 
     row = {"campaign_id": "c1", "market_id": "NYC-01", "global_user_id": "F1", "code": "C-1",
            "code_type": code_type, "assigned_at": dt.datetime(2027, 1, 1, tzinfo=dt.UTC), "run_id": "r"}  # fmt: skip
@@ -82,7 +82,7 @@ def _assignment(spark, code_type):
 
 
 def test_a_table_is_created_with_its_check_constraints_and_an_older_table_is_given_them(spark, warehouse, tmp_path):
-    from campaign_pipeline.tables import Warehouse
+    from campaign_pipeline.warehouse import Warehouse
 
     warehouse.append("code_assignments", _assignment(spark, "pool"))
     with pytest.raises(Exception, match="code_type_known"):  # Delta's CHECK constraint violation
@@ -178,7 +178,7 @@ def test_files_keep_statistics_of_the_columns_rows_are_picked_by_and_write_ids_w
 
     # one fan in 50 markets: its id repeats, which a dictionary would encode, but ids are written plainly
     rows = [{**_assignment(spark, "pool").first().asDict(), "market_id": f"M{i}", "code": f"C-{i}"} for i in range(50)]
-    from campaign_pipeline.tables import catalog_rows
+    from campaign_pipeline.frames import catalog_rows
 
     warehouse.append("code_assignments", catalog_rows(spark, "code_assignments", rows))
     table = Path(warehouse.path("code_assignments"))

@@ -5,7 +5,8 @@ import datetime as dt
 import pytest
 from jinja2.exceptions import SecurityError
 
-from campaign_pipeline.tables import CATALOG, literal_frame
+from campaign_pipeline.catalog import CATALOG
+from campaign_pipeline.frames import literal_frame
 from campaign_pipeline.templating import compile_template, template_problem
 from campaign_pipeline.waves.export import legacy_lines
 

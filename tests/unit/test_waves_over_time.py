@@ -12,7 +12,7 @@ from pyspark.sql import functions as F
 
 from campaign_pipeline.config import load_campaign
 from campaign_pipeline.errors import PipelineError
-from campaign_pipeline.tables import literal_frame
+from campaign_pipeline.frames import literal_frame
 from campaign_pipeline.waves.stage import plan_wave_messages
 
 ROOT = Path(__file__).resolve().parents[2]

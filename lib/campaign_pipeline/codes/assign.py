@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from campaign_pipeline.catalog import FAN
+from campaign_pipeline.catalog import FAN_MARKET as KEY
 from campaign_pipeline.codes.generated import CodeGenerator
 from campaign_pipeline.codes.pool import available_codes, pool_key
 from campaign_pipeline.config import Campaign
 from campaign_pipeline.errors import PipelineError
+from campaign_pipeline.frames import union_all
 from campaign_pipeline.stage_context import local_cut
-from campaign_pipeline.tables import FAN, union_all
-from campaign_pipeline.tables import FAN_MARKET as KEY
 
 MAX_GENERATION_ATTEMPTS = 8
 ASSIGNMENT_COLUMNS = ["campaign_id", "market_id", "global_user_id", "code", "code_type"]

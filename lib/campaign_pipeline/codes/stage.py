@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from campaign_pipeline.catalog import FAN, FAN_MARKET
 from campaign_pipeline.codes.assign import (
     ASSIGNMENT_COLUMNS,
     assign_generated,
@@ -32,11 +33,13 @@ from campaign_pipeline.codes.assign import (
     duplicate_problems,
     fans_needing_codes,
 )
+from campaign_pipeline.codes.checks import code_assignments_suite
 from campaign_pipeline.codes.generated import code_key
 from campaign_pipeline.config import Campaign
 from campaign_pipeline.errors import PipelineError
+from campaign_pipeline.quality.expectations import check_table
 from campaign_pipeline.stage_context import StageContext, StageReport, local_cut
-from campaign_pipeline.tables import FAN, FAN_MARKET, Warehouse, is_write_conflict
+from campaign_pipeline.warehouse import Warehouse, is_write_conflict
 from campaign_pipeline.waves.membership import members_per_wave, place_in_waves, wave_status
 
 
@@ -185,7 +188,6 @@ def check_unique(existing: DataFrame, new: DataFrame, single_market: bool, when:
 def assign_codes(ctx: StageContext) -> StageReport:
     """Assign codes to selected fans without one and place coded fans in open waves; an issued code,
     a fan's wave and his validity never change once set."""
-    from campaign_pipeline.quality.suites import check_table
 
     wh, cid, campaign = ctx.warehouse, ctx.campaign_id, ctx.campaign
     single = campaign.options.single_market
@@ -208,7 +210,7 @@ def assign_codes(ctx: StageContext) -> StageReport:
         table = wh.read("code_assignments", cid)
         check_unique(table.limit(0), table, single, "after the commit")
     with ctx.step("expectations"):
-        dq = check_table(ctx, "code_assignments")
+        dq = check_table(ctx, "code_assignments", code_assignments_suite)
     with ctx.step("counts"):
         report = codes_report(campaign, table, n_new, plan)
         report.counts["placed_in_wave_now"] = n_placed

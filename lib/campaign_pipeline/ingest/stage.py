@@ -19,13 +19,18 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from campaign_pipeline.errors import InputError, PipelineError
+from campaign_pipeline.frames import catalog_rows, sql_literal, union_all
 from campaign_pipeline.ingest import sources as src
+from campaign_pipeline.ingest.checks import registrations_suite
+from campaign_pipeline.ingest.code_pool import flag_duplicate_codes
 from campaign_pipeline.ingest.parse import parse_landing_rows, parse_list_entries
 from campaign_pipeline.ingest.readers import read_landing_file
+from campaign_pipeline.quality.expectations import check_table
+from campaign_pipeline.quality.reconcile import reason_category
 from campaign_pipeline.spreadsheets import FORMULA_START
 from campaign_pipeline.stage_context import StageContext, StageReport
 from campaign_pipeline.storage import hadoop_fs
-from campaign_pipeline.tables import Warehouse, absolute_root, catalog_rows, sql_literal, union_all
+from campaign_pipeline.warehouse import Warehouse, absolute_root
 
 
 @dataclass(frozen=True)
@@ -204,8 +209,6 @@ def parse_tables(ctx: StageContext, todo: list[FilePlan]) -> dict[str, DataFrame
         by_table.setdefault(plan.table, []).append(parse_file(ctx, plan))
     parsed = {table: union_all(frames) for table, frames in by_table.items()}
     if "code_pool" in parsed:
-        from campaign_pipeline.codes.pool import flag_duplicate_codes
-
         others = ctx.warehouse.read("code_pool", ctx.campaign_id).where(~F.col("source_file").isin(_paths(todo)))
         parsed["code_pool"] = flag_duplicate_codes(parsed["code_pool"], others)
     return {t: ctx.cut(df.withColumn("_ok", F.size("reasons") == 0), f"parse {t}") for t, df in parsed.items()}
@@ -304,10 +307,10 @@ def ingest(ctx: StageContext) -> StageReport:
                 "the vendor's file"
             )
     if any(p.table == "registrations" for p in todo):
-        from campaign_pipeline.quality.suites import check_table
-
         with ctx.step("expectations"):
-            report.summary.append(f"expectations on registrations: {check_table(ctx, 'registrations')}")
+            report.summary.append(
+                f"expectations on registrations: {check_table(ctx, 'registrations', registrations_suite)}"
+            )
     return report
 
 
@@ -344,11 +347,6 @@ def ingest_report(folder: str, plans: list[FilePlan], ignored: list[str], reason
     if ignored:
         report.summary.append(f"ignored (not a landing file kind): {', '.join(ignored)}")
     return report
-
-
-def reason_category(reason):
-    """`registered_at: expected ..., got '2026-13-01'` → `registered_at: expected ...` (no values)."""
-    return F.regexp_replace(F.regexp_replace(reason, r", got .*$", ""), r" in '.*'$", "")
 
 
 def _paths(plans: list[FilePlan]) -> list[str]:

@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from pyspark.sql import functions as F
 
 from campaign_pipeline.errors import first_line
-from campaign_pipeline.tables import Warehouse, is_write_conflict, retry_on_conflict, sql_literal
+from campaign_pipeline.frames import sql_literal
 from campaign_pipeline.times import aware, now_utc, ts
+from campaign_pipeline.warehouse import Warehouse, is_write_conflict, retry_on_conflict
 
 
 def read_wave(wh: Warehouse, campaign_id: str, wave_id: str):

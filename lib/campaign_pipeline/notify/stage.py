@@ -37,17 +37,23 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from campaign_pipeline.catalog import spec
+from campaign_pipeline.channels import all_channels, names
+from campaign_pipeline.channels.delivery import REFUSED
+from campaign_pipeline.channels.email import driver_aws_settings
+from campaign_pipeline.channels.pace import Pace
 from campaign_pipeline.config import Wave
 from campaign_pipeline.errors import ConfigError, PipelineError, PreflightError, first_line
+from campaign_pipeline.frames import catalog_rows, sql_literal, sql_value
+from campaign_pipeline.notify.checks import notification_log_suite
 from campaign_pipeline.notify.lease import Lease, claim, read_wave
-from campaign_pipeline.notify.pace import Pace
-from campaign_pipeline.notify.preflight import Ready, preflight
-from campaign_pipeline.notify.send import OUTCOME_SCHEMA, Senders, driver_aws_settings, partition_sender
-from campaign_pipeline.notify.sms import REFUSED
-from campaign_pipeline.ops import slack
+from campaign_pipeline.notify.preflight import preflight
+from campaign_pipeline.notify.send import OUTCOME_SCHEMA, Senders, partition_sender
+from campaign_pipeline.ops import alerts
+from campaign_pipeline.quality.expectations import check_table
 from campaign_pipeline.stage_context import StageContext, StageReport
-from campaign_pipeline.tables import Warehouse, _sql_value, catalog_rows, spec, sql_literal
 from campaign_pipeline.times import aware, now_utc, ts
+from campaign_pipeline.warehouse import Warehouse
 from campaign_pipeline.waves.membership import ordered_waves
 
 FINAL = ("completed", "completed_with_failures")
@@ -123,12 +129,12 @@ def decide(
     return True, f"{status} after {attempts} attempt(s): taken again", True
 
 
-def senders_for(ctx: StageContext, ready: Ready, tasks: int, send_until: dt.datetime | None = None) -> Senders:
+def senders_for(ctx: StageContext, ready: dict, tasks: int, send_until: dt.datetime | None = None) -> Senders:
     env = ctx.env
     return Senders(
         pace=pace_of(env).share(tasks),
         sms_url=env.sms_gateway_url,
-        sms_token=ready.sms_token,
+        sms_token=ready.get("sms_token"),
         queue_url=env.email_queue_url,
         region=env.aws_region,
         campaign_name=ctx.campaign.name,
@@ -213,7 +219,7 @@ def record_skipped(ctx: StageContext, todo: DataFrame, report: StageReport) -> N
 
 
 def send_wave(
-    ctx: StageContext, wave: Wave, lease: Lease, ready: Ready, retry_failed: bool, report: StageReport
+    ctx: StageContext, wave: Wave, lease: Lease, ready: dict, retry_failed: bool, report: StageReport
 ) -> None:
     """Send the wave's outstanding messages while this run holds `lease`; then record its end,
     or, with messages left (the gateway asked for a pause, or the lease was lost), let it go."""
@@ -272,13 +278,13 @@ def send_wave(
     finished = lease.finish(
         {"status": sql_literal(status), "total": str(sum(counts.values())), "sent": str(count("sent")),
          "failed": str(count("failed")), "skipped": str(count("skipped")),
-         "counts": _sql_value(dict(sorted(counts.items())), T.MapType(T.StringType(), T.LongType())),
+         "counts": sql_value(dict(sorted(counts.items())), T.MapType(T.StringType(), T.LongType())),
          "finished_at": ts(dt.datetime.now(dt.UTC)), "deferred_until": "NULL"}
     )  # fmt: skip
     if not finished:
         report.summary.append(f"{wave.wave_id}: sent {sent_now:,}, but another run took the wave before its end")
         return
-    slack.post(ctx.env, slack.wave_summary(cid, wave.wave_id, status, counts))
+    alerts.post(ctx.env, alerts.wave_summary(cid, wave.wave_id, status, counts))
     report.summary.append(
         f"{wave.wave_id}: {status} · this run sent {sent_now:,}"
         f" · wave totals: " + ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items()))
@@ -286,7 +292,7 @@ def send_wave(
 
 
 def send_chunks(
-    ctx: StageContext, wave: Wave, lease: Lease, ready: Ready, todo: DataFrame, n: int, group: str,
+    ctx: StageContext, wave: Wave, lease: Lease, ready: dict, todo: DataFrame, n: int, group: str,
     report: StageReport,
 ) -> tuple[int, dt.datetime | None]:  # fmt: skip
     """One pass over `todo` in chunks; returns (messages with an outcome, the longest wait the
@@ -396,8 +402,9 @@ def take_and_send(ctx: StageContext, wave: Wave, retry_failed: bool, dry_run: bo
         blank = per_channel.pop("none", 0)
         if dry_run:
             report.summary.append(
-                f"{wave.wave_id}: would send {per_channel.get('sms', 0):,} SMS and {per_channel.get('email', 0):,} "
-                "emails" + (f" and skip {blank:,} without a recipient" if blank else "")
+                f"{wave.wave_id}: would send "
+                + " and ".join(f"{per_channel.get(c.name, 0):,} {c.many}" for c in all_channels())
+                + (f" and skip {blank:,} without a recipient" if blank else "")
                 + " (--dry-run: nothing sent, nothing written)"
             )  # fmt: skip
             return True
@@ -472,15 +479,15 @@ def notify(ctx: StageContext) -> StageReport:
             f"notify: {len(failed)} waves failed: " + "; ".join(f"{w}: {first_line(e)}" for w, e in failed)
         ) from exc
     report.counts["waves_sent"] = 0 if dry_run else taken
-    for key in ("sms:sent", "sms:failed", "email:sent", "email:failed"):
+    for key in (f"{c}:{status}" for c in names() for status in ("sent", "failed")):
         report.counts.setdefault(key, 0)
     if not taken:
         report.summary.insert(0, "no wave to send")
     elif not dry_run:
-        from campaign_pipeline.quality.suites import check_table
-
         with ctx.step("expectations"):
-            report.summary.append(f"expectations on notification_log: {check_table(ctx, 'notification_log')}")
+            report.summary.append(
+                f"expectations on notification_log: {check_table(ctx, 'notification_log', notification_log_suite)}"
+            )
     return report
 
 

@@ -28,18 +28,11 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from campaign_pipeline.catalog import CATALOG, spec
 from campaign_pipeline.errors import ConfigError, PipelineError
-from campaign_pipeline.tables import (
-    CATALOG,
-    Warehouse,
-    _sql_value,
-    catalog_rows,
-    is_write_conflict,
-    retry_on_conflict,
-    spec,
-    sql_literal,
-)
+from campaign_pipeline.frames import catalog_rows, sql_literal, sql_value
 from campaign_pipeline.times import aware, ts
+from campaign_pipeline.warehouse import Warehouse, is_write_conflict, retry_on_conflict
 
 # The tables that grow with registrants or messages, with the column one fan's lookups filter on.
 ZORDER = {
@@ -217,7 +210,7 @@ class ArchiveLease:
         until = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=ARCHIVE_LEASE_SECONDS)
         values = {"lease_until": ts(until), "pending": sql_literal(pending) if pending else "NULL"}
         if moved is not None:
-            values["moved"] = _sql_value(dict(sorted(moved.items())), T.MapType(T.StringType(), T.LongType()))
+            values["moved"] = sql_value(dict(sorted(moved.items())), T.MapType(T.StringType(), T.LongType()))
         self._set(values)
 
     def set_pending(self, pending: str | None) -> None:
@@ -226,7 +219,7 @@ class ArchiveLease:
 
     def done(self, moved: dict[str, int]) -> None:
         self._set({"state": "'archived'", "lease_until": "NULL", "pending": "NULL", "finished_at": ts(dt.datetime.now(dt.UTC)),
-                   "moved": _sql_value(dict(sorted(moved.items())), T.MapType(T.StringType(), T.LongType()))})  # fmt: skip
+                   "moved": sql_value(dict(sorted(moved.items())), T.MapType(T.StringType(), T.LongType()))})  # fmt: skip
 
 
 def take_archive(wh: Warehouse, cid: str, run_id: str, root: str, record) -> tuple[ArchiveLease | None, str]:

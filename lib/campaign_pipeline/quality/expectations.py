@@ -19,12 +19,14 @@ import json
 import os
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pyspark.sql import Column, DataFrame
 
+from campaign_pipeline.config import Campaign
 from campaign_pipeline.errors import PipelineError
-from campaign_pipeline.tables import catalog_rows
+from campaign_pipeline.frames import catalog_rows
 
 # great-expectations draws tqdm progress bars; a batch job's log wants one line per stage. Set
 # before great_expectations (and tqdm) is first imported.
@@ -224,3 +226,44 @@ def run_suite(ctx, table: str, df: DataFrame, suite: Suite) -> str:
     record(ctx, results)
     raise_on_critical(results, ctx.stage)
     return summary(results)
+
+
+# A table's suite: given the campaign and a reader of its tables (`read(name)` → the campaign's
+# rows), the frame to validate and its `Suite`. Each stage keeps the suites of the tables it
+# writes in its `checks.py`; `pipeline.SUITES` maps every table to its suite.
+Reader = Callable[[str], DataFrame]
+SuiteOf = Callable[[Campaign, Reader], "tuple[DataFrame, Suite]"]
+
+
+def expectations():
+    """great-expectations' expectation classes (`x.ExpectColumnValuesToNotBeNull(...)`)."""
+    return great_expectations().expectations
+
+
+def all_true(column: str):
+    """An expectation that a derived boolean column holds on every row."""
+    return expectations().ExpectColumnValuesToBeInSet(column=column, value_set=[True])
+
+
+def campaign_reader(warehouse, campaign_id: str) -> Reader:
+    return lambda name: warehouse.read(name, campaign_id)
+
+
+def check_table(ctx, table: str, suite_of: SuiteOf) -> str:
+    """Run `table`'s suite on the campaign's rows, record it, fail the stage on a critical failure;
+    returns the summary line the stage prints."""
+    data, suite = suite_of(ctx.campaign, campaign_reader(ctx.warehouse, ctx.campaign_id))
+    ctx.describe(f"expectations on {table}")
+    results = validate(data, table, suite)
+    record(ctx, results)
+    raise_on_critical(results, ctx.stage)
+    return summary(results)
+
+
+def check_all(campaign: Campaign, read: Reader, suites: dict[str, SuiteOf]) -> list[CheckResult]:
+    """Every suite of `suites` (table → suite) on the campaign's tables, recorded nowhere, failing nothing."""
+    out: list[CheckResult] = []
+    for table, suite_of in suites.items():
+        data, suite = suite_of(campaign, read)
+        out += validate(data, table, suite)
+    return out

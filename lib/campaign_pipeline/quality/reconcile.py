@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from campaign_pipeline.catalog import FAN, FAN_MARKET, LANDED
 from campaign_pipeline.config import Campaign
-from campaign_pipeline.tables import FAN, FAN_MARKET
 
 
 @dataclass
@@ -70,17 +70,19 @@ def _counts(df: DataFrame, *keys) -> dict:
     return {tuple(r[k] for k in range(len(keys))): r["n"] for r in rows}
 
 
-def landing_balances(read) -> list[Balance]:
-    from campaign_pipeline.ingest.sources import KINDS
-    from campaign_pipeline.ingest.stage import reason_category
+def reason_category(reason):
+    """`registered_at: expected ..., got '2026-13-01'` → `registered_at: expected ...` (no values)."""
+    return F.regexp_replace(F.regexp_replace(reason, r", got .*$", ""), r" in '.*'$", "")
 
-    tables = {k.name: k.table for k in KINDS}
+
+def landing_balances(read) -> list[Balance]:
     files = [r.asDict() for r in read("landing_files").select("source_file", "kind", "rows_read").collect()]
     if not files:
         return []
+    names = [f["source_file"] for f in files]
     ingested: dict[str, int] = {}
-    for table in sorted({tables.get(f["kind"]) for f in files} - {None}):
-        ingested.update(_counts(read(table), "source_file"))
+    for table in LANDED:
+        ingested.update(_counts(read(table).where(F.col("source_file").isin(names)), "source_file"))
     held = read("quarantine").where(F.col("stage") == "ingest")
     quarantined = _counts(held.select("source_file", reason_category(F.col("reason")).alias("r")), "source_file", "r")
     out = []

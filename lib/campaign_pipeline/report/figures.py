@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 from pyspark.sql import functions as F
 
+from campaign_pipeline.catalog import FAN
 from campaign_pipeline.config import Campaign
 from campaign_pipeline.quality.reconcile import Balance
-from campaign_pipeline.tables import FAN
 
 SCORE_BINS = 20
 # Identity-cluster sizes, grouped: a size-1 cluster is an account that shares nothing.

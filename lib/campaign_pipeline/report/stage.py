@@ -18,9 +18,9 @@ import tempfile
 from pathlib import Path
 
 from campaign_pipeline.errors import PipelineError
-from campaign_pipeline.ops import slack
+from campaign_pipeline.frames import catalog_rows
+from campaign_pipeline.ops import alerts
 from campaign_pipeline.stage_context import StageContext, StageReport
-from campaign_pipeline.tables import catalog_rows
 
 
 def report_destination(ctx: StageContext) -> str:
@@ -55,8 +55,8 @@ def headline_text(campaign_id: str, headline: dict[str, int], location: str) -> 
 
 def report(ctx: StageContext) -> StageReport:
     """Reconcile, snapshot, write the campaign report and its Data Docs; fail on a break."""
+    from campaign_pipeline.quality.expectations import campaign_reader
     from campaign_pipeline.quality.reconcile import breaks, reconcile
-    from campaign_pipeline.quality.suites import campaign_reader
     from campaign_pipeline.report import charts, figures, page
     from campaign_pipeline.report.docs import build_data_docs
 
@@ -84,7 +84,7 @@ def report(ctx: StageContext) -> StageReport:
     out.counts["report_bytes"] = size
     out.summary = [f"report: {location} ({size / 1024:,.0f} KiB)"]
     out.summary += [f"  {b.line()}" for b in balances if not b.balanced]
-    slack.post(ctx.env, headline_text(cid, headline, location))
+    alerts.post(ctx.env, headline_text(cid, headline, location))
     failed = breaks(balances)
     if failed:
         raise PipelineError(

@@ -19,7 +19,7 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from campaign_pipeline.tables import FAN
+from campaign_pipeline.catalog import FAN
 
 FEATURES = (
     "account_age_years",

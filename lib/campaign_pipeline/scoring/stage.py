@@ -8,7 +8,7 @@
 - `fanlist` — the ingested ranks through the configured formula.
 
 A registrant the source does not cover has no raw score, no band and cannot be selected
-(`NO_SCORE` at selection). Bands and the in-band lottery are in `scoring.model.with_bands`.
+(`NO_SCORE` at selection). Bands and the in-band lottery are in `scoring/bands.py`.
 """
 
 from __future__ import annotations
@@ -16,11 +16,15 @@ from __future__ import annotations
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from campaign_pipeline.catalog import FAN, columns
 from campaign_pipeline.config import Campaign
+from campaign_pipeline.frames import require_columns
+from campaign_pipeline.quality.expectations import check_table
 from campaign_pipeline.scoring import model as m
+from campaign_pipeline.scoring.bands import with_bands
+from campaign_pipeline.scoring.checks import scores_suite
 from campaign_pipeline.scoring.features import fan_features
 from campaign_pipeline.stage_context import StageContext, StageReport
-from campaign_pipeline.tables import FAN, columns, require_columns
 
 SCORE_COLUMNS = columns("scores", without=("run_id",))
 
@@ -52,14 +56,13 @@ def score_registrants(
     scored = registrants.select(*FAN, "eligible").join(raw, FAN, "left")
     return (
         scored.withColumn("score_source", F.lit(campaign.scoring.source))
-        .transform(lambda df: m.with_bands(df, campaign.scoring, campaign.seed))
+        .transform(lambda df: with_bands(df, campaign.scoring, campaign.seed))
         .select(*SCORE_COLUMNS)
     )
 
 
 def score(ctx: StageContext) -> StageReport:
     """Score every registrant of the campaign into `scores` (a no-op when nothing changed)."""
-    from campaign_pipeline.quality.suites import check_table
 
     wh, cid, campaign = ctx.warehouse, ctx.campaign_id, ctx.campaign
     with ctx.step("score_and_write"):
@@ -73,7 +76,7 @@ def score(ctx: StageContext) -> StageReport:
         written = wh.replace_if_changed("scores", scores.withColumn("run_id", F.lit(ctx.run_id)), cid, cut=ctx.cut)
     with ctx.step("counts_and_checks"):
         table = wh.read("scores", cid)
-        dq = check_table(ctx, "scores")
+        dq = check_table(ctx, "scores", scores_suite)
         return score_report(campaign, table, dq, written)
 
 

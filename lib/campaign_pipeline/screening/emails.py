@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from campaign_pipeline.tables import sql_literal
+from campaign_pipeline.frames import sql_literal
 
 GMAIL_DOMAINS = ("gmail.com", "googlemail.com")
 EMAIL_SYNTAX = r"^[a-z0-9!#$%&'*+/=?^_`{|}~.-]+@([a-z0-9](-*[a-z0-9])*\.)+[a-z]{2,}$"

@@ -24,11 +24,11 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from campaign_pipeline.catalog import FAN_SORT
 from campaign_pipeline.config import Campaign
 from campaign_pipeline.fan_ranges import range_column
 from campaign_pipeline.screening.identity import keep_one_per_cluster
 from campaign_pipeline.screening.phones import phone_details
-from campaign_pipeline.tables import FAN_SORT
 
 DISQUALIFYING = (
     "INTL_PHONE",

@@ -13,9 +13,13 @@ from pathlib import Path
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from campaign_pipeline.catalog import FAN, FAN_SORT, columns
 from campaign_pipeline.config import Campaign, default_conf_dir
 from campaign_pipeline.errors import InputError
 from campaign_pipeline.fan_ranges import keyed_by_fan_range, range_column
+from campaign_pipeline.frames import require_columns
+from campaign_pipeline.quality.expectations import check_table
+from campaign_pipeline.screening.checks import registrants_suite
 from campaign_pipeline.screening.emails import tag_emails
 from campaign_pipeline.screening.identity import IDENTIFIERS, linked_accounts, with_cluster_columns
 from campaign_pipeline.screening.rules import (
@@ -35,7 +39,6 @@ from campaign_pipeline.stage_context import (
     local_cut,
     session_settings,
 )
-from campaign_pipeline.tables import FAN, FAN_SORT, columns, require_columns
 
 LISTS = ("blocked_emails", "blocked_domains", "allowed_patterns")
 OUTPUT_COLUMNS = columns("registrants", without=("run_id",))
@@ -189,7 +192,6 @@ def screening_lists(campaign: Campaign, landing_entries: DataFrame) -> dict[str,
 
 def screen(ctx: StageContext) -> StageReport:
     """Screen every registrant of the campaign into `registrants`."""
-    from campaign_pipeline.quality.suites import check_table
 
     wh, cid, campaign = ctx.warehouse, ctx.campaign_id, ctx.campaign
     registrations, activity = wh.read("registrations", cid), wh.read("fan_activity", cid)
@@ -209,7 +211,7 @@ def screen(ctx: StageContext) -> StageReport:
         )
     with ctx.step("counts_and_checks"):
         table = wh.read("registrants", cid)
-        dq = check_table(ctx, "registrants")
+        dq = check_table(ctx, "registrants", registrants_suite)
         report = screen_report(table, figures, dq, written)
         report.counts["registrations_read"] = registrations.count()
     return report

@@ -25,10 +25,11 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from campaign_pipeline.catalog import FAN
 from campaign_pipeline.config import Campaign
 from campaign_pipeline.errors import PipelineError
+from campaign_pipeline.frames import literal_frame
 from campaign_pipeline.stage_context import local_cut
-from campaign_pipeline.tables import FAN, literal_frame
 
 MARKET = ["campaign_id", "market_id"]
 PLACED = ["campaign_id", "global_user_id", "market_id", "preference_rank", "market_rank", "band_score"]

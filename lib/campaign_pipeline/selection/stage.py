@@ -17,10 +17,13 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from campaign_pipeline.catalog import FAN, FAN_MARKET, columns
 from campaign_pipeline.config import Campaign
+from campaign_pipeline.frames import require_columns
+from campaign_pipeline.quality.expectations import check_table
 from campaign_pipeline.selection.allocate import allocate, capacity_left, waitlist
+from campaign_pipeline.selection.checks import selections_suite
 from campaign_pipeline.stage_context import StageContext, StageReport, local_cut
-from campaign_pipeline.tables import FAN, FAN_MARKET, columns, require_columns
 
 COLUMNS = columns("selections")
 
@@ -161,7 +164,6 @@ def fairness_summary(selections: DataFrame, registrants: DataFrame, scores: Data
 
 def select(ctx: StageContext) -> StageReport:
     """Write one verdict per registrant into `selections` (a no-op when nothing changed)."""
-    from campaign_pipeline.quality.suites import check_table
 
     wh, cid, campaign = ctx.warehouse, ctx.campaign_id, ctx.campaign
     registrants, scores = wh.read("registrants", cid), wh.read("scores", cid)
@@ -176,7 +178,7 @@ def select(ctx: StageContext) -> StageReport:
         wh.replace_if_changed("standings", standings, cid, cut=ctx.cut)
     with ctx.step("counts_and_checks"):
         table = wh.read("selections", cid)
-        dq = check_table(ctx, "selections")
+        dq = check_table(ctx, "selections", selections_suite)
         return select_report(campaign, fairness_summary(table, registrants, scores), written, dq)
 
 

@@ -22,6 +22,8 @@ from pathlib import Path
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from campaign_pipeline.channels import all_channels
+from campaign_pipeline.frames import union_all
 from campaign_pipeline.spreadsheets import neutralised
 from campaign_pipeline.storage import hadoop_fs
 
@@ -65,22 +67,21 @@ def _csv_field(col):
 def legacy_lines(messages: DataFrame) -> DataFrame:
     """(member, sort key, line) for one wave's messages."""
     line = F.concat_ws(",", *[_csv_field(c) for _, c in legacy_columns()])
-    sms = messages.where(F.col("channel") == "sms").select(
-        F.concat(F.lit("sms/"), F.col("market_id"), F.lit(".csv")).alias("member"),
-        F.col("global_user_id").alias("k"),
-        line.alias("line"),
-    )
-    first_per_email = Window.partitionBy("market_id", F.lower("email")).orderBy("global_user_id")
-    email = (
-        messages.where(F.col("channel") == "email")
-        .withColumn("_n", F.row_number().over(first_per_email))
-        .where("_n = 1")
-        .select(
-            F.concat(F.lit("email/"), F.col("market_id"), F.lit(".csv")).alias("member"),
-            F.col("global_user_id").alias("k"),
-            line.alias("line"),
+    per_channel = []
+    for c in all_channels():
+        if c.export_folder is None:
+            continue
+        mine = messages.where(F.col("channel") == c.name)
+        if c.export_one_per_address:
+            first_per_address = Window.partitionBy("market_id", F.lower(c.recipient)).orderBy("global_user_id")
+            mine = mine.withColumn("_n", F.row_number().over(first_per_address)).where("_n = 1")
+        per_channel.append(
+            mine.select(
+                F.concat(F.lit(f"{c.export_folder}/"), F.col("market_id"), F.lit(".csv")).alias("member"),
+                F.col("global_user_id").alias("k"),
+                line.alias("line"),
+            )
         )
-    )
     one_per_code = Window.partitionBy("market_id", "global_user_id").orderBy(F.col("channel").desc())
     master = (
         messages.where(F.col("code_type") != "tm")
@@ -93,7 +94,7 @@ def legacy_lines(messages: DataFrame) -> DataFrame:
             line.alias("line"),
         )
     )
-    return sms.unionByName(email).unionByName(master)
+    return union_all([*per_channel, master])
 
 
 CHUNK = 4 << 20  # bytes copied from a staged file per call into the JVM

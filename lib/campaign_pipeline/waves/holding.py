@@ -18,8 +18,9 @@ import datetime as dt
 from pyspark.sql import functions as F
 
 from campaign_pipeline.errors import PipelineError
-from campaign_pipeline.tables import Warehouse, retry_on_conflict, sql_literal
+from campaign_pipeline.frames import sql_literal
 from campaign_pipeline.times import aware, now_utc, ts
+from campaign_pipeline.warehouse import Warehouse, retry_on_conflict
 
 PLANNING_SECONDS = 1800  # longer than any plan_waves write; a dead planner's hold expires after it
 

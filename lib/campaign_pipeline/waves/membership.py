@@ -18,10 +18,12 @@ import datetime as dt
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from campaign_pipeline.catalog import FAN_MARKET as KEY
 from campaign_pipeline.config import Campaign, Wave
-from campaign_pipeline.tables import FAN_MARKET as KEY
-from campaign_pipeline.tables import literal_frame, union_all
+from campaign_pipeline.frames import literal_frame, union_all
 
+# Every status a `waves` row can have: scheduled → sending → completed / completed_with_failures / failed.
+WAVE_STATUSES = ["scheduled", "sending", "completed", "completed_with_failures", "failed"]
 MEMBER_SCHEMA = "campaign_id string, global_user_id string, market_id string, wave_id string, notify_at timestamp"
 
 

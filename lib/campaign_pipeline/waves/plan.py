@@ -1,12 +1,12 @@
 """Messages of the waves: channel rule, locale, rendered text and a deterministic message id.
 
-Channel (`waves[].channels`):
-- `auto` (default): SMS when the fan has a valid mobile number in `sms_countries` and is not
-  `do_not_text`; otherwise email.
-- `sms`: SMS only; fans who cannot get an SMS are not messaged in this wave (counted).
-- `email`: email only.
-- `both`: SMS where possible and email where possible.
-A fan with neither channel is counted as unreachable. Locale: the fan's if a template exists for
+Channel (`waves[].channels`), over the registry's channels in priority order (`channels`):
+- `auto` (default): the first channel the fan is reachable on — SMS when he has a valid mobile
+  number in `sms_countries` and is not `do_not_text`; otherwise email.
+- a channel's name (`sms`, `email`): that channel only; fans who cannot get it are not messaged
+  in this wave (counted).
+- `both`: every channel the fan is reachable on (SMS where possible and email where possible).
+A fan with no channel is counted as unreachable. Locale: the fan's if a template exists for
 it, else the market's, else `messages.default_locale`, else the built-in English template.
 `message_id` = sha256(campaign ␟ wave ␟ fan ␟ channel), plus the market when fans may hold several.
 """
@@ -18,32 +18,29 @@ from zoneinfo import ZoneInfo
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from campaign_pipeline.catalog import FAN, FAN_MARKET
+from campaign_pipeline.channels import all_channels
 from campaign_pipeline.config import Campaign
-from campaign_pipeline.tables import FAN, FAN_MARKET, literal_frame, require_columns
+from campaign_pipeline.frames import literal_frame, require_columns
 from campaign_pipeline.waves.render import BUILTIN, render_messages, templates_of
 
-SMS_LINE_TYPES = ("mobile", "fixed_line_or_mobile")
 
-
-def sms_possible(sms_countries: list[str]):
-    return (
-        F.col("phone_e164").isNotNull()
-        & F.coalesce(F.col("phone_type"), F.lit("")).isin(*SMS_LINE_TYPES)
-        & F.coalesce(F.col("phone_country"), F.lit("")).isin(*sms_countries)
-        & ~F.coalesce(F.col("do_not_text"), F.lit(False))
-    )
-
-
-def channels_for(mode: str, sms_ok, email_ok):
-    sms = F.when(sms_ok, F.lit("sms"))
-    email = F.when(email_ok, F.lit("email"))
+def channels_for(mode: str, reachable: dict[str, Column]) -> Column:
+    """The channels a wave's rule gives a fan, from whether he is reachable on each (registry order)."""
+    on = {name: F.when(ok, F.lit(name)) for name, ok in reachable.items()}
     if mode == "auto":
-        return F.array_compact(F.array(F.coalesce(sms, email)))
-    if mode == "sms":
-        return F.array_compact(F.array(sms))
-    if mode == "email":
-        return F.array_compact(F.array(email))
-    return F.array_compact(F.array(sms, email))
+        return F.array_compact(F.array(F.coalesce(*on.values())))
+    if mode == "both":
+        return F.array_compact(F.array(*on.values()))
+    return F.array_compact(F.array(on[mode]))
+
+
+def by_channel(value) -> Column:
+    """`value(channel)` for the message's channel (a CASE over the registry)."""
+    out = F.lit(None)
+    for c in all_channels():
+        out = F.when(F.col("channel") == c.name, value(c)).otherwise(out)
+    return out
 
 
 def market_frame(spark, campaign: Campaign) -> DataFrame:
@@ -93,11 +90,10 @@ def coded_members(campaign: Campaign, members: DataFrame, registrants: DataFrame
 
 def with_channel(campaign: Campaign, coded: DataFrame) -> DataFrame:
     """One row per (member, channel) by the wave's channel rule; a member with no channel keeps a null one."""
-    sms_ok = sms_possible(campaign.options.sms_countries)
-    email_ok = F.col("email").isNotNull()
+    reachable = {c.name: c.reachable(campaign) for c in all_channels()}
     channel_list = F.lit(None).cast("array<string>")
     for mode in sorted({w.channels for w in campaign.waves}):
-        channel_list = F.when(F.col("channels") == mode, channels_for(mode, sms_ok, email_ok)).otherwise(channel_list)
+        channel_list = F.when(F.col("channels") == mode, channels_for(mode, reachable)).otherwise(channel_list)
     return coded.withColumn("channel", F.explode_outer(channel_list))
 
 
@@ -158,7 +154,7 @@ def plan_messages(campaign: Campaign, members: DataFrame, registrants: DataFrame
         "member_id",
         "market_id",
         "channel",
-        F.when(F.col("channel") == "sms", F.col("phone_e164")).otherwise(F.col("email")).alias("recipient"),
+        by_channel(lambda c: F.col(c.recipient)).alias("recipient"),
         "code",
         "code_type",
         F.when(F.col("_template") == BUILTIN, F.lit(default)).otherwise(F.col("_template")).alias("locale"),
@@ -185,7 +181,6 @@ def message_problem(campaign: Campaign) -> Column:
     """Over the rendered messages: why one cannot be sent (its template failed on this fan's
     values, or it is longer than `messages.max_sms_segments` / `messages.max_email_bytes`), naming
     the campaign, the template's config key, the kind of message and the fan (masked)."""
-    m = campaign.messages
     key = F.when(F.col("_template") == BUILTIN, F.lit("the built-in template")).otherwise(
         F.concat(F.lit("messages.templates."), F.col("_template"))
     )
@@ -198,33 +193,17 @@ def message_problem(campaign: Campaign) -> Column:
         ),
     ).otherwise(F.repeat(F.lit("*"), F.length("global_user_id")))
     where = F.concat(F.lit(f"campaign {campaign.campaign_id}, "), F.col("channel"), F.lit(" message to fan "), fan)
-    email_bytes = F.coalesce(F.octet_length("_r.subject"), F.lit(0)) + F.coalesce(F.octet_length("_r.text"), F.lit(0))
-    return (
-        F.when(
-            F.col("_r.error").isNotNull(),
-            F.concat(F.lit("template "), key, F.lit("."), F.col("_r.error"), F.lit(" ("), where, F.lit(")")),
-        )
-        .when(
-            (F.col("channel") == "sms") & (F.col("_r.sms_segments") > m.max_sms_segments),
-            F.concat(
-                F.lit("SMS of "),
-                F.col("_r.sms_segments").cast("string"),
-                F.lit(f" segments, more than messages.max_sms_segments ({m.max_sms_segments}) ("),
-                where,
-                F.lit(")"),
-            ),
-        )  # fmt: skip
-        .when(
-            (F.col("channel") == "email") & (email_bytes > m.max_email_bytes),
-            F.concat(
-                F.lit("email of "),
-                email_bytes.cast("string"),
-                F.lit(f" bytes, more than messages.max_email_bytes ({m.max_email_bytes}) ("),
-                where,
-                F.lit(")"),
-            ),
-        )  # fmt: skip
+    problem = F.when(
+        F.col("_r.error").isNotNull(),
+        F.concat(F.lit("template "), key, F.lit("."), F.col("_r.error"), F.lit(" ("), where, F.lit(")")),
     )
+    for c in all_channels():
+        if c.too_long is not None:
+            why = c.too_long(campaign, F.col("_r.subject"), F.col("_r.text"), F.col("_r.sms_segments"))
+            problem = problem.when(
+                (F.col("channel") == c.name) & why.isNotNull(), F.concat(why, F.lit(" ("), where, F.lit(")"))
+            )
+    return problem
 
 
 def unreachable(members: DataFrame, messages: DataFrame) -> DataFrame:

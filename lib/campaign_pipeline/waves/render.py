@@ -22,6 +22,7 @@ from pyspark.sql import Column
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from campaign_pipeline.channels import all_channels
 from campaign_pipeline.config import Campaign
 from campaign_pipeline.errors import ConfigError
 from campaign_pipeline.privacy import scrub
@@ -126,8 +127,16 @@ def _render_in_spark(templates, parts, template_key: Column, channel: Column, va
             out = F.when(template_key == F.lit(key), F.concat(*cols) if cols else F.lit("")).otherwise(out)
         return out
 
-    sms = channel == F.lit("sms")
-    text = F.when(sms, field("sms")).otherwise(field("email_body"))
+    text = F.lit(None).cast("string")
+    subject = F.lit(None).cast("string")
+    counted = F.lit(False)
+    for c in all_channels():
+        on = channel == F.lit(c.name)
+        text = F.when(on, field(c.text_template)).otherwise(text)
+        if c.subject_template:
+            subject = F.when(on, field(c.subject_template)).otherwise(subject)
+        if c.counts_segments:
+            counted = counted | on
     gsm = text.rlike(_GSM7_ONLY)
     septets = F.length(text) + F.length(text) - F.length(F.regexp_replace(text, _GSM7_EXT, ""))
     units = (F.octet_length(F.encode(text, "UTF-16LE")) / 2).cast("long")
@@ -135,15 +144,18 @@ def _render_in_spark(templates, parts, template_key: Column, channel: Column, va
         F.when(units <= 70, 1).otherwise(F.ceil(units / 67))
     )
     return F.struct(
-        F.when(~sms, field("email_subject")).alias("subject"),
+        subject.alias("subject"),
         text.alias("text"),
-        F.when(sms, segments.cast("int")).alias("sms_segments"),
-        F.when(sms, F.when(gsm, "GSM-7").otherwise("UCS-2")).alias("sms_encoding"),
+        F.when(counted, segments.cast("int")).alias("sms_segments"),
+        F.when(counted, F.when(gsm, "GSM-7").otherwise("UCS-2")).alias("sms_encoding"),
         F.lit(None).cast("string").alias("error"),  # text and variables only: nothing can fail
     )
 
 
 def _render_in_jinja(templates, template_key: Column, channel: Column, variables: Column) -> Column:
+    # per channel: (text field, subject field, whether SMS segments are counted), for the UDF
+    shapes = {c.name: (c.text_template, c.subject_template, c.counts_segments) for c in all_channels()}
+
     @F.pandas_udf(RENDERED)
     def render(keys: pd.Series, channels: pd.Series, values: pd.DataFrame) -> pd.DataFrame:
         compiled = {(k, f): compile_template(f, src) for k, fields in templates.items() for f, src in fields.items()}
@@ -152,17 +164,17 @@ def _render_in_jinja(templates, template_key: Column, channel: Column, variables
         rows = []
         for key, ch, *vals in zip(keys.tolist(), channels.tolist(), *columns, strict=True):
             context = dict(zip(names, vals, strict=True))
-            field = "sms"
+            text_field, subject_field, counts_segments = shapes.get(ch, (None, None, False))
+            field = text_field
             try:  # one message that cannot be rendered is quarantined; the others go on
-                if ch == "sms":
-                    text = render_bounded(compiled[(key, "sms")], context)
-                    segments, encoding = sms_segments(text)
-                    rows.append((None, text, segments, encoding, None))
-                else:
-                    field = "email_subject"
-                    subject = render_bounded(compiled[(key, "email_subject")], context)
-                    field = "email_body"
-                    rows.append((subject, render_bounded(compiled[(key, "email_body")], context), None, None, None))
+                subject = None
+                if subject_field:
+                    field = subject_field
+                    subject = render_bounded(compiled[(key, subject_field)], context)
+                    field = text_field
+                text = render_bounded(compiled[(key, text_field)], context)
+                segments, encoding = sms_segments(text) if counts_segments else (None, None)
+                rows.append((subject, text, segments, encoding, None))
             except Exception as exc:  # noqa: BLE001 - whatever a template raises on a row is that row's problem
                 # The error may quote the fan's values (a name, the code): masked before it is kept.
                 text = scrub(str(exc), hide=tuple(str(v) for v in vals if v))

@@ -21,11 +21,16 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from campaign_pipeline.catalog import FAN_MARKET
+from campaign_pipeline.channels import all_channels, names
 from campaign_pipeline.config import Campaign
 from campaign_pipeline.errors import PipelineError
+from campaign_pipeline.frames import catalog_rows, sql_literal
+from campaign_pipeline.quality.expectations import check_table
 from campaign_pipeline.stage_context import StageContext, StageReport, local_cut
-from campaign_pipeline.tables import FAN_MARKET, Warehouse, catalog_rows, sql_literal
+from campaign_pipeline.warehouse import Warehouse
 from campaign_pipeline.waves import holding
+from campaign_pipeline.waves.checks import wave_messages_suite, waves_suite
 from campaign_pipeline.waves.export import export_wave, legacy_lines
 from campaign_pipeline.waves.membership import ordered_waves, wave_status, wave_times
 from campaign_pipeline.waves.plan import PROBLEM, plan_messages, unreachable
@@ -160,7 +165,7 @@ def wave_rows(ctx: StageContext, per: dict[tuple[str, str], tuple[int, int]]) ->
     """One `waves` row per configured wave, as planned now (scheduled, nothing sent)."""
     rows = []
     for w in ordered_waves(ctx.campaign):
-        sms, email = per.get((w.wave_id, "sms"), (0, 0))[0], per.get((w.wave_id, "email"), (0, 0))[0]
+        counts = {c: per.get((w.wave_id, c), (0, 0))[0] for c in names()}
         rows.append(
             {
                 "campaign_id": ctx.campaign_id,
@@ -168,9 +173,8 @@ def wave_rows(ctx: StageContext, per: dict[tuple[str, str], tuple[int, int]]) ->
                 "notify_at": w.notify_at,
                 "status": "scheduled",
                 "attempts": 0,
-                "total": sms + email,
-                "sms": sms,
-                "email": email,
+                "total": sum(counts.values()),
+                **counts,
                 "sent": 0,
                 "failed": 0,
                 "skipped": 0,
@@ -183,7 +187,7 @@ def wave_rows(ctx: StageContext, per: dict[tuple[str, str], tuple[int, int]]) ->
 
 def changed_waves(ctx: StageContext, per: dict[tuple[str, str], tuple[int, int]]) -> DataFrame:
     """The `waves` rows (`wave_rows`) that differ from what the table holds."""
-    same = ["campaign_id", "wave_id", "notify_at", "total", "sms", "email"]
+    same = ["campaign_id", "wave_id", "notify_at", "total", *names()]
     current = ctx.warehouse.read("waves", ctx.campaign_id).select(*same)
     return wave_rows(ctx, per).join(current, same, "left_anti")
 
@@ -258,20 +262,17 @@ def plan_waves(ctx: StageContext) -> StageReport:
     with ctx.step("counts"):
         report = waves_report(campaign, plan, inputs, per, written)
     with ctx.step("expectations"):
-        from campaign_pipeline.quality.suites import check_table
-
-        for table in ("waves", "wave_messages"):
-            report.summary.append(f"expectations on {table}: {check_table(ctx, table)}")
+        for table, suite in (("waves", waves_suite), ("wave_messages", wave_messages_suite)):
+            report.summary.append(f"expectations on {table}: {check_table(ctx, table, suite)}")
     with ctx.step("export"):
         for w in ordered_waves(campaign):
             ctx.describe(f"legacy export {w.wave_id}")
             lines = legacy_lines(plan.messages.where(F.col("wave_id") == w.wave_id))
             uri, rows = export_wave(lines, export_root(ctx), cid, w.wave_id, w.notify_at, f"{wh.root}/_staging")
-            sms, email = per.get((w.wave_id, "sms"), (0, 0))[0], per.get((w.wave_id, "email"), (0, 0))[0]
-            report.counts[f"wave:{w.wave_id}"] = sms + email
-            report.summary.append(
-                f"{w.wave_id} at {w.notify_at:%Y-%m-%d %H:%M %Z}: {sms:,} SMS + {email:,} email → {uri} ({rows:,} rows)"
-            )
+            counts = {c: per.get((w.wave_id, c.name), (0, 0))[0] for c in all_channels()}
+            report.counts[f"wave:{w.wave_id}"] = sum(counts.values())
+            planned = " + ".join(f"{n:,} {c.label}" for c, n in counts.items())
+            report.summary.append(f"{w.wave_id} at {w.notify_at:%Y-%m-%d %H:%M %Z}: {planned} → {uri} ({rows:,} rows)")
     return report
 
 
@@ -285,12 +286,12 @@ def waves_report(campaign: Campaign, plan: WavePlan, inputs: WaveInputs, per: di
         r["wave_id"]: r["n"] for r in plan.members.groupBy("wave_id").agg(F.count(F.lit(1)).alias("n")).collect()
     }
     without_wave = inputs.assignments.where(F.col("wave_id").isNull()).count()
+    segmented = {c.name for c in all_channels() if c.counts_segments}
     report = StageReport(
         counts={
             "messages": sum(n for n, _ in per.values()),
-            "sms": sum(n for (_, ch), (n, _) in per.items() if ch == "sms"),
-            "email": sum(n for (_, ch), (n, _) in per.items() if ch == "email"),
-            "sms_segments": sum(seg for (_, ch), (_, seg) in per.items() if ch == "sms"),
+            **{c: sum(n for (_, ch), (n, _) in per.items() if ch == c) for c in names()},
+            "sms_segments": sum(seg for (_, ch), (_, seg) in per.items() if ch in segmented),
             "fans_in_waves": sum(per_wave.values()),
             "coded_fans_without_wave": without_wave,
             "unreachable": no_channel,
@@ -300,7 +301,11 @@ def waves_report(campaign: Campaign, plan: WavePlan, inputs: WaveInputs, per: di
     )
     c = report.counts
     report.summary = [
-        f"{c['messages']:,} messages: {c['sms']:,} SMS ({c['sms_segments']:,} segments), {c['email']:,} email"
+        f"{c['messages']:,} messages: "
+        + ", ".join(
+            f"{c[ch.name]:,} {ch.label}" + (f" ({c['sms_segments']:,} segments)" if ch.counts_segments else "")
+            for ch in all_channels()
+        )
         + ("" if written else " · unchanged since the last run (nothing written)")
     ]
     if plan.frozen:

@@ -17,100 +17,23 @@ crash is delivered once by a gateway that honours the key, and `X-Sender-Run: <r
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import math
-from dataclasses import dataclass
 
-from campaign_pipeline.notify.pace import Pace, Window, limits
-from campaign_pipeline.privacy import scrub
+from pyspark.sql import functions as F
 
-
-class Retryable(Exception):
-    def __init__(self, reason: str, retry_after: float | None = None):
-        super().__init__(reason)
-        self.retry_after = retry_after
-
-
-class Permanent(Exception):
-    pass
-
-
-class NotStarted(Exception):
-    """The task's window closed while the request waited for its slot or its turn."""
-
-
-class Refused(Exception):
-    """The gateway refused our credentials (401/403): no message can be sent until they change."""
-
-
-REFUSED = "refused: "  # how a deferred outcome says the gateway refused the token
-
-
-@dataclass
-class Outcome:
-    message_id: str
-    status: str  # sent | failed | deferred (no outcome recorded: a later run sends it)
-    attempts: int
-    provider_id: str | None = None
-    last_error: str | None = None
-    sent_at: dt.datetime | None = None
-    defer_seconds: float | None = None  # deferred because the gateway asked to wait this long
-
-
-MAX_PAUSE_SECONDS = 3600.0  # a longer Retry-After (a gateway's bug, or year 9999) counts as an hour
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """`Retry-After` as seconds (delta-seconds or an HTTP date), at most `MAX_PAUSE_SECONDS`; None
-    when absent or unreadable (not a number, not finite, not a date)."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            from email.utils import parsedate_to_datetime
-
-            when = parsedate_to_datetime(value)
-            if when.tzinfo is None:
-                when = when.replace(tzinfo=dt.UTC)
-            seconds = (when - dt.datetime.now(dt.UTC)).total_seconds()
-        except (TypeError, ValueError, OverflowError, IndexError):
-            return None
-    if not math.isfinite(seconds):
-        return None
-    return min(MAX_PAUSE_SECONDS, max(0.0, seconds))
-
-
-async def with_retries(send_once, message_id: str, pace: Pace, window: Window) -> Outcome:
-    """Attempt `send_once()` (→ provider id) until it is accepted, fails for good, runs out of
-    attempts, or must wait past the window or past the Retry-After ceiling (deferred)."""
-    tries = 0
-    while True:
-        if not window.open():
-            refused = REFUSED + window.refused if window.refused else None
-            return Outcome(message_id, "deferred", tries, last_error=refused, defer_seconds=window.wait_asked)
-        tries += 1
-        try:
-            provider_id = await send_once()
-            return Outcome(message_id, "sent", tries, provider_id, None, dt.datetime.now(dt.UTC))
-        except NotStarted:
-            return Outcome(message_id, "deferred", tries - 1, defer_seconds=window.wait_asked)
-        except Permanent as exc:
-            return Outcome(message_id, "failed", tries, None, str(exc))
-        except Refused as exc:  # no message can go out with this token: stop, fail nothing
-            window.refuse(str(exc))
-            return Outcome(message_id, "deferred", tries - 1, last_error=REFUSED + str(exc))
-        except Retryable as exc:
-            if exc.retry_after is not None and exc.retry_after > pace.retry_after_max_seconds:
-                window.ask_wait(exc.retry_after)  # the gateway wants a pause: the task stops starting
-                return Outcome(message_id, "deferred", tries, last_error=str(exc), defer_seconds=exc.retry_after)
-            if tries >= pace.max_attempts:
-                return Outcome(message_id, "failed", tries, None, f"gave up after {tries} attempts: {exc}")
-            wait = exc.retry_after if exc.retry_after is not None else pace.backoff(tries)
-            if not window.fits(wait):  # past this task's lease time: a later pass sends it, after the wait
-                return Outcome(message_id, "deferred", tries, last_error=str(exc), defer_seconds=exc.retry_after)
-            await asyncio.sleep(wait)
+from campaign_pipeline.channels.base import Channel
+from campaign_pipeline.channels.delivery import (
+    NotStarted,
+    Outcome,
+    Permanent,
+    Refused,
+    Retryable,
+    retry_after_seconds,
+    with_retries,
+)
+from campaign_pipeline.channels.pace import Pace, Window, limits
+from campaign_pipeline.errors import PreflightError
+from campaign_pipeline.privacy import mask_phone, scrub
+from campaign_pipeline.secret_values import reference, secret, variable
 
 
 def payload(message: dict) -> dict:
@@ -195,3 +118,102 @@ def send_sms(
     if not messages:
         return []
     return asyncio.run(send_sms_async(messages, url, token, pace, window=window))
+
+
+# ---------------------------------------------------------------- the channel
+SMS_LINE_TYPES = ("mobile", "fixed_line_or_mobile")
+
+
+def sms_possible(sms_countries: list[str]):
+    """A valid mobile number in one of `sms_countries`, and the fan has not asked not to be texted."""
+    return (
+        F.col("phone_e164").isNotNull()
+        & F.coalesce(F.col("phone_type"), F.lit("")).isin(*SMS_LINE_TYPES)
+        & F.coalesce(F.col("phone_country"), F.lit("")).isin(*sms_countries)
+        & ~F.coalesce(F.col("do_not_text"), F.lit(False))
+    )
+
+
+def _too_long(campaign, subject, text, segments):
+    limit = campaign.messages.max_sms_segments
+    return F.when(
+        segments > limit,
+        F.concat(
+            F.lit("SMS of "), segments.cast("string"),
+            F.lit(f" segments, more than messages.max_sms_segments ({limit})"),
+        ),
+    )  # fmt: skip
+
+
+def _in_sms_countries(campaign):
+    return F.array_contains(F.lit(list(campaign.options.sms_countries)), F.col("phone_country"))
+
+
+def gateway_problem(url: str, timeout: float) -> str | None:
+    """None when the gateway answers HTTP at all (any status); else why not."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="GET"), timeout=timeout):
+            return None
+    except urllib.error.HTTPError:
+        return None  # it answered: reachable
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return f"the SMS gateway {url} does not answer ({type(reason).__name__}: {str(reason)[:120]})"
+
+
+def _preflight(env, timeout: float) -> tuple[list[str], dict]:
+    """The gateway URL is set and answers; the SMS token has a value (its variable or its Secrets
+    Manager reference)."""
+    problems: list[str] = []
+    token = None
+    if not env.sms_gateway_url:
+        problems.append(f"environment {env.name} sets no sms_gateway_url")
+    else:
+        problem = gateway_problem(env.sms_gateway_url, timeout)
+        if problem:
+            problems.append(problem)
+    try:
+        token = secret(env, "sms_token")
+    except PreflightError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a secret that cannot be read is one of the problems
+        problems.append(str(exc))
+    else:
+        if not token:
+            ref = reference(env, "sms_token")
+            problems.append(
+                f"no SMS token: set the variable {variable(env, 'sms_token')} (secrets.sms_token_env) or a "
+                "Secrets Manager reference (secrets.sms_token_secret)" + (f"; {ref} gave none" if ref else "")
+            )
+    return problems, {"sms_token": token}
+
+
+async def _send(sending) -> list[Outcome]:
+    s = sending.senders
+    return await send_sms_async(
+        sending.messages, s.sms_url, s.sms_token, s.pace, sending.gate, sending.spacing, sending.window,
+        s.run_id,
+    )  # fmt: skip
+
+
+def _mask(value):
+    return mask_phone(value)
+
+
+SMS = Channel(
+    name="sms",
+    label="SMS",
+    recipient="phone_e164",
+    reachable=lambda campaign: sms_possible(campaign.options.sms_countries),
+    text_template="sms",
+    counts_segments=True,
+    too_long=_too_long,
+    rule=("_sms_in_sms_countries", _in_sms_countries),
+    preflight=_preflight,
+    send=_send,
+    mask=_mask,
+    export_folder="sms",
+)

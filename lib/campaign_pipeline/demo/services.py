@@ -221,7 +221,7 @@ class LocalServices:
 
     Run in the driver's interpreter they would share its one lock with every HTTP request the
     sending tasks make, with the Spark client and with the commit thread; in their own process
-    (`python -m campaign_pipeline.notify.simulator`, spoken to in JSON lines on its stdin and
+    (`python -m campaign_pipeline.demo.services`, spoken to in JSON lines on its stdin and
     stdout) they answer as a real gateway and queue would, from outside the job. `gateway_url`,
     `sqs_endpoint` and `queue_url` are known once entered; `mail_counts()` stops the mail worker
     (after what is on the queue) and returns (emails received, distinct message ids)."""
@@ -239,7 +239,7 @@ class LocalServices:
         import sys
 
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "campaign_pipeline.notify.simulator", self.queue_name],
+            [sys.executable, "-m", "campaign_pipeline.demo.services", self.queue_name],
             env={**os.environ, "SIMULATOR_TOKEN": self.token or ""},
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

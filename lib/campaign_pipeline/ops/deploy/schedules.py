@@ -73,7 +73,7 @@ def load_schedules(path: str | Path, campaigns_dir: str | Path) -> list[Schedule
 
 def job_run(env, schedule: Schedule, env_file: str) -> dict:
     """The EMR Serverless StartJobRun request of a schedule (the same one `submit` sends)."""
-    from campaign_pipeline.ops.emr import check_no_secret_values, secret_references, serverless_job_run
+    from campaign_pipeline.ops.deploy.submit import check_no_secret_values, secret_references, serverless_job_run
 
     request = serverless_job_run(
         env.emr, schedule.name, schedule.job, [*schedule.command[1:], "--env", env_file],

@@ -19,9 +19,12 @@ import datetime as dt
 import json
 import zlib
 
-from campaign_pipeline.notify.pace import Pace, Window, limits
-from campaign_pipeline.notify.sms import REFUSED, NotStarted, Outcome, Refused, Retryable
-from campaign_pipeline.privacy import scrub
+from pyspark.sql import functions as F
+
+from campaign_pipeline.channels.base import Channel
+from campaign_pipeline.channels.delivery import REFUSED, NotStarted, Outcome, Refused, Retryable
+from campaign_pipeline.channels.pace import Pace, Window, limits
+from campaign_pipeline.privacy import mask_email, scrub
 
 # AWS's answers that mean the credentials will not do, whatever is retried
 REFUSED_CODES = frozenset({"AccessDenied", "AccessDeniedException", "InvalidClientTokenId",
@@ -198,3 +201,83 @@ def send_emails(messages: list[dict], client, queue_url: str, campaign_name: str
     if not messages:
         return []
     return asyncio.run(send_emails_async(messages, client, queue_url, campaign_name, pace))
+
+
+AWS_SETTINGS = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+def driver_aws_settings() -> tuple[tuple[str, str], ...]:
+    """AWS_* variables set on the driver. Tasks run in processes started with the cluster (local
+    mode: when the session started), so a local queue endpoint or keys set later reach them only
+    this way; on a cluster with instance roles none are set and the tasks use their own."""
+    import os
+
+    return tuple((k, os.environ[k]) for k in AWS_SETTINGS if os.environ.get(k))
+
+
+def aws_arguments(settings: tuple[tuple[str, str], ...]) -> dict:
+    names = {"AWS_ENDPOINT_URL": "endpoint_url", "AWS_ACCESS_KEY_ID": "aws_access_key_id",
+             "AWS_SECRET_ACCESS_KEY": "aws_secret_access_key", "AWS_SESSION_TOKEN": "aws_session_token"}  # fmt: skip
+    return {names[k]: v for k, v in settings}
+
+
+# ---------------------------------------------------------------- the channel
+def _too_long(campaign, subject, text, segments):
+    limit = campaign.messages.max_email_bytes
+    size = F.coalesce(F.octet_length(subject), F.lit(0)) + F.coalesce(F.octet_length(text), F.lit(0))
+    return F.when(
+        size > limit,
+        F.concat(
+            F.lit("email of "), size.cast("string"), F.lit(f" bytes, more than messages.max_email_bytes ({limit})")
+        ),
+    )
+
+
+def queue_problem(env, timeout: float) -> tuple[str | None, bool]:
+    """(why the queue does not answer or None, whether it is a FIFO queue)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        client = sqs_client(env.aws_region, timeout=timeout)
+        attributes = client.get_queue_attributes(QueueUrl=env.email_queue_url, AttributeNames=["FifoQueue"])
+    except (BotoCoreError, ClientError) as exc:
+        return f"the email queue {env.email_queue_url} does not answer ({type(exc).__name__}: {str(exc)[:160]})", False
+    return None, attributes.get("Attributes", {}).get("FifoQueue") == "true"
+
+
+def _preflight(env, timeout: float) -> tuple[list[str], dict]:
+    """The queue URL is set and SQS answers `GetQueueAttributes` for it."""
+    if not env.email_queue_url:
+        return [f"environment {env.name} sets no email_queue_url"], {}
+    problem, fifo = queue_problem(env, timeout)
+    return ([problem] if problem else []), {"fifo": fifo}
+
+
+async def _send(sending) -> list[Outcome]:
+    s = sending.senders
+    client = sqs_client(s.region, timeout=s.pace.timeout_seconds, **aws_arguments(s.aws))
+    return await send_emails_async(
+        sending.messages, client, s.queue_url, s.campaign_name, s.pace, sending.gate, sending.spacing, sending.window,
+        s.email_groups,
+    )  # fmt: skip
+
+
+def _mask(value):
+    return mask_email(value)
+
+
+EMAIL = Channel(
+    name="email",
+    label="email",
+    plural="emails",
+    recipient="email",
+    reachable=lambda campaign: F.col("email").isNotNull(),
+    text_template="email_body",
+    subject_template="email_subject",
+    too_long=_too_long,
+    preflight=_preflight,
+    send=_send,
+    mask=_mask,
+    export_folder="email",
+    export_one_per_address=True,
+)

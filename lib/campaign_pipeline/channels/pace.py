@@ -52,8 +52,8 @@ class Pace:
 
 
 class Spacing:
-    """Request starts at most `rate` per second: each at least 1 / rate after the one before. No
-    tokens accumulate while nothing is sent, so a stall is never followed by a burst."""
+    """Request starts at most `rate` per second: the starts' slots are 1 / rate apart. No tokens
+    accumulate while nothing is sent, so a stall is never followed by a burst."""
 
     def __init__(self, rate: float):
         self.interval = 1.0 / rate
@@ -63,11 +63,16 @@ class Spacing:
     async def acquire(self) -> None:
         async with self._lock:
             loop = asyncio.get_running_loop()
-            wait = self._next - loop.time()
+            # This start's slot: one interval after the previous slot, or now when the sender fell
+            # behind (idle, or stalled). Counting from the slot rather than from when the sleep
+            # returned keeps the event loop's lateness from adding up (a 5 ms interval slept as
+            # 6 ms would send 170 a second instead of 200), and still lets no burst build up.
+            start = max(self._next, loop.time())
+            wait = start - loop.time()
             while wait > 0:
                 await asyncio.sleep(wait)
-                wait = self._next - loop.time()
-            self._next = loop.time() + self.interval
+                wait = start - loop.time()
+            self._next = start + self.interval
 
 
 class Window:

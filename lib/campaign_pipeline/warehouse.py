@@ -182,9 +182,15 @@ class Warehouse:
                 held = present.get(_constraint_property(check))
                 if held is not None and _same_sql(held, expression):
                     continue
-                if held is not None:  # the catalog changed it (a channel was added): replace it
-                    self.spark.sql(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {check}")
-                self.spark.sql(f"ALTER TABLE {table} ADD CONSTRAINT {check} CHECK ({expression})")
+                try:
+                    if held is not None:  # the catalog changed it (a channel was added): replace it
+                        self.spark.sql(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {check}")
+                    self.spark.sql(f"ALTER TABLE {table} ADD CONSTRAINT {check} CHECK ({expression})")
+                except Exception:
+                    # Another process of this version may have done it first: fine if it holds now.
+                    now = {r["key"]: r["value"] for r in self.spark.sql(f"SHOW TBLPROPERTIES {table}").collect()}
+                    if not _same_sql(now.get(_constraint_property(check), ""), expression):
+                        raise
             missing = [(k, v) for k, v in t.properties if present.get(k) != v]
             if missing:
                 settings = ", ".join(f"'{k}' = '{v}'" for k, v in missing)

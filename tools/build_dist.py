@@ -141,7 +141,7 @@ def build(out: Path, build_dir: Path, python_prefix: str | None, delta_version: 
     for jar in jars:
         if not jar.is_file():
             sys.exit(f"make dist: {jar} is missing; run `make install`")
-        # libphonenumber-9.0.43.jar → libphonenumber.jar: the names spark.jars lists (ops/emr.py)
+        # libphonenumber-9.0.43.jar → libphonenumber.jar: the names spark.jars lists (ops/deploy/submit.py)
         name = jar.name.split("-")[0] + ".jar" if jar.name.startswith("libphonenumber-") else jar.name
         if name != jar.name:
             versions[name.removesuffix(".jar")] = jar.name.removesuffix(".jar").split("-", 1)[1]

@@ -193,9 +193,10 @@ class Wave(_Model):
     @field_validator("channels")
     @classmethod
     def _known_channel(cls, value: str) -> str:
-        known = ["auto", "both", *channels.names()]
+        known = ["auto", *channels.names(), "both"]
         if value not in known:
-            raise ValueError(f"expected one of {', '.join(known)}; got {value!r}")
+            quoted = [repr(k) for k in known]
+            raise ValueError(f"input should be {', '.join(quoted[:-1])} or {quoted[-1]}, got {value!r}")
         return value
 
     @field_validator("notify_at")

@@ -13,22 +13,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from campaign_pipeline.catalog import CATALOG, LANDED
-from campaign_pipeline.codes.checks import code_assignments_suite
+from campaign_pipeline.codes import checks as codes_checks
 from campaign_pipeline.codes.stage import assign_codes
-from campaign_pipeline.ingest.checks import registrations_suite
+from campaign_pipeline.ingest import checks as ingest_checks
 from campaign_pipeline.ingest.stage import ingest
-from campaign_pipeline.notify.checks import notification_log_suite
+from campaign_pipeline.notify import checks as notify_checks
 from campaign_pipeline.notify.stage import notify
 from campaign_pipeline.quality.expectations import SuiteOf
 from campaign_pipeline.report.stage import report
-from campaign_pipeline.scoring.checks import scores_suite
+from campaign_pipeline.scoring import checks as scoring_checks
 from campaign_pipeline.scoring.stage import score
-from campaign_pipeline.screening.checks import registrants_suite
+from campaign_pipeline.screening import checks as screening_checks
 from campaign_pipeline.screening.stage import screen
-from campaign_pipeline.selection.checks import selections_suite
+from campaign_pipeline.selection import checks as selection_checks
 from campaign_pipeline.selection.stage import select
 from campaign_pipeline.stage_context import StageContext, StageReport
-from campaign_pipeline.waves.checks import wave_messages_suite, waves_suite
+from campaign_pipeline.waves import checks as waves_checks
 from campaign_pipeline.waves.stage import plan_waves
 
 LANDING = "landing files"  # what ingest reads: files, not a table
@@ -58,33 +58,33 @@ PIPELINE: tuple[Stage, ...] = (
     Stage("ingest", ingest, reads=(LANDING, "landing_files"),
           writes=(*INGESTED, "landing_files", "quarantine"),
           description="land a campaign's files in Delta tables; unparseable rows go to quarantine",
-          checks=(("registrations", registrations_suite),)),
+          checks=ingest_checks.CHECKS),
     Stage("screen", screen, reads=("registrations", "fan_activity", "screening_lists"),
           writes=("registrants", "dq_results"), needs=("registrations",),
           description="normalise, validate, resolve identities, detect fraud",
-          checks=(("registrants", registrants_suite),)),
+          checks=screening_checks.CHECKS),
     Stage("score", score, reads=("registrants", "fan_activity", "external_scores", "fanlist_ranks"),
           writes=("scores", "dq_results"), needs=("registrants",),
           description="one raw score, band and lottery band_score per registrant",
-          checks=(("scores", scores_suite),)),
+          checks=scoring_checks.CHECKS),
     Stage("select", select, reads=("registrants", "scores", "selections", "code_assignments"),
           writes=("selections", "standings", "dq_results"), needs=("registrants", "scores"),
           description="allocate eligible scored fans to markets within capacity", job="select_fans",
-          checks=(("selections", selections_suite),)),
+          checks=selection_checks.CHECKS),
     Stage("assign_codes", assign_codes,
           reads=("selections", "code_pool", "registrants", "code_assignments", "waves"),
           writes=("code_assignments",), needs=("selections",),
           description="one unique code per selected fan by a partitioned join, placed in an open wave",
-          checks=(("code_assignments", code_assignments_suite),)),
+          checks=codes_checks.CHECKS),
     Stage("plan_waves", plan_waves,
           reads=("code_assignments", "registrants", "wave_messages", "notification_log", "waves"),
           writes=("wave_messages", "waves"), needs=("code_assignments",),
           description="one row per message for the fans of each wave, legacy zips",
-          checks=(("waves", waves_suite), ("wave_messages", wave_messages_suite))),
+          checks=waves_checks.CHECKS),
     Stage("notify", notify, reads=("waves", "wave_messages", "notification_log"),
           writes=("notification_log", "waves"), needs=("waves",),
           description="send due waves by SMS and email, exactly once, at the gateway's pace",
-          checks=(("notification_log", notification_log_suite),)),
+          checks=notify_checks.CHECKS),
     Stage("report", report,
           reads=("landing_files", *INGESTED, "quarantine", "registrants", "scores", "selections",
                  "code_assignments", "waves", "wave_messages", "notification_log", "dq_results"),

@@ -115,6 +115,25 @@ def _same_sql(a: str, b: str) -> bool:
     return "".join(a.lower().split()) == "".join(b.lower().split())
 
 
+def _in_list(expression: str) -> tuple[str, frozenset[str]] | None:
+    """`channel IN ('sms', 'email')` → ("channel", {"sms", "email"}); None for any other expression."""
+    import re
+
+    m = re.fullmatch(r"\s*(\w+)\s+IN\s*\((.*)\)\s*", expression, re.IGNORECASE | re.DOTALL)
+    if m is None:
+        return None
+    return m.group(1).lower(), frozenset(re.findall(r"'((?:[^']|'')*)'", m.group(2)))
+
+
+def _covers(held: str, wanted: str) -> bool:
+    """Whether the table's constraint `held` already allows all that `wanted` allows: the same
+    expression, or an IN-list on the same column with at least the wanted values."""
+    if _same_sql(held, wanted):
+        return True
+    a, b = _in_list(held), _in_list(wanted)
+    return a is not None and b is not None and a[0] == b[0] and a[1] >= b[1]
+
+
 def _constraint_property(check: str) -> str:
     """The table property under which Delta keeps the CHECK constraint named `check`."""
     return f"delta.constraints.{check.lower()}"
@@ -180,22 +199,38 @@ class Warehouse:
             present = {r["key"]: r["value"] for r in self.spark.sql(f"SHOW TBLPROPERTIES {table}").collect()}
             for check, expression in t.checks:
                 held = present.get(_constraint_property(check))
-                if held is not None and _same_sql(held, expression):
-                    continue
-                try:
-                    if held is not None:  # the catalog changed it (a channel was added): replace it
-                        self.spark.sql(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {check}")
-                    self.spark.sql(f"ALTER TABLE {table} ADD CONSTRAINT {check} CHECK ({expression})")
-                except Exception:
-                    # Another process of this version may have done it first: fine if it holds now.
-                    now = {r["key"]: r["value"] for r in self.spark.sql(f"SHOW TBLPROPERTIES {table}").collect()}
-                    if not _same_sql(now.get(_constraint_property(check), ""), expression):
-                        raise
+                if held is None or not _covers(held, expression):
+                    self._set_constraint(table, check, expression)
             missing = [(k, v) for k, v in t.properties if present.get(k) != v]
             if missing:
                 settings = ", ".join(f"'{k}' = '{v}'" for k, v in missing)
                 self.spark.sql(f"ALTER TABLE {table} SET TBLPROPERTIES ({settings})")
         self._checked.add(name)
+
+    def _set_constraint(self, table: str, check: str, expression: str) -> None:
+        """Add the CHECK constraint, or widen it (a channel was added: Delta cannot alter one, so it
+        is dropped and added again, retried on a concurrent commit). Never narrowed: a table that
+        already allows more (a newer version registered more channels) keeps its constraint. Were
+        a run killed between the drop and the add, the next `ensure` adds it."""
+
+        def held() -> str | None:
+            rows = self.spark.sql(f"SHOW TBLPROPERTIES {table}").collect()
+            return {r["key"]: r["value"] for r in rows}.get(_constraint_property(check))
+
+        def change() -> None:
+            now = held()
+            if now is not None and _covers(now, expression):
+                return  # another process did it first
+            if now is not None:
+                self.spark.sql(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {check}")
+            self.spark.sql(f"ALTER TABLE {table} ADD CONSTRAINT {check} CHECK ({expression})")
+
+        try:
+            retry_on_conflict(self.spark, change, f"setting the CHECK constraint {check} of {table}")
+        except Exception:
+            now = held()  # a concurrent ADD of the same constraint fails here, and is fine
+            if now is None or not _covers(now, expression):
+                raise
 
     def conform(self, name: str, df: DataFrame) -> DataFrame:
         """`df` with exactly the catalog columns in catalog order, or a SchemaError naming the column."""

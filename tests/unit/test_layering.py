@@ -59,6 +59,8 @@ def rank(name: str) -> int:
 
 
 def module_name(path: Path) -> str:
+    if ROOT / "lib" not in path.parents:
+        return path.stem  # a job: a script, not in the package
     parts = list(path.relative_to(ROOT / "lib").with_suffix("").parts)
     if parts[-1] == "__init__":
         parts = parts[:-1]
@@ -66,22 +68,30 @@ def module_name(path: Path) -> str:
 
 
 def imports(path: Path) -> set[str]:
-    """Every campaign_pipeline module `path` imports, anywhere in the file (but for type checking)."""
+    """Every campaign_pipeline module `path` imports, anywhere in the file (relative imports
+    resolved; imports under `if TYPE_CHECKING:` left out, as they never run)."""
     tree = ast.parse(path.read_text())
     typing_only = {
         id(n)
         for block in ast.walk(tree)
         if isinstance(block, ast.If) and getattr(block.test, "id", None) == "TYPE_CHECKING"
-        for n in ast.walk(block)
+        for stmt in block.body
+        for n in ast.walk(stmt)
     }
+    package = module_name(path).split(".") if path.name == "__init__.py" else module_name(path).split(".")[:-1]
     found = set()
     for node in ast.walk(tree):
         if id(node) in typing_only:
             continue
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("campaign_pipeline"):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # `from .demo import command` inside campaign_pipeline
+                base = ".".join(package[: len(package) - node.level + 1] + ([base] if base else []))
+            if not base.startswith("campaign_pipeline"):
+                continue
             for alias in node.names:  # `from campaign_pipeline.ops import alerts` imports a module
-                sub = f"{node.module}.{alias.name}"
-                found.add(sub if _path_of(sub) else node.module)
+                sub = f"{base}.{alias.name}"
+                found.add(sub if _path_of(sub) else base)
         elif isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.startswith("campaign_pipeline")}
     return found
@@ -140,3 +150,25 @@ def test_the_jobs_never_reach_the_demo_or_the_synthetic_generator():
         reached = {room(m) for m in seen}
         assert "campaign_pipeline.cli" in seen, job.name
         assert not reached & {"demo", "synth", "console"}, (job.name, sorted(reached & {"demo", "synth", "console"}))
+
+
+def test_a_job_process_loads_no_demo_or_synthetic_module():
+    """The same, at run time: what importing the jobs' entry point loads."""
+    import subprocess
+    import sys
+
+    code = "import sys, campaign_pipeline.cli as c; c.build_parser(); print(' '.join(sorted(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert "campaign_pipeline.pipeline" in loaded
+    assert not [m for m in loaded if m.split(".")[:2] in (["campaign_pipeline", "demo"], ["campaign_pipeline", "synth"],
+                                                           ["campaign_pipeline", "console"])]  # fmt: skip
+
+
+def test_the_import_reader_sees_relative_and_function_local_imports(tmp_path):
+    """The reader this file relies on: a relative import and one inside a function are edges."""
+    probe = PACKAGE / "ops" / "_layering_probe.py"
+    probe.write_text("from ..demo import command\n\ndef f():\n    from campaign_pipeline.synth import spec\n")
+    try:
+        assert imports(probe) == {"campaign_pipeline.demo.command", "campaign_pipeline.synth.spec"}
+    finally:
+        probe.unlink()

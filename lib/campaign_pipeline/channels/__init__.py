@@ -10,6 +10,7 @@ gets a count column named after it (added to an existing table on the next write
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -23,10 +24,23 @@ _CHANNELS: dict[str, Channel] = {}
 _LISTENERS: list[Callable[[], None]] = []
 
 
+# `waves` columns a channel's count column may not take
+RESERVED = frozenset({"campaign_id", "wave_id", "notify_at", "status", "attempts", "total", "sent", "failed",
+                      "skipped", "planned_at", "run_id", "counts", "sending_at", "finished_at", "lease_until",
+                      "deferred_until", "planning_run", "planning_until", "auto", "both", "none"})  # fmt: skip
+
+
 def register(new: Channel, first: bool = False) -> None:
-    """Add a channel (last in priority, or first); its name must be new."""
+    """Add a channel (last in priority, or first). Its name becomes a value of
+    `wave_messages.channel` and a `waves` column: lower-case letters, digits and `_`, new, and
+    not one of the `waves` columns or wave rules. Once a warehouse has planned messages on it, its
+    `waves` column stays: every process writing that warehouse must register it too."""
+    if not re.fullmatch(r"[a-z][a-z0-9_]{0,30}", new.name) or new.name in RESERVED:
+        raise ValueError(f"channel name {new.name!r}: lower-case letters, digits and _, not {sorted(RESERVED)}")
     if new.name in _CHANNELS:
         raise ValueError(f"channel {new.name!r} is already registered")
+    if new.send is None:
+        raise ValueError(f"channel {new.name!r} has no sender (`send`)")
     items = [(new.name, new), *_CHANNELS.items()] if first else [*_CHANNELS.items(), (new.name, new)]
     _CHANNELS.clear()
     _CHANNELS.update(items)

@@ -26,10 +26,11 @@ class Sending:
     gate, start spacing, the lease's window)."""
 
     messages: list[dict]
-    senders: Any  # notify.send.Senders
+    senders: Any  # notify.send.Senders (`senders.facts`: what the channels' preflight found)
     gate: Any
     spacing: Any
     window: Any
+    client: Any = None  # what the channel's `connect` made before any message of the task was sent
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,9 @@ class Channel:
     # (environment, timeout) → (problems, facts for the senders): can a wave be sent on it at all
     preflight: Callable[[Any, float], tuple[list[str], dict[str, Any]]] | None = None
     send: Callable[[Sending], Awaitable[list[Outcome]]] | None = None  # runs in the Spark task
+    # (senders) → a client for `send` (the SQS client), made in the task before any channel sends,
+    # outside the event loop: a failure there fails the task before anything was sent
+    connect: Callable[[Any], Any] | None = None
     mask: Callable[[str | None], str | None] = lambda value: None if value is None else "***"
     export_folder: str | None = None  # its folder in the legacy zip (None: not exported)
     export_one_per_address: bool = False  # one row per recipient address and market (emails)

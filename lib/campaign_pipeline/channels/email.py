@@ -255,9 +255,8 @@ def _preflight(env, timeout: float) -> tuple[list[str], dict]:
 
 async def _send(sending) -> list[Outcome]:
     s = sending.senders
-    client = sqs_client(s.region, timeout=s.pace.timeout_seconds, **aws_arguments(s.aws))
     return await send_emails_async(
-        sending.messages, client, s.queue_url, s.campaign_name, s.pace, sending.gate, sending.spacing, sending.window,
+        sending.messages, sending.client, s.queue_url, s.campaign_name, s.pace, sending.gate, sending.spacing, sending.window,
         s.email_groups,
     )  # fmt: skip
 
@@ -277,6 +276,7 @@ EMAIL = Channel(
     too_long=_too_long,
     preflight=_preflight,
     send=_send,
+    connect=lambda s: sqs_client(s.region, timeout=s.pace.timeout_seconds, **aws_arguments(s.aws)),
     mask=_mask,
     export_folder="email",
     export_one_per_address=True,

@@ -4,14 +4,15 @@ the asyncio pieces one task's requests go through (an in-flight gate, then start
 The limits hold at any setting (`rate_per_second` from 0.1, `max_in_flight` from 1) on any number
 of task slots: a chunk is split over at most as many tasks as there are whole requests per second
 and requests in flight, so every task's share is at least one request per second and one in
-flight. Within a task a request first takes an in-flight slot, then waits its turn to start (each
-start at least 1 / rate after the previous one): starts never bunch up behind a stalled gateway,
-so no one-second window sees more than the task's share (plus timing jitter).
+flight. Within a task a request first takes an in-flight slot, then waits its turn to start
+(`Spacing`: slots 1 / rate apart, never more than the share in any one-second window): starts
+never bunch up behind a stalled gateway.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import math
 import random
 import time
@@ -52,27 +53,36 @@ class Pace:
 
 
 class Spacing:
-    """Request starts at most `rate` per second: the starts' slots are 1 / rate apart. No tokens
-    accumulate while nothing is sent, so a stall is never followed by a burst."""
+    """Request starts at most `rate` per second, without drift and without bursts.
+
+    Each start has a slot 1 / rate after the previous one. Counting from the slot rather than from
+    when the sleep returned keeps the event loop's small lateness from adding up (a 5 ms interval
+    slept as 6 ms would send 170 a second instead of 200); a start later than half an interval
+    (the loop was busy, the gateway stalled) re-anchors the next slot on it, so no two starts come
+    back to back and no tokens accumulate while nothing is sent. And whatever the jitter, a start
+    waits until the `floor(rate)`-th start before it is a full second old: no one-second window
+    holds more than the rate."""
 
     def __init__(self, rate: float):
         self.interval = 1.0 / rate
+        self.per_second = math.floor(rate)
         self._next = 0.0
+        self._recent: collections.deque[float] = collections.deque(maxlen=max(1, self.per_second))
         self._lock = asyncio.Lock()
 
     async def acquire(self) -> None:
         async with self._lock:
             loop = asyncio.get_running_loop()
-            # This start's slot: one interval after the previous slot, or now when the sender fell
-            # behind (idle, or stalled). Counting from the slot rather than from when the sleep
-            # returned keeps the event loop's lateness from adding up (a 5 ms interval slept as
-            # 6 ms would send 170 a second instead of 200), and still lets no burst build up.
             start = max(self._next, loop.time())
+            if self.per_second and len(self._recent) == self.per_second:
+                start = max(start, self._recent[0] + 1.0)
             wait = start - loop.time()
             while wait > 0:
                 await asyncio.sleep(wait)
                 wait = start - loop.time()
-            self._next = start + self.interval
+            woke = loop.time()
+            self._next = (start if woke - start <= self.interval / 2 else woke) + self.interval
+            self._recent.append(woke)
 
 
 class Window:

@@ -11,7 +11,7 @@ from pyspark.sql import functions as F
 
 from campaign_pipeline.catalog import FAN_MARKET
 from campaign_pipeline.config import Campaign
-from campaign_pipeline.quality.expectations import Reader, Suite, all_true, expectations
+from campaign_pipeline.quality.expectations import Reader, Suite, SuiteOf, all_true, expectations
 
 
 def code_assignments_suite(campaign: Campaign, read: Reader) -> tuple[DataFrame, Suite]:
@@ -37,3 +37,7 @@ def code_assignments_suite(campaign: Campaign, read: Reader) -> tuple[DataFrame,
         },
         [all_true("_in_a_wave"), all_true("_wave_configured")],
     )
+
+
+# The tables this stage checks after writing them, with their suites (`pipeline.SUITES` gathers them).
+CHECKS: tuple[tuple[str, SuiteOf], ...] = (("code_assignments", code_assignments_suite),)

@@ -33,11 +33,11 @@ from campaign_pipeline.codes.assign import (
     duplicate_problems,
     fans_needing_codes,
 )
-from campaign_pipeline.codes.checks import code_assignments_suite
+from campaign_pipeline.codes.checks import CHECKS
 from campaign_pipeline.codes.generated import code_key
 from campaign_pipeline.config import Campaign
 from campaign_pipeline.errors import PipelineError
-from campaign_pipeline.quality.expectations import check_table
+from campaign_pipeline.quality.expectations import check_tables
 from campaign_pipeline.stage_context import StageContext, StageReport, local_cut
 from campaign_pipeline.warehouse import Warehouse, is_write_conflict
 from campaign_pipeline.waves.membership import members_per_wave, place_in_waves, wave_status
@@ -210,7 +210,7 @@ def assign_codes(ctx: StageContext) -> StageReport:
         table = wh.read("code_assignments", cid)
         check_unique(table.limit(0), table, single, "after the commit")
     with ctx.step("expectations"):
-        dq = check_table(ctx, "code_assignments", code_assignments_suite)
+        dq = check_tables(ctx, CHECKS)[0]
     with ctx.step("counts"):
         report = codes_report(campaign, table, n_new, plan)
         report.counts["placed_in_wave_now"] = n_placed

@@ -10,7 +10,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from campaign_pipeline.config import Campaign
-from campaign_pipeline.quality.expectations import Reader, Suite, all_true, expectations
+from campaign_pipeline.quality.expectations import Reader, Suite, SuiteOf, all_true, expectations
 
 
 def registrations_suite(campaign: Campaign, read: Reader) -> tuple[DataFrame, Suite]:
@@ -31,3 +31,7 @@ def registrations_suite(campaign: Campaign, read: Reader) -> tuple[DataFrame, Su
         },
         [all_true("_has_contact")],
     )
+
+
+# The tables this stage checks after writing them, with their suites (`pipeline.SUITES` gathers them).
+CHECKS: tuple[tuple[str, SuiteOf], ...] = (("registrations", registrations_suite),)

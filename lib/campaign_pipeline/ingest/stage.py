@@ -21,11 +21,11 @@ from pyspark.sql import functions as F
 from campaign_pipeline.errors import InputError, PipelineError
 from campaign_pipeline.frames import catalog_rows, sql_literal, union_all
 from campaign_pipeline.ingest import sources as src
-from campaign_pipeline.ingest.checks import registrations_suite
+from campaign_pipeline.ingest.checks import CHECKS
 from campaign_pipeline.ingest.code_pool import flag_duplicate_codes
 from campaign_pipeline.ingest.parse import parse_landing_rows, parse_list_entries
 from campaign_pipeline.ingest.readers import read_landing_file
-from campaign_pipeline.quality.expectations import check_table
+from campaign_pipeline.quality.expectations import check_tables
 from campaign_pipeline.quality.reconcile import reason_category
 from campaign_pipeline.spreadsheets import FORMULA_START
 from campaign_pipeline.stage_context import StageContext, StageReport
@@ -308,9 +308,7 @@ def ingest(ctx: StageContext) -> StageReport:
             )
     if any(p.table == "registrations" for p in todo):
         with ctx.step("expectations"):
-            report.summary.append(
-                f"expectations on registrations: {check_table(ctx, 'registrations', registrations_suite)}"
-            )
+            report.summary.append(f"expectations on registrations: {check_tables(ctx, CHECKS)[0]}")
     return report
 
 

@@ -10,7 +10,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from campaign_pipeline.config import Campaign
-from campaign_pipeline.quality.expectations import Reader, Suite, all_true, expectations
+from campaign_pipeline.quality.expectations import Reader, Suite, SuiteOf, all_true, expectations
 
 OUTCOMES = ["sent", "failed", "skipped"]
 
@@ -32,3 +32,7 @@ def notification_log_suite(campaign: Campaign, read: Reader) -> tuple[DataFrame,
         },
         [all_true("_message_planned")],
     )
+
+
+# The tables this stage checks after writing them, with their suites (`pipeline.SUITES` gathers them).
+CHECKS: tuple[tuple[str, SuiteOf], ...] = (("notification_log", notification_log_suite),)

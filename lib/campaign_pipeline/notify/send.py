@@ -23,7 +23,7 @@ class Senders:
 
     pace: Pace  # this task's share of the campaign-wide limits
     sms_url: str | None
-    sms_token: str | None
+    sms_token: str | None = field(repr=False)
     queue_url: str | None
     region: str | None
     campaign_name: str
@@ -31,6 +31,7 @@ class Senders:
     run_id: str | None = None  # sent as `X-Sender-Run`, so a gateway's logs show which run sent what
     send_until: float | None = None  # seconds since the epoch: no request starts after it (the lease)
     email_groups: int = 64  # FIFO message groups per wave
+    facts: tuple[tuple[str, object], ...] = field(default=(), repr=False)  # what the channels' preflight found
     # the registry's channels when the senders were made (on the driver), carried into the task
     channels: tuple[Channel, ...] = field(default_factory=lambda: tuple(all_channels()))
 
@@ -41,6 +42,9 @@ def send_messages(messages: list[dict], senders: Senders) -> list[dict]:
     `sent`, `failed`, or `deferred` (not started before the window closed, or the gateway asked for
     a longer pause than `retry_after_max_seconds`: a later run sends it)."""
 
+    present = {m["channel"] for m in messages}
+    clients = {c.name: c.connect(senders) for c in senders.channels if c.connect is not None and c.name in present}
+
     async def main():
         gate, spacing = limits(senders.pace)
         window = Window(senders.send_until)
@@ -48,7 +52,7 @@ def send_messages(messages: list[dict], senders: Senders) -> list[dict]:
         for ch in senders.channels:
             mine = [m for m in messages if m["channel"] == ch.name]
             if mine:
-                jobs.append(ch.send(Sending(mine, senders, gate, spacing, window)))
+                jobs.append(ch.send(Sending(mine, senders, gate, spacing, window, clients.get(ch.name))))
         return [o for group in await asyncio.gather(*jobs) for o in group]
 
     by_id = {m["message_id"]: m for m in messages}

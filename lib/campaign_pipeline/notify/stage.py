@@ -45,12 +45,12 @@ from campaign_pipeline.channels.pace import Pace
 from campaign_pipeline.config import Wave
 from campaign_pipeline.errors import ConfigError, PipelineError, PreflightError, first_line
 from campaign_pipeline.frames import catalog_rows, sql_literal, sql_value
-from campaign_pipeline.notify.checks import notification_log_suite
+from campaign_pipeline.notify.checks import CHECKS
 from campaign_pipeline.notify.lease import Lease, claim, read_wave
 from campaign_pipeline.notify.preflight import preflight
 from campaign_pipeline.notify.send import OUTCOME_SCHEMA, Senders, partition_sender
 from campaign_pipeline.ops import alerts
-from campaign_pipeline.quality.expectations import check_table
+from campaign_pipeline.quality.expectations import check_tables
 from campaign_pipeline.stage_context import StageContext, StageReport
 from campaign_pipeline.times import aware, now_utc, ts
 from campaign_pipeline.warehouse import Warehouse
@@ -142,6 +142,7 @@ def senders_for(ctx: StageContext, ready: dict, tasks: int, send_until: dt.datet
         run_id=ctx.run_id,
         send_until=send_until.timestamp() if send_until is not None else None,
         email_groups=env.notify.email_groups,
+        facts=tuple(ready.items()),
     )
 
 
@@ -485,9 +486,7 @@ def notify(ctx: StageContext) -> StageReport:
         report.summary.insert(0, "no wave to send")
     elif not dry_run:
         with ctx.step("expectations"):
-            report.summary.append(
-                f"expectations on notification_log: {check_table(ctx, 'notification_log', notification_log_suite)}"
-            )
+            report.summary.append(f"expectations on notification_log: {check_tables(ctx, CHECKS)[0]}")
     return report
 
 

@@ -260,6 +260,11 @@ def check_table(ctx, table: str, suite_of: SuiteOf) -> str:
     return summary(results)
 
 
+def check_tables(ctx, checks: tuple[tuple[str, SuiteOf], ...]) -> list[str]:
+    """`check_table` for each (table, suite) of a stage's `CHECKS`, in order; their summary lines."""
+    return [check_table(ctx, table, suite_of) for table, suite_of in checks]
+
+
 def check_all(campaign: Campaign, read: Reader, suites: dict[str, SuiteOf]) -> list[CheckResult]:
     """Every suite of `suites` (table → suite) on the campaign's tables, recorded nowhere, failing nothing."""
     out: list[CheckResult] = []

@@ -82,7 +82,8 @@ def landing_balances(read) -> list[Balance]:
     names = [f["source_file"] for f in files]
     ingested: dict[str, int] = {}
     for table in LANDED:
-        ingested.update(_counts(read(table).where(F.col("source_file").isin(names)), "source_file"))
+        for name, n in _counts(read(table).where(F.col("source_file").isin(names)), "source_file").items():
+            ingested[name] = ingested.get(name, 0) + n
     held = read("quarantine").where(F.col("stage") == "ingest")
     quarantined = _counts(held.select("source_file", reason_category(F.col("reason")).alias("r")), "source_file", "r")
     out = []

@@ -11,7 +11,7 @@ from pyspark.sql import functions as F
 
 from campaign_pipeline.catalog import FAN
 from campaign_pipeline.config import Campaign
-from campaign_pipeline.quality.expectations import Reader, Suite, all_true, expectations
+from campaign_pipeline.quality.expectations import Reader, Suite, SuiteOf, all_true, expectations
 from campaign_pipeline.scoring.bands import band_of
 
 
@@ -34,3 +34,7 @@ def scores_suite(campaign: Campaign, read: Reader) -> tuple[DataFrame, Suite]:
         {"_band_matches_score": band_ok, "_band_score_inside_band": inside & band_ok},
         [x.ExpectColumnValuesToNotBeNull(column="raw_score")],
     )
+
+
+# The tables this stage checks after writing them, with their suites (`pipeline.SUITES` gathers them).
+CHECKS: tuple[tuple[str, SuiteOf], ...] = (("scores", scores_suite),)

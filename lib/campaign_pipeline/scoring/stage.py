@@ -19,10 +19,10 @@ from pyspark.sql import functions as F
 from campaign_pipeline.catalog import FAN, columns
 from campaign_pipeline.config import Campaign
 from campaign_pipeline.frames import require_columns
-from campaign_pipeline.quality.expectations import check_table
+from campaign_pipeline.quality.expectations import check_tables
 from campaign_pipeline.scoring import model as m
 from campaign_pipeline.scoring.bands import with_bands
-from campaign_pipeline.scoring.checks import scores_suite
+from campaign_pipeline.scoring.checks import CHECKS
 from campaign_pipeline.scoring.features import fan_features
 from campaign_pipeline.stage_context import StageContext, StageReport
 
@@ -76,7 +76,7 @@ def score(ctx: StageContext) -> StageReport:
         written = wh.replace_if_changed("scores", scores.withColumn("run_id", F.lit(ctx.run_id)), cid, cut=ctx.cut)
     with ctx.step("counts_and_checks"):
         table = wh.read("scores", cid)
-        dq = check_table(ctx, "scores", scores_suite)
+        dq = check_tables(ctx, CHECKS)[0]
         return score_report(campaign, table, dq, written)
 
 

@@ -11,7 +11,7 @@ from pyspark.sql import functions as F
 
 from campaign_pipeline.catalog import FAN
 from campaign_pipeline.config import Campaign
-from campaign_pipeline.quality.expectations import E164, Reader, Suite, all_true, expectations
+from campaign_pipeline.quality.expectations import E164, Reader, Suite, SuiteOf, all_true, expectations
 from campaign_pipeline.screening.rules import DISQUALIFYING
 
 
@@ -36,3 +36,7 @@ def registrants_suite(campaign: Campaign, read: Reader) -> tuple[DataFrame, Suit
         },
         [all_true("_has_contact"), x.ExpectColumnValuesToBeBetween(column="cluster_size", min_value=1)],
     )
+
+
+# The tables this stage checks after writing them, with their suites (`pipeline.SUITES` gathers them).
+CHECKS: tuple[tuple[str, SuiteOf], ...] = (("registrants", registrants_suite),)

@@ -18,8 +18,8 @@ from campaign_pipeline.config import Campaign, default_conf_dir
 from campaign_pipeline.errors import InputError
 from campaign_pipeline.fan_ranges import keyed_by_fan_range, range_column
 from campaign_pipeline.frames import require_columns
-from campaign_pipeline.quality.expectations import check_table
-from campaign_pipeline.screening.checks import registrants_suite
+from campaign_pipeline.quality.expectations import check_tables
+from campaign_pipeline.screening.checks import CHECKS
 from campaign_pipeline.screening.emails import tag_emails
 from campaign_pipeline.screening.identity import IDENTIFIERS, linked_accounts, with_cluster_columns
 from campaign_pipeline.screening.rules import (
@@ -211,7 +211,7 @@ def screen(ctx: StageContext) -> StageReport:
         )
     with ctx.step("counts_and_checks"):
         table = wh.read("registrants", cid)
-        dq = check_table(ctx, "registrants", registrants_suite)
+        dq = check_tables(ctx, CHECKS)[0]
         report = screen_report(table, figures, dq, written)
         report.counts["registrations_read"] = registrations.count()
     return report

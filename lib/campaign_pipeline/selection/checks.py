@@ -11,7 +11,7 @@ from pyspark.sql import functions as F
 
 from campaign_pipeline.catalog import FAN
 from campaign_pipeline.config import Campaign
-from campaign_pipeline.quality.expectations import Reader, Suite, all_true, expectations
+from campaign_pipeline.quality.expectations import Reader, Suite, SuiteOf, all_true, expectations
 
 
 def selections_suite(campaign: Campaign, read: Reader) -> tuple[DataFrame, Suite]:
@@ -51,3 +51,7 @@ def selections_suite(campaign: Campaign, read: Reader) -> tuple[DataFrame, Suite
             "_rejected_has_reason": (F.col("verdict") != "rejected") | (F.size("reasons") > 0),
         },
     )
+
+
+# The tables this stage checks after writing them, with their suites (`pipeline.SUITES` gathers them).
+CHECKS: tuple[tuple[str, SuiteOf], ...] = (("selections", selections_suite),)

@@ -20,9 +20,9 @@ from pyspark.sql import functions as F
 from campaign_pipeline.catalog import FAN, FAN_MARKET, columns
 from campaign_pipeline.config import Campaign
 from campaign_pipeline.frames import require_columns
-from campaign_pipeline.quality.expectations import check_table
+from campaign_pipeline.quality.expectations import check_tables
 from campaign_pipeline.selection.allocate import allocate, capacity_left, waitlist
-from campaign_pipeline.selection.checks import selections_suite
+from campaign_pipeline.selection.checks import CHECKS
 from campaign_pipeline.stage_context import StageContext, StageReport, local_cut
 
 COLUMNS = columns("selections")
@@ -178,7 +178,7 @@ def select(ctx: StageContext) -> StageReport:
         wh.replace_if_changed("standings", standings, cid, cut=ctx.cut)
     with ctx.step("counts_and_checks"):
         table = wh.read("selections", cid)
-        dq = check_table(ctx, "selections", selections_suite)
+        dq = check_tables(ctx, CHECKS)[0]
         return select_report(campaign, fairness_summary(table, registrants, scores), written, dq)
 
 

@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 from campaign_pipeline.catalog import FAN, FAN_MARKET
 from campaign_pipeline.channels import all_channels, names
 from campaign_pipeline.config import Campaign
-from campaign_pipeline.quality.expectations import Reader, Suite, all_true, expectations
+from campaign_pipeline.quality.expectations import Reader, Suite, SuiteOf, all_true, expectations
 from campaign_pipeline.waves.membership import WAVE_STATUSES
 from campaign_pipeline.waves.plan import coded_members, message_id, with_channel
 
@@ -89,3 +89,7 @@ def wave_messages_suite(campaign: Campaign, read: Reader) -> tuple[DataFrame, Su
             **{column: (F.col("channel") != name) | rule for name, column, rule in channel_rules},
         },
     )
+
+
+# The tables this stage checks after writing them, with their suites (`pipeline.SUITES` gathers them).
+CHECKS: tuple[tuple[str, SuiteOf], ...] = (("waves", waves_suite), ("wave_messages", wave_messages_suite))

@@ -26,11 +26,11 @@ from campaign_pipeline.channels import all_channels, names
 from campaign_pipeline.config import Campaign
 from campaign_pipeline.errors import PipelineError
 from campaign_pipeline.frames import catalog_rows, sql_literal
-from campaign_pipeline.quality.expectations import check_table
+from campaign_pipeline.quality.expectations import check_tables
 from campaign_pipeline.stage_context import StageContext, StageReport, local_cut
 from campaign_pipeline.warehouse import Warehouse
 from campaign_pipeline.waves import holding
-from campaign_pipeline.waves.checks import wave_messages_suite, waves_suite
+from campaign_pipeline.waves.checks import CHECKS
 from campaign_pipeline.waves.export import export_wave, legacy_lines
 from campaign_pipeline.waves.membership import ordered_waves, wave_status, wave_times
 from campaign_pipeline.waves.plan import PROBLEM, plan_messages, unreachable
@@ -262,8 +262,8 @@ def plan_waves(ctx: StageContext) -> StageReport:
     with ctx.step("counts"):
         report = waves_report(campaign, plan, inputs, per, written)
     with ctx.step("expectations"):
-        for table, suite in (("waves", waves_suite), ("wave_messages", wave_messages_suite)):
-            report.summary.append(f"expectations on {table}: {check_table(ctx, table, suite)}")
+        for (table, _), line in zip(CHECKS, check_tables(ctx, CHECKS), strict=True):
+            report.summary.append(f"expectations on {table}: {line}")
     with ctx.step("export"):
         for w in ordered_waves(campaign):
             ctx.describe(f"legacy export {w.wave_id}")

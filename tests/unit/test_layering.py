@@ -31,7 +31,8 @@ RANKS: list[tuple[str, ...]] = [
     ("runner", "ops.maintain", "ops.explain", "ops.deploy"),
     ("cli",),
     ("synth", "demo"),
-    ("console", "__main__"),
+    ("console",),
+    ("__main__",),
 ]
 
 # Edges that cross the ranks on purpose, each with its reason.

@@ -311,7 +311,7 @@ def send_chunks(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="notify-commit") as committer:
         pending: Future | None = None
         for i in range(chunks):
-            if not lease.renew():
+            if not lease.refresh():
                 break
             senders = senders_for(ctx, ready, tasks, lease.send_until())
             ctx.describe(f"{wave.wave_id}: send chunk {i + 1} of {chunks}")

@@ -315,7 +315,9 @@ def send_chunks(
                 break
             senders = senders_for(ctx, ready, tasks, lease.send_until())
             ctx.describe(f"{wave.wave_id}: send chunk {i + 1} of {chunks}")
-            part = sendable.where(F.col("_chunk") == i).drop("_chunk").repartition(tasks, "message_id")
+            part = sendable.where(F.col("_chunk") == i).drop("_chunk")
+            # one sending task: no shuffle stage in front of it (the chunk is read where it lies)
+            part = part.coalesce(1) if tasks == 1 else part.repartition(tasks, "message_id")
             with ctx.step("send"):
                 sc.setJobGroup(group, f"notify: {wave.wave_id} chunk {i + 1} of {chunks}", interruptOnCancel=True)
                 try:

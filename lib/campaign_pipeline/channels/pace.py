@@ -59,9 +59,9 @@ class Spacing:
     when the sleep returned keeps the event loop's small lateness from adding up (a 5 ms interval
     slept as 6 ms would send 170 a second instead of 200); a start later than half an interval
     (the loop was busy, the gateway stalled) re-anchors the next slot on it, so no two starts come
-    back to back and no tokens accumulate while nothing is sent. And a slot waits until the
-    `floor(rate)`-th slot before it is a full second old: a one-second window holds at most the
-    rate's starts, plus one that woke late into it."""
+    back to back and no tokens accumulate while nothing is sent. And whatever the jitter, a start
+    waits until the `floor(rate)`-th start before it is a full second old: no one-second window
+    holds more than the rate (the allowance of the tests is left for the network's jitter)."""
 
     def __init__(self, rate: float):
         self.interval = 1.0 / rate
@@ -81,9 +81,8 @@ class Spacing:
                 await asyncio.sleep(wait)
                 wait = start - loop.time()
             woke = loop.time()
-            slot = start if woke - start <= self.interval / 2 else woke
-            self._next = slot + self.interval
-            self._recent.append(slot)
+            self._next = (start if woke - start <= self.interval / 2 else woke) + self.interval
+            self._recent.append(woke)
 
 
 class Window:

@@ -141,13 +141,15 @@ class Lease:
                 return True
             return False
 
-    def refresh(self) -> bool:
-        """`renew` unless the lease was renewed within the last `lease_seconds / 4` (the keeper's
-        interval); then only whether it is still held. Before each chunk: a chunk then starts with
-        at least 3/4 of the lease less its margin (50 s of the default 120) to send in, without a
-        Delta commit per chunk."""
+    def refresh(self, need_seconds: float) -> bool:
+        """Before a chunk: `renew`, unless the lease was renewed within the last `lease_seconds / 4`
+        (the keeper's interval) and still leaves `need_seconds` to start requests in; then only
+        whether it is still held. A long wave's chunks then go without a Delta commit each, and a
+        short lease (or a slow cluster) is renewed before every chunk as before."""
+        now = now_utc()
         renewed_at = self.until - dt.timedelta(seconds=self.seconds)
-        if now_utc() < renewed_at + dt.timedelta(seconds=max(0.2, self.seconds / 4)):
+        recent = now < renewed_at + dt.timedelta(seconds=max(0.2, self.seconds / 4))
+        if recent and (self.send_until() - now).total_seconds() >= need_seconds:
             return self.held
         return self.renew()
 

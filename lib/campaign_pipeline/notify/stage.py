@@ -310,8 +310,10 @@ def send_chunks(
     # chunks are ever without committed outcomes, and sending never waits for Delta.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="notify-commit") as committer:
         pending: Future | None = None
+        # what a chunk needs to start its requests in: its share of the rate, half again, and 5 s of Spark
+        need = 1.5 * min(n, chunk_size) / pace_of(ctx.env).rate_per_second + 5.0
         for i in range(chunks):
-            if not lease.refresh():
+            if not lease.refresh(need):
                 break
             senders = senders_for(ctx, ready, tasks, lease.send_until())
             ctx.describe(f"{wave.wave_id}: send chunk {i + 1} of {chunks}")

@@ -261,10 +261,6 @@ async def _send(sending) -> list[Outcome]:
     )  # fmt: skip
 
 
-def _mask(value):
-    return mask_email(value)
-
-
 EMAIL = Channel(
     name="email",
     label="email",
@@ -277,7 +273,7 @@ EMAIL = Channel(
     preflight=_preflight,
     send=_send,
     connect=lambda s: sqs_client(s.region, timeout=s.pace.timeout_seconds, **aws_arguments(s.aws)),
-    mask=_mask,
+    mask=mask_email,
     export_folder="email",
     export_one_per_address=True,
 )

@@ -199,10 +199,6 @@ async def _send(sending) -> list[Outcome]:
     )  # fmt: skip
 
 
-def _mask(value):
-    return mask_phone(value)
-
-
 SMS = Channel(
     name="sms",
     label="SMS",
@@ -214,6 +210,6 @@ SMS = Channel(
     rule=("_sms_in_sms_countries", _in_sms_countries),
     preflight=_preflight,
     send=_send,
-    mask=_mask,
+    mask=mask_phone,
     export_folder="sms",
 )

@@ -523,7 +523,9 @@ def test_the_report_opens_in_chromium_with_every_chart_and_no_personal_data(spar
     # the operator's sections: each wave with its channels, the last run of each stage, each landing file
     for wave in campaign.waves:
         assert f'data-wave="{wave.wave_id}"' in html
-    assert re.search(r'data-wave="wave-1">\s*<td rowspan="\d">wave-1</td>.*?<td rowspan="\d">completed</td>', html, re.S)
+    assert re.search(
+        r'data-wave="wave-1">\s*<td rowspan="\d">wave-1</td>.*?<td rowspan="\d">completed</td>', html, re.S
+    )
     assert (
         re.search(r"<td>report</td><td>(succeeded|running)</td>", html) and "<td>plan_waves</td><td>succeeded" in html
     )

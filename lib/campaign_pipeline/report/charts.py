@@ -7,6 +7,7 @@ each chart a few kilobytes; `svg.hashsalt` and no date make the same figures giv
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import re
 from dataclasses import dataclass
@@ -231,6 +232,9 @@ def delivery(fig_: Figures) -> Chart:
         ax.step(hours, points, where="post", marker="o", markersize=3, linestyle=styles.get(channel, ":"),
                 color=STATUS_COLOURS.get(status, "#333"), label=f"{channel} {status}")  # fmt: skip
     if series:
+        hours = sorted({r["hour"] for r in fig_.delivery})
+        if len(hours) == 1:  # one hour of sending: an hour either side, not matplotlib's years
+            ax.set_xlim(hours[0] - dt.timedelta(hours=1), hours[0] + dt.timedelta(hours=1))
         ax.set_ylabel("messages (cumulative)")
         _counts_axis(ax.yaxis)
         ax.legend(fontsize=8, frameon=False)
@@ -241,27 +245,28 @@ def delivery(fig_: Figures) -> Chart:
 
 
 def trends(fig_: Figures) -> Chart:
-    """The funnel and delivery over the report runs (`campaign_stats`), this run last."""
+    """The funnel and delivery over the report runs (`campaign_stats`), this run last; one point
+    per run, evenly spaced, labelled with its time (runs minutes or weeks apart read alike)."""
     plt = _plt()
-    from matplotlib.dates import DateFormatter
-
     fig, (left, right) = plt.subplots(1, 2, figsize=(7, 2.8))
     panels = {
         left: ("registrants", "eligible", "selected", "coded"),
         right: ("messages planned", "messages sent", "messages failed"),
     }
     runs = sorted({r["computed_at"] for r in fig_.trend})
+    at = {when: i for i, when in enumerate(runs)}
     for ax, steps in panels.items():
         for i, step in enumerate(steps):
             values = sorted((r["computed_at"], r["value"]) for r in fig_.trend if r["step"] == step)
             if values:
-                ax.plot([v[0] for v in values], [v[1] for v in values], marker="o", markersize=3,
+                ax.plot([at[v[0]] for v in values], [v[1] for v in values], marker="o", markersize=3,
                         color=PALETTE[i % len(PALETTE)], label=step)  # fmt: skip
         _counts_axis(ax.yaxis)
         ax.set_ylim(bottom=0)
         ax.legend(fontsize=7, frameon=False)
-        ax.tick_params(axis="x", labelsize=7, rotation=30)
-        ax.xaxis.set_major_formatter(DateFormatter("%m-%d %H:%M"))
+        shown = sorted({round(k * (len(runs) - 1) / 4) for k in range(5)}) if len(runs) > 5 else range(len(runs))
+        ax.set_xticks(list(shown), [f"{runs[k]:%m-%d %H:%M}" for k in shown], fontsize=7, rotation=30, ha="right")
+        ax.set_xlim(-0.5, max(len(runs) - 0.5, 0.5))
     left.set_title("funnel", fontsize=9, loc="left")
     right.set_title("delivery", fontsize=9, loc="left")
     return Chart("trends", "The campaign across report runs", _svg(fig), len(runs))

@@ -100,7 +100,7 @@ TEMPLATE = """<!doctype html>
 
 <section id="runs">
 <h2>Stage runs</h2>
-<p>The last run of each stage (pipeline_runs): a stage left <code>running</code> whose process died is resumed by the next <code>run</code>.</p>
+<p>The last run of each stage (pipeline_runs), with its first figures (all of them are in pipeline_runs.counts): a stage left <code>running</code> whose process died is resumed by the next <code>run</code>.</p>
 <table class="runs">
 <tr><th>stage</th><th>status</th><th>started (UTC)</th><th class="n">seconds</th><th class="n">rows</th><th>figures</th><th>run</th></tr>
 {% for r in f.runs %}
@@ -108,7 +108,7 @@ TEMPLATE = """<!doctype html>
 <td>{{ r.started_at.strftime("%Y-%m-%d %H:%M:%S") if r.started_at else "" }}</td>
 <td class="n">{{ "{:,.1f}".format(r.seconds) if r.seconds is not none else "" }}</td>
 <td class="n">{{ "{:,}".format(r.rows) if r.rows is not none else "" }}</td>
-<td>{% for k, v in (r.figures or {}).items() | sort %}{{ k }} {{ "{:,}".format(v) if v is not none else "–" }}{{ "; " if not loop.last }}{% endfor %}</td>
+<td>{% for k, v in ((r.figures or {}).items() | sort)[:8] %}{{ k }} {{ "{:,}".format(v) if v is not none else "–" }}{{ "; " if not loop.last }}{% endfor %}{{ " …" if (r.figures or {}) | length > 8 }}</td>
 <td>{{ r.run_id }}</td></tr>
 {% else %}<tr><td colspan="7">No stage run recorded.</td></tr>
 {% endfor %}

@@ -20,7 +20,7 @@ REGISTRANTS   ?= 200000
 
 export CAMPAIGN_PIPELINE_JARS_DIR := $(abspath $(JARS_DIR))
 
-.PHONY: install demo test test-s3 test-unit lint bench clean browser dist s3-jars
+.PHONY: install demo test test-s3 test-unit lint bench clean browser dist s3-jars docs
 
 install: $(VENV)/.installed $(JARS) browser
 
@@ -67,7 +67,7 @@ $(LOCALFS_JAR): $(VENV)/.installed $(LOCALFS_SOURCES)
 	  $(LOCALFS_SOURCES)
 	jar cf $@ -C build/localfs-classes .
 
-# What a cluster runs (README: On EMR): the wheel, a packed virtual environment without pyspark,
+# What a cluster runs (docs: Operator's guide, On EMR): the wheel, a packed virtual environment without pyspark,
 # conf.tar.gz, jobs/ and MANIFEST.json. For EMR, build on Amazon Linux 2023 with Python 3.11 and
 # DIST_PYTHON_PREFIX=/usr so the packed environment's python links to the cluster's.
 DIST_DIR      ?= dist
@@ -76,7 +76,7 @@ dist: install
 	$(BIN)/python tools/build_dist.py --out $(DIST_DIR) --delta-version $(DELTA_VERSION) \
 	  --jar $(UDF_JAR) --jar $(JARS_DIR)/libphonenumber-$(LIBPHONENUMBER).jar $(if $(DIST_PYTHON_PREFIX),--python-prefix $(DIST_PYTHON_PREFIX))
 
-# Two drivers writing one Delta table on S3 (README: On EMR): S3A (hadoop-aws, for the Hadoop 3.4.1
+# Two drivers writing one Delta table on S3 (docs: On EMR): S3A (hadoop-aws, for the Hadoop 3.4.1
 # that Spark 4.0.2 ships, with the AWS SDK v2 bundle it was built against) and Delta's DynamoDB log
 # store. EMR bundles both; here they are only for `make test-s3`. delta-storage-s3-dynamodb is not
 # served by every Maven mirror, so it is compiled from Delta's v4.0.1 sources in vendor/.
@@ -131,6 +131,12 @@ test: install dist
 test-unit: install
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests/unit
 
+# The documentation site (mkdocs.yml, docs/) into site/; generated sections come from the code
+# (tools/docs_gen.py). `make test` builds it with --strict through tests/unit/test_docs.py.
+docs: install
+	$(BIN)/python tools/docs_gen.py --check
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 lint: install
 	$(BIN)/ruff check lib jobs tests benchmarks
 	$(BIN)/ruff format --check lib jobs tests benchmarks
@@ -144,4 +150,4 @@ bench: install
 	  --campaign $${BENCH_WORK:-/tmp/campaign-pipeline-bench}/landing/bench.yaml
 
 clean:
-	rm -rf warehouse spark-warehouse .pytest_cache dist build
+	rm -rf warehouse spark-warehouse .pytest_cache dist build site

@@ -49,6 +49,17 @@ def _reference(script: Path, args: list[str], key: str) -> tuple[float | None, s
     return float(found.group(1)), proc.stdout
 
 
+def replace_section(text: str, name: str, body: str) -> str:
+    """RESULTS.md with the table between `<!-- bench:NAME start -->` and its end marker replaced
+    (one current table per benchmark); a new size gets its own section at the end."""
+    start, end = f"<!-- bench:{name} start -->", f"<!-- bench:{name} end -->"
+    if start in text and end in text:
+        head, _, rest = text.partition(start)
+        _, _, tail = rest.partition(end)
+        return f"{head}{start}\n{body}\n{end}{tail}"
+    return f"{text.rstrip()}\n\n## The chain at {name.removeprefix('chain-')} registrants\n\n{start}\n{body}\n{end}\n"
+
+
 def _jvm_peak_mib(spark) -> float | None:
     """The driver JVM's peak resident memory (Linux VmHWM), or None where /proc cannot tell."""
     try:
@@ -209,13 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + "\n".join(table))
     if args.write_results:
         results = ROOT / "benchmarks" / "RESULTS.md"
-        text = results.read_text()
-        head, _, rest = text.partition("\n## ")
-        section = (
-            f"## {dt.date.today().isoformat()} — `make bench`: {args.registrants:,} registrants, {args.markets} markets, "
-            f"{args.repeats} repeats\n\n" + "\n".join(table) + "\n\n"
+        body = (
+            f"`python benchmarks/run.py {' '.join(sys.argv[1:])}`: {args.registrants:,} registrants, {args.markets} "
+            f"markets, {args.repeats} repeat(s) beside the floor and the DuckDB peer. Taken {dt.date.today().isoformat()}."
+            "\n\n" + "\n".join(table)
         )
-        results.write_text(head.rstrip() + "\n\n" + section + ("## " + rest if rest else ""))
+        results.write_text(replace_section(results.read_text(), f"chain-{args.registrants}", body))
         print(f"written to {results}")
     if "screen" in stages:
         from campaign_pipeline.synth.scorecard import screening_quality

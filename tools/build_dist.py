@@ -1,4 +1,4 @@
-"""`make dist`: what a cluster needs to run the jobs, in one folder (README: On EMR).
+"""`make dist`: what a cluster needs to run the jobs, in one folder (docs/operator/emr.md).
 
     dist/
       campaign_pipeline-<version>-py3-none-any.whl   the package

@@ -505,8 +505,9 @@ def _table_specs() -> list[TableSpec]:  # the table list, rebuilt when a channel
                 _key("computed_at", TS),
                 _f("funnel", T.MapType(S, L)),
                 _f("per_market", T.MapType(S, T.MapType(S, L))),
+                _f("headline", T.MapType(S, L)),  # the report's headline figures, for "since the last report"
             ],
-            description="one snapshot per report run: the funnel and per-market figures, for charting a campaign",
+            description="one snapshot per report run: the funnel, per-market and headline figures, for charting a campaign",
         ),
     ]
 

@@ -35,12 +35,27 @@ class _Model(BaseModel):
 
 
 class Options(_Model):
-    allow_intl_phones: bool = False
-    order_by_preference: bool = True
-    single_market: bool = True
-    min_score: float = Field(0.22, ge=0.0, le=1.0)
-    reassign: bool = False
-    sms_countries: list[str] = Field(default_factory=lambda: ["US", "CA"], min_length=1)
+    allow_intl_phones: bool = Field(
+        False,
+        description="a valid phone outside `sms_countries` and the home country makes a fan ineligible (INTL_PHONE) unless true",
+    )
+    order_by_preference: bool = Field(
+        True,
+        description="round k offers every unplaced fan's k-th choice (first choices served first); false: a stable "
+        "matching by fan-proposing deferred acceptance",
+    )
+    single_market: bool = Field(True, description="a fan holds at most one market (false: one code per market won)")
+    min_score: float = Field(0.22, ge=0.0, le=1.0, description="a fan whose band_score is below this is not selectable")
+    reassign: bool = Field(
+        False,
+        description="recompute the selection on every run, except selections that hold an issued code; false: a later "
+        "run only tops up",
+    )
+    sms_countries: list[str] = Field(
+        default_factory=lambda: ["US", "CA"],
+        min_length=1,
+        description="ISO 3166 alpha-2 countries SMS are sent to; a phone outside them (and the home country) is international",
+    )
 
     @field_validator("sms_countries")
     @classmethod
@@ -54,9 +69,9 @@ class Options(_Model):
 
 
 class Band(_Model):
-    name: str
-    min: float = Field(ge=0.0, le=1.0)
-    max: float = Field(ge=0.0, le=1.0)
+    name: str = Field(description="the band's name, shown in the report and `explain`")
+    min: float = Field(ge=0.0, le=1.0, description="lowest raw score of the band (included)")
+    max: float = Field(ge=0.0, le=1.0, description="highest raw score (excluded, except 1.0 in the top band)")
 
     @model_validator(mode="after")
     def _ordered(self) -> Band:
@@ -74,8 +89,10 @@ def _default_bands() -> list[Band]:
 
 
 class FanlistFormula(_Model):
-    formula: Literal["linear", "exponential"] = "linear"
-    half_life: float | None = Field(None, gt=0)
+    formula: Literal["linear", "exponential"] = Field(
+        "linear", description="linear: 1 − (rank − 1) / N; exponential: 0.5 ^ ((rank − 1) / half_life)"
+    )
+    half_life: float | None = Field(None, gt=0, description="ranks per halving of the score (required for exponential)")
 
     @model_validator(mode="after")
     def _half_life_for_exponential(self) -> FanlistFormula:
@@ -85,16 +102,26 @@ class FanlistFormula(_Model):
 
 
 class ModelScoring(_Model):
-    path: str | None = None
-    weights: dict[str, float] = Field(default_factory=dict)
-    intercept: float | None = None
+    path: str | None = Field(
+        None, description="a Spark ML PipelineModel saved by the training notebook; unset: the built-in weighted model"
+    )
+    weights: dict[str, float] = Field(
+        default_factory=dict, description="built-in model weights by feature name, overriding the defaults one by one"
+    )
+    intercept: float | None = Field(None, description="built-in model intercept (default −2.6)")
 
 
 class Scoring(_Model):
-    source: Literal["model", "external", "fanlist"] = "model"
-    model: ModelScoring = Field(default_factory=ModelScoring)
-    bands: list[Band] = Field(default_factory=_default_bands, min_length=1)
-    fanlist: FanlistFormula = Field(default_factory=FanlistFormula)
+    source: Literal["model", "external", "fanlist"] = Field(
+        "model", description="where raw scores come from: the model, the ingested scored file, or fanlist ranks"
+    )
+    model: ModelScoring = Field(default_factory=ModelScoring, description="the model source's settings")
+    bands: list[Band] = Field(
+        default_factory=_default_bands,
+        min_length=1,
+        description="score bands; they tile [lowest min, 1.0] with no gap or overlap (default high, mid, low)",
+    )
+    fanlist: FanlistFormula = Field(default_factory=FanlistFormula, description="how fanlist ranks become scores")
 
     @field_validator("bands")
     @classmethod
@@ -125,36 +152,53 @@ class Scoring(_Model):
 
 
 class Velocity(_Model):
-    max_registrations: int = Field(5, gt=0)
-    window_minutes: int = Field(10, gt=0)
+    max_registrations: int = Field(
+        5, gt=0, description="more registrations than this from one IP or device in the window is VELOCITY"
+    )
+    window_minutes: int = Field(10, gt=0, description="the sliding window's length")
 
 
 class ScalperThresholds(_Model):
-    min_resale_listings: int = Field(10, ge=0)
-    min_chargebacks: int = Field(2, ge=0)
+    min_resale_listings: int = Field(
+        10, ge=0, description="resale listings in 24 months that, without attendance, are SCALPER_SIGNALS"
+    )
+    min_chargebacks: int = Field(
+        2, ge=0, description="chargebacks in 24 months that, without attendance, are SCALPER_SIGNALS"
+    )
 
 
 class Screening(_Model):
-    blocked_emails: list[str] = Field(default_factory=list)
-    blocked_domains: list[str] = Field(default_factory=list)
-    allowed_patterns: list[str] = Field(default_factory=list)
-    rules_files: list[str] = Field(default_factory=list, description="block/allow list files under conf/rules")
-    plus_tag_providers: list[str] = Field(
-        default_factory=lambda: ["gmail.com", "googlemail.com", "outlook.com", "hotmail.com", "icloud.com"]
+    blocked_emails: list[str] = Field(
+        default_factory=list, description="addresses that are BLOCKED_EMAIL (compared canonically)"
     )
-    ring_size: int = Field(6, gt=1)
-    max_shared: int = Field(50, gt=1)
-    velocity: Velocity = Field(default_factory=Velocity)
-    scalper: ScalperThresholds = Field(default_factory=ScalperThresholds)
+    blocked_domains: list[str] = Field(
+        default_factory=list, description="domains (and their subdomains) that are BLOCKED_DOMAIN"
+    )
+    allowed_patterns: list[str] = Field(
+        default_factory=list, description="email globs that lift both blocks (ALLOWLISTED), e.g. `*@artist.example`"
+    )
+    rules_files: list[str] = Field(
+        default_factory=list, description="block/allow list files, relative to conf/ (e.g. rules/blocked_domains.txt)"
+    )
+    plus_tag_providers: list[str] = Field(
+        default_factory=lambda: ["gmail.com", "googlemail.com", "outlook.com", "hotmail.com", "icloud.com"],
+        description="mail providers whose `+tag` is dropped from the canonical email used for matching",
+    )
+    ring_size: int = Field(6, gt=1, description="an identity cluster with more accounts than this is a FRAUD_RING")
+    max_shared: int = Field(
+        50, gt=1, description="an identifier held by more accounts is SHARED_IDENTIFIER and links nobody"
+    )
+    velocity: Velocity = Field(default_factory=Velocity, description="registration bursts per IP or device")
+    scalper: ScalperThresholds = Field(default_factory=ScalperThresholds, description="scalper activity thresholds")
 
 
 class Market(_Model):
-    market_id: str = Field(pattern=_ID)
-    name: str
-    capacity: int
-    event_date: dt.date
-    timezone: str = "UTC"
-    locale: str = "en_US"
+    market_id: str = Field(pattern=_ID, description="the market's id, as registrations list it in market_preferences")
+    name: str = Field(description="the market's name in messages and the report")
+    capacity: int = Field(description="codes the market can give (> 0)")
+    event_date: dt.date = Field(description="the show's date, for messages")
+    timezone: str = Field("UTC", description="IANA time zone of the show")
+    locale: str = Field("en_US", description="message locale for fans whose own locale has no template")
 
     @field_validator("capacity")
     @classmethod
@@ -174,21 +218,30 @@ class Market(_Model):
 
 
 class Codes(_Model):
-    source: Literal["pool", "generated", "tm"] = "pool"
-    per_market: bool = True
-    length: int = Field(10, ge=6, le=32)
-    valid_days_before: int = Field(1, ge=0)
-    valid_days_after: int = Field(365, gt=0)
-    allow_partial: bool = False
+    source: Literal["pool", "generated", "tm"] = Field(
+        "pool", description="uploaded pool, HMAC-generated codes, or tm (inventory managed elsewhere: no code string)"
+    )
+    per_market: bool = Field(True, description="pool codes belong to their market_id; false: one campaign-wide pool")
+    length: int = Field(10, ge=6, le=32, description="characters of a generated code (Crockford base32)")
+    valid_days_before: int = Field(
+        1, ge=0, description="a code is valid from this many days before its wave's notify time"
+    )
+    valid_days_after: int = Field(365, gt=0, description="... to this many days after it")
+    allow_partial: bool = Field(
+        False, description="a pool too small leaves the fans beyond it uncoded (NO_CODE_AVAILABLE) instead of failing"
+    )
 
 
 class Wave(_Model):
-    wave_id: str = Field(pattern=_ID)
-    notify_at: dt.datetime
-    limit: int | None = Field(None, gt=0)
-    markets: list[str] = Field(default_factory=list)
-    # `auto` (the first channel the fan is reachable on), `both` (every one), or one channel's name
-    channels: str = "auto"
+    wave_id: str = Field(pattern=_ID, description="the wave's id")
+    notify_at: dt.datetime = Field(description="when the wave is sent (ISO-8601 with a time zone)")
+    limit: int | None = Field(None, gt=0, description="most fans the wave takes; unset: no limit")
+    markets: list[str] = Field(default_factory=list, description="markets whose coded fans it takes; empty: all")
+    channels: str = Field(
+        "auto",
+        description="auto (SMS when the fan is textable, else email), both (every channel the fan is reachable on), "
+        "or one channel's name (sms, email)",
+    )
 
     @field_validator("channels")
     @classmethod
@@ -208,15 +261,21 @@ class Wave(_Model):
 
 
 class Template(_Model):
-    sms: str
-    email_subject: str
-    email_body: str
+    sms: str = Field(description="Jinja2 template of the SMS text")
+    email_subject: str = Field(description="Jinja2 template of the email subject")
+    email_body: str = Field(description="Jinja2 template of the email body (HTML markup is autoescaped)")
 
 
 class Messages(_Model):
-    link: str = "https://example.com/presale/{campaign_id}"
-    default_locale: str = "en_US"
-    templates: dict[str, Template] = Field(default_factory=dict)
+    link: str = Field(
+        "https://example.com/presale/{campaign_id}", description="the link in messages; `{campaign_id}` is replaced"
+    )
+    default_locale: str = Field(
+        "en_US", description="the locale used when neither the fan's nor the market's has a template"
+    )
+    templates: dict[str, Template] = Field(
+        default_factory=dict, description="message templates per locale; without one, built-in English templates"
+    )
     max_sms_segments: int = Field(
         6, ge=1, le=20, description="an SMS rendered longer than this many segments is quarantined, not sent"
     )
@@ -267,19 +326,23 @@ class IngestOptions(_Model):
 
 
 class Campaign(_Model):
-    campaign_id: str = Field(pattern=_ID)
-    name: str
-    artist: str
-    seed: int
-    home_country: str = Field("US", pattern=r"^[A-Z]{2}$")
-    options: Options = Field(default_factory=Options)
-    scoring: Scoring = Field(default_factory=Scoring)
-    screening: Screening = Field(default_factory=Screening)
-    markets: list[Market] = Field(min_length=1)
-    codes: Codes = Field(default_factory=Codes)
-    waves: list[Wave] = Field(default_factory=list)
-    messages: Messages = Field(default_factory=Messages)
-    ingest: IngestOptions = Field(default_factory=IngestOptions)
+    campaign_id: str = Field(
+        pattern=_ID, description="the campaign's id: partitions every table, names its landing folder"
+    )
+    name: str = Field(description="the campaign's name in the report and messages")
+    artist: str = Field(description="the artist, for message templates")
+    seed: int = Field(description="drives every lottery and hash-derived choice; change it and outcomes change")
+    home_country: str = Field(
+        "US", pattern=r"^[A-Z]{2}$", description="default region for phones typed without a country code"
+    )
+    options: Options = Field(default_factory=Options, description="selection and reachability options")
+    scoring: Scoring = Field(default_factory=Scoring, description="the score source and bands")
+    screening: Screening = Field(default_factory=Screening, description="block/allow lists and fraud thresholds")
+    markets: list[Market] = Field(min_length=1, description="the shows; at least one")
+    codes: Codes = Field(default_factory=Codes, description="where codes come from and how long they are valid")
+    waves: list[Wave] = Field(default_factory=list, description="when and how coded fans are told")
+    messages: Messages = Field(default_factory=Messages, description="message templates and limits")
+    ingest: IngestOptions = Field(default_factory=IngestOptions, description="landing file options")
 
     @model_validator(mode="after")
     def _references(self) -> Campaign:
@@ -315,7 +378,7 @@ class Campaign(_Model):
 class Secrets(_Model):
     """Where secrets come from: the names of environment variables, and optionally the AWS Secrets
     Manager secret (ARN or name) each is read from when its variable is unset. The values never
-    live in a file; cluster jobs get the references, never the values (README: Secrets)."""
+    live in a file; cluster jobs get the references, never the values (docs: Configuration, Secrets)."""
 
     code_key_env: str = Field("CAMPAIGN_CODE_KEY", description="variable holding the code-generation key")
     sms_token_env: str = Field("SMS_API_TOKEN", description="variable holding the SMS gateway's bearer token")
@@ -326,12 +389,16 @@ class Secrets(_Model):
 
 
 class SparkSettings(_Model):
-    master: str | None = None
-    conf: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    master: str | None = Field(
+        None, description="Spark master in local mode (e.g. local[*]); cluster mode takes spark-submit's"
+    )
+    conf: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="Spark settings; they win over the defaults the session sets"
+    )
 
 
 class NotifySettings(_Model):
-    """How the notifier sends (README: Notify). Limits are per campaign, across the whole cluster."""
+    """How the notifier sends (docs: Rules, Notify). Limits are per campaign, across the whole cluster."""
 
     max_in_flight: int = Field(200, ge=1, description="requests at once")
     rate_per_second: float = Field(200, ge=0.1, description="request starts per second (0.1 and up)")
@@ -377,37 +444,41 @@ class NotifySettings(_Model):
 
 
 class EmrSettings(_Model):
-    """Where jobs run on AWS (README: Schedules). Artifacts are what `make dist` builds, uploaded
+    """Where jobs run on AWS (docs: Operator's guide, On EMR). Artifacts are what `make dist` builds, uploaded
     under `artifacts_uri`: jobs/, the packed virtual environment and the conf/ archive."""
 
     artifacts_uri: str = Field(pattern=r"^s3://", description="s3://bucket/prefix of jobs/, venv and conf archives")
     application_id: str | None = Field(None, description="EMR Serverless application for job runs")
     execution_role_arn: str | None = Field(None, description="role the Serverless job runs as")
     scheduler_role_arn: str | None = Field(None, description="role EventBridge Scheduler assumes to start job runs")
-    schedule_group: str = "campaign-pipeline"
+    schedule_group: str = Field("campaign-pipeline", description="EventBridge Scheduler group `schedule apply` manages")
     cluster_id: str | None = Field(None, description="EMR on EC2 cluster for `submit --target steps` (j-…)")
     cluster_name: str | None = Field(None, description="or the name of the one live cluster to add steps to")
     log_uri: str | None = Field(None, pattern=r"^s3://", description="s3:// prefix for EMR Serverless job run logs")
 
 
 class Environment(_Model):
-    name: str
-    mode: Literal["local", "cluster"] = "local"
-    warehouse_root: str
-    landing_root: str
-    spark: SparkSettings = Field(default_factory=SparkSettings)
-    sms_gateway_url: str | None = None
-    email_queue_url: str | None = None
-    aws_region: str | None = None
+    name: str = Field(description="the environment's name")
+    mode: Literal["local", "cluster"] = Field(
+        "local", description="local: the session sets master and resources; cluster: spark-submit gives them"
+    )
+    warehouse_root: str = Field(description="folder or s3:// prefix holding the Delta tables (`--warehouse` overrides)")
+    landing_root: str = Field(description="folder or s3:// prefix of the landing files (`--landing` overrides)")
+    spark: SparkSettings = Field(default_factory=SparkSettings, description="the Spark session")
+    sms_gateway_url: str | None = Field(
+        None, description="base URL of the SMS gateway (notify posts to {url}/messages)"
+    )
+    email_queue_url: str | None = Field(None, description="SQS queue URL emails are queued on (.fifo: deduplicated)")
+    aws_region: str | None = Field(None, description="AWS region for SQS, S3, EMR and Secrets Manager")
     export_root: str | None = Field(None, description="legacy wave zips; default <warehouse_root>/_exports")
     archive_root: str | None = Field(None, description="archived campaigns; default <warehouse_root>/_archive")
     lineage: Literal["checkpoint", "local_checkpoint", "persist"] | None = Field(
         None,
         description="how stages cut lineage between steps (default checkpoint)",
     )
-    secrets: Secrets = Field(default_factory=Secrets)
-    notify: NotifySettings = Field(default_factory=NotifySettings)
-    emr: EmrSettings | None = None
+    secrets: Secrets = Field(default_factory=Secrets, description="where secrets are read from (never their values)")
+    notify: NotifySettings = Field(default_factory=NotifySettings, description="how notify sends")
+    emr: EmrSettings | None = Field(None, description="Amazon EMR settings for `submit` and `schedule apply`")
 
     def with_roots(self, landing: str | None = None, warehouse: str | None = None) -> Environment:
         """The same environment with CLI overrides of the landing and warehouse roots."""
@@ -446,7 +517,7 @@ def _problem(err: dict[str, Any]) -> str:
     if kind == "missing":
         return "required key is missing"
     if kind == "extra_forbidden":
-        return "unknown key (check the spelling against the README's Configuration section)"
+        return "unknown key (check the spelling against the configuration reference, docs/reference/configuration.md)"
     bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
     if kind in bounds:
         limit = next(iter(ctx.values()))

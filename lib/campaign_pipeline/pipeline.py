@@ -3,7 +3,7 @@
 Adding a stage is writing its folder (a `run(ctx) -> StageReport` function) and one line in
 `PIPELINE`. The runner checks prerequisites from `needs` (a table an earlier stage writes must
 hold the campaign's rows, or that stage must have succeeded for the campaign); the CLI verbs,
-`jobs/`, `benchmarks/run.py` and the README's stage diagram all come from this list.
+`jobs/`, `benchmarks/run.py` and the stage diagram of the README and the docs all come from this list.
 Every stage also writes its row of `pipeline_runs` (the runner does that).
 """
 
@@ -87,7 +87,8 @@ PIPELINE: tuple[Stage, ...] = (
           checks=notify_checks.CHECKS),
     Stage("report", report,
           reads=("landing_files", *INGESTED, "quarantine", "registrants", "scores", "selections",
-                 "code_assignments", "waves", "wave_messages", "notification_log", "dq_results"),
+                 "code_assignments", "waves", "wave_messages", "notification_log", "dq_results",
+                 "campaign_stats", "pipeline_runs"),
           writes=("reconciliation", "campaign_stats"), needs=("registrations",),
           description="reconcile stage to stage, snapshot the funnel, write the HTML report and Data Docs"),
 )
@@ -128,7 +129,7 @@ def check_definition() -> list[str]:
 
 
 def diagram() -> str:
-    """The stage diagram the README shows (checked against this definition by a test)."""
+    """The stage diagram the README and docs/concepts/stages.md show (a test and the docs build keep them equal)."""
     lines = ["```", "landing files"]
     for s in PIPELINE:
         reads = ", ".join(t for t in s.reads if t != LANDING)

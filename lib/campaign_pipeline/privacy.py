@@ -77,3 +77,11 @@ def scrub(text: str, limit: int = 300, hide: tuple[str | None, ...] = ()) -> str
     text = _EMAIL.sub(lambda m: mask_email(m.group(0)) or "", text)
     text = _PHONE.sub(lambda m: mask_phone(re.sub(r"[^\d+]", "", m.group(0))) or "", text)
     return " ".join(text.split())[:limit]
+
+
+def scrub_col(col: Column) -> Column:
+    """`scrub` inside a plan, for free text grouped by Spark (a gateway's error, a quarantine
+    reason): email addresses and phone-like digit runs become `***`, so a figure built from it
+    holds no contact."""
+    no_email = F.regexp_replace(col, r"[^\s@\"'<>,;:]+@[^\s@\"'<>,;:]+\.[A-Za-z]{2,}", "***@***")
+    return F.regexp_replace(no_email, r"\+?\d[\d\s().-]{6,}\d", "***")

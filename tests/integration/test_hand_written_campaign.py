@@ -471,6 +471,8 @@ def _personal_values() -> set[str]:
 
 
 def test_the_report_opens_in_chromium_with_every_chart_and_no_personal_data(spark, golden, tmp_path):
+    from campaign_pipeline.report import figures
+
     env, wh, campaign, report, slack = golden
     path = Path(wh.root) / "_reports" / CID / "report.html"
     # the headline went to Slack: counts and the report's location only
@@ -511,11 +513,82 @@ def test_the_report_opens_in_chromium_with_every_chart_and_no_personal_data(spar
         browser.close()
     assert not errors, errors
     keys = [c["key"] for c in charts]
-    assert keys == ["funnel", "scores", "capacity", "fairness", "reasons", "clusters", "delivery", "quality"]
+    assert keys == [
+        "trends", "funnel", "ingest", "scores", "capacity", "fairness", "reasons", "clusters", "delivery", "quality"
+    ]  # fmt: skip
     for c in charts:
         assert c["points"] > 0 and c["shapes"] > 5 and c["width"] > 200, c
     assert (tmp_path / "report.png").stat().st_size > 20_000
     assert pdf_ok and (tmp_path / "report.pdf").stat().st_size > 10_000
+    # the operator's sections: each wave with its channels, the last run of each stage, each landing file
+    for wave in campaign.waves:
+        assert f'data-wave="{wave.wave_id}"' in html
+    assert re.search(
+        r'data-wave="wave-1">\s*<td rowspan="\d">wave-1</td>.*?<td rowspan="\d">completed</td>', html, re.S
+    )
+    assert (
+        re.search(r"<td>report</td><td>(succeeded|running)</td>", html) and "<td>plan_waves</td><td>succeeded" in html
+    )
+    assert "registrations_web.csv" in html and "wrong field count: expected 17" in html
+    headline = figures.Figures(CID, "", dt.datetime.now(dt.UTC), "").headline()
+    assert html.count('<i class="delta">') == len(headline)  # a "since the last report" line per figure
+
+
+def _measure_market_labels(path: Path) -> dict[str, list[dict]]:
+    """The bounding box of every market label of each chart, as the browser lays the page out."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1000, "height": 1200})
+        page.goto(path.as_uri())
+        boxes = page.eval_on_selector_all(
+            "g[id*='-market-label-'] text",
+            "els => els.map(e => { const r = e.getBoundingClientRect(); const g = e.closest('g[id]');"
+            " return {chart: g.id.split('-market-label-')[0], text: e.textContent,"
+            " left: r.left, right: r.right, top: r.top, bottom: r.bottom}; })",
+        )
+        browser.close()
+    out: dict[str, list[dict]] = {}
+    for b in boxes:
+        out.setdefault(b["chart"], []).append(b)
+    return out
+
+
+def test_a_50_market_campaigns_report_keeps_every_market_label_apart_and_counts_every_bar(spark, golden, tmp_path):
+    """The golden warehouse reported as a campaign of 50 markets (its own markets among them)."""
+    from campaign_pipeline.report import charts, figures, page
+
+    env, wh, campaign, _, _ = golden
+    more = [
+        campaign.markets[0].model_copy(update={"market_id": f"{city}-{i:02d}", "name": f"{city} arena {i}"})
+        for i, city in enumerate(["LON-O2-ARENA", "MEX-PALACIO", "SAO-ALLIANZ", "SYD-QUDOS", "BER-UBER"] * 10)
+    ][: 50 - len(campaign.markets)]
+    wide = campaign.model_copy(update={"markets": [*campaign.markets, *more]})
+    fig = figures.compute(wide, campaign_reader(wh, CID), "fifty", dt.datetime.now(dt.UTC), [])
+    assert len(fig.markets) == 50
+    html = page.render(fig, charts.all_charts(fig))
+    path = tmp_path / "report.html"
+    path.write_text(html, encoding="utf-8")
+    # a count on every bar: "selected of capacity" and coded per market, the rate and its counts per market
+    assert len(re.findall(r"\d of 1,500</text>", html)) >= 45
+    assert len(re.findall(r"%\s*\(\d+ of \d+\)</text>", html)) == 50 + len(fig.band_rates)
+
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium package is not installed here (make install installs it where apt can)")
+    labels = _measure_market_labels(path)
+    assert set(labels) == {"capacity", "fairness"}
+    for chart, boxes in labels.items():
+        assert sorted(b["text"] for b in boxes) == sorted(m.market_id for m in wide.markets), chart
+        for a in boxes:
+            assert a["bottom"] - a["top"] > 4 and a["right"] - a["left"] > 10, (chart, a)
+        overlapping = [
+            (a["text"], b["text"])
+            for i, a in enumerate(boxes)
+            for b in boxes[i + 1 :]
+            if a["left"] < b["right"] and b["left"] < a["right"] and a["top"] < b["bottom"] and b["top"] < a["bottom"]
+        ]
+        assert not overlapping, (chart, overlapping[:5])
 
 
 def test_the_data_quality_notebook_runs_on_the_golden_campaign(spark, golden):

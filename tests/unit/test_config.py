@@ -54,7 +54,10 @@ def test_negative_capacity_names_file_key_and_value(tmp_path):
 
 def test_unknown_key_is_an_error_not_ignored(tmp_path):
     path = _write(tmp_path, GOOD.replace("seed: 42", "seed: 42\nsead: 43"))
-    assert _error(path) == f"{path}: sead: unknown key (check the spelling against the README's Configuration section)"
+    assert (
+        _error(path)
+        == f"{path}: sead: unknown key (check the spelling against the configuration reference, docs/reference/configuration.md)"
+    )
 
 
 def test_missing_required_key(tmp_path):

@@ -499,7 +499,7 @@ def take_and_send(ctx: StageContext, wave: Wave, retry_failed: bool, dry_run: bo
 
 
 def notify(ctx: StageContext) -> StageReport:
-    """Send the messages of the campaign's due waves (README: Notify)."""
+    """Send the messages of the campaign's due waves (docs/rules/notify.md)."""
     campaign = ctx.campaign
     options = ctx.options
     only = options.get("wave")

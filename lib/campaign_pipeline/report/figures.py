@@ -11,11 +11,14 @@ import datetime as dt
 import json
 from dataclasses import dataclass, field
 
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from campaign_pipeline.catalog import FAN
 from campaign_pipeline.config import Campaign
-from campaign_pipeline.quality.reconcile import Balance
+from campaign_pipeline.privacy import scrub_col
+from campaign_pipeline.quality.reconcile import Balance, reason_category
+from campaign_pipeline.times import aware
 
 SCORE_BINS = 20
 # Identity-cluster sizes, grouped: a size-1 cluster is an account that shares nothing.
@@ -38,6 +41,13 @@ class Figures:
     delivery: list[dict] = field(default_factory=list)  # {hour, channel, status, messages}
     quality: list[dict] = field(default_factory=list)  # latest result per expectation of every table
     balances: list[Balance] = field(default_factory=list)
+    waves: list[dict] = field(default_factory=list)  # wave_rows + {channels: {channel: {planned, sent, ...}}}
+    trend: list[dict] = field(default_factory=list)  # {computed_at, run_id, step, value}, this run's last
+    previous: dict[str, int] | None = None  # the last report's headline figures (None: the first report)
+    ingest_files: list[dict] = field(default_factory=list)  # {file, kind, lines, ingested, quarantined}
+    quarantine: list[dict] = field(default_factory=list)  # {file, reason, rows}
+    runs: list[dict] = field(default_factory=list)  # the last run of each stage
+    failures: list[dict] = field(default_factory=list)  # {channel, reason, messages}, most frequent first
 
     def stats_row(self) -> dict:
         """The `campaign_stats` snapshot of this report."""
@@ -51,7 +61,16 @@ class Figures:
             "computed_at": self.generated_at,
             "funnel": dict(self.funnel),
             "per_market": per_market,
+            "headline": self.headline(),
         }
+
+    def deltas(self) -> dict[str, int | None]:
+        """Each headline figure's change since the last report (None: no earlier report, or it did
+        not record that figure)."""
+        now = self.headline()
+        if self.previous is None:
+            return {k: None for k in now}
+        return {k: (v - self.previous[k] if k in self.previous else None) for k, v in now.items()}
 
     def headline(self) -> dict[str, int]:
         f = self.funnel
@@ -80,7 +99,14 @@ def fan_facts(read):
     return registrants.join(scores, FAN, "left").join(verdicts, FAN, "left")
 
 
-def compute(campaign: Campaign, read, run_id: str, generated_at: dt.datetime, balances: list[Balance]) -> Figures:
+def compute(
+    campaign: Campaign,
+    read,
+    run_id: str,
+    generated_at: dt.datetime,
+    balances: list[Balance],
+    wave_attempts: int = 2,
+) -> Figures:
     """Every figure of the report; `read(table)` gives the campaign's rows of a table."""
     fig = Figures(campaign.campaign_id, campaign.name, generated_at, run_id, balances=balances)
     fig.bands = [b.name for b in sorted(campaign.scoring.bands, key=lambda b: -b.min)]
@@ -185,7 +211,209 @@ def compute(campaign: Campaign, read, run_id: str, generated_at: dt.datetime, ba
         .collect()
     ]
     fig.quality = latest_quality(read)
+    operations(fig, campaign, read, wave_attempts)
     return fig
+
+
+# ---------------------------------------------------------------- what an operator runs the campaign from
+# Pure transforms (DataFrames in, a small DataFrame out); `operations` collects them at the edge.
+
+ROW_KEYS = ("rows_read", "registrants", "selected", "codes_held", "messages", "sent", "waves_sent")
+TREND_STEPS = ("registrants", "eligible", "selected", "coded", "messages planned", "messages sent", "messages failed")
+
+
+def wave_rows(waves: DataFrame, now: dt.datetime, wave_attempts: int) -> DataFrame:
+    """One row per wave: status, notify time, attempts, the run holding it while it sends, and
+    why it needs an operator (null when it does not) with the command to run.
+
+    A wave needs an operator when notify will not take it again by itself: failed or stopped
+    mid-send after its last automatic attempt (`notify.wave_attempts`), or completed with failed
+    messages (re-sending those is an operator's decision)."""
+    attempts = F.coalesce(F.col("attempts"), F.lit(0))
+    live_lease = F.col("lease_until").isNotNull() & (F.col("lease_until") > F.lit(now))
+    paused = F.col("deferred_until").isNotNull() & (F.col("deferred_until") > F.lit(now))
+    spent = attempts >= wave_attempts
+    reason = (
+        F.when((F.col("status") == "failed") & spent, F.format_string("failed after %d attempts", attempts))
+        .when(
+            (F.col("status") == "sending") & ~live_lease & ~paused & spent,
+            F.format_string("stopped sending after %d attempts", attempts),
+        )
+        .when(
+            (F.col("status") == "completed_with_failures"),
+            F.format_string("%d messages failed", F.coalesce(F.col("failed"), F.lit(0))),
+        )
+    )
+    return waves.select(
+        "campaign_id",
+        "wave_id",
+        "notify_at",
+        "status",
+        attempts.alias("attempts"),
+        F.when((F.col("status") == "sending") & live_lease, F.col("run_id")).alias("lease_owner"),
+        F.when((F.col("status") == "sending") & live_lease, F.col("lease_until")).alias("lease_until"),
+        F.when((F.col("status") == "sending") & paused, F.col("deferred_until")).alias("paused_until"),
+        reason.alias("needs_operator"),
+    ).withColumn("command", F.when(F.col("needs_operator").isNotNull(), retry_command(F.col("campaign_id"))))
+
+
+def retry_command(campaign_id: Column) -> Column:
+    """What an operator runs for a wave notify no longer takes by itself (notify's own advice)."""
+    return F.concat(
+        F.lit("campaign-pipeline notify --campaign conf/campaigns/"),
+        campaign_id,
+        F.lit(".yaml --retry-failed --wave "),
+        F.col("wave_id"),
+    )
+
+
+def wave_channel_counts(messages: DataFrame, log: DataFrame) -> DataFrame:
+    """Per (wave, channel): messages planned, and the outcomes recorded (sent, failed, skipped);
+    pending = planned without an outcome."""
+    planned = messages.groupBy("wave_id", "channel", "message_id").agg(F.lit(1).alias("_p"))
+    outcomes = log.select("message_id", "status", F.col("wave_id").alias("_w"), F.col("channel").alias("_c"))
+    joined = planned.join(outcomes, "message_id", "full_outer").select(
+        F.coalesce("wave_id", "_w").alias("wave_id"),
+        F.coalesce("channel", "_c", F.lit("?")).alias("channel"),
+        F.col("_p").isNotNull().alias("is_planned"),
+        "status",
+    )
+    n = lambda cond: F.sum(F.when(cond, 1).otherwise(0)).cast("long")  # noqa: E731
+    return (
+        joined.where(F.col("wave_id").isNotNull())
+        .groupBy("wave_id", "channel")
+        .agg(
+            n(F.col("is_planned")).alias("planned"),
+            n(F.col("status") == "sent").alias("sent"),
+            n(F.col("status") == "failed").alias("failed"),
+            n(F.col("status") == "skipped").alias("skipped"),
+            n(F.col("is_planned") & F.col("status").isNull()).alias("pending"),
+        )
+    )
+
+
+def funnel_trend(stats: DataFrame, steps: tuple[str, ...] = TREND_STEPS) -> DataFrame:
+    """The funnel of every report run, long: (computed_at, run_id, step, value)."""
+    return (
+        stats.select("computed_at", "run_id", F.explode("funnel").alias("step", "value"))
+        .where(F.col("step").isin(*steps))
+        .select("computed_at", "run_id", "step", F.col("value").cast("long").alias("value"))
+    )
+
+
+def previous_snapshot(stats: DataFrame, run_id: str) -> DataFrame:
+    """The latest snapshot of an earlier report run (at most one row): its headline figures, or
+    for snapshots from before headlines were recorded, the funnel's figures of the same name."""
+    earlier = stats.where(F.col("run_id") != run_id)
+    latest = Window.orderBy(F.col("computed_at").desc(), F.col("run_id").desc())
+    return (
+        earlier.withColumn("_k", F.row_number().over(latest))
+        .where("_k = 1")
+        .select("computed_at", "run_id", F.coalesce("headline", "funnel").alias("figures"))
+    )
+
+
+def ingest_by_file(landing_files: DataFrame) -> DataFrame:
+    """Per landing file (its name, not its path): lines read, rows ingested, rows quarantined."""
+    return landing_files.select(
+        F.substring_index("source_file", "/", -1).alias("file"),
+        "kind",
+        F.coalesce("rows_read", F.lit(0)).cast("long").alias("lines"),
+        F.coalesce("rows_ingested", F.lit(0)).cast("long").alias("ingested"),
+        F.coalesce("rows_quarantined", F.lit(0)).cast("long").alias("quarantined"),
+    )
+
+
+def quarantine_reasons(quarantine: DataFrame) -> DataFrame:
+    """Quarantined rows per (stage, file, reason), the reason without the values it quoted."""
+    reason = scrub_col(reason_category(F.col("reason")))
+    return quarantine.groupBy(
+        "stage", F.substring_index("source_file", "/", -1).alias("file"), reason.alias("reason")
+    ).agg(F.count(F.lit(1)).alias("rows"))
+
+
+def last_stage_runs(runs: DataFrame) -> DataFrame:
+    """The last run of each stage (and of `maintain`): status, start, seconds, its main row count
+    and its other figures. A run's `running` row counts only until its outcome row is written."""
+    per_run = Window.partitionBy("run_id", "stage").orderBy(F.col("finished_at").desc_nulls_last(), F.col("status"))
+    per_stage = Window.partitionBy("stage").orderBy(F.col("started_at").desc(), F.col("run_id").desc())
+    outcome = runs.withColumn("_r", F.row_number().over(per_run)).where("_r = 1")
+    figures = F.map_filter("counts", lambda k, _: ~k.startswith("ms:"))
+    rows = F.coalesce(*[F.col("counts")[k] for k in ROW_KEYS])
+    return (
+        outcome.withColumn("_s", F.row_number().over(per_stage))
+        .where("_s = 1")
+        .select("stage", "run_id", "status", "started_at", "seconds", rows.alias("rows"), figures.alias("figures"),
+                "error")
+    )  # fmt: skip
+
+
+def failure_reasons(log: DataFrame, top: int = 10) -> DataFrame:
+    """The gateway's (and the queue's) most frequent reasons for failed messages, per channel,
+    with contacts masked: (channel, reason, messages)."""
+    failed = log.where(F.col("status") == "failed")
+    reason = F.coalesce(scrub_col(F.substring("last_error", 1, 200)), F.lit("(no reason recorded)"))
+    ranked = Window.orderBy(F.col("messages").desc(), F.col("channel"), F.col("reason"))
+    return (
+        failed.groupBy(F.coalesce("channel", F.lit("?")).alias("channel"), reason.alias("reason"))
+        .agg(F.count(F.lit(1)).alias("messages"))
+        .withColumn("_k", F.row_number().over(ranked))
+        .where(F.col("_k") <= top)
+        .drop("_k")
+    )
+
+
+def _utc(row) -> dict:
+    """A collected row as a dict, its times aware UTC (Spark hands back naive local times)."""
+    return {k: aware(v) if isinstance(v, dt.datetime) else v for k, v in row.asDict().items()}
+
+
+def operations(fig: Figures, campaign: Campaign, read, wave_attempts: int) -> None:
+    """The figures an operator runs the campaign from: waves, trends, ingest, runs, failures."""
+    by_wave: dict[str, dict] = {}
+    for r in wave_channel_counts(read("wave_messages"), read("notification_log")).collect():
+        by_wave.setdefault(r["wave_id"], {})[r["channel"]] = {
+            k: r[k] for k in ("planned", "sent", "failed", "skipped", "pending")
+        }
+    recorded = {r["wave_id"]: _utc(r) for r in wave_rows(read("waves"), fig.generated_at, wave_attempts).collect()}
+    for w in sorted(campaign.waves, key=lambda w: (w.notify_at, w.wave_id)):
+        row = recorded.pop(w.wave_id, None) or {
+            "wave_id": w.wave_id, "notify_at": w.notify_at, "status": "not planned", "attempts": 0,
+            "lease_owner": None, "lease_until": None, "paused_until": None, "needs_operator": None, "command": None,
+        }  # fmt: skip
+        fig.waves.append({**row, "channels": by_wave.get(w.wave_id, {})})
+    for row in sorted(recorded.values(), key=lambda r: (r["notify_at"], r["wave_id"])):  # no longer configured
+        fig.waves.append({**row, "channels": by_wave.get(row["wave_id"], {})})
+
+    stats = read("campaign_stats")
+    fig.trend = [
+        _utc(r)
+        for r in funnel_trend(stats.where(F.col("run_id") != fig.run_id)).orderBy("computed_at", "step").collect()
+    ]
+    fig.trend += [
+        {"computed_at": fig.generated_at, "run_id": fig.run_id, "step": k, "value": v}
+        for k, v in fig.funnel.items()
+        if k in TREND_STEPS
+    ]
+    previous = previous_snapshot(stats, fig.run_id).first()
+    fig.previous = dict(previous["figures"]) if previous is not None else None
+
+    fig.ingest_files = [r.asDict() for r in ingest_by_file(read("landing_files")).orderBy("file").collect()]
+    fig.quarantine = [
+        r.asDict() for r in quarantine_reasons(read("quarantine")).orderBy(F.col("rows").desc(), "file").collect()
+    ]
+    order = {name: i for i, name in enumerate(STAGE_ORDER)}
+    fig.runs = sorted(
+        (_utc(r) for r in last_stage_runs(read("pipeline_runs")).collect()),
+        key=lambda r: (order.get(r["stage"], len(order)), r["stage"]),
+    )
+    fig.failures = [
+        r.asDict() for r in failure_reasons(read("notification_log")).orderBy(F.col("messages").desc()).collect()
+    ]
+
+
+# The stages in pipeline order (the report may not import the pipeline above it), then operations.
+STAGE_ORDER = ("ingest", "screen", "score", "select", "assign_codes", "plan_waves", "notify", "report", "maintain")
 
 
 def latest_quality(read) -> list[dict]:

@@ -13,6 +13,10 @@ from campaign_pipeline.report.charts import Chart
 from campaign_pipeline.report.figures import Figures
 
 EXPLANATIONS = {
+    "trends": "The funnel and delivery at every report run of this campaign (the campaign_stats snapshots), "
+    "this run last.",
+    "ingest": "Per landing file, the lines read: ingested, or quarantined with a reason (below). Read = ingested + "
+    "quarantined for every file.",
     "funnel": "How many rows and fans reached each step, from the registration rows ingested to the messages sent.",
     "scores": "How raw scores spread, coloured by the band each score falls in; the in-band lottery decides within a band.",
     "capacity": "Per market, the fans selected and coded against the market's capacity (outline).",
@@ -38,6 +42,8 @@ TEMPLATE = """<!doctype html>
   .cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(150px, 1fr)); gap: 8px; }
   .card { border: 1px solid #ddd; border-radius: 6px; padding: 8px 10px; }
   .card b { display: block; font-size: 18px; } .card span { color: #666; font-size: 12px; }
+  .card i { display: block; color: #777; font-size: 11px; font-style: normal; }
+  code { font-size: 11.5px; background: #f4f4f4; padding: 0 3px; word-break: break-all; }
   .bad { color: #b3261e; } .warn { color: #9a6700; } .ok { color: #2e7d32; }
   figure { margin: 0; break-inside: avoid; page-break-inside: avoid; }
   figure svg { width: 100%; height: auto; }
@@ -56,9 +62,30 @@ TEMPLATE = """<!doctype html>
 
 <div class="cards">
 {% for label, value in headline.items() %}
-  <div class="card"><b class="{{ 'bad' if value and ('failed' in label or 'breaks' in label) else ('warn' if value and label == 'warnings' else '') }}">{{ "{:,}".format(value) }}</b><span>{{ label }}</span></div>
+  <div class="card"><b class="{{ 'bad' if value and ('failed' in label or 'breaks' in label) else ('warn' if value and label == 'warnings' else '') }}">{{ "{:,}".format(value) }}</b><span>{{ label }}</span>
+  <i class="delta">{% if deltas[label] is none %}{{ 'first report' if first else 'not recorded last time' }}{% elif deltas[label] == 0 %}no change since the last report{% else %}{{ "{:+,}".format(deltas[label]) }} since the last report{% endif %}</i></div>
 {% endfor %}
 </div>
+
+<section id="waves">
+<h2>Waves</h2>
+<p>Each configured wave as notify left it. A wave that needs an operator says why and the command to run (look at the delivery failures below first).</p>
+<table class="waves">
+<tr><th>wave</th><th>notify at (UTC)</th><th>status</th><th class="n">attempts</th><th>channel</th><th class="n">planned</th><th class="n">sent</th><th class="n">failed</th><th class="n">skipped</th><th class="n">pending</th><th>held by</th><th>needs an operator</th></tr>
+{% for w in f.waves %}{% set chans = w.channels.items() | list %}
+{% for ch, c in (chans if chans else [("–", none)]) %}
+<tr class="wave{{ ' bad' if w.needs_operator else '' }}" data-wave="{{ w.wave_id }}">
+{% if loop.first %}<td rowspan="{{ loop.length }}">{{ w.wave_id }}</td><td rowspan="{{ loop.length }}">{{ w.notify_at.strftime("%Y-%m-%d %H:%M") }}</td>
+<td rowspan="{{ loop.length }}">{{ w.status }}</td><td class="n" rowspan="{{ loop.length }}">{{ w.attempts }}</td>{% endif %}
+<td>{{ ch }}</td>{% for k in ("planned", "sent", "failed", "skipped", "pending") %}<td class="n">{{ "{:,}".format(c[k]) if c else "–" }}</td>{% endfor %}
+{% if loop.first %}<td rowspan="{{ loop.length }}">{% if w.lease_owner %}{{ w.lease_owner }} until {{ w.lease_until.strftime("%H:%M:%S") }}{% elif w.paused_until %}paused until {{ w.paused_until.strftime("%H:%M:%S") }}{% endif %}</td>
+<td rowspan="{{ loop.length }}">{% if w.needs_operator %}{{ w.needs_operator }}: <code>{{ w.command }}</code>{% endif %}</td>{% endif %}
+</tr>
+{% endfor %}
+{% else %}<tr><td colspan="12">No waves configured.</td></tr>
+{% endfor %}
+</table>
+</section>
 
 {% for c in charts %}
 <section id="{{ c.key }}">
@@ -70,6 +97,23 @@ TEMPLATE = """<!doctype html>
 {{ tables[c.key] | safe }}
 </section>
 {% endfor %}
+
+<section id="runs">
+<h2>Stage runs</h2>
+<p>The last run of each stage (pipeline_runs), with its first figures (all of them are in pipeline_runs.counts): a stage left <code>running</code> whose process died is resumed by the next <code>run</code>.</p>
+<table class="runs">
+<tr><th>stage</th><th>status</th><th>started (UTC)</th><th class="n">seconds</th><th class="n">rows</th><th>figures</th><th>run</th></tr>
+{% for r in f.runs %}
+<tr class="{{ 'bad' if r.status == 'failed' else ('warn' if r.status == 'running' else '') }}"><td>{{ r.stage }}</td><td>{{ r.status }}</td>
+<td>{{ r.started_at.strftime("%Y-%m-%d %H:%M:%S") if r.started_at else "" }}</td>
+<td class="n">{{ "{:,.1f}".format(r.seconds) if r.seconds is not none else "" }}</td>
+<td class="n">{{ "{:,}".format(r.rows) if r.rows is not none else "" }}</td>
+<td>{% for k, v in ((r.figures or {}).items() | sort)[:8] %}{{ k }} {{ "{:,}".format(v) if v is not none else "–" }}{{ "; " if not loop.last }}{% endfor %}{{ " …" if (r.figures or {}) | length > 8 }}</td>
+<td>{{ r.run_id }}</td></tr>
+{% else %}<tr><td colspan="7">No stage run recorded.</td></tr>
+{% endfor %}
+</table>
+</section>
 
 <section id="reconciliation">
 <h2>Reconciliation across stages</h2>
@@ -104,13 +148,15 @@ TEMPLATE = """<!doctype html>
 """
 
 
-def _table(headers: list[str], rows: list[list], numeric: set[int] | None = None) -> str:
+def _table(headers: list[str], rows: list[list], numeric: set[int] | None = None, css: str = "figures") -> str:
     numeric = numeric if numeric is not None else set(range(1, len(headers)))
     esc = jinja2.filters.escape
 
     def cell(i, v, tag="td"):
         cls = ' class="n"' if i in numeric else ""
-        if isinstance(v, float):
+        if v is None:
+            v = "–"
+        elif isinstance(v, float):
             v = f"{v:.1%}"
         elif isinstance(v, int) and not isinstance(v, bool):
             v = f"{v:,}"
@@ -118,7 +164,7 @@ def _table(headers: list[str], rows: list[list], numeric: set[int] | None = None
 
     head = "<tr>" + "".join(cell(i, h, "th") for i, h in enumerate(headers)) + "</tr>"
     body = "".join("<tr>" + "".join(cell(i, v) for i, v in enumerate(r)) + "</tr>" for r in rows)
-    return f'<table class="figures">{head}{body}</table>'
+    return f'<table class="{css}">{head}{body}</table>'
 
 
 def chart_tables(f: Figures) -> dict[str, str]:
@@ -127,6 +173,11 @@ def chart_tables(f: Figures) -> dict[str, str]:
     for r in f.score_histogram:
         per_bin.setdefault(r["bin"], {})[r["band"]] = r["fans"]
     bands = [b for b in [*f.bands, "below every band"] if any(b in v for v in per_bin.values())]
+    trend: dict = {}
+    for r in f.trend:
+        trend.setdefault(r["computed_at"], {})[r["step"]] = r["value"]
+    steps = [s for s in ("registrants", "eligible", "selected", "coded", "messages planned", "messages sent",
+                         "messages failed") if any(s in v for v in trend.values())]  # fmt: skip
     from campaign_pipeline.report.figures import SCORE_BINS
 
     return {
@@ -164,7 +215,37 @@ def chart_tables(f: Figures) -> dict[str, str]:
             ["hour (UTC)", "channel", "status", "messages"],
             [[f"{d['hour']:%Y-%m-%d %H:00}", d["channel"], d["status"], d["messages"]] for d in f.delivery],
             {3},
+        )
+        + "<h3>Top failure reasons</h3>"
+        + (
+            _table(
+                ["channel", "reason (contacts masked)", "messages"],
+                [[x["channel"], x["reason"], x["messages"]] for x in f.failures],
+                {2},
+                "failures",
+            )
+            if f.failures
+            else "<p>No message has failed.</p>"
+        ),  # fmt: skip
+        "trends": _table(
+            ["report run (UTC)", *steps],
+            [[f"{at:%Y-%m-%d %H:%M}", *[trend[at].get(s) for s in steps]] for at in sorted(trend)],
         ),
+        "ingest": _table(
+            ["landing file", "kind", "lines read", "ingested", "quarantined"],
+            [[x["file"], x["kind"], x["lines"], x["ingested"], x["quarantined"]] for x in f.ingest_files],
+            {2, 3, 4},
+        )
+        + (
+            _table(
+                ["stage", "file", "reason", "rows"],
+                [[q["stage"], q["file"], q["reason"], q["rows"]] for q in f.quarantine],
+                {3},
+                "quarantine",
+            )
+            if f.quarantine
+            else "<p>Nothing quarantined.</p>"
+        ),  # fmt: skip
         "quality": "",  # the full list is in the data-quality section below
     }
 
@@ -179,6 +260,8 @@ def render(f: Figures, charts: list[Chart], docs: dict | None = None) -> str:
         tables=chart_tables(f),
         explanations=EXPLANATIONS,
         headline=f.headline(),
+        deltas=f.deltas(),
+        first=f.previous is None,
         breaks=sum(not b.balanced for b in f.balances),
         docs=docs,
     )

@@ -69,7 +69,9 @@ def report(ctx: StageContext) -> StageReport:
         if rows:
             wh.append("reconciliation", catalog_rows(ctx.spark, "reconciliation", rows))
     with ctx.step("figures"):
-        fig = figures.compute(campaign, read, ctx.run_id, generated_at, balances)
+        fig = figures.compute(
+            campaign, read, ctx.run_id, generated_at, balances, wave_attempts=ctx.env.notify.wave_attempts
+        )
         wh.append("campaign_stats", catalog_rows(ctx.spark, "campaign_stats", [fig.stats_row()]))
     with ctx.step("render"):
         drawn = charts.all_charts(fig)

@@ -17,7 +17,7 @@ from campaign_pipeline.config import Scoring
 from campaign_pipeline.errors import ConfigError, InputError
 from campaign_pipeline.scoring.features import FEATURES, latest_row
 
-# The documented defaults of the built-in weighted logistic model (README "Scoring"): logit =
+# The documented defaults of the built-in weighted logistic model (docs/rules/scoring.md): logit =
 # intercept + Σ weight × feature. Engagement with the artist counts most; resale and chargebacks
 # pull a fan down. A fan with no history at all scores sigmoid(-2.6) ≈ 0.07: below every band.
 DEFAULT_INTERCEPT = -2.6

@@ -1,5 +1,5 @@
 """Run the jobs on Amazon EMR: upload what `make dist` built, then add an EMR step or start an EMR
-Serverless job run, and optionally follow it to the end (README: On EMR).
+Serverless job run, and optionally follow it to the end (docs/operator/emr.md).
 
 Artifacts live flat under the environment's `emr.artifacts_uri`: `pyspark_venv.tar.gz`,
 `conf.tar.gz`, `jobs/*.py`, the wheel and `MANIFEST.json`. An artifact whose sha256 (kept in the
@@ -52,7 +52,7 @@ class Submission:
 def load_manifest(dist: str | Path) -> dict:
     path = Path(dist) / "MANIFEST.json"
     if not path.is_file():
-        raise ConfigError(f"{path}: not found; build the artifacts first with `make dist` (README: On EMR)")
+        raise ConfigError(f"{path}: not found; build the artifacts first with `make dist` (docs/operator/emr.md)")
     manifest = json.loads(path.read_text())
     missing = [f for f in manifest["files"] if not (Path(dist) / f).is_file()]
     if missing:

@@ -1,4 +1,5 @@
-"""Typed configuration: the campaign YAML and the environment YAML of SPEC §4.
+"""Typed configuration: the campaign YAML (`conf/campaigns/<id>.yaml`) and the environment YAML
+(`conf/environments/<env>.yaml`); `campaign-pipeline config schema` writes their JSON Schema.
 
 `load_campaign` and `load_environment` turn a file into a validated model or raise a
 `ConfigError` whose one-line message names the file, the key and the problem, e.g.
@@ -459,16 +460,20 @@ def _problem(err: dict[str, Any]) -> str:
     return f"{err['msg'].lower()}, got {given!r}"
 
 
-def _format_validation(path: str, exc: ValidationError) -> str:
-    lines = []
+def validation_problems(exc: ValidationError) -> list[tuple[str, str]]:
+    """(key, problem) for each error pydantic found, in the words of `load_campaign`'s messages."""
+    out = []
     for err in exc.errors(include_url=False):
         cause = (err.get("ctx") or {}).get("error")
-        loc = tuple(err["loc"])
         if isinstance(cause, _KeyedError):
-            lines.append(f"{path}: {cause.key}: {cause.problem}")
+            out.append((cause.key, cause.problem))
         else:
-            lines.append(f"{path}: {_key_path(loc)}: {_problem(err)}")
-    return "\n".join(lines)
+            out.append((_key_path(tuple(err["loc"])), _problem(err)))
+    return out
+
+
+def _format_validation(path: str, exc: ValidationError) -> str:
+    return "\n".join(f"{path}: {key}: {problem}" for key, problem in validation_problems(exc))
 
 
 def _read_s3_text(uri: str, what: str) -> str:
@@ -546,3 +551,8 @@ def dump_campaign(campaign: Campaign, path: str | os.PathLike[str]) -> None:
     """Write a campaign as YAML that `load_campaign` reads back to an equal model."""
     data = campaign.model_dump(mode="json", exclude_none=True)
     Path(path).write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+
+
+# Public names for the other config files' loaders (schedules): the same YAML reading and messages.
+read_yaml = _read_yaml
+validation_message = _format_validation

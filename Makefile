@@ -142,9 +142,12 @@ bench: install
 	  --campaign $${BENCH_WORK:-/tmp/campaign-pipeline-bench}/landing/bench.yaml
 
 # Jupyter Lab on notebooks/ (the [notebooks] extra: jupyterlab, ipykernel, papermill).
-notebooks: install
-	$(BIN)/python -m pip install --quiet -e '.[dev,notebooks]'
+notebooks: install $(VENV)/.notebooks
 	$(BIN)/jupyter lab --notebook-dir=notebooks
+
+$(VENV)/.notebooks: setup.cfg
+	$(BIN)/python -m pip install --quiet -e '.[dev,notebooks]'
+	touch $@
 
 clean:
 	rm -rf warehouse spark-warehouse .pytest_cache dist build jvm/target $(UDF_JAR) $(LOCALFS_JAR)

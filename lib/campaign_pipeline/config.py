@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from campaign_pipeline import channels
 from campaign_pipeline.errors import ConfigError
+from campaign_pipeline.project import project_root
 from campaign_pipeline.templating import template_problem
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
@@ -527,17 +528,31 @@ def environment_path(name_or_path: str, conf_dir: str | os.PathLike[str] | None 
 
 
 def default_conf_dir() -> Path:
-    """`$CAMPAIGN_PIPELINE_CONF`, else ./conf, else the conf/ folder of the source checkout."""
+    """`$CAMPAIGN_PIPELINE_CONF`, else ./conf, else the project's conf/ above the current folder (a
+    notebook's kernel runs in notebooks/), else the conf/ folder of the source checkout."""
     explicit = os.environ.get("CAMPAIGN_PIPELINE_CONF")
     if explicit:
         return Path(explicit)
     if Path("conf/environments").is_dir():
         return Path("conf")
+    above = project_root() / "conf"
+    if (above / "environments").is_dir():
+        return above
     return Path(__file__).resolve().parents[2] / "conf"
+
+
+def builtin_environment(name: str) -> Environment | None:
+    """`local` where no conf/environments/local.yaml exists (an installed package, any folder):
+    local Spark, ./warehouse and ./landing, every other setting at its default."""
+    if name != "local":
+        return None
+    return Environment(name="local", mode="local", warehouse_root="./warehouse", landing_root="./landing")
 
 
 def load_environment(name_or_path: str = "local", conf_dir: str | os.PathLike[str] | None = None) -> Environment:
     path = environment_path(name_or_path, conf_dir)
+    if not isinstance(path, str) and not path.is_file() and builtin_environment(name_or_path) is not None:
+        return builtin_environment(name_or_path)
     if not isinstance(path, str) and not path.is_file():
         raise ConfigError(f"{path}: environment config file not found (pass --env local|emr or a path to a YAML file)")
     data = _read_yaml(path, "environment config")

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from campaign_pipeline.config import (
     Campaign,
     Environment,
+    builtin_environment,
     environment_path,
     read_yaml,
     validation_problems,
@@ -95,8 +96,11 @@ def validate(campaign_path: str, env_name: str, landing: str | None = None) -> V
     result = Validation(str(campaign_path), str(env_file))
     campaign = _load(Campaign, campaign_path, "campaign config", result)
     if not isinstance(env_file, str) and not env_file.is_file():
-        result.problem(env_file, "(file)", "environment config file not found (pass --env NAME or a YAML path)")
-        env = None
+        env = builtin_environment(env_name)
+        if env is None:
+            result.problem(env_file, "(file)", "environment config file not found (pass --env NAME or a YAML path)")
+        else:
+            result.environment_file = "the built-in local environment"
     else:
         env = _load(Environment, env_file, "environment config", result)
     if campaign is None:

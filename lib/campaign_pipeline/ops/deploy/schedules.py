@@ -203,7 +203,10 @@ def _crontab_field(field: CronField, text: str, shift: int = 0) -> str:
         if step > 1 and (start, end) == (field.low, field.high):
             parts.append(f"*/{step}")  # `0/5` in minutes: every fifth minute from 0, as `*/5` says
             continue
-        span = str(start + shift) if start == end and "/" not in item else f"{start + shift}-{end + shift}"
+        if start == end or start + step > end:  # one value, whatever the step (`0-0` is not read alike)
+            parts.append(str(start + shift))
+            continue
+        span = f"{start + shift}-{end + shift}"
         parts.append(span if step == 1 else f"{span}/{step}")
     return ",".join(parts)
 

@@ -265,7 +265,10 @@ def test_explore_scores_shows_bands_contributions_and_selection_rates(spark, syn
     wh, _, _ = pipeline
     campaign_yaml = synth_campaign.campaign_yaml
     scope = run_notebook(
-        NOTEBOOKS / "explore_scores.ipynb", tmp_path, ("bands", "contributions", "by_band"), **_params(campaign_yaml, wh)
+        NOTEBOOKS / "explore_scores.ipynb",
+        tmp_path,
+        ("bands", "contributions", "by_band"),
+        **_params(campaign_yaml, wh),
     )
     scores = wh.read("scores", CID)
     assert scope["bands"].fans.sum() == scores.count()

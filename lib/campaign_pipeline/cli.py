@@ -203,7 +203,7 @@ def build_parser(extra: Sequence[Verb] = (), stages: bool = True) -> argparse.Ar
                           "EventBridge Scheduler (EMR Serverless job runs)")  # fmt: skip
     schedule.add_argument("--schedules", default=None, help="the schedules file (default: conf/schedules.yaml)")
     schedule.add_argument(
-        "--campaigns-dir", default="conf/campaigns", help="campaign configs for per-campaign schedules"
+        "--campaigns-dir", default=None, help="campaign configs for per-campaign schedules (default: conf/campaigns)"
     )
 
     submit = _verb(
@@ -407,7 +407,8 @@ def _schedule(args) -> int:
     from campaign_pipeline.config import default_conf_dir
     from campaign_pipeline.ops.deploy import schedules as sch
 
-    declared = sch.load_schedules(args.schedules or default_conf_dir() / "schedules.yaml", args.campaigns_dir)
+    conf = default_conf_dir()
+    declared = sch.load_schedules(args.schedules or conf / "schedules.yaml", args.campaigns_dir or conf / "campaigns")
     if args.action == "show":  # needs no environment file: --env only names it in the crontab lines
         if args.json:
             _emit(sch.show(declared, args.env, dt.datetime.now(dt.UTC)))

@@ -143,7 +143,7 @@ bench: install
 
 # Jupyter Lab on notebooks/ (the [notebooks] extra: jupyterlab, ipykernel, papermill).
 notebooks: install $(VENV)/.notebooks
-	$(BIN)/jupyter lab --notebook-dir=notebooks
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 $(VENV)/.notebooks: setup.cfg
 	$(BIN)/python -m pip install --quiet -e '.[dev,notebooks]'

@@ -531,7 +531,7 @@ def test_the_data_quality_notebook_runs_from_notebooks_on_the_golden_campaign(sp
     assert not (ROOT / "notebooks" / relative).exists()
     scope = run_notebook(
         ROOT / "notebooks" / "data_quality.ipynb", tmp_path, ("checks", "balances"),
-        warehouse_root=wh.root, campaign_yaml=relative, env_name="local",
+        warehouse_root=wh.root, campaign_yaml=relative, env_name=str(env_file(tmp_path)),
     )  # fmt: skip
     checks, balances = scope["checks"], scope["balances"]
     assert set(checks.table) == set(SUITES)

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, run_notebook
+from helpers import ROOT, env_file, run_notebook
 from pyspark.sql import functions as F
 
 from campaign_pipeline.config import load_campaign
@@ -257,8 +257,9 @@ def test_one_row_per_fan_and_hot_call_centre_phone_is_shared_not_expanded(pipeli
 # ---------------------------------------------------------------- notebooks and progress
 
 
-def _params(campaign_yaml, wh):
-    return {"warehouse_root": wh.root, "campaign_yaml": campaign_yaml, "env_name": "local"}
+def _params(campaign_yaml, wh, tmp_path):
+    """The notebooks' parameters: this warehouse and campaign, and a local environment sized for tiny data."""
+    return {"warehouse_root": wh.root, "campaign_yaml": campaign_yaml, "env_name": str(env_file(tmp_path))}
 
 
 def test_explore_scores_shows_bands_contributions_and_selection_rates(spark, synth_campaign, pipeline, tmp_path):
@@ -268,7 +269,7 @@ def test_explore_scores_shows_bands_contributions_and_selection_rates(spark, syn
         NOTEBOOKS / "explore_scores.ipynb",
         tmp_path,
         ("bands", "contributions", "by_band"),
-        **_params(campaign_yaml, wh),
+        **_params(campaign_yaml, wh, tmp_path),
     )
     scores = wh.read("scores", CID)
     assert scope["bands"].fans.sum() == scores.count()
@@ -288,7 +289,7 @@ def test_what_if_selection_compares_and_plots_verdicts_and_writes_nothing(spark,
     version = wh.version("selections")
     scope = run_notebook(
         NOTEBOOKS / "what_if_selection.ipynb", tmp_path, ("markets", "moves", "selected", "bars"),
-        **_params(campaign_yaml, wh), capacity={first: 3}, options={},
+        **_params(campaign_yaml, wh, tmp_path), capacity={first: 3}, options={},
     )  # fmt: skip
     markets = scope["markets"]
     # the unchanged config reproduces what the select stage wrote
@@ -319,7 +320,7 @@ def test_train_scoring_model_shows_calibration_and_weights_and_saves_a_loadable_
     path = str(tmp_path / "scoring-model")
     scope = run_notebook(
         NOTEBOOKS / "train_scoring_model.ipynb", tmp_path, ("auc", "calibration", "weights", "inputs"),
-        **_params(synth_campaign.campaign_yaml, wh), model_path=path,
+        **_params(synth_campaign.campaign_yaml, wh, tmp_path), model_path=path,
     )  # fmt: skip
     assert 0.0 <= scope["auc"] <= 1.0
     calibration, weights = scope["calibration"], scope["weights"]

@@ -2,15 +2,20 @@
 PYTHON        ?= python3
 VENV          ?= .venv
 BIN           := $(VENV)/bin
-# Match Amazon EMR emr-spark-8.0.0: Spark 4.0.2 (Scala 2.13) with Delta 4.0.x.
-SPARK_VERSION ?= 4.0.2
-DELTA_VERSION ?= 4.0.1
-SCALA         ?= 2.13
+# The JVM versions live in one place, lib/campaign_pipeline/versions.py (session.py reads the same
+# pins when it asks Spark for the jars by their Maven coordinates): Amazon EMR emr-spark-8.0.0.
+VERSIONS      := lib/campaign_pipeline/versions.py
+version_of     = $(shell sed -n 's/^$(1) = "\(.*\)"$$/\1/p' $(VERSIONS))
+SPARK_VERSION ?= $(call version_of,SPARK)
+DELTA_VERSION ?= $(call version_of,DELTA)
+SCALA         ?= $(call version_of,SCALA)
+HADOOP_VERSION ?= $(call version_of,HADOOP)
+LIBPHONENUMBER ?= $(call version_of,LIBPHONENUMBER)
 JARS_DIR      ?= jars
-# Google's libphonenumber for the JVM, the same release as the `phonenumbers` pin in setup.cfg.
-LIBPHONENUMBER ?= 9.0.43
-UDF_JAR       := $(JARS_DIR)/campaign-pipeline-udfs.jar
-LOCALFS_JAR   := $(JARS_DIR)/campaign-pipeline-localfs.jar
+# The project's own jars are package data: the wheel carries them (campaign_pipeline.jars.location()).
+OWN_JARS_DIR  := lib/campaign_pipeline/jars
+UDF_JAR       := $(OWN_JARS_DIR)/campaign-pipeline-udfs.jar
+LOCALFS_JAR   := $(OWN_JARS_DIR)/campaign-pipeline-localfs.jar
 JARS := $(JARS_DIR)/delta-spark_$(SCALA)-$(DELTA_VERSION).jar \
         $(JARS_DIR)/delta-storage-$(DELTA_VERSION).jar \
         $(JARS_DIR)/spark-avro_$(SCALA)-$(SPARK_VERSION).jar \
@@ -20,7 +25,7 @@ REGISTRANTS   ?= 200000
 
 export CAMPAIGN_PIPELINE_JARS_DIR := $(abspath $(JARS_DIR))
 
-.PHONY: install demo test test-s3 test-unit lint bench clean browser dist s3-jars docs
+.PHONY: install demo test test-s3 test-unit lint bench clean browser dist s3-jars docs jvm notebooks
 
 install: $(VENV)/.installed $(JARS) browser
 
@@ -48,24 +53,17 @@ $(JARS_DIR)/spark-avro_$(SCALA)-$(SPARK_VERSION).jar:
 $(JARS_DIR)/libphonenumber-$(LIBPHONENUMBER).jar:
 	mvn -q -B dependency:copy -Dartifact=com.googlecode.libphonenumber:libphonenumber:$(LIBPHONENUMBER) -DoutputDirectory=$(JARS_DIR)
 
-# Our own Spark UDFs (jvm/): phone parsing with the Java libphonenumber, against pyspark's jars.
-UDF_SOURCES := $(shell find jvm/src/main/java/campaign_pipeline/udf -name '*.java')
-$(UDF_JAR): $(VENV)/.installed $(JARS_DIR)/libphonenumber-$(LIBPHONENUMBER).jar $(UDF_SOURCES)
-	rm -rf build/udf-classes && mkdir -p build/udf-classes
-	javac -nowarn --release 17 -d build/udf-classes \
-	  -cp "$$($(BIN)/python -c 'import pyspark,os;print(os.path.dirname(pyspark.__file__))')/jars/*:$(JARS_DIR)/libphonenumber-$(LIBPHONENUMBER).jar" \
-	  $(UDF_SOURCES)
-	jar cf $@ -C build/udf-classes .
+# Our own JVM code (jvm/, a Maven module): the Spark UDFs (phone parsing with the Java
+# libphonenumber) and Hadoop's local file system without a chmod/readlink process per file (local
+# mode only; it goes on the driver's class path, see session.py). Both jars land in the package.
+JVM_SOURCES := $(shell find jvm/src -name '*.java')
+$(UDF_JAR) $(LOCALFS_JAR) &: jvm/pom.xml $(JVM_SOURCES) $(VERSIONS)
+	cd jvm && mvn -q -B package -Dspark.version=$(SPARK_VERSION) -Dscala.binary=$(SCALA) \
+	  -Dhadoop.version=$(HADOOP_VERSION) -Dlibphonenumber.version=$(LIBPHONENUMBER)
+	cp jvm/target/campaign-pipeline-udfs.jar $(UDF_JAR)
+	cp jvm/target/campaign-pipeline-localfs.jar $(LOCALFS_JAR)
 
-# Hadoop's local file system without a chmod/readlink process per file (local mode only; it goes
-# on the driver's class path, see session.py).
-LOCALFS_SOURCES := $(shell find jvm/src/main/java/campaign_pipeline/hadoop -name '*.java')
-$(LOCALFS_JAR): $(VENV)/.installed $(LOCALFS_SOURCES)
-	rm -rf build/localfs-classes && mkdir -p build/localfs-classes
-	javac -nowarn --release 17 -d build/localfs-classes \
-	  -cp "$$($(BIN)/python -c 'import pyspark,os;print(os.path.dirname(pyspark.__file__))')/jars/*" \
-	  $(LOCALFS_SOURCES)
-	jar cf $@ -C build/localfs-classes .
+jvm: $(UDF_JAR) $(LOCALFS_JAR)
 
 # What a cluster runs (docs: Operator's guide, On EMR): the wheel, a packed virtual environment without pyspark,
 # conf.tar.gz, jobs/ and MANIFEST.json. For EMR, build on Amazon Linux 2023 with Python 3.11 and
@@ -80,7 +78,7 @@ dist: install
 # that Spark 4.0.2 ships, with the AWS SDK v2 bundle it was built against) and Delta's DynamoDB log
 # store. EMR bundles both; here they are only for `make test-s3`. delta-storage-s3-dynamodb is not
 # served by every Maven mirror, so it is compiled from Delta's v4.0.1 sources in vendor/.
-HADOOP_AWS    ?= 3.4.1
+HADOOP_AWS    ?= $(HADOOP_VERSION)
 AWS_V2_BUNDLE ?= 2.24.6
 AWS_V1        ?= 1.12.262
 S3_JARS_DIR   := $(JARS_DIR)/s3
@@ -149,5 +147,13 @@ bench: install
 	$(BIN)/python benchmarks/explain_bench.py --warehouse $${BENCH_WORK:-/tmp/campaign-pipeline-bench}/warehouse \
 	  --campaign $${BENCH_WORK:-/tmp/campaign-pipeline-bench}/landing/bench.yaml
 
+# Jupyter Lab on notebooks/ (the [notebooks] extra: jupyterlab, ipykernel, papermill).
+notebooks: install $(VENV)/.notebooks
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
+
+$(VENV)/.notebooks: setup.cfg
+	$(BIN)/python -m pip install --quiet -e '.[dev,notebooks]'
+	touch $@
+
 clean:
-	rm -rf warehouse spark-warehouse .pytest_cache dist build site
+	rm -rf warehouse spark-warehouse .pytest_cache dist build site jvm/target $(UDF_JAR) $(LOCALFS_JAR)

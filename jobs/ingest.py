@@ -1,7 +1,7 @@
 """spark-submit entry point: the ingest stage for one campaign.
 
     spark-submit [--jars delta-spark,delta-storage,spark-avro jars] jobs/ingest.py \
-        --campaign conf/campaigns/<id>.yaml --env emr [--landing s3://...] [--warehouse s3://...]
+        --campaign conf/campaigns/<id>.yaml --env emr [--landing s3://...] [--warehouse s3://...] [--debug]
 
 All logic lives in the installed `campaign_pipeline` package; this file only forwards arguments.
 """

@@ -1,6 +1,6 @@
 """spark-submit entry point: every registered stage, in order, for one campaign.
 
-spark-submit jobs/pipeline.py --campaign conf/campaigns/<id>.yaml --env emr [--stages a,b] [--from-start]
+spark-submit jobs/pipeline.py --campaign conf/campaigns/<id>.yaml --env emr [--stages a,b] [--from-start] [--debug]
 """
 
 import sys

@@ -1,6 +1,6 @@
 """spark-submit entry point: the report stage for one campaign (reconciliation, stats, HTML report).
 
-    spark-submit jobs/report.py --campaign conf/campaigns/<id>.yaml --env emr [--out s3://bucket/reports/<id>]
+    spark-submit jobs/report.py --campaign conf/campaigns/<id>.yaml --env emr [--out s3://bucket/reports/<id>] [--debug]
 
 All logic lives in the installed `campaign_pipeline` package; this file only forwards arguments.
 """

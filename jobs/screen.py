@@ -1,6 +1,6 @@
 """spark-submit entry point: the screen stage for one campaign.
 
-    spark-submit jobs/screen.py --campaign conf/campaigns/<id>.yaml --env emr [--warehouse s3://...]
+    spark-submit jobs/screen.py --campaign conf/campaigns/<id>.yaml --env emr [--warehouse s3://...] [--debug]
 
 All logic lives in the installed `campaign_pipeline` package; this file only forwards arguments.
 """

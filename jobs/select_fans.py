@@ -3,7 +3,7 @@
 Named select_fans.py, not select.py: Python puts a script's folder first on sys.path, and a
 jobs/select.py would shadow the standard library's `select` module for every job in the folder.
 
-    spark-submit jobs/select_fans.py --campaign conf/campaigns/<id>.yaml --env emr [--warehouse s3://...]
+    spark-submit jobs/select_fans.py --campaign conf/campaigns/<id>.yaml --env emr [--warehouse s3://...] [--debug]
 
 All logic lives in the installed `campaign_pipeline` package; this file only forwards arguments.
 """

@@ -19,6 +19,7 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 # fill in at the end, so both workers finish together (the last file started had been the
 # standalone-cluster test, 95 s, and one worker idled for 65 s).
 HEAVY_FIRST = [
+    "test_wheel.py",  # a fresh venv from the wheel and the demo in it: mostly a subprocess's time
     "test_notify_concurrency.py",  # ~250 s: overlapping notify processes, a re-plan while sending
     "test_hand_written_campaign.py",  # ~250 s: the CLI's ingest + screen, then every later stage
     "test_synthetic_campaign.py",  # ~160 s

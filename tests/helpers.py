@@ -191,26 +191,44 @@ class SlackReceiver:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
 
 
-def run_notebook(path, **parameters):
-    """Run a notebook's code cells in order in one namespace, its parameters cell (the first code
-    cell, starting `# parameters`) replaced by `parameters`; returns the namespace. Every given
-    parameter must be one the notebook declares, so a renamed parameter fails here."""
+def run_notebook(path, work: Path, outputs: tuple[str, ...], **parameters) -> dict:
+    """Execute a notebook as Jupyter does: papermill, a kernel of its own whose folder is
+    notebooks/, `parameters` injected after the `parameters`-tagged cell. Every given parameter must
+    be one that cell declares, so a renamed parameter fails here. Returns the notebook's variables
+    named in `outputs` (pickled by one probe cell appended to a copy of the notebook)."""
     import ast
-    import json
-    from pathlib import Path
+    import os
+    import pickle
 
-    notebook = json.loads(Path(path).read_text(encoding="utf-8"))
-    cells = ["".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code"]
-    assert cells and cells[0].startswith("# parameters"), f"{path}: the first code cell is not the parameters cell"
-    declared = {t.id for node in ast.parse(cells[0]).body if isinstance(node, ast.Assign) for t in node.targets}
+    import nbformat
+    import papermill
+
+    notebook = nbformat.read(str(path), as_version=4)
+    tagged = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{path}: expected one cell tagged parameters, found {len(tagged)}"
+    declared = {t.id for node in ast.parse(tagged[0].source).body if isinstance(node, ast.Assign) for t in node.targets}
     unknown = set(parameters) - declared
     assert not unknown, f"{path}: no parameter {sorted(unknown)} (declared: {sorted(declared)})"
-    scope: dict = {}
-    exec(compile(cells[0], f"{Path(path).name}[parameters]", "exec"), scope)
-    scope.update(parameters)
-    for i, source in enumerate(cells[1:], start=1):
-        exec(compile(source, f"{Path(path).name}[cell {i}]", "exec"), scope)
-    return scope
+    work.mkdir(parents=True, exist_ok=True)
+    dump = work / f"{Path(path).stem}.outputs.pickle"
+    probe = f"import pickle\nwith open({str(dump)!r}, 'wb') as _f:\n    pickle.dump({{k: globals()[k] for k in {list(outputs)!r}}}, _f)"
+    notebook.cells.append(nbformat.v4.new_code_cell(probe))
+    source, executed = work / Path(path).name, work / f"{Path(path).stem}.executed.ipynb"
+    nbformat.write(notebook, str(source))
+    saved = os.environ.get("CAMPAIGN_PIPELINE_DRIVER_MEMORY")
+    os.environ["CAMPAIGN_PIPELINE_DRIVER_MEMORY"] = "1g"  # the kernel's own JVM, beside the tests' one
+    try:
+        papermill.execute_notebook(
+            str(source), str(executed), parameters=parameters, cwd=str(ROOT / "notebooks"),
+            kernel_name="python3", progress_bar=False, log_output=False, execution_timeout=600,
+        )  # fmt: skip
+    finally:
+        if saved is None:
+            os.environ.pop("CAMPAIGN_PIPELINE_DRIVER_MEMORY", None)
+        else:
+            os.environ["CAMPAIGN_PIPELINE_DRIVER_MEMORY"] = saved
+    with open(dump, "rb") as f:
+        return pickle.load(f)
 
 
 def small_coded_campaign(wh, cid: str, fans: int, wave: str, market: str = "NYC-01", first_names=None):

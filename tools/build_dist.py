@@ -1,7 +1,8 @@
 """`make dist`: what a cluster needs to run the jobs, in one folder (docs/operator/emr.md).
 
     dist/
-      campaign_pipeline-<version>-py3-none-any.whl   the package
+      campaign_pipeline-<version>-py3-none-any.whl   the package, its own jars inside (the wheel
+                            the tests install into a fresh environment and run the demo with)
       pyspark_venv.tar.gz   a packed virtual environment: the package and its dependencies, for
                             `spark.archives=…#environment` (EMR on EC2 and EMR Serverless)
       conf.tar.gz           conf/ (environments, campaigns, rules, schedules), for `…#conf`
@@ -102,6 +103,10 @@ def build(out: Path, build_dir: Path, python_prefix: str | None, delta_version: 
         "building the wheel",
     )
     wheel = next(out.glob("campaign_pipeline-*.whl"))
+    with zipfile.ZipFile(wheel) as zf:  # the wheel carries the project's own jars (campaign_pipeline.jars)
+        own = [n for n in zf.namelist() if n.startswith("campaign_pipeline/jars/") and n.endswith(".jar")]
+    if len(own) < 2:
+        sys.exit(f"make dist: {wheel.name} holds {own or 'none'} of the package's jars; run `make jvm` first")
 
     venv = build_dir / "dist-venv"
     py = venv / "bin" / "python"

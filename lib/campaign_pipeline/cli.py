@@ -1,23 +1,26 @@
 """`campaign-pipeline` command line: run, one verb per stage, and the operators' verbs.
 
 Every user-facing failure prints one clear message (file, key or row, what was expected) and exits
-non-zero: 2 for a bad config, 3 for unusable input, 1 for a failed stage. `--debug` adds the
-stack trace for developers.
+non-zero (`EXIT_CODES`): 64 for a command line it cannot read, 2 for a bad config, 3 for unusable
+input, 1 for a failed stage. The global flags `--debug` (stack traces), `--env` and `--json` go
+before or after the verb. `validate`, `runs` and `config schema` never start Spark (nor import it).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from campaign_pipeline import __version__
 from campaign_pipeline.config import environment_path, load_campaign, load_environment
-from campaign_pipeline.errors import ConfigError, InputError, PipelineError
+from campaign_pipeline.errors import ConfigError, InputError, PipelineError, UsageError
 
 
 @dataclass(frozen=True)
@@ -32,9 +35,66 @@ class Verb:
     run: Callable[[argparse.Namespace], int]
 
 
+USAGE = 64  # a command line argparse cannot read (sysexits' EX_USAGE), apart from a bad config (2)
+
+EXIT_CODES = {
+    0: "ok",
+    1: "a stage (or the run) failed",
+    2: "bad configuration (a campaign, environment or schedules file; `validate` found problems)",
+    3: "unusable input (a missing landing folder, a file without a required column, an unknown fan)",
+    4: "a table's schema does not match the catalog",
+    5: "pyspark and Delta Lake versions that do not work together",
+    6: "an EMR job that could not be submitted or ended other than successfully",
+    7: "concurrent writers kept conflicting after the retries",
+    8: "notify cannot send (a missing secret, an unreachable gateway or queue); the wave was not taken",
+    USAGE: "the command line cannot be read (an unknown verb or flag, a missing or malformed value)",
+}
+
+# Verbs that never start Spark: the parser is built without the stage verbs (whose definitions
+# import pyspark), so these answer in well under a second.
+LIGHT_VERBS = ("validate", "runs", "config")
+# Verbs with a --json answer (notify's is its run summary, a dry run's included).
+JSON_VERBS = ("run", "notify", "submit", "schedule", "explain", "validate", "runs", "config", "stages")
+
+
+def default_env() -> str:
+    """`--env` when not given, for every verb: $CAMPAIGN_PIPELINE_ENV, else `local`."""
+    return os.environ.get("CAMPAIGN_PIPELINE_ENV") or "local"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors exit with `USAGE`, apart from the 2 of a bad config."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _global_flags() -> argparse.ArgumentParser:
+    """The flags every verb takes, before or after it. Defaults are suppressed so a verb's parser
+    never overwrites what was given before the verb; `_finish` fills them in."""
+    flags = _Parser(add_help=False)
+    flags.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="print stack traces")
+    flags.add_argument(
+        "--env", default=argparse.SUPPRESS,
+        help="environment name under conf/environments, or a YAML path (default: $CAMPAIGN_PIPELINE_ENV, else local)",
+    )  # fmt: skip
+    flags.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS,
+        help=f"the answer as JSON on stdout, progress on stderr ({', '.join(JSON_VERBS)})",
+    )  # fmt: skip
+    return flags
+
+
+def _finish(args: argparse.Namespace) -> argparse.Namespace:
+    args.debug = getattr(args, "debug", False)
+    args.json = getattr(args, "json", False)
+    args.env = getattr(args, "env", None) or default_env()
+    return args
+
+
 def _common(p: argparse.ArgumentParser, campaign_required: bool = True) -> None:
     p.add_argument("--campaign", required=campaign_required, help="campaign YAML (conf/campaigns/<id>.yaml)")
-    p.add_argument("--env", default="local", help="environment name under conf/environments, or a YAML path")
     p.add_argument("--landing", help="landing root (overrides the environment's landing_root)")
     p.add_argument("--warehouse", help="warehouse root (overrides the environment's warehouse_root)")
 
@@ -59,22 +119,52 @@ def _now_option(p: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser(extra: Sequence[Verb] = ()) -> argparse.ArgumentParser:
+def _verb(sub, flags: argparse.ArgumentParser, name: str, **kw) -> argparse.ArgumentParser:
+    """A verb's parser: it takes the global flags after the verb too."""
+    return sub.add_parser(name, parents=[flags], **kw)
+
+
+def _light_verbs(sub, flags: argparse.ArgumentParser) -> None:
+    validate = _verb(sub, flags,
+        "validate", help="check a campaign and environment config and the landing folder, without Spark (exit 2 "
+        "when anything is wrong, one line per problem)",
+    )  # fmt: skip
+    validate.add_argument("--campaign", required=True, help="campaign YAML (conf/campaigns/<id>.yaml)")
+    validate.add_argument("--landing", help="landing root (default: the environment's landing_root)")
+
+    runs = _verb(sub, flags, "runs", help="the campaign's recent stage runs from pipeline_runs, without Spark")
+    runs.add_argument("--campaign", required=True, help="campaign YAML, or the campaign id")
+    runs.add_argument("--last", type=int, default=10, help="the last N runs (default 10)")
+    runs.add_argument("--warehouse", help="warehouse root (overrides the environment's warehouse_root)")
+
+    config = _verb(sub, flags, "config", help="configuration tools: `config schema` writes the JSON Schemas")
+    config.add_argument("action", choices=["schema"], help="schema: JSON Schema of the campaign, environment "
+                        "and schedules files, for editors and CI")  # fmt: skip
+    config.add_argument("--out", help="folder for the *.schema.json files (default: conf/schemas of the project)")
+
+
+def build_parser(extra: Sequence[Verb] = (), stages: bool = True) -> argparse.ArgumentParser:
+    """The whole command line; `stages=False` leaves out every verb that runs Spark (see LIGHT_VERBS)."""
+    flags = _global_flags()
+    parser = _Parser(
+        prog="campaign-pipeline", description=__doc__.splitlines()[0], parents=[flags],
+        epilog="exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()),
+    )  # fmt: skip
+    parser.add_argument("--version", action="version", version=f"campaign-pipeline {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _light_verbs(sub, flags)
+    if not stages:
+        return parser
     from campaign_pipeline.pipeline import PIPELINE
 
-    parser = argparse.ArgumentParser(prog="campaign-pipeline", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"campaign-pipeline {__version__}")
-    parser.add_argument("--debug", action="store_true", help="print stack traces")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    run = sub.add_parser("run", help="run every stage of the pipeline (or --stages a,b) for one campaign")
+    run = _verb(sub, flags, "run", help="run every stage of the pipeline (or --stages a,b) for one campaign")
     _common(run)
     run.add_argument("--stages", help="comma-separated stage names, in any order (run in pipeline order)")
     run.add_argument("--from-start", action="store_true", help="do not resume after a failed run")
     _now_option(run)
 
     for st in PIPELINE:
-        one = sub.add_parser(st.name, help=st.description)
+        one = _verb(sub, flags, st.name, help=st.description)
         _common(one, campaign_required=st.name != "notify")
         _now_option(one)
         if st.name == "notify":
@@ -95,8 +185,8 @@ def build_parser(extra: Sequence[Verb] = ()) -> argparse.ArgumentParser:
                 "(default: <warehouse>/_reports/<campaign>/)",
             )  # fmt: skip
 
-    maintain = sub.add_parser(
-        "maintain", help="archive a finished campaign (copy, verify, delete), else compact it; then VACUUM"
+    maintain = _verb(
+        sub, flags, "maintain", help="archive a finished campaign (copy, verify, delete), else compact it; then VACUUM"
     )
     _common(maintain)
     _now_option(maintain)
@@ -106,19 +196,22 @@ def build_parser(extra: Sequence[Verb] = ()) -> argparse.ArgumentParser:
     maintain.add_argument("--retain-hours", type=int, default=168, help="VACUUM retention, at least 168 (7 days)")
     maintain.add_argument("--no-vacuum", action="store_true", help="skip VACUUM")
 
-    schedule = sub.add_parser("schedule", help="the schedules of conf/schedules.yaml: show them, or apply them on AWS")
+    schedule = _verb(
+        sub, flags, "schedule", help="the schedules of conf/schedules.yaml: show them, or apply them on AWS"
+    )
     schedule.add_argument("action", choices=["show", "apply"], help="show: the table and crontab lines; apply: to "
                           "EventBridge Scheduler (EMR Serverless job runs)")  # fmt: skip
-    schedule.add_argument("--env", default="emr", help="environment with an emr: section (default emr)")
-    schedule.add_argument("--schedules", default="conf/schedules.yaml")
+    schedule.add_argument("--schedules", default=None, help="the schedules file (default: conf/schedules.yaml)")
     schedule.add_argument(
-        "--campaigns-dir", default="conf/campaigns", help="campaign configs for per-campaign schedules"
+        "--campaigns-dir", default=None, help="campaign configs for per-campaign schedules (default: conf/campaigns)"
     )
 
-    submit = sub.add_parser(
-        "submit", help="run a job on Amazon EMR: upload dist/ and the configs, add a step or start a Serverless job run"
+    submit = _verb(
+        sub,
+        flags,
+        "submit",
+        help="run a job on Amazon EMR: upload dist/ and the configs, add a step or start a Serverless job run",
     )
-    submit.add_argument("--env", default="emr", help="environment with an emr: section (default emr)")
     submit.add_argument("--campaign", required=True, help="path to the campaign YAML (validated here, uploaded)")
     submit.add_argument("--command", dest="job", default="run", choices=["run", "notify", "report", "maintain"],
                         help="what the job runs (default run: the whole pipeline)")  # fmt: skip
@@ -132,14 +225,13 @@ def build_parser(extra: Sequence[Verb] = ()) -> argparse.ArgumentParser:
     submit.add_argument("--timeout-minutes", type=float, default=24 * 60, help="--wait: give up following after this")
     submit.add_argument("--dist", default="dist", help="what `make dist` built (default ./dist)")
 
-    sub.add_parser("stages", help="print the pipeline: each stage with the tables it reads and writes")
+    _verb(sub, flags, "stages", help="print the pipeline: each stage with the tables it reads and writes")
 
-    explain = sub.add_parser("explain", help="one fan's story: tags, score, band, rank, verdict, code, messages")
+    explain = _verb(sub, flags, "explain", help="one fan's story: tags, score, band, rank, verdict, code, messages")
     _common(explain)
     who = explain.add_mutually_exclusive_group(required=True)
     who.add_argument("--fan", help="the fan's global_user_id")
     who.add_argument("--fans-file", help="a file of fan ids, one per line: one JSON line per fan (support exports)")
-    explain.add_argument("--json", action="store_true", help="the story as one JSON object")
     explain.add_argument("--spark", action="store_true", help="read through Spark instead of delta-rs (no JVM)")
     explain.add_argument(
         "--show-code", action="store_true",
@@ -147,7 +239,7 @@ def build_parser(extra: Sequence[Verb] = ()) -> argparse.ArgumentParser:
     )  # fmt: skip
 
     for verb in extra:
-        verb.arguments(sub.add_parser(verb.name, help=verb.help))
+        verb.arguments(_verb(sub, flags, verb.name, help=verb.help))
     return parser
 
 
@@ -187,6 +279,30 @@ def _stage_options(args) -> dict:
     return {k: getattr(args, k) for k in ("wave", "dry_run", "retry_failed", "out") if getattr(args, k, None)}
 
 
+def _progress(args) -> TextIO:
+    """Where progress lines go: stdout, or stderr when stdout carries the --json answer."""
+    return sys.stderr if args.json else sys.stdout
+
+
+def _emit(value) -> None:
+    print(json.dumps(value, indent=2, default=str, ensure_ascii=False))
+
+
+def run_summary(report, campaign_id: str) -> dict:
+    """`run --json` (and a stage verb's): the run id and each stage's outcome, counts and summary."""
+    return {
+        "run_id": report.run_id,
+        "campaign_id": campaign_id,
+        "resumed_from": report.resumed_from,
+        "status": "succeeded",
+        "stages": [
+            {"stage": name, "status": "succeeded", "seconds": round(seconds, 3), "rows": result.rows(),
+             "counts": dict(result.counts), "summary": list(result.summary)}
+            for name, result, seconds in report.rows
+        ],
+    }  # fmt: skip
+
+
 def _run(args, stages: list[str] | None) -> int:
     from campaign_pipeline.runner import run_pipeline
 
@@ -194,10 +310,15 @@ def _run(args, stages: list[str] | None) -> int:
     env = load_environment(args.env).with_roots(args.landing, args.warehouse)
     check_local_landing(campaign.campaign_id, env, stages, getattr(args, "from_start", False))
     spark = spark_session(env, f"campaign-pipeline {campaign.campaign_id}")
-    run_pipeline(
+    report = run_pipeline(
         spark, campaign, env, stages=stages, from_start=getattr(args, "from_start", False), now=args.now,
-        options=_stage_options(args),
+        options=_stage_options(args), out=_progress(args),
     )  # fmt: skip
+    if args.json:
+        summary = run_summary(report, campaign.campaign_id)
+        if getattr(args, "dry_run", False):
+            summary["dry_run"] = True
+        _emit(summary)
     return 0
 
 
@@ -218,7 +339,10 @@ def _notify(args) -> int:
     spark = spark_session(env, "campaign-pipeline notify --due")
     due = due_campaigns(Warehouse(spark, env.warehouse_root), now, env.notify.wave_attempts)
     if not due:
-        print(f"notify --due: no campaign has a wave to send at {now:%Y-%m-%d %H:%M %Z}")
+        if args.json:
+            _emit({"now": now.isoformat(), "campaigns": []})
+        else:
+            print(f"notify --due: no campaign has a wave to send at {now:%Y-%m-%d %H:%M %Z}")
         return 0
     results: list[tuple[str, str]] = []  # (campaign, one line), printed together at the end
     for cid in due:
@@ -228,7 +352,13 @@ def _notify(args) -> int:
             continue
         try:
             run = run_pipeline(
-                spark, load_campaign(path), env, stages=["notify"], now=now, options=_stage_options(args)
+                spark,
+                load_campaign(path),
+                env,
+                stages=["notify"],
+                now=now,
+                options=_stage_options(args),
+                out=_progress(args),
             )
         except Exception as exc:  # noqa: BLE001 - one campaign's failure, whatever it is, never stops the others
             if args.debug:
@@ -245,6 +375,12 @@ def _notify(args) -> int:
                   f"{c.get('email:failed', 0):,} failed")
         )  # fmt: skip
     failed = [cid for cid, line in results if line.startswith("FAILED")]
+    if args.json:
+        _emit({"now": now.isoformat(), "campaigns": [
+            {"campaign_id": cid, "status": "failed" if line.startswith("FAILED") else "succeeded", "result": line}
+            for cid, line in results
+        ]})  # fmt: skip
+        return 1 if failed else 0
     print(f"\nnotify --due at {now:%Y-%m-%d %H:%M %Z}: {len(due)} campaign(s), {len(failed)} failed")
     for cid, line in results:
         print(f"  {cid}: {line}")
@@ -268,16 +404,23 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _schedule(args) -> int:
+    from campaign_pipeline.config import default_conf_dir
     from campaign_pipeline.ops.deploy import schedules as sch
 
-    env = load_environment(args.env)
-    declared = sch.load_schedules(args.schedules, args.campaigns_dir)
-    if args.action == "show":
+    conf = default_conf_dir()
+    declared = sch.load_schedules(args.schedules or conf / "schedules.yaml", args.campaigns_dir or conf / "campaigns")
+    if args.action == "show":  # needs no environment file: --env only names it in the crontab lines
+        if args.json:
+            _emit(sch.show(declared, args.env, dt.datetime.now(dt.UTC)))
+            return 0
         for s in declared:
             print(f"{s.name:<32} cron({s.cron})  {' '.join(s.command)}  — {s.description}")
-        print("\nas crontab lines:")
-        print("\n".join(sch.crontab(declared)))
+        print("\nas crontab lines (UTC):")
+        print("\n".join(sch.crontab(declared, args.env)))
         return 0
+    if args.json:
+        raise UsageError("--json: schedule apply has no JSON answer (schedule show has)")
+    env = load_environment(args.env)
     changed = sch.apply(env, declared, f"conf/environments/{env.name}.yaml")
     for what, names in changed.items():
         if names:
@@ -295,7 +438,8 @@ def _submit(args) -> int:
     env = load_environment(args.env)
     if env.emr is None:
         raise ConfigError(
-            f"{env_path}: emr: section missing; submit needs emr.artifacts_uri and a cluster or application"
+            f"{env_path}: emr: section missing; submit needs emr.artifacts_uri and a cluster or application "
+            "(pass --env emr, or set CAMPAIGN_PIPELINE_ENV=emr)"
         )
     campaign = load_campaign(args.campaign)  # a bad config fails here, not 10 minutes into a cluster job
     arguments: list[str] = []
@@ -311,8 +455,9 @@ def _submit(args) -> int:
     target = args.target or ("steps" if env.emr.cluster_id or env.emr.cluster_name else "serverless")
     submit_ops.require(env.emr, target)
     manifest = submit_ops.load_manifest(args.dist)
+    out = _progress(args)
     clients = {name: boto3.client(name, region_name=env.aws_region) for name in ("s3", "emr", "emr-serverless")}
-    submit_ops.upload_artifacts(clients["s3"], args.dist, manifest, env.emr.artifacts_uri, sys.stdout)
+    submit_ops.upload_artifacts(clients["s3"], args.dist, manifest, env.emr.artifacts_uri, out)
     campaign_uri = submit_ops.upload_config(
         clients["s3"], args.campaign, env.emr.artifacts_uri, "campaigns", campaign.campaign_id
     )
@@ -320,11 +465,20 @@ def _submit(args) -> int:
     job = f"jobs/{'pipeline' if args.job == 'run' else args.job}.py"
     name = f"campaign-pipeline {args.job} {campaign.campaign_id}"
     arguments = ["--campaign", campaign_uri, "--env", env_uri, *arguments]
-    submission = submit_ops.submit(env, job, name, arguments, target, clients, sys.stdout)
+    submission = submit_ops.submit(env, job, name, arguments, target, clients, out)
     where = "cluster" if target == "steps" else "application"
-    print(f"[submit] {args.job} {campaign.campaign_id}: {target} {submission.id} on {where} {submission.where}")
+    print(
+        f"[submit] {args.job} {campaign.campaign_id}: {target} {submission.id} on {where} {submission.where}", file=out
+    )
+    answer = {
+        "command": args.job, "campaign_id": campaign.campaign_id, "target": target,
+        ("step_id" if target == "steps" else "job_run_id"): submission.id,
+        ("cluster_id" if target == "steps" else "application_id"): submission.where,
+    }  # fmt: skip
     if args.wait:
-        submit_ops.follow(submission, clients, sys.stdout, args.poll_seconds, args.timeout_minutes * 60)
+        answer["state"] = submit_ops.follow(submission, clients, out, args.poll_seconds, args.timeout_minutes * 60)
+    if args.json:
+        _emit(answer)
     return 0
 
 
@@ -377,43 +531,105 @@ def _absolute(root: str) -> str:
     return root if "://" in root else str(Path(root).resolve())
 
 
+def _validate(args) -> int:
+    from campaign_pipeline.ops.validate import validate
+
+    result = validate(args.campaign, args.env, landing=args.landing)
+    if args.json:
+        _emit(result.as_json())
+    else:
+        for line in result.notes:
+            print(f"· {line}")
+        for problem in result.problems:
+            print(problem.line())
+        print(result.verdict())
+    return 2 if result.problems else 0
+
+
+def _runs(args) -> int:
+    from campaign_pipeline.ops.runs import recent_runs, run_lines
+
+    if args.last < 1:
+        raise UsageError(f"--last {args.last}: give 1 or more")
+    campaign_id, campaign_arg = args.campaign, args.campaign
+    if campaign_arg.endswith((".yaml", ".yml")) or os.sep in campaign_arg:
+        campaign_id = load_campaign(campaign_arg).campaign_id
+    else:
+        campaign_arg = f"conf/campaigns/{campaign_arg}.yaml"
+    env = load_environment(args.env).with_roots(warehouse=args.warehouse)
+    runs = recent_runs(_absolute(env.warehouse_root), campaign_id, args.last, campaign_arg, args.env)
+    if args.json:
+        _emit(runs)
+    else:
+        print("\n".join(run_lines(runs, campaign_id, env.warehouse_root)))
+    return 0
+
+
+def _config(args) -> int:
+    from campaign_pipeline.ops.validate import write_schemas
+
+    written = write_schemas(Path(args.out) if args.out else None)
+    if args.json:
+        _emit({"written": [str(p) for p in written]})
+    else:
+        for path in written:
+            print(f"wrote {path}")
+    return 0
+
+
+def _stages(args) -> int:
+    from campaign_pipeline.pipeline import PIPELINE, diagram
+
+    if args.json:
+        _emit([{"stage": s.name, "reads": list(s.reads), "writes": list(s.writes), "needs": list(s.needs),
+                "job": s.job_file, "description": s.description} for s in PIPELINE])  # fmt: skip
+    else:
+        print(diagram())
+    return 0
+
+
+def verb_of(argv: list[str]) -> str | None:
+    """The verb of a command line (the global flags before it skipped), or None."""
+    known, rest = _global_flags().parse_known_args(argv)
+    return next((a for a in rest if not a.startswith("-")), None)
+
+
 def main(argv: list[str] | None = None, extra: Sequence[Verb] = ()) -> int:
     """The production verbs (what `jobs/` call), plus `extra` verbs (the console adds synth and demo)."""
-    parser = build_parser(extra)
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(extra, stages=verb_of(argv) not in LIGHT_VERBS)
+    args = _finish(parser.parse_args(argv))
     tools = {v.name: v for v in extra}
+    handlers = {
+        "run": lambda a: _run(a, [s.strip() for s in a.stages.split(",") if s.strip()] if a.stages else None),
+        "explain": _explain, "notify": _notify, "schedule": _schedule, "maintain": _maintain, "submit": _submit,
+        "stages": _stages, "validate": _validate, "runs": _runs, "config": _config,
+    }  # fmt: skip
     try:
+        if args.json and args.command not in JSON_VERBS:
+            raise UsageError(f"--json: {args.command} has no JSON answer (verbs with one: {', '.join(JSON_VERBS)})")
         if args.command in tools:
             return tools[args.command].run(args)
-        if args.command == "run":
-            stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
-            return _run(args, stages)
-        if args.command == "explain":
-            return _explain(args)
-        if args.command == "notify":
-            return _notify(args)
-        if args.command == "schedule":
-            return _schedule(args)
-        if args.command == "maintain":
-            return _maintain(args)
-        if args.command == "submit":
-            return _submit(args)
-        if args.command == "stages":
-            from campaign_pipeline.pipeline import diagram
-
-            print(diagram())
-            return 0
+        if args.command in handlers:
+            return handlers[args.command](args)
         return _run(args, [args.command])
     except PipelineError as exc:
         if args.debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        _fail(args, str(exc), exc.exit_code)
         return exc.exit_code
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one readable line, then exit 1
         if args.debug:
             raise
-        print(f"error: {_one_line(exc)} (run with --debug for the stack trace)", file=sys.stderr)
+        _fail(args, f"{_one_line(exc)} (run with --debug for the stack trace)", 1)
         return 1
+
+
+def _fail(args, message: str, code: int) -> None:
+    """The one error line on stderr; with --json, also the error as JSON on stdout."""
+    print(f"error: {message}", file=sys.stderr)
+    if args.json:
+        _emit({"error": message, "exit_code": code})
 
 
 if __name__ == "__main__":

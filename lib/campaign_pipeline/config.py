@@ -1,4 +1,5 @@
-"""Typed configuration: the campaign YAML and the environment YAML of SPEC §4.
+"""Typed configuration: the campaign YAML (`conf/campaigns/<id>.yaml`) and the environment YAML
+(`conf/environments/<env>.yaml`); `campaign-pipeline config schema` writes their JSON Schema.
 
 `load_campaign` and `load_environment` turn a file into a validated model or raise a
 `ConfigError` whose one-line message names the file, the key and the problem, e.g.
@@ -21,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from campaign_pipeline import channels
 from campaign_pipeline.errors import ConfigError
+from campaign_pipeline.project import project_root
 from campaign_pipeline.templating import template_problem
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
@@ -530,16 +532,20 @@ def _problem(err: dict[str, Any]) -> str:
     return f"{err['msg'].lower()}, got {given!r}"
 
 
-def _format_validation(path: str, exc: ValidationError) -> str:
-    lines = []
+def validation_problems(exc: ValidationError) -> list[tuple[str, str]]:
+    """(key, problem) for each error pydantic found, in the words of `load_campaign`'s messages."""
+    out = []
     for err in exc.errors(include_url=False):
         cause = (err.get("ctx") or {}).get("error")
-        loc = tuple(err["loc"])
         if isinstance(cause, _KeyedError):
-            lines.append(f"{path}: {cause.key}: {cause.problem}")
+            out.append((cause.key, cause.problem))
         else:
-            lines.append(f"{path}: {_key_path(loc)}: {_problem(err)}")
-    return "\n".join(lines)
+            out.append((_key_path(tuple(err["loc"])), _problem(err)))
+    return out
+
+
+def _format_validation(path: str, exc: ValidationError) -> str:
+    return "\n".join(f"{path}: {key}: {problem}" for key, problem in validation_problems(exc))
 
 
 def _read_s3_text(uri: str, what: str) -> str:
@@ -593,17 +599,31 @@ def environment_path(name_or_path: str, conf_dir: str | os.PathLike[str] | None 
 
 
 def default_conf_dir() -> Path:
-    """`$CAMPAIGN_PIPELINE_CONF`, else ./conf, else the conf/ folder of the source checkout."""
+    """`$CAMPAIGN_PIPELINE_CONF`, else ./conf, else the project's conf/ above the current folder (a
+    notebook's kernel runs in notebooks/), else the conf/ folder of the source checkout."""
     explicit = os.environ.get("CAMPAIGN_PIPELINE_CONF")
     if explicit:
         return Path(explicit)
     if Path("conf/environments").is_dir():
         return Path("conf")
+    above = project_root() / "conf"
+    if (above / "environments").is_dir():
+        return above
     return Path(__file__).resolve().parents[2] / "conf"
+
+
+def builtin_environment(name: str) -> Environment | None:
+    """`local` where no conf/environments/local.yaml exists (an installed package, any folder):
+    local Spark, ./warehouse and ./landing, every other setting at its default."""
+    if name != "local":
+        return None
+    return Environment(name="local", mode="local", warehouse_root="./warehouse", landing_root="./landing")
 
 
 def load_environment(name_or_path: str = "local", conf_dir: str | os.PathLike[str] | None = None) -> Environment:
     path = environment_path(name_or_path, conf_dir)
+    if not isinstance(path, str) and not path.is_file() and builtin_environment(name_or_path) is not None:
+        return builtin_environment(name_or_path)
     if not isinstance(path, str) and not path.is_file():
         raise ConfigError(f"{path}: environment config file not found (pass --env local|emr or a path to a YAML file)")
     data = _read_yaml(path, "environment config")
@@ -617,3 +637,8 @@ def dump_campaign(campaign: Campaign, path: str | os.PathLike[str]) -> None:
     """Write a campaign as YAML that `load_campaign` reads back to an equal model."""
     data = campaign.model_dump(mode="json", exclude_none=True)
     Path(path).write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+
+
+# Public names for the other config files' loaders (schedules): the same YAML reading and messages.
+read_yaml = _read_yaml
+validation_message = _format_validation

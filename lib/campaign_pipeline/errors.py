@@ -10,6 +10,12 @@ class PipelineError(Exception):
     exit_code = 1
 
 
+class UsageError(PipelineError):
+    """A command line that asks for something the verb does not do (exit code 64, as argparse's own)."""
+
+    exit_code = 64
+
+
 class ConfigError(PipelineError):
     """A campaign or environment file is missing, unreadable or invalid (exit code 2)."""
 

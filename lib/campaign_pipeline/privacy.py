@@ -9,9 +9,10 @@ inside a plan, so masked values never need raw data on the driver.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-from pyspark.sql import Column
-from pyspark.sql import functions as F
+if TYPE_CHECKING:  # the column versions import Spark when called: `validate` and `runs` run without it
+    from pyspark.sql import Column
 
 _EMAIL = re.compile(r"[^\s@\"'<>,;:]+@[^\s@\"'<>,;:]+\.[A-Za-z]{2,}")
 _PHONE = re.compile(r"\+?\d[\d\s().-]{6,}\d")
@@ -34,12 +35,16 @@ def mask_phone(phone: str | None) -> str | None:
 
 
 def mask_email_col(col: Column) -> Column:
+    from pyspark.sql import functions as F
+
     return F.when(
         col.contains("@"), F.concat(F.substring(col, 1, 1), F.lit("***@"), F.substring_index(col, "@", -1))
     ).when(col.isNotNull(), F.lit("***"))
 
 
 def mask_phone_col(col: Column) -> Column:
+    from pyspark.sql import functions as F
+
     return F.when(
         F.length(col) > 6,
         F.concat(F.substring(col, 1, 2), F.repeat(F.lit("*"), F.length(col) - 6), F.substring(col, -4, 4)),
@@ -62,6 +67,8 @@ def mask_id(value: str | None) -> str | None:
 
 
 def mask_code_col(col: Column) -> Column:
+    from pyspark.sql import functions as F
+
     return F.when(F.length(col) > 6, F.concat(F.repeat(F.lit("*"), F.length(col) - 3), F.substring(col, -3, 3))).when(
         col.isNotNull(), F.repeat(F.lit("*"), F.length(col))
     )

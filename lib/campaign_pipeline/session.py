@@ -1,7 +1,10 @@
 """One SparkSession factory for local runs, notebooks, tests and spark-submit.
 
 Local mode: `local[*]`, Delta extension and catalog, shuffle partitions sized to the cores, AQE on,
-UTC session time zone, Delta and spark-avro jars from the folder `make install` fills.
+UTC session time zone. The package's own jars (`campaign_pipeline.jars`) ship inside it; Delta,
+spark-avro and libphonenumber come from the `jars/` folder `make install` fills (or
+`$CAMPAIGN_PIPELINE_JARS_DIR`) when it holds them, else Spark fetches them by their Maven
+coordinates (`spark.jars.packages`, pinned in `versions.py`) on the first start.
 Cluster mode (spark-submit on EMR or a standalone master): takes what spark-submit gives and adds
 only the Delta confs; Delta is bundled on EMR so nothing is downloaded.
 """
@@ -15,6 +18,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from campaign_pipeline import jars as own_jars
+from campaign_pipeline import versions
 from campaign_pipeline.catalog import UNIQUE_VALUED
 from campaign_pipeline.config import Environment
 from campaign_pipeline.errors import VersionError
@@ -43,8 +48,8 @@ DELTA_CONFS = {
     "spark.sql.codegen.cache.maxEntries": "4096",
 }
 
-# Our local file system below (jvm/, built by `make install`).
-LOCALFS_JAR = "campaign-pipeline-localfs.jar"
+# Our local file system below (jvm/, built by `make install`, shipped in the package).
+LOCALFS_JAR = own_jars.LOCALFS_JAR
 
 # Local mode: Hadoop's local file system, minus a `chmod` process for every file and folder it
 # creates and a `readlink` process for both sides of every rename (pyspark ships no native Hadoop
@@ -74,8 +79,8 @@ def check_versions(spark_version: str, delta_version: str | None) -> None:
     """Fail with both versions named when pyspark and Delta Lake cannot work together."""
     if delta_version is None:
         raise VersionError(
-            f"Delta Lake is not available to Spark {spark_version}: run `make install` "
-            "(local) or use an EMR release that bundles Delta"
+            f"Delta Lake is not available to Spark {spark_version}: run `make install` (local), let "
+            "Spark fetch it (remove an empty $CAMPAIGN_PIPELINE_JARS_DIR) or use an EMR release that bundles Delta"
         )
     wanted = DELTA_FOR_SPARK.get(_minor(delta_version))
     if wanted != _minor(spark_version):
@@ -87,6 +92,8 @@ def check_versions(spark_version: str, delta_version: str | None) -> None:
 
 
 def jars_dir() -> Path:
+    """Where Delta, spark-avro and libphonenumber jars are looked for: `$CAMPAIGN_PIPELINE_JARS_DIR`,
+    else the source checkout's `jars/` (absent for an installed wheel: see `maven_packages`)."""
     explicit = os.environ.get("CAMPAIGN_PIPELINE_JARS_DIR")
     if explicit:
         return Path(explicit)
@@ -94,7 +101,18 @@ def jars_dir() -> Path:
 
 
 def local_jars() -> list[str]:
-    return sorted(glob.glob(str(jars_dir() / "*.jar")))
+    """The jars for `spark.jars`: the package's own, then every jar of `jars_dir()` (a jar of the
+    same name as one of ours is an older build of it, and left out)."""
+    own = sorted(str(p) for p in own_jars.location().glob("*.jar"))
+    names = {Path(p).name for p in own}
+    folder = [p for p in sorted(glob.glob(str(jars_dir() / "*.jar"))) if Path(p).name not in names]
+    return own + folder
+
+
+def maven_packages(jars: list[str]) -> list[str]:
+    """Maven coordinates (`versions.MAVEN_JARS`) of what a local session needs and `jars` lacks."""
+    names = [Path(j).name for j in jars]
+    return [coordinate for prefix, coordinate in versions.MAVEN_JARS if not any(n.startswith(prefix) for n in names)]
 
 
 def _jar_delta_version(jars: list[str]) -> str | None:
@@ -125,7 +143,9 @@ def session_conf(env: Environment, extra_conf: dict | None = None) -> dict[str, 
     localfs: list[str] = []
     if env.mode == "local":
         jars = local_jars()
-        check_versions(pyspark.__version__, _jar_delta_version(jars) or _pip_delta_version())
+        packages = maven_packages(jars)
+        fetched_delta = versions.DELTA if any(c.startswith("io.delta:delta-spark_") for c in packages) else None
+        check_versions(pyspark.__version__, _jar_delta_version(jars) or fetched_delta or _pip_delta_version())
         cores = os.cpu_count() or 2
         # Bind to loopback: a laptop's other interfaces are of no use to local Spark.
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -137,6 +157,8 @@ def session_conf(env: Environment, extra_conf: dict | None = None) -> dict[str, 
         conf.update(
             {
                 "spark.jars": ",".join(jars),
+                # Spark resolves these from Maven Central (a local ~/.m2 first) into its Ivy cache.
+                **({"spark.jars.packages": ",".join(packages)} if packages else {}),
                 "spark.sql.shuffle.partitions": str(max(2, cores * 2)),
                 "spark.sql.adaptive.enabled": "true",
                 "spark.sql.session.timeZone": "UTC",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import math
 import re
 import time
 
@@ -36,7 +37,22 @@ BUILTIN_TEMPLATES = {
     "email_body": "Hi {{ first_name }}, your presale code for {{ market }} on {{ event_date }} is {{ code }}. "
     "Presale opens {{ wave_date }}. {{ link }}",
 }
+# GSM 03.38 basic character set, and the extension characters that take two septets.
+GSM7_BASIC = set(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿"
+    "abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+GSM7_EXTENDED = set("^{}\\[~]|€\f")
 _HTML = re.compile(r"<\s*/?\s*[a-zA-Z][^>]*>")
+
+
+def sms_segments(text: str) -> tuple[int, str]:
+    """(segments, encoding): GSM-7 when every character is in the GSM alphabet, else UCS-2."""
+    if all(c in GSM7_BASIC or c in GSM7_EXTENDED for c in text):
+        septets = sum(2 if c in GSM7_EXTENDED else 1 for c in text)
+        return (1 if septets <= 160 else math.ceil(septets / 153)), "GSM-7"
+    units = len(text.encode("utf-16-le")) // 2
+    return (1 if units <= 70 else math.ceil(units / 67)), "UCS-2"
 
 
 def autoescaped(field: str, source: str) -> bool:

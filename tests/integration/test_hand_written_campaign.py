@@ -43,7 +43,7 @@ def screened(spark, test_env, tmp_path_factory):
     on the test session); the later stages run on the warehouse it wrote."""
     base = tmp_path_factory.mktemp("hand-written")
     shutil.copytree(ROOT / "tests" / "data" / "landing", base / "landing")
-    proc = run_campaign_here(base, base / "landing", "--stages", "ingest,screen")
+    proc = run_campaign_here(base, base / "landing", "--stages", "ingest,screen", "--json")
     assert proc.returncode == 0, proc.stderr[-3000:]
     env = test_env.with_roots(str(base / "landing"), str(base / "wh"))
     return env, Warehouse(spark, str(base / "wh")), proc
@@ -51,10 +51,15 @@ def screened(spark, test_env, tmp_path_factory):
 
 def test_run_ingests_and_screens_through_the_command_line_printing_progress_and_explain_masks(spark, screened):
     env, wh, proc = screened
-    progress = [line for line in proc.stdout.splitlines() if line.startswith("[ingest]")]
+    # --json: the progress a terminal shows goes to stderr, the run's summary to stdout
+    progress = [line for line in proc.stderr.splitlines() if line.startswith("[ingest]")]
     assert len(progress) == 1 and "rows read 36" in progress[0]
-    assert "quarantined 1 × wrong field count: expected 17" in proc.stdout
-    assert any(line.startswith("[screen] registrants 6 · eligible 3") for line in proc.stdout.splitlines())
+    assert "quarantined 1 × wrong field count: expected 17" in proc.stderr
+    assert any(line.startswith("[screen] registrants 6 · eligible 3") for line in proc.stderr.splitlines())
+    summary = json.loads(proc.stdout)
+    assert summary["campaign_id"] == CID and summary["status"] == "succeeded" and summary["run_id"].startswith(CID)
+    assert [(s["stage"], s["status"]) for s in summary["stages"]] == [("ingest", "succeeded"), ("screen", "succeeded")]
+    assert summary["stages"][0]["counts"]["rows_read"] == 36 and summary["stages"][1]["counts"]["registrants"] == 6
     assert wh.read("registrations", CID).count() == 6
     assert wh.read("registrants", CID).count() == 6
     succeeded = stage_runs(wh, CID).where(F.col("status") == "succeeded")
@@ -591,12 +596,16 @@ def test_a_50_market_campaigns_report_keeps_every_market_label_apart_and_counts_
         assert not overlapping, (chart, overlapping[:5])
 
 
-def test_the_data_quality_notebook_runs_on_the_golden_campaign(spark, golden):
-    """Runs the notebook's code cells in order (its parameters cell pointed at this warehouse)."""
+def test_the_data_quality_notebook_runs_from_notebooks_on_the_golden_campaign(spark, golden, tmp_path):
+    """Executed by papermill in notebooks/, as Jupyter Lab runs it; the campaign given as the
+    project-relative path its parameters cell uses, which only the project's path helper resolves there."""
     env, wh, campaign, _, _ = golden
+    relative = str(CAMPAIGN.relative_to(ROOT))
+    assert not (ROOT / "notebooks" / relative).exists()
     scope = run_notebook(
-        ROOT / "notebooks" / "data_quality.ipynb", warehouse_root=wh.root, campaign_yaml=str(CAMPAIGN), env_name="local"
-    )
+        ROOT / "notebooks" / "data_quality.ipynb", tmp_path, ("checks", "balances"),
+        warehouse_root=wh.root, campaign_yaml=relative, env_name=str(env_file(tmp_path)),
+    )  # fmt: skip
     checks, balances = scope["checks"], scope["balances"]
     assert set(checks.table) == set(SUITES)
     assert not (~checks.success & (checks.severity == "critical")).any()

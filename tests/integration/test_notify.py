@@ -7,6 +7,7 @@ killed with SIGKILL mid-wave is finished by the next run with at most two chunks
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import json
@@ -21,6 +22,7 @@ import pytest
 from helpers import SlackReceiver, moto_server, notify_env, planned_wave
 from pyspark.sql import functions as F
 
+from campaign_pipeline import cli
 from campaign_pipeline.config import load_campaign
 from campaign_pipeline.demo.services import GatewaySimulator
 from campaign_pipeline.notify.stage import due_campaigns
@@ -113,13 +115,20 @@ def test_a_due_wave_is_sent_once_with_retries_and_a_rerun_sends_nothing(spark, t
         early = run_pipeline(spark, campaign, env, stages=["notify"], now=NOTIFY_AT - dt.timedelta(hours=1),
                              out=io.StringIO())  # fmt: skip
         assert "wave-1: not due until 2027-03-01 15:00 UTC" in early.rows[0][1].summary
-        dry = io.StringIO()
-        run_pipeline(spark, campaign, env, stages=["notify"], now=AFTER, options={"dry_run": True}, out=dry)
-        assert (
-            "would send 230 SMS and 25 emails and skip 1 without a recipient" in dry.getvalue()
-            and not gw.seen
-            and not log_of(wh)
-        )
+        # the dry run through the command line, with --json (in this process, on the test session)
+        env_path = tmp_path / "env-notify.yaml"
+        env_path.write_text(env.model_dump_json())  # YAML is a superset of JSON
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = cli.main(["notify", "--campaign", str(CAMPAIGN), "--now", AFTER.isoformat(), "--dry-run",
+                             "--json", "--env", str(env_path)])  # fmt: skip
+        assert code == 0, err.getvalue()
+        assert "would send 230 SMS and 25 emails and skip 1 without a recipient" in err.getvalue()
+        dry = json.loads(out.getvalue())
+        assert dry["dry_run"] is True and [s["stage"] for s in dry["stages"]] == ["notify"]
+        assert dry["stages"][0]["counts"]["waves_sent"] == 0
+        assert any("would send 230 SMS" in line for line in dry["stages"][0]["summary"])
+        assert not gw.seen and not log_of(wh)
 
         report = run_pipeline(spark, campaign, env, stages=["notify"], now=AFTER, out=io.StringIO()).rows[0][1]
         log = log_of(wh)

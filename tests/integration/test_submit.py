@@ -129,11 +129,16 @@ def test_submit_uploads_the_artifacts_once_and_adds_a_spark_submit_step_that_rea
     assert load_campaign(campaign_uri) == load_campaign(CAMPAIGN)
     assert load_environment(env_uri) == load_environment(str(env_file))
 
-    # a second submit sends no artifact again and adds a second step
-    second = _submit(aws, "--env", str(env_file))
+    # a second submit sends no artifact again and adds a second step; --json answers with its ids
+    second = _submit(aws, "--json", "--env", str(env_file))
     assert second.returncode == 0, second.stderr
-    assert "uploaded" not in second.stdout and "artifacts unchanged" in second.stdout
-    assert len(boto3.client("emr").list_steps(ClusterId=cluster)["Steps"]) == 2
+    assert "uploaded" not in second.stderr and "artifacts unchanged" in second.stderr  # progress on stderr
+    listed = boto3.client("emr").list_steps(ClusterId=cluster)["Steps"]
+    assert len(listed) == 2
+    answer = json.loads(second.stdout)
+    first_step = first.stdout.split("steps ")[-1].split()[0]
+    assert {s["Id"] for s in listed} == {first_step, answer.pop("step_id")}
+    assert answer == {"command": "run", "campaign_id": "spring-tour-2027", "target": "steps", "cluster_id": cluster}
 
 
 def test_submit_wait_follows_a_serverless_job_run_to_success(aws, tmp_path):

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, run_notebook
+from helpers import ROOT, env_file, run_notebook
 from pyspark.sql import functions as F
 
 from campaign_pipeline.config import load_campaign
@@ -257,14 +257,20 @@ def test_one_row_per_fan_and_hot_call_centre_phone_is_shared_not_expanded(pipeli
 # ---------------------------------------------------------------- notebooks and progress
 
 
-def _params(campaign_yaml, wh):
-    return {"warehouse_root": wh.root, "campaign_yaml": campaign_yaml, "env_name": "local"}
+def _params(campaign_yaml, wh, tmp_path):
+    """The notebooks' parameters: this warehouse and campaign, and a local environment sized for tiny data."""
+    return {"warehouse_root": wh.root, "campaign_yaml": campaign_yaml, "env_name": str(env_file(tmp_path))}
 
 
-def test_explore_scores_shows_bands_contributions_and_selection_rates(spark, synth_campaign, pipeline):
+def test_explore_scores_shows_bands_contributions_and_selection_rates(spark, synth_campaign, pipeline, tmp_path):
     wh, _, _ = pipeline
     campaign_yaml = synth_campaign.campaign_yaml
-    scope = run_notebook(NOTEBOOKS / "explore_scores.ipynb", **_params(campaign_yaml, wh))
+    scope = run_notebook(
+        NOTEBOOKS / "explore_scores.ipynb",
+        tmp_path,
+        ("bands", "contributions", "by_band"),
+        **_params(campaign_yaml, wh, tmp_path),
+    )
     scores = wh.read("scores", CID)
     assert scope["bands"].fans.sum() == scores.count()
     assert set(scope["bands"].band) - {"(none)"} <= {b.name for b in load_campaign(campaign_yaml).scoring.bands}
@@ -275,15 +281,16 @@ def test_explore_scores_shows_bands_contributions_and_selection_rates(spark, syn
     assert by_band.drop(columns="selection_rate").to_numpy().sum() == wh.read("selections", CID).count()
 
 
-def test_what_if_selection_compares_verdicts_and_writes_nothing(spark, synth_campaign, pipeline):
+def test_what_if_selection_compares_and_plots_verdicts_and_writes_nothing(spark, synth_campaign, pipeline, tmp_path):
     wh, _, _ = pipeline
     campaign_yaml = synth_campaign.campaign_yaml
     campaign = load_campaign(campaign_yaml)
     first = campaign.markets[0].market_id
     version = wh.version("selections")
     scope = run_notebook(
-        NOTEBOOKS / "what_if_selection.ipynb", **_params(campaign_yaml, wh), capacity={first: 3}, options={}
-    )
+        NOTEBOOKS / "what_if_selection.ipynb", tmp_path, ("markets", "moves", "selected", "bars"),
+        **_params(campaign_yaml, wh, tmp_path), capacity={first: 3}, options={},
+    )  # fmt: skip
     markets = scope["markets"]
     # the unchanged config reproduces what the select stage wrote
     recorded = {
@@ -295,21 +302,34 @@ def test_what_if_selection_compares_verdicts_and_writes_nothing(spark, synth_cam
     after = {(r["market_id"], r["verdict"]): r["after"] for r in rows}
     assert after[(first, "selected")] == 3 < recorded[(first, "selected")]
     assert scope["moves"]["count"].sum() > 0
+    # the plot shows the comparison: one bar per market and side, the heights the selected counts
+    selected = scope["selected"]
+    assert list(selected.index) == campaign.market_ids and selected.loc[first, "after"] == 3
+    assert scope["bars"] == [*selected["before"], *selected["after"]]
     assert version is not None and wh.version("selections") == version  # nothing written
 
 
-def test_train_scoring_model_saves_a_model_the_score_stage_can_load(spark, pipeline, tmp_path):
+def test_train_scoring_model_shows_calibration_and_weights_and_saves_a_loadable_model(
+    spark, synth_campaign, pipeline, tmp_path
+):
     from pyspark.ml import PipelineModel
+
+    from campaign_pipeline.scoring.features import fan_features
 
     wh, _, _ = pipeline
     path = str(tmp_path / "scoring-model")
     scope = run_notebook(
-        NOTEBOOKS / "train_scoring_model.ipynb",
-        warehouse_root=wh.root, campaign_id=CID, env_name="local", model_path=path,
+        NOTEBOOKS / "train_scoring_model.ipynb", tmp_path, ("auc", "calibration", "weights", "inputs"),
+        **_params(synth_campaign.campaign_yaml, wh, tmp_path), model_path=path,
     )  # fmt: skip
     assert 0.0 <= scope["auc"] <= 1.0
+    calibration, weights = scope["calibration"], scope["weights"]
+    assert calibration.fans.sum() > 0 and calibration.bin.between(0, 9).all()
+    assert calibration.mean_predicted.between(0, 1).all() and calibration.observed_rate.between(0, 1).all()
+    assert sorted(weights.feature) == sorted(scope["inputs"]) and weights.weight.abs().sum() > 0
     model = PipelineModel.load(path)
-    assert "probability" in model.transform(scope["test_set"].limit(5)).columns
+    features = fan_features(wh.read("registrants", CID), wh.read("fan_activity", CID)).limit(5)
+    assert "probability" in model.transform(features).columns
 
 
 def test_a_terminal_sees_each_step_as_it_ends_with_the_rows_it_wrote(spark, pipeline):

@@ -18,7 +18,7 @@ PACKAGE = ROOT / "lib" / "campaign_pipeline"
 # Low to high; rooms on one line share a rank and may not import each other.
 RANKS: list[tuple[str, ...]] = [
     ("campaign_pipeline", "errors"),
-    ("privacy", "spreadsheets", "storage", "fan_ranges", "templating", "secret_values"),
+    ("privacy", "spreadsheets", "storage", "fan_ranges", "templating", "secret_values", "project", "versions", "jars"),
     ("channels", "ops.alerts"),
     ("config", "catalog"),
     ("frames",),
@@ -29,6 +29,8 @@ RANKS: list[tuple[str, ...]] = [
     ("ingest", "screening", "scoring", "selection", "codes", "waves", "notify", "report"),
     ("pipeline",),
     ("runner", "ops.maintain", "ops.explain", "ops.deploy"),
+    # operators' checks over the others' models and readers: validate (schedules' schema), runs (delta-rs)
+    ("ops.validate", "ops.runs"),
     ("cli",),
     ("synth", "demo"),
     ("console",),

@@ -1,6 +1,7 @@
 """Table catalog guarantees and the version check."""
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
 from pyspark.sql import functions as F
@@ -8,6 +9,8 @@ from pyspark.sql import functions as F
 from campaign_pipeline.catalog import CATALOG
 from campaign_pipeline.errors import SchemaError, VersionError
 from campaign_pipeline.session import check_versions
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _quarantine_row(spark, campaign_id="c1", line=1):
@@ -153,17 +156,55 @@ def test_local_sessions_use_the_forkless_file_system_and_it_behaves_as_hadoops(s
 
 
 def test_the_forkless_file_system_jar_joins_a_driver_class_path_the_environment_sets(test_env):
-    from campaign_pipeline.session import LOCALFS_JAR, jars_dir, session_conf
+    from campaign_pipeline.jars import location
+    from campaign_pipeline.session import LOCALFS_JAR, session_conf
 
     settings = test_env.spark.model_copy(
         update={"conf": {**test_env.spark.conf, "spark.driver.extraClassPath": "/opt/x.jar"}}
     )
     conf = session_conf(test_env.model_copy(update={"spark": settings}))
-    assert conf["spark.driver.extraClassPath"] == f"{jars_dir() / LOCALFS_JAR}:/opt/x.jar"
+    assert conf["spark.driver.extraClassPath"] == f"{location() / LOCALFS_JAR}:/opt/x.jar"  # shipped in the package
     assert conf["spark.hadoop.fs.file.impl"] == "campaign_pipeline.hadoop.ForklessLocalFileSystem"
-    assert session_conf(test_env)["spark.driver.extraClassPath"] == str(jars_dir() / LOCALFS_JAR)
+    assert session_conf(test_env)["spark.driver.extraClassPath"] == str(location() / LOCALFS_JAR)
     cluster = session_conf(test_env.model_copy(update={"mode": "cluster", "spark": settings}))
     assert "spark.hadoop.fs.file.impl" not in cluster and cluster["spark.driver.extraClassPath"] == "/opt/x.jar"
+
+
+def test_without_a_jars_folder_the_session_asks_spark_for_the_pinned_maven_coordinates(test_env, tmp_path, monkeypatch):
+    from campaign_pipeline import versions
+    from campaign_pipeline.jars import UDF_JAR, location
+    from campaign_pipeline.session import session_conf
+
+    monkeypatch.setenv("CAMPAIGN_PIPELINE_JARS_DIR", str(tmp_path / "empty"))
+    conf = session_conf(test_env)
+    assert conf["spark.jars.packages"].split(",") == [c for _, c in versions.MAVEN_JARS]
+    assert f"io.delta:delta-spark_{versions.SCALA}:{versions.DELTA}" in conf["spark.jars.packages"]
+    assert str(location() / UDF_JAR) in conf["spark.jars"].split(",")  # our own jars come from the package
+    # a folder holding some of them: only the others are fetched, and an older build of our jar is not used
+    (tmp_path / "some").mkdir()
+    for name in (f"delta-spark_{versions.SCALA}-{versions.DELTA}.jar", f"delta-storage-{versions.DELTA}.jar", UDF_JAR):
+        (tmp_path / "some" / name).write_bytes(b"")
+    monkeypatch.setenv("CAMPAIGN_PIPELINE_JARS_DIR", str(tmp_path / "some"))
+    conf = session_conf(test_env)
+    assert conf["spark.jars.packages"].split(",") == [c for _, c in versions.MAVEN_JARS[2:]]
+    jars = conf["spark.jars"].split(",")
+    assert str(tmp_path / "some" / UDF_JAR) not in jars and str(location() / UDF_JAR) in jars
+
+
+def test_the_makefile_and_maven_build_with_the_versions_of_versions_py():
+    import re
+    import subprocess
+
+    from campaign_pipeline import versions
+
+    dry = subprocess.run(["make", "-n", "-B", "jvm"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert f"-Dspark.version={versions.SPARK} -Dscala.binary={versions.SCALA}" in dry
+    assert f"-Dhadoop.version={versions.HADOOP} -Dlibphonenumber.version={versions.LIBPHONENUMBER}" in dry
+    makefile = (ROOT / "Makefile").read_text()
+    assert not re.search(r"^(SPARK_VERSION|DELTA_VERSION|LIBPHONENUMBER)\s*\?=\s*\d", makefile, re.M)
+    fetch = subprocess.run(["make", "-n", "-B", f"jars/delta-spark_{versions.SCALA}-{versions.DELTA}.jar"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert f"-Dartifact=io.delta:delta-spark_{versions.SCALA}:{versions.DELTA} " in fetch
 
 
 def test_files_keep_statistics_of_the_columns_rows_are_picked_by_and_write_ids_without_a_dictionary(spark, warehouse):

@@ -19,8 +19,6 @@ import datetime as dt
 import json
 import zlib
 
-from pyspark.sql import functions as F
-
 from campaign_pipeline.channels.base import Channel
 from campaign_pipeline.channels.delivery import REFUSED, NotStarted, Outcome, Refused, Retryable
 from campaign_pipeline.channels.pace import Pace, Window, limits
@@ -223,6 +221,8 @@ def aws_arguments(settings: tuple[tuple[str, str], ...]) -> dict:
 
 # ---------------------------------------------------------------- the channel
 def _too_long(campaign, subject, text, segments):
+    from pyspark.sql import functions as F
+
     limit = campaign.messages.max_email_bytes
     size = F.coalesce(F.octet_length(subject), F.lit(0)) + F.coalesce(F.octet_length(text), F.lit(0))
     return F.when(
@@ -231,6 +231,12 @@ def _too_long(campaign, subject, text, segments):
             F.lit("email of "), size.cast("string"), F.lit(f" bytes, more than messages.max_email_bytes ({limit})")
         ),
     )
+
+
+def _has_email(campaign):
+    from pyspark.sql import functions as F
+
+    return F.col("email").isNotNull()
 
 
 def queue_problem(env, timeout: float) -> tuple[str | None, bool]:
@@ -266,7 +272,7 @@ EMAIL = Channel(
     label="email",
     plural="emails",
     recipient="email",
-    reachable=lambda campaign: F.col("email").isNotNull(),
+    reachable=_has_email,
     text_template="email_body",
     subject_template="email_subject",
     too_long=_too_long,

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import asyncio
 
-from pyspark.sql import functions as F
-
 from campaign_pipeline.channels.base import Channel
 from campaign_pipeline.channels.delivery import (
     NotStarted,
@@ -126,6 +124,8 @@ SMS_LINE_TYPES = ("mobile", "fixed_line_or_mobile")
 
 def sms_possible(sms_countries: list[str]):
     """A valid mobile number in one of `sms_countries`, and the fan has not asked not to be texted."""
+    from pyspark.sql import functions as F
+
     return (
         F.col("phone_e164").isNotNull()
         & F.coalesce(F.col("phone_type"), F.lit("")).isin(*SMS_LINE_TYPES)
@@ -135,6 +135,8 @@ def sms_possible(sms_countries: list[str]):
 
 
 def _too_long(campaign, subject, text, segments):
+    from pyspark.sql import functions as F
+
     limit = campaign.messages.max_sms_segments
     return F.when(
         segments > limit,
@@ -146,6 +148,8 @@ def _too_long(campaign, subject, text, segments):
 
 
 def _in_sms_countries(campaign):
+    from pyspark.sql import functions as F
+
     return F.array_contains(F.lit(list(campaign.options.sms_countries)), F.col("phone_country"))
 
 

@@ -20,7 +20,6 @@ def _arguments(demo: argparse.ArgumentParser) -> None:
     demo.add_argument(
         "--warehouse", default=None, help="warehouse root (default: the local environment's, ./warehouse)"
     )
-    demo.add_argument("--env", default="local")
     demo.add_argument(
         "--all-waves",
         action="store_true",

@@ -1,4 +1,4 @@
-"""The landing contract of SPEC §4: which files a campaign may deliver and what each holds.
+"""The landing contract: which files a campaign may deliver and what each holds.
 
 A landing file's kind comes from its name prefix (`registrations_2027-03.csv` is a registrations
 file) and its format from its extension (`.csv`, `.tsv`, `.json`/`.jsonl`/`.ndjson`, `.parquet`,

@@ -15,8 +15,6 @@ field and why, and plan_waves quarantines it.
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 from pyspark.sql import Column
 from pyspark.sql import functions as F
@@ -28,21 +26,18 @@ from campaign_pipeline.errors import ConfigError
 from campaign_pipeline.privacy import scrub
 from campaign_pipeline.templating import (
     BUILTIN_TEMPLATES,
+    GSM7_BASIC,
+    GSM7_EXTENDED,
     VARIABLES,
     autoescaped,
     compile_template,
     literal_parts,
     render_bounded,
+    sms_segments,
     template_problem,
 )
 
 BUILTIN = "__builtin__"
-# GSM 03.38 basic character set, and the extension characters that take two septets.
-GSM7_BASIC = set(
-    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿"
-    "abcdefghijklmnopqrstuvwxyzäöñüà"
-)
-GSM7_EXTENDED = set("^{}\\[~]|€\f")
 _GSM7_ONLY = "^[" + "".join(f"\\x{{{ord(c):x}}}" for c in sorted(GSM7_BASIC | GSM7_EXTENDED)) + "]*\\z"
 _GSM7_EXT = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in sorted(GSM7_EXTENDED)) + "]"
 # markupsafe.escape, in its order (the ampersand first)
@@ -58,15 +53,6 @@ RENDERED = T.StructType(
         T.StructField("error", T.StringType()),
     ]
 )
-
-
-def sms_segments(text: str) -> tuple[int, str]:
-    """(segments, encoding): GSM-7 when every character is in the GSM alphabet, else UCS-2."""
-    if all(c in GSM7_BASIC or c in GSM7_EXTENDED for c in text):
-        septets = sum(2 if c in GSM7_EXTENDED else 1 for c in text)
-        return (1 if septets <= 160 else math.ceil(septets / 153)), "GSM-7"
-    units = len(text.encode("utf-16-le")) // 2
-    return (1 if units <= 70 else math.ceil(units / 67)), "UCS-2"
 
 
 def templates_of(campaign: Campaign) -> dict[str, dict[str, str]]:

@@ -153,6 +153,11 @@ class DeltaTables:
         match = pc.field(column) == values[0] if len(values) == 1 else pc.field(column).isin(values)
         return [_plain(r) for r in _utc_times(dataset.to_table(filter=match)).to_pylist()]
 
+    def campaign_rows(self, table: str, campaign_id: str) -> list[dict]:
+        """Every row of the campaign in the table (small tables only: `pipeline_runs`)."""
+        dataset = self._dataset(table, campaign_id)
+        return [] if dataset is None else [_plain(r) for r in _utc_times(dataset.to_table()).to_pylist()]
+
     def near_misses(self, campaign_id: str, fan: str) -> list[str]:
         import pyarrow.compute as pc
 

@@ -90,5 +90,7 @@ def scrub_col(col: Column) -> Column:
     """`scrub` inside a plan, for free text grouped by Spark (a gateway's error, a quarantine
     reason): email addresses and phone-like digit runs become `***`, so a figure built from it
     holds no contact."""
-    no_email = F.regexp_replace(col, r"[^\s@\"'<>,;:]+@[^\s@\"'<>,;:]+\.[A-Za-z]{2,}", "***@***")
-    return F.regexp_replace(no_email, r"\+?\d[\d\s().-]{6,}\d", "***")
+    from pyspark.sql import functions as F
+
+    no_email = F.regexp_replace(col, _EMAIL.pattern, "***@***")
+    return F.regexp_replace(no_email, _PHONE.pattern, "***")

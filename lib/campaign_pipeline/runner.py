@@ -26,6 +26,7 @@ from campaign_pipeline.errors import PipelineError
 from campaign_pipeline.frames import catalog_rows
 from campaign_pipeline.ops import alerts
 from campaign_pipeline.pipeline import PIPELINE, Stage, producer
+from campaign_pipeline.privacy import scrub
 from campaign_pipeline.stage_context import StageContext, StageReport, run_checkpoint_dir
 from campaign_pipeline.warehouse import Warehouse
 
@@ -157,7 +158,9 @@ def _run_stage(ctx: StageContext, stage: Stage, done: set[str], out: TextIO) -> 
     except Exception as exc:
         seconds = time.perf_counter() - t0
         message = str(exc) if isinstance(exc, PipelineError) else f"{type(exc).__name__}: {exc}"
-        _record(wh, ctx, started, "failed", seconds, error=message[:4000])
+        # Spark's and Delta's messages may quote a row's values (a cast's input, a constraint's
+        # row): stored masked, as the command line and Slack show them
+        _record(wh, ctx, started, "failed", seconds, error=scrub(message, limit=4000))
         print(f"[{stage.name}] FAILED after {seconds:.1f} s", file=out)
         alerts.post(ctx.env, alerts.stage_failure(ctx.campaign_id, stage.name, ctx.run_id, exc))
         raise

@@ -238,7 +238,8 @@ def test_runs_lists_stage_runs_newest_first_with_the_command_that_resumes_a_fail
         row("r1", "ingest", 0, "running"), row("r1", "ingest", 0, "succeeded", 30, {"rows_read": 36, "ms:read": 5}),
         row("r1", "screen", 1, "running"), row("r1", "screen", 1, "succeeded", 60, {"registrants": 6}),
         row("r2", "ingest", 60, "running"), row("r2", "ingest", 60, "succeeded", 20, {"rows_read": 0}),
-        row("r2", "screen", 61, "running"), row("r2", "screen", 61, "failed", 5, error="InputError: no registrations"),
+        row("r2", "screen", 61, "running"), row("r2", "screen", 61, "failed", 5,
+                                                        error="InputError: no registrations\nrow of +14155550123 jane.doe@example.com"),
     ]  # fmt: skip
     wh.append("pipeline_runs", catalog_rows(spark, "pipeline_runs", rows))
     proc = cli("runs", "--campaign", str(CAMPAIGN), "--warehouse", str(tmp_path / "wh"), "--json", "--last", "5",
@@ -249,7 +250,9 @@ def test_runs_lists_stage_runs_newest_first_with_the_command_that_resumes_a_fail
     assert runs[0]["resume"] == f"campaign-pipeline run --campaign {CAMPAIGN} --env local"
     assert runs[1]["resume"] is None and runs[1]["seconds"] == 120.0
     assert runs[1]["stages"][0]["counts"] == {"rows_read": 36}  # step timings left out
-    assert runs[0]["stages"][1]["error"] == "InputError: no registrations"
+    # shown masked, even as a row recorded before the runner stored errors masked holds it
+    assert runs[0]["stages"][1]["error"] == "InputError: no registrations row of +1******0123 j***@example.com"
     text = cli("runs", "--campaign", str(CAMPAIGN), "--warehouse", str(tmp_path / "wh"), "--last", "1", cwd=tmp_path)
     assert "r2  FAILED" in text.stdout and "r1" not in text.stdout
     assert "error: InputError: no registrations" in text.stdout and "resume: campaign-pipeline run" in text.stdout
+    assert "4155550123" not in text.stdout + proc.stdout and "jane.doe" not in text.stdout + proc.stdout

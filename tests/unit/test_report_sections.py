@@ -43,6 +43,8 @@ def test_a_wave_needs_an_operator_only_when_notify_will_not_take_it_again_and_sa
             _wave("w-failed", "failed", 2),
             _wave("w-partly", "completed_with_failures", 1, failed=3),
             _wave("w-paused", "sending", 2, lease_until=T(-5), deferred_until=T(20)),  # the gateway's pause
+            # its pause over, notify resumes it without spending an attempt: not an operator's yet
+            _wave("w-resumes", "sending", 2, lease_until=T(-5), deferred_until=T(-1)),
             _wave("w-done", "completed", 1),
         ],
     )
@@ -60,6 +62,7 @@ def test_a_wave_needs_an_operator_only_when_notify_will_not_take_it_again_and_sa
             ("w-failed", 2, None, None, "failed after 2 attempts", cmd + "w-failed"),
             ("w-partly", 1, None, None, "3 messages failed", cmd + "w-partly"),
             ("w-paused", 2, None, T(20), None, None),
+            ("w-resumes", 2, None, None, None, None),
             ("w-done", 1, None, None, None, None),
         ],
         "wave_id string, attempts int, lease_owner string, paused_until timestamp, needs_operator string, "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 
 from campaign_pipeline.ops.explain.readers import DeltaTables
+from campaign_pipeline.privacy import scrub
 
 NEVER = dt.datetime.min.replace(tzinfo=dt.UTC)
 
@@ -56,7 +57,8 @@ def recent_runs(warehouse_root: str, campaign_id: str, last: int, campaign_arg: 
                     "started_at": r["started_at"].isoformat(),
                     "seconds": None if r["seconds"] is None else round(r["seconds"], 1),
                     "counts": {k: v for k, v in (r["counts"] or {}).items() if not k.startswith("ms:")},
-                    "error": r["error"],
+                    # masked again: rows recorded before errors were stored masked
+                    "error": scrub(r["error"], limit=4000) if r["error"] else None,
                 }
                 for r in stages
             ],
@@ -67,7 +69,14 @@ def recent_runs(warehouse_root: str, campaign_id: str, last: int, campaign_arg: 
                 run["resume"] = "a later run followed; only the latest run resumes"
             else:
                 verb = "maintain" if broken[0]["stage"] == "maintain" else "run"
-                run["resume"] = f"campaign-pipeline {verb} --campaign {campaign_arg} --env {env}"
+                command = f"campaign-pipeline {verb} --campaign {campaign_arg} --env {env}"
+                # a `running` row is a live run as often as a dead one (notify --due every few
+                # minutes): resuming a live run would overlap it
+                run["resume"] = (
+                    command
+                    if status == "failed"
+                    else f"{command} (only once its process has ended: a running stage may still be live)"
+                )
         out.append(run)
     return out
 

@@ -14,6 +14,7 @@ import datetime as dt
 import gzip
 import io
 import json
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,10 +144,9 @@ def _templates(campaign: Campaign, file: str, result: Validation) -> None:
     every market with sample values: it must render, and stay within the SMS and email limits."""
     try:
         campaign.messages.link.format(campaign_id="c", market_id="m", wave_id="w")
-    except (KeyError, IndexError, ValueError) as exc:
-        result.problem(
-            file, "messages.link", f"unknown placeholder {exc} (use {{campaign_id}}, {{market_id}}, {{wave_id}})"
-        )
+    except (KeyError, IndexError, ValueError, AttributeError) as exc:
+        what = f"unknown placeholder {exc}" if isinstance(exc, KeyError) else f"cannot fill it ({exc})"
+        result.problem(file, "messages.link", f"{what} (use {{campaign_id}}, {{market_id}}, {{wave_id}})")
         return
     templates = {
         f"messages.templates.{locale}": {"sms": t.sms, "email_subject": t.email_subject, "email_body": t.email_body}
@@ -412,6 +412,9 @@ def write_schemas(out: Path | None = None) -> list[Path]:
         schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **model.model_json_schema()}
         schema["title"] = title
         path = out / f"{name}.schema.json"
-        path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        # written aside, then renamed: an editor (or a second run) never reads half a schema
+        part = path.with_name(f".{path.name}.{os.getpid()}.part")
+        part.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(part, path)
         written.append(path)
     return written

@@ -236,7 +236,8 @@ def wave_rows(waves: DataFrame, now: dt.datetime, wave_attempts: int) -> DataFra
     reason = (
         F.when((F.col("status") == "failed") & spent, F.format_string("failed after %d attempts", attempts))
         .when(
-            (F.col("status") == "sending") & ~live_lease & ~paused & spent,
+            # a wave the gateway paused is resumed by notify whatever its attempts
+            (F.col("status") == "sending") & ~live_lease & F.col("deferred_until").isNull() & spent,
             F.format_string("stopped sending after %d attempts", attempts),
         )
         .when(
@@ -378,12 +379,12 @@ def operations(fig: Figures, campaign: Campaign, read, wave_attempts: int) -> No
     recorded = {r["wave_id"]: _utc(r) for r in wave_rows(read("waves"), fig.generated_at, wave_attempts).collect()}
     for w in sorted(campaign.waves, key=lambda w: (w.notify_at, w.wave_id)):
         row = recorded.pop(w.wave_id, None) or {
-            "wave_id": w.wave_id, "notify_at": w.notify_at, "status": "not planned", "attempts": 0,
+            "wave_id": w.wave_id, "notify_at": w.notify_at.astimezone(dt.UTC), "status": "not planned", "attempts": 0,
             "lease_owner": None, "lease_until": None, "paused_until": None, "needs_operator": None, "command": None,
         }  # fmt: skip
-        fig.waves.append({**row, "channels": by_wave.get(w.wave_id, {})})
+        fig.waves.append({**row, "channels": dict(sorted(by_wave.get(w.wave_id, {}).items()))})
     for row in sorted(recorded.values(), key=lambda r: (r["notify_at"], r["wave_id"])):  # no longer configured
-        fig.waves.append({**row, "channels": by_wave.get(row["wave_id"], {})})
+        fig.waves.append({**row, "channels": dict(sorted(by_wave.get(row["wave_id"], {}).items()))})
 
     stats = read("campaign_stats")
     fig.trend = [
@@ -400,7 +401,10 @@ def operations(fig: Figures, campaign: Campaign, read, wave_attempts: int) -> No
 
     fig.ingest_files = [r.asDict() for r in ingest_by_file(read("landing_files")).orderBy("file").collect()]
     fig.quarantine = [
-        r.asDict() for r in quarantine_reasons(read("quarantine")).orderBy(F.col("rows").desc(), "file").collect()
+        r.asDict()
+        for r in quarantine_reasons(read("quarantine"))
+        .orderBy(F.col("rows").desc(), "file", "stage", "reason")
+        .collect()
     ]
     order = {name: i for i, name in enumerate(STAGE_ORDER)}
     fig.runs = sorted(
@@ -408,7 +412,10 @@ def operations(fig: Figures, campaign: Campaign, read, wave_attempts: int) -> No
         key=lambda r: (order.get(r["stage"], len(order)), r["stage"]),
     )
     fig.failures = [
-        r.asDict() for r in failure_reasons(read("notification_log")).orderBy(F.col("messages").desc()).collect()
+        r.asDict()
+        for r in failure_reasons(read("notification_log"))
+        .orderBy(F.col("messages").desc(), "channel", "reason")
+        .collect()
     ]
 
 

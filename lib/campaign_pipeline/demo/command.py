@@ -34,9 +34,12 @@ def _run(args) -> int:
     from campaign_pipeline.synth import SynthSpec, generate
     from campaign_pipeline.warehouse import Warehouse
 
-    env = load_environment(args.env)
-    work = Path(tempfile.gettempdir()) / "campaign-pipeline-demo"
-    env = env.with_roots(landing=str(work / "landing"), warehouse=args.warehouse)
+    env = load_environment(args.env).with_roots(warehouse=args.warehouse)
+    # The generated landing files beside the warehouse's own folders (`_reports`, `_checkpoints`):
+    # two demos into two warehouses never share them (one shared temp folder did).
+    root = env.warehouse_root.removeprefix("file://").removeprefix("file:")
+    work = Path(root if "://" not in root else tempfile.mkdtemp(prefix="campaign-pipeline-demo-")) / "_demo"
+    env = env.with_roots(landing=str(work / "landing"), warehouse=env.warehouse_root)
     spark = spark_session(env, "campaign-pipeline demo")
     t0 = time.perf_counter()
     out = generate(spark, SynthSpec(registrants=args.registrants, markets=args.markets), str(work / "landing"))

@@ -109,7 +109,11 @@ def test_validate_passes_the_example_campaign_with_its_landing_folder_without_sp
     landing = tmp_path / "landing"
     shutil.copytree(ROOT / "tests" / "data" / "landing", landing)
     pool = landing / "spring-tour-2027" / "code_pool.csv"
-    pool.write_text("code,market_id\n" + "".join(f"C{m}{i:05d},{m}\n" for m in MARKETS for i in range(1500)))
+    # headers in any case, as ingest reads them
+    pool.write_text(" CODE,Market_ID\n" + "".join(f"C{m}{i:05d},{m}\n" for m in MARKETS for i in range(1500)))
+    registrations = next(p for p in sorted((landing / "spring-tour-2027").glob("registrations*.csv")))
+    header, rest = registrations.read_text(encoding="utf-8").split("\n", 1)
+    registrations.write_text(header.upper() + "\n" + rest, encoding="utf-8")
     proc, seconds = _validate(tmp_path, "--campaign", str(CAMPAIGN), "--env", str(env_file(tmp_path)),
                               "--landing", str(landing))  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr

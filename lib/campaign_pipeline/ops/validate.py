@@ -316,12 +316,12 @@ def _columns(path: Path, fmt: str, kind: src.FileKind, result: Validation) -> li
         if fmt in ("csv", "tsv"):
             with _text(path) as f:
                 header = next(csv.reader(f, delimiter="\t" if fmt == "tsv" else ","), [])
-            return [c.strip().lstrip("\ufeff") for c in header]
+            return [c.lstrip("\ufeff").strip().lower() for c in header]  # as ingest names them
         if fmt == "json":
             with _text(path) as f:
                 line = next((x for x in f if x.strip()), "{}")
             first = json.loads(line)
-            return list(first) if isinstance(first, dict) else []
+            return [str(k).strip().lower() for k in first] if isinstance(first, dict) else []
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
@@ -345,16 +345,23 @@ def _count_codes(path: Path, fmt: str, campaign: Campaign, pool: Counter, result
     try:
         if fmt in ("csv", "tsv"):
             with _text(path) as f:
-                for i, row in enumerate(csv.DictReader(f, delimiter="\t" if fmt == "tsv" else ",")):
+                for i, raw in enumerate(csv.DictReader(f, delimiter="\t" if fmt == "tsv" else ",")):
                     if i >= MAX_COUNTED_CODES:
                         break
+                    row = {str(k).lstrip("\ufeff").strip().lower(): v for k, v in raw.items() if k is not None}
                     if (row.get("code") or "").strip():
                         pool[(row.get("market_id") or "").strip() or None] += 1
         elif fmt == "json":
             with _text(path) as f:
                 for line in f:
                     if line.strip():
-                        row = json.loads(line)
+                        try:  # a malformed line is ingest's to quarantine, not a reason to stop counting
+                            parsed = json.loads(line)
+                        except ValueError:
+                            continue
+                        if not isinstance(parsed, dict):
+                            continue
+                        row = {str(k).strip().lower(): v for k, v in parsed.items()}
                         if str(row.get("code") or "").strip():
                             pool[str(row.get("market_id") or "").strip() or None] += 1
         elif fmt == "parquet":

@@ -557,7 +557,16 @@ def _runs(args) -> int:
     else:
         campaign_arg = f"conf/campaigns/{campaign_arg}.yaml"
     env = load_environment(args.env).with_roots(warehouse=args.warehouse)
-    runs = recent_runs(_absolute(env.warehouse_root), campaign_id, args.last, campaign_arg, args.env)
+    root = _absolute(env.warehouse_root)
+    if "://" not in root and not Path(root).is_dir():  # a typo is not "no runs recorded"
+        raise InputError(f"warehouse {root}: no such folder (--warehouse, or warehouse_root in the environment file)")
+    try:
+        runs = recent_runs(root, campaign_id, args.last, campaign_arg, args.env)
+    except Exception as exc:  # noqa: BLE001 - delta-rs's own errors say little about where
+        if isinstance(exc, PipelineError):
+            raise
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        raise InputError(f"{root}/pipeline_runs: cannot read it ({type(exc).__name__}: {first})") from exc
     if args.json:
         _emit(runs)
     else:

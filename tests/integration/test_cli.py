@@ -260,3 +260,5 @@ def test_runs_lists_stage_runs_newest_first_with_the_command_that_resumes_a_fail
     assert "r2  FAILED" in text.stdout and "r1" not in text.stdout
     assert "error: InputError: no registrations" in text.stdout and "resume: campaign-pipeline run" in text.stdout
     assert "4155550123" not in text.stdout + proc.stdout and "jane.doe" not in text.stdout + proc.stdout
+    typo = cli("runs", "--campaign", str(CAMPAIGN), "--warehouse", str(tmp_path / "whh"), cwd=tmp_path)
+    assert typo.returncode == 3 and f"warehouse {tmp_path / 'whh'}: no such folder" in typo.stderr, typo.stderr

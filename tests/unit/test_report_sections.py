@@ -48,10 +48,10 @@ def test_a_wave_needs_an_operator_only_when_notify_will_not_take_it_again_and_sa
             _wave("w-done", "completed", 1),
         ],
     )
-    got = wave_rows(waves, NOW, wave_attempts=2).select(
+    got = wave_rows(waves, NOW, wave_attempts=2, env_name="emr").select(
         "wave_id", "attempts", "lease_owner", "paused_until", "needs_operator", "command"
     )
-    cmd = "campaign-pipeline notify --campaign conf/campaigns/tour-x.yaml --retry-failed --wave "
+    cmd = "campaign-pipeline notify --campaign conf/campaigns/tour-x.yaml --env emr --retry-failed --wave "
     expected = literal_frame(
         spark,
         [

@@ -106,6 +106,7 @@ def compute(
     generated_at: dt.datetime,
     balances: list[Balance],
     wave_attempts: int = 2,
+    env_name: str = "local",
 ) -> Figures:
     """Every figure of the report; `read(table)` gives the campaign's rows of a table."""
     fig = Figures(campaign.campaign_id, campaign.name, generated_at, run_id, balances=balances)
@@ -211,7 +212,7 @@ def compute(
         .collect()
     ]
     fig.quality = latest_quality(read)
-    operations(fig, campaign, read, wave_attempts)
+    operations(fig, campaign, read, wave_attempts, env_name)
     return fig
 
 
@@ -222,7 +223,7 @@ ROW_KEYS = ("rows_read", "registrants", "selected", "codes_held", "messages", "s
 TREND_STEPS = ("registrants", "eligible", "selected", "coded", "messages planned", "messages sent", "messages failed")
 
 
-def wave_rows(waves: DataFrame, now: dt.datetime, wave_attempts: int) -> DataFrame:
+def wave_rows(waves: DataFrame, now: dt.datetime, wave_attempts: int, env_name: str = "local") -> DataFrame:
     """One row per wave: status, notify time, attempts, the run holding it while it sends, and
     why it needs an operator (null when it does not) with the command to run.
 
@@ -255,15 +256,16 @@ def wave_rows(waves: DataFrame, now: dt.datetime, wave_attempts: int) -> DataFra
         F.when((F.col("status") == "sending") & live_lease, F.col("lease_until")).alias("lease_until"),
         F.when((F.col("status") == "sending") & paused, F.col("deferred_until")).alias("paused_until"),
         reason.alias("needs_operator"),
-    ).withColumn("command", F.when(F.col("needs_operator").isNotNull(), retry_command(F.col("campaign_id"))))
+    ).withColumn("command", F.when(F.col("needs_operator").isNotNull(), retry_command(F.col("campaign_id"), env_name)))
 
 
-def retry_command(campaign_id: Column) -> Column:
-    """What an operator runs for a wave notify no longer takes by itself (notify's own advice)."""
+def retry_command(campaign_id: Column, env_name: str = "local") -> Column:
+    """What an operator runs for a wave notify no longer takes by itself (notify's own advice), in
+    the environment the report ran in."""
     return F.concat(
         F.lit("campaign-pipeline notify --campaign conf/campaigns/"),
         campaign_id,
-        F.lit(".yaml --retry-failed --wave "),
+        F.lit(f".yaml --env {env_name} --retry-failed --wave "),
         F.col("wave_id"),
     )
 
@@ -369,14 +371,16 @@ def _utc(row) -> dict:
     return {k: aware(v) if isinstance(v, dt.datetime) else v for k, v in row.asDict().items()}
 
 
-def operations(fig: Figures, campaign: Campaign, read, wave_attempts: int) -> None:
+def operations(fig: Figures, campaign: Campaign, read, wave_attempts: int, env_name: str = "local") -> None:
     """The figures an operator runs the campaign from: waves, trends, ingest, runs, failures."""
     by_wave: dict[str, dict] = {}
     for r in wave_channel_counts(read("wave_messages"), read("notification_log")).collect():
         by_wave.setdefault(r["wave_id"], {})[r["channel"]] = {
             k: r[k] for k in ("planned", "sent", "failed", "skipped", "pending")
         }
-    recorded = {r["wave_id"]: _utc(r) for r in wave_rows(read("waves"), fig.generated_at, wave_attempts).collect()}
+    recorded = {
+        r["wave_id"]: _utc(r) for r in wave_rows(read("waves"), fig.generated_at, wave_attempts, env_name).collect()
+    }
     for w in sorted(campaign.waves, key=lambda w: (w.notify_at, w.wave_id)):
         row = recorded.pop(w.wave_id, None) or {
             "wave_id": w.wave_id, "notify_at": w.notify_at.astimezone(dt.UTC), "status": "not planned", "attempts": 0,

@@ -70,7 +70,13 @@ def report(ctx: StageContext) -> StageReport:
             wh.append("reconciliation", catalog_rows(ctx.spark, "reconciliation", rows))
     with ctx.step("figures"):
         fig = figures.compute(
-            campaign, read, ctx.run_id, generated_at, balances, wave_attempts=ctx.env.notify.wave_attempts
+            campaign,
+            read,
+            ctx.run_id,
+            generated_at,
+            balances,
+            wave_attempts=ctx.env.notify.wave_attempts,
+            env_name=ctx.env.name,
         )
         wh.append("campaign_stats", catalog_rows(ctx.spark, "campaign_stats", [fig.stats_row()]))
     with ctx.step("render"):

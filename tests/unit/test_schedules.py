@@ -89,6 +89,16 @@ def test_bad_declarations_and_missing_settings_name_the_key(tmp_path):
     bad.write_text("schedules:\n  - name: x\n    command: [notify, --due]\n    cron: '*/5 * * * *'\n")
     with pytest.raises(ConfigError, match=r"schedules\[0\].cron: expected EventBridge's six fields"):
         sch.load_schedules(bad, tmp_path)
+    campaigns = tmp_path / "campaigns"
+    campaigns.mkdir()
+    (campaigns / f"{'summer-stadium-tour-' * 2}2027.yaml").write_text("campaign_id: x\n")
+    long = tmp_path / "long.yaml"
+    long.write_text(
+        "schedules:\n  - name: weekly-maintenance-run\n    command: [maintain, --campaign, '{campaign}']\n"
+        "    cron: '0 4 ? * SUN *'\n    per_campaign: true\n"
+    )
+    with pytest.raises(ConfigError, match="over EventBridge's 64 characters"):
+        sch.load_schedules(long, campaigns)
     env = load_environment("local")
     with pytest.raises(ConfigError, match="schedules need emr.artifacts_uri"):
         sch.apply(env, [], "conf/environments/local.yaml", client=object())

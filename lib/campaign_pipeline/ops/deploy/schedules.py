@@ -308,6 +308,9 @@ def load_schedules(path: str | Path, campaigns_dir: str | Path) -> list[Schedule
         else:
             out.append(Schedule(item.name, tuple(item.command), item.cron, item.description))
     names = [s.name for s in out]
+    too_long = [n for n in names if len(n) > 64]  # EventBridge's limit: found here, not half-way through apply
+    if too_long:
+        raise ConfigError(f"{path}: schedule name(s) over EventBridge's 64 characters (name-<campaign>): {too_long}")
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: schedule names repeat: {sorted({n for n in names if names.count(n) > 1})}")
     return out

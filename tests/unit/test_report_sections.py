@@ -126,6 +126,17 @@ def test_the_trend_is_the_funnel_of_every_report_run_and_the_delta_compares_with
     assert deltas["coded"] is None  # not recorded last time
 
 
+def test_a_long_campaigns_trend_keeps_its_latest_report_runs_and_the_last_of_each_earlier_day(spark):
+    # three days of a report every 6 hours, then the latest 3 runs kept whole
+    runs = [_snapshot(f"r{i:02d}", -6 * 60 * (11 - i), {"registrants": i}) for i in range(12)]
+    kept = figures.thin_snapshots(catalog_rows(spark, "campaign_stats", runs), keep_last=3)
+    by_day: dict = {}
+    for r in runs:
+        by_day[r["computed_at"].astimezone(dt.UTC).date()] = r["run_id"]  # the day's last run
+    assert sorted(r["run_id"] for r in kept.collect()) == sorted({"r09", "r10", "r11", *by_day.values()})
+    assert kept.count() < len(runs)
+
+
 def test_ingest_counts_each_landing_file_and_quarantine_reasons_carry_no_values(spark):
     files = catalog_rows(
         spark,

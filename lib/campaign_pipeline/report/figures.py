@@ -304,6 +304,16 @@ def funnel_trend(stats: DataFrame, steps: tuple[str, ...] = TREND_STEPS) -> Data
     )
 
 
+def thin_snapshots(stats: DataFrame, keep_last: int = 24) -> DataFrame:
+    """The snapshots a trend shows: the latest `keep_last` report runs, and before them the last of
+    each UTC day (a report every 30 minutes over a season would be thousands of points)."""
+    newest = Window.orderBy(F.col("computed_at").desc(), F.col("run_id").desc())
+    day = F.floor(F.unix_seconds(F.col("computed_at")) / 86400)  # the UTC day, whatever the session's zone
+    in_day = Window.partitionBy(day).orderBy(F.col("computed_at").desc(), F.col("run_id").desc())
+    ranked = stats.withColumn("_n", F.row_number().over(newest)).withColumn("_d", F.row_number().over(in_day))
+    return ranked.where((F.col("_n") <= keep_last) | (F.col("_d") == 1)).drop("_n", "_d")
+
+
 def previous_snapshot(stats: DataFrame, run_id: str) -> DataFrame:
     """The latest snapshot of an earlier report run (at most one row): its headline figures, or
     for snapshots from before headlines were recorded, the funnel's figures of the same name."""
@@ -393,7 +403,9 @@ def operations(fig: Figures, campaign: Campaign, read, wave_attempts: int, env_n
     stats = read("campaign_stats")
     fig.trend = [
         _utc(r)
-        for r in funnel_trend(stats.where(F.col("run_id") != fig.run_id)).orderBy("computed_at", "step").collect()
+        for r in funnel_trend(thin_snapshots(stats.where(F.col("run_id") != fig.run_id)))
+        .orderBy("computed_at", "step")
+        .collect()
     ]
     fig.trend += [
         {"computed_at": fig.generated_at, "run_id": fig.run_id, "step": k, "value": v}

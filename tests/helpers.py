@@ -191,11 +191,27 @@ class SlackReceiver:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
 
 
-def run_notebook(path, work: Path, outputs: tuple[str, ...], **parameters) -> dict:
+def notebook_kernel():
+    """A Jupyter kernel whose folder is notebooks/, for `run_notebook(kernel=...)`: the notebooks of
+    one test file run in it one after the other, as a data scientist runs them in one Jupyter
+    session, so they share one Spark JVM instead of starting one each (each notebook still
+    starts from an empty namespace). The caller shuts it down (`kernel.shutdown_kernel(now=True)`)."""
+    import os
+
+    from jupyter_client.manager import KernelManager
+
+    kernel = KernelManager(kernel_name="python3")
+    # the kernel's own JVM, beside the tests' one
+    kernel.start_kernel(cwd=str(ROOT / "notebooks"), env={**os.environ, "CAMPAIGN_PIPELINE_DRIVER_MEMORY": "1g"})
+    return kernel
+
+
+def run_notebook(path, work: Path, outputs: tuple[str, ...], kernel=None, **parameters) -> dict:
     """Execute a notebook as Jupyter does: papermill, a kernel of its own whose folder is
     notebooks/, `parameters` injected after the `parameters`-tagged cell. Every given parameter must
     be one that cell declares, so a renamed parameter fails here. Returns the notebook's variables
-    named in `outputs` (pickled by one probe cell appended to a copy of the notebook)."""
+    named in `outputs` (pickled by one probe cell appended to a copy of the notebook). With `kernel`
+    (`notebook_kernel()`), the notebook runs in that kernel after its namespace is emptied."""
     import ast
     import os
     import pickle
@@ -215,6 +231,20 @@ def run_notebook(path, work: Path, outputs: tuple[str, ...], **parameters) -> di
     notebook.cells.append(nbformat.v4.new_code_cell(probe))
     source, executed = work / Path(path).name, work / f"{Path(path).stem}.executed.ipynb"
     nbformat.write(notebook, str(source))
+    if kernel is not None:
+        from nbclient import NotebookClient
+        from papermill.parameterize import parameterize_notebook
+
+        run = parameterize_notebook(notebook, parameters)
+        run.cells.insert(0, nbformat.v4.new_code_cell("%reset -f"))  # nothing from the notebook before
+        nbformat.write(run, str(source))
+        client = NotebookClient(run, km=kernel, timeout=600, resources={"metadata": {"path": str(ROOT / "notebooks")}})
+        try:
+            client.execute()
+        finally:
+            nbformat.write(run, str(executed))
+        with open(dump, "rb") as f:
+            return pickle.load(f)
     saved = os.environ.get("CAMPAIGN_PIPELINE_DRIVER_MEMORY")
     os.environ["CAMPAIGN_PIPELINE_DRIVER_MEMORY"] = "1g"  # the kernel's own JVM, beside the tests' one
     try:

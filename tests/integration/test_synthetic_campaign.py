@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, env_file, run_notebook
+from helpers import ROOT, env_file, notebook_kernel, run_notebook
 from pyspark.sql import functions as F
 
 from campaign_pipeline.config import load_campaign
@@ -257,18 +257,29 @@ def test_one_row_per_fan_and_hot_call_centre_phone_is_shared_not_expanded(pipeli
 # ---------------------------------------------------------------- notebooks and progress
 
 
+@pytest.fixture(scope="module")
+def kernel():
+    """The notebooks of this file run one after the other in one kernel (one Spark JVM)."""
+    started = notebook_kernel()
+    yield started
+    started.shutdown_kernel(now=True)
+
+
 def _params(campaign_yaml, wh, tmp_path):
     """The notebooks' parameters: this warehouse and campaign, and a local environment sized for tiny data."""
     return {"warehouse_root": wh.root, "campaign_yaml": campaign_yaml, "env_name": str(env_file(tmp_path))}
 
 
-def test_explore_scores_shows_bands_contributions_and_selection_rates(spark, synth_campaign, pipeline, tmp_path):
+def test_explore_scores_shows_bands_contributions_and_selection_rates(
+    spark, synth_campaign, pipeline, kernel, tmp_path
+):
     wh, _, _ = pipeline
     campaign_yaml = synth_campaign.campaign_yaml
     scope = run_notebook(
         NOTEBOOKS / "explore_scores.ipynb",
         tmp_path,
         ("bands", "contributions", "by_band"),
+        kernel=kernel,
         **_params(campaign_yaml, wh, tmp_path),
     )
     scores = wh.read("scores", CID)
@@ -281,14 +292,16 @@ def test_explore_scores_shows_bands_contributions_and_selection_rates(spark, syn
     assert by_band.drop(columns="selection_rate").to_numpy().sum() == wh.read("selections", CID).count()
 
 
-def test_what_if_selection_compares_and_plots_verdicts_and_writes_nothing(spark, synth_campaign, pipeline, tmp_path):
+def test_what_if_selection_compares_and_plots_verdicts_and_writes_nothing(
+    spark, synth_campaign, pipeline, kernel, tmp_path
+):
     wh, _, _ = pipeline
     campaign_yaml = synth_campaign.campaign_yaml
     campaign = load_campaign(campaign_yaml)
     first = campaign.markets[0].market_id
     version = wh.version("selections")
     scope = run_notebook(
-        NOTEBOOKS / "what_if_selection.ipynb", tmp_path, ("markets", "moves", "selected", "bars"),
+        NOTEBOOKS / "what_if_selection.ipynb", tmp_path, ("markets", "moves", "selected", "bars"), kernel=kernel,
         **_params(campaign_yaml, wh, tmp_path), capacity={first: 3}, options={},
     )  # fmt: skip
     markets = scope["markets"]
@@ -310,7 +323,7 @@ def test_what_if_selection_compares_and_plots_verdicts_and_writes_nothing(spark,
 
 
 def test_train_scoring_model_shows_calibration_and_weights_and_saves_a_loadable_model(
-    spark, synth_campaign, pipeline, tmp_path
+    spark, synth_campaign, pipeline, kernel, tmp_path
 ):
     from pyspark.ml import PipelineModel
 
@@ -320,7 +333,7 @@ def test_train_scoring_model_shows_calibration_and_weights_and_saves_a_loadable_
     path = str(tmp_path / "scoring-model")
     scope = run_notebook(
         NOTEBOOKS / "train_scoring_model.ipynb", tmp_path, ("auc", "calibration", "weights", "inputs"),
-        **_params(synth_campaign.campaign_yaml, wh, tmp_path), model_path=path,
+        kernel=kernel, **_params(synth_campaign.campaign_yaml, wh, tmp_path), model_path=path,
     )  # fmt: skip
     assert 0.0 <= scope["auc"] <= 1.0
     calibration, weights = scope["calibration"], scope["weights"]

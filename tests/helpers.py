@@ -235,6 +235,9 @@ def run_notebook(path, work: Path, outputs: tuple[str, ...], kernel=None, **para
         from nbclient import NotebookClient
         from papermill.parameterize import parameterize_notebook
 
+        for cell in notebook.cells:  # what papermill's own run sets up before it parameterizes
+            cell.metadata.setdefault("tags", [])
+        notebook.metadata.setdefault("papermill", {})
         run = parameterize_notebook(notebook, parameters)
         run.cells.insert(0, nbformat.v4.new_code_cell("%reset -f"))  # nothing from the notebook before
         nbformat.write(run, str(source))

@@ -194,7 +194,9 @@ def test_a_notify_run_killed_mid_wave_is_finished_by_the_next_with_at_most_the_c
     ids = plan_wave(wh, sms=1000, email=350)
     chunk = 150
     with GatewaySimulator(latency=0.02, token=TOKEN) as gw:
-        env = notify_env(test_env, tmp_path / "wh", gw, queue_url, chunk_size=chunk, rate_per_second=300, max_in_flight=16,
+        # The run to kill sends at 100/s: its 1,350 messages take 13 s and more, so the kill lands
+        # while chunks are out even when this loaded worker polls the gateway and the queue late.
+        env = notify_env(test_env, tmp_path / "wh", gw, queue_url, chunk_size=chunk, rate_per_second=100, max_in_flight=16,
                          lease_seconds=6)  # fmt: skip
         env_path = tmp_path / "env-notify.yaml"
         env_path.write_text(json.dumps(json.loads(env.model_dump_json())))  # YAML is a superset of JSON
@@ -232,7 +234,11 @@ def test_a_notify_run_killed_mid_wave_is_finished_by_the_next_with_at_most_the_c
         # can run out between two Delta commits (that run would then stop, as it should, unfinished).
         # Likewise its requests wait up to 10 s: the gateway simulator answers from this loaded process.
         takeover = env.model_copy(
-            update={"notify": env.notify.model_copy(update={"lease_seconds": 120, "timeout_seconds": 10})}
+            update={
+                "notify": env.notify.model_copy(
+                    update={"lease_seconds": 120, "timeout_seconds": 10, "rate_per_second": 300}
+                )
+            }
         )
         run_pipeline(spark, load_campaign(CAMPAIGN), takeover, stages=["notify"], now=AFTER, out=io.StringIO())
         assert gw.per_run[dead["run_id"]] == sent_by_dead_run  # nothing from the dead run after its lease

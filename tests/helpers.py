@@ -240,26 +240,24 @@ def run_notebook(path, work: Path, outputs: tuple[str, ...], kernel=None, **para
         notebook.metadata.setdefault("papermill", {})
         run = parameterize_notebook(notebook, parameters)
         run.cells.insert(0, nbformat.v4.new_code_cell("%reset -f"))  # nothing from the notebook before
-        nbformat.write(run, str(source))
         client = NotebookClient(run, km=kernel, timeout=600, resources={"metadata": {"path": str(ROOT / "notebooks")}})
         try:
             client.execute()
         finally:
             nbformat.write(run, str(executed))
-        with open(dump, "rb") as f:
-            return pickle.load(f)
-    saved = os.environ.get("CAMPAIGN_PIPELINE_DRIVER_MEMORY")
-    os.environ["CAMPAIGN_PIPELINE_DRIVER_MEMORY"] = "1g"  # the kernel's own JVM, beside the tests' one
-    try:
-        papermill.execute_notebook(
-            str(source), str(executed), parameters=parameters, cwd=str(ROOT / "notebooks"),
-            kernel_name="python3", progress_bar=False, log_output=False, execution_timeout=600,
-        )  # fmt: skip
-    finally:
-        if saved is None:
-            os.environ.pop("CAMPAIGN_PIPELINE_DRIVER_MEMORY", None)
-        else:
-            os.environ["CAMPAIGN_PIPELINE_DRIVER_MEMORY"] = saved
+    else:
+        saved = os.environ.get("CAMPAIGN_PIPELINE_DRIVER_MEMORY")
+        os.environ["CAMPAIGN_PIPELINE_DRIVER_MEMORY"] = "1g"  # the kernel's own JVM, beside the tests' one
+        try:
+            papermill.execute_notebook(
+                str(source), str(executed), parameters=parameters, cwd=str(ROOT / "notebooks"),
+                kernel_name="python3", progress_bar=False, log_output=False, execution_timeout=600,
+            )  # fmt: skip
+        finally:
+            if saved is None:
+                os.environ.pop("CAMPAIGN_PIPELINE_DRIVER_MEMORY", None)
+            else:
+                os.environ["CAMPAIGN_PIPELINE_DRIVER_MEMORY"] = saved
     with open(dump, "rb") as f:
         return pickle.load(f)
 

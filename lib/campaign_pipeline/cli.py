@@ -253,7 +253,8 @@ def spark_session(env, app: str):
     return spark
 
 
-def _local(root: str) -> Path | None:
+def local_root(root: str) -> Path | None:
+    """A local root (a path or a `file:` URI) as a path; None for a remote one (s3://…)."""
     if root.startswith("file:"):
         return Path(root.removeprefix("file:").removeprefix("//"))
     return None if "://" in root else Path(root).expanduser().resolve()
@@ -265,7 +266,7 @@ def check_local_landing(campaign_id: str, env, stages: list[str] | None, from_st
     local warehouse (nothing to resume)."""
     from campaign_pipeline.ingest.stage import landing_not_found
 
-    landing, warehouse = _local(env.landing_root), _local(env.warehouse_root)
+    landing, warehouse = local_root(env.landing_root), local_root(env.warehouse_root)
     if landing is None:
         return
     fresh = warehouse is not None and not (warehouse / "pipeline_runs" / "_delta_log").is_dir()
@@ -562,9 +563,9 @@ def _runs(args) -> int:
         raise InputError(f"warehouse {root}: no such folder (--warehouse, or warehouse_root in the environment file)")
     try:
         runs = recent_runs(root, campaign_id, args.last, campaign_arg, args.env)
+    except PipelineError:
+        raise
     except Exception as exc:  # noqa: BLE001 - delta-rs's own errors say little about where
-        if isinstance(exc, PipelineError):
-            raise
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
         raise InputError(f"{root}/pipeline_runs: cannot read it ({type(exc).__name__}: {first})") from exc
     if args.json:

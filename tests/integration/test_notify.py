@@ -233,13 +233,8 @@ def test_a_notify_run_killed_mid_wave_is_finished_by_the_next_with_at_most_the_c
         # test need not wait long for the dead run's to pass, and under a loaded CI machine a 6 s lease
         # can run out between two Delta commits (that run would then stop, as it should, unfinished).
         # Likewise its requests wait up to 10 s: the gateway simulator answers from this loaded process.
-        takeover = env.model_copy(
-            update={
-                "notify": env.notify.model_copy(
-                    update={"lease_seconds": 120, "timeout_seconds": 10, "rate_per_second": 300}
-                )
-            }
-        )
+        takeover = notify_env(test_env, tmp_path / "wh", gw, queue_url, chunk_size=chunk, rate_per_second=300,
+                              max_in_flight=16, lease_seconds=120, timeout_seconds=10)  # fmt: skip
         run_pipeline(spark, load_campaign(CAMPAIGN), takeover, stages=["notify"], now=AFTER, out=io.StringIO())
         assert gw.per_run[dead["run_id"]] == sent_by_dead_run  # nothing from the dead run after its lease
     log = log_of(wh)

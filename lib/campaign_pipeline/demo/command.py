@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from campaign_pipeline.cli import Verb, spark_session
+from campaign_pipeline.cli import Verb, local_root, spark_session
 from campaign_pipeline.config import load_campaign, load_environment
 
 
@@ -37,9 +37,8 @@ def _run(args) -> int:
     env = load_environment(args.env).with_roots(warehouse=args.warehouse)
     # The generated landing files beside the warehouse's own folders (`_reports`, `_checkpoints`):
     # two demos into two warehouses never share them (one shared temp folder did).
-    root = env.warehouse_root.removeprefix("file://").removeprefix("file:")
-    work = Path(root if "://" not in root else tempfile.mkdtemp(prefix="campaign-pipeline-demo-")) / "_demo"
-    env = env.with_roots(landing=str(work / "landing"), warehouse=env.warehouse_root)
+    work = (local_root(env.warehouse_root) or Path(tempfile.mkdtemp(prefix="campaign-pipeline-demo-"))) / "_demo"
+    env = env.with_roots(landing=str(work / "landing"))
     spark = spark_session(env, "campaign-pipeline demo")
     t0 = time.perf_counter()
     out = generate(spark, SynthSpec(registrants=args.registrants, markets=args.markets), str(work / "landing"))

@@ -310,18 +310,23 @@ def _text(path: Path) -> io.TextIOBase:
     return io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="")
 
 
+def _column(name) -> str:
+    """A header's or JSON key's column name as ingest reads it: trimmed, any case, no byte-order mark."""
+    return str(name).lstrip("\ufeff").strip().lower()
+
+
 def _columns(path: Path, fmt: str, kind: src.FileKind, result: Validation) -> list[str] | None:
     """The file's column names (its header, first JSON object or schema), or None when unreadable."""
     try:
         if fmt in ("csv", "tsv"):
             with _text(path) as f:
                 header = next(csv.reader(f, delimiter="\t" if fmt == "tsv" else ","), [])
-            return [c.lstrip("\ufeff").strip().lower() for c in header]  # as ingest names them
+            return [_column(c) for c in header]
         if fmt == "json":
             with _text(path) as f:
                 line = next((x for x in f if x.strip()), "{}")
             first = json.loads(line)
-            return [str(k).strip().lower() for k in first] if isinstance(first, dict) else []
+            return [_column(k) for k in first] if isinstance(first, dict) else []
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
@@ -348,7 +353,7 @@ def _count_codes(path: Path, fmt: str, campaign: Campaign, pool: Counter, result
                 for i, raw in enumerate(csv.DictReader(f, delimiter="\t" if fmt == "tsv" else ",")):
                     if i >= MAX_COUNTED_CODES:
                         break
-                    row = {str(k).lstrip("\ufeff").strip().lower(): v for k, v in raw.items() if k is not None}
+                    row = {_column(k): v for k, v in raw.items() if k is not None}
                     if (row.get("code") or "").strip():
                         pool[(row.get("market_id") or "").strip() or None] += 1
         elif fmt == "json":
@@ -361,7 +366,7 @@ def _count_codes(path: Path, fmt: str, campaign: Campaign, pool: Counter, result
                             continue
                         if not isinstance(parsed, dict):
                             continue
-                        row = {str(k).strip().lower(): v for k, v in parsed.items()}
+                        row = {_column(k): v for k, v in parsed.items()}
                         if str(row.get("code") or "").strip():
                             pool[str(row.get("market_id") or "").strip() or None] += 1
         elif fmt == "parquet":

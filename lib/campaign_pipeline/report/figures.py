@@ -384,7 +384,9 @@ def _utc(row) -> dict:
 def operations(fig: Figures, campaign: Campaign, read, wave_attempts: int, env_name: str = "local") -> None:
     """The figures an operator runs the campaign from: waves, trends, ingest, runs, failures."""
     by_wave: dict[str, dict] = {}
-    for r in wave_channel_counts(read("wave_messages"), read("notification_log")).collect():
+    for r in (
+        wave_channel_counts(read("wave_messages"), read("notification_log")).orderBy("wave_id", "channel").collect()
+    ):
         by_wave.setdefault(r["wave_id"], {})[r["channel"]] = {
             k: r[k] for k in ("planned", "sent", "failed", "skipped", "pending")
         }
@@ -396,9 +398,9 @@ def operations(fig: Figures, campaign: Campaign, read, wave_attempts: int, env_n
             "wave_id": w.wave_id, "notify_at": w.notify_at.astimezone(dt.UTC), "status": "not planned", "attempts": 0,
             "lease_owner": None, "lease_until": None, "paused_until": None, "needs_operator": None, "command": None,
         }  # fmt: skip
-        fig.waves.append({**row, "channels": dict(sorted(by_wave.get(w.wave_id, {}).items()))})
+        fig.waves.append({**row, "channels": by_wave.get(w.wave_id, {})})
     for row in sorted(recorded.values(), key=lambda r: (r["notify_at"], r["wave_id"])):  # no longer configured
-        fig.waves.append({**row, "channels": dict(sorted(by_wave.get(row["wave_id"], {}).items()))})
+        fig.waves.append({**row, "channels": by_wave.get(row["wave_id"], {})})
 
     stats = read("campaign_stats")
     fig.trend = [

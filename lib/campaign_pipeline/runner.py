@@ -27,6 +27,7 @@ from campaign_pipeline.frames import catalog_rows
 from campaign_pipeline.ops import alerts
 from campaign_pipeline.pipeline import PIPELINE, Stage, producer
 from campaign_pipeline.privacy import scrub
+from campaign_pipeline.quality.expectations import import_in_background
 from campaign_pipeline.stage_context import StageContext, StageReport, run_checkpoint_dir
 from campaign_pipeline.warehouse import Warehouse
 
@@ -233,6 +234,7 @@ def run_pipeline(
     out = out or sys.stdout
     stages = list(stages or [])
     selected = _selected(stages)
+    import_in_background()  # the stages' checks need it (the command line has started it already)
     wh = Warehouse(spark, env.warehouse_root)
     started = dt.datetime.now(dt.UTC).replace(microsecond=0)
     run_id = new_run_id(campaign.campaign_id, started)

@@ -7,8 +7,9 @@ no plan_waves run is re-planning it: of two runs that read the same row, exactly
 (the other changes no row, or gets Delta's conflict error when both commit at once) and the loser
 re-reads the row and says who holds the wave.
 
-The holder renews the lease before each chunk and, from a thread of its own, at least every
-`lease_seconds / 4` while a chunk is out; a renewal is again conditional (still `sending`, still
+The holder renews the lease from a thread of its own every `lease_seconds / 4` (before a chunk
+only when what is left of the lease is too short for the chunk: the keeper renews meanwhile, so a
+chunk does not wait for a Delta commit); a renewal is again conditional (still `sending`, still
 this run). It stops sending when a renewal finds another holder, and also when it has not managed
 to renew for long enough that its lease is within `lease_seconds / 3` of running out (a writer
 that cannot reach the table must not outlive its lease). The sending tasks themselves start no
@@ -95,6 +96,7 @@ class Lease:
         self.lost: str | None = None  # why this run no longer holds the wave
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._due = threading.Event()  # `refresh` found a renewal due: the keeper renews now
         self._keeper: threading.Thread | None = None
 
     @property
@@ -142,24 +144,34 @@ class Lease:
             return False
 
     def refresh(self, need_seconds: float) -> bool:
-        """Before a chunk: `renew`, unless the lease was renewed within the last `lease_seconds / 4`
-        (the keeper's interval) and still leaves `need_seconds` to start requests in; then only
-        whether it is still held. A long wave's chunks then go without a Delta commit each, and a
-        short lease (or a slow cluster) is renewed before every chunk as before."""
+        """Before a chunk: whether the wave is still held with at least `need_seconds` left to start
+        requests in. When it is, a renewal that is due (none within `lease_seconds / 4`) is left to
+        the keeper thread, woken now, so the chunk does not wait for a Delta commit; only a lease
+        too short for the chunk (a short `lease_seconds`, a slow cluster) is renewed here first."""
         now = now_utc()
-        renewed_at = self.until - dt.timedelta(seconds=self.seconds)
-        recent = now < renewed_at + dt.timedelta(seconds=max(0.2, self.seconds / 4))
-        if recent and (self.send_until() - now).total_seconds() >= need_seconds:
+        if (self.send_until() - now).total_seconds() >= need_seconds:
+            renewed_at = self.until - dt.timedelta(seconds=self.seconds)
+            if now >= renewed_at + dt.timedelta(seconds=self._interval):
+                self._due.set()
             return self.held
         return self.renew()
 
+    @property
+    def _interval(self) -> float:
+        return max(0.2, self.seconds / 4)
+
     def keep(self, on_lost: Callable[[str], None]) -> None:
-        """Renew from a thread of its own every `lease_seconds / 4` until `close`; call `on_lost`
-        (e.g. cancel the sending tasks) as soon as the wave is no longer held."""
+        """Renew from a thread of its own every `lease_seconds / 4` (or at once when `refresh`
+        finds one due) until `close`; call `on_lost` (e.g. cancel the sending tasks) as soon as the
+        wave is no longer held."""
 
         def run():
-            interval = max(0.2, self.seconds / 4)
-            while not self._stop.wait(interval / 2):
+            interval = self._interval
+            while not self._stop.is_set():
+                self._due.wait(interval / 4)
+                self._due.clear()
+                if self._stop.is_set():
+                    return
                 renewed_at = self.until - dt.timedelta(seconds=self.seconds)
                 if now_utc() < renewed_at + dt.timedelta(seconds=interval):
                     continue  # renewed recently enough (before a chunk)
@@ -174,6 +186,7 @@ class Lease:
 
     def close(self) -> None:
         self._stop.set()
+        self._due.set()
         if self._keeper is not None:
             self._keeper.join()
             self._keeper = None

@@ -27,12 +27,16 @@ deduplication id). A message without a recipient is `skipped`.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
 import random
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -44,7 +48,7 @@ from campaign_pipeline.channels.email import driver_aws_settings
 from campaign_pipeline.channels.pace import Pace
 from campaign_pipeline.config import Wave
 from campaign_pipeline.errors import ConfigError, PipelineError, PreflightError, first_line
-from campaign_pipeline.frames import catalog_rows, sql_literal, sql_value
+from campaign_pipeline.frames import sql_literal, sql_value
 from campaign_pipeline.notify.checks import CHECKS
 from campaign_pipeline.notify.lease import Lease, claim, read_wave
 from campaign_pipeline.notify.preflight import preflight
@@ -161,13 +165,16 @@ def merge_outcomes(ctx: StageContext, outcomes: DataFrame) -> None:
     )
 
 
-def commit_outcomes(ctx: StageContext, rows: list[dict]) -> None:
-    logged_at = dt.datetime.now(dt.UTC)
-    columns = set(spec("notification_log").columns)
-    full = [
-        {**{k: v for k, v in r.items() if k in columns}, "logged_at": logged_at, "run_id": ctx.run_id} for r in rows
-    ]
-    merge_outcomes(ctx, catalog_rows(ctx.spark, "notification_log", full))
+def commit_outcomes(ctx: StageContext, outcomes: pa.Table) -> None:
+    """Record a chunk's outcomes (an Arrow table of `OUTCOME_SCHEMA` rows, none `deferred`): the
+    rows go to the JVM as Arrow batches, not as a SQL text of literals or pickled rows."""
+    t = spec("notification_log")
+    n = outcomes.num_rows
+    logged_at = pa.array([dt.datetime.now(dt.UTC)] * n, pa.timestamp("us", tz="UTC"))
+    outcomes = outcomes.append_column("logged_at", logged_at).append_column(
+        "run_id", pa.array([ctx.run_id] * n, pa.string())
+    )
+    merge_outcomes(ctx, ctx.spark.createDataFrame(outcomes.select(t.columns), schema=t.schema))
 
 
 def wave_outcomes(wh: Warehouse, cid: str, wave_id: str) -> dict[str, int]:
@@ -229,21 +236,29 @@ def send_wave(
     lease.keep(lambda why: sc.cancelJobGroup(group))  # a lost lease stops the sending tasks at once
     sent_now, paused_until, passes = 0, None, 0
     try:
+        warm_sending_worker(ctx)
         messages = wave_messages_of(wh, cid, wave.wave_id)
-        if lease.renew():
-            record_skipped(ctx, outstanding(messages, wh.read("notification_log", cid), retry_failed), report)
+        log = wh.read("notification_log", cid)
+        first = ctx.cut(outstanding(messages, log, retry_failed), f"{wave.wave_id}: messages to send")
+        if lease.refresh(chunk_need(ctx, ctx.env.notify.chunk_size)):  # finding them may have taken a while
+            record_skipped(ctx, first, report)
         # Passes: messages a task could not start before its lease time ran out go in the next pass.
         idle = 0  # passes in a row that recorded nothing (tasks that started too late to send)
         while lease.held:
             passes += 1
-            log = wh.read("notification_log", cid)
-            todo = outstanding(messages, log, retry_failed and passes == 1).where(~no_recipient())
-            todo = ctx.cut(todo, f"{wave.wave_id}: messages to send")
+            if passes == 1:
+                todo = first.where(~no_recipient())
+            else:
+                log = wh.read("notification_log", cid)
+                todo = outstanding(messages, log, False).where(~no_recipient())
+                todo = ctx.cut(todo, f"{wave.wave_id}: messages left to send")
             n = todo.count()
             if not n:
                 break
             sent_pass, asked = send_chunks(ctx, wave, lease, ready, todo, n, group, report)
             sent_now += sent_pass
+            if sent_pass == n and asked is None:
+                break  # every message of the pass has its outcome (this run holds the wave: none added)
             if asked is not None and asked > ctx.env.notify.retry_after_max_seconds:
                 paused_until = now_utc() + dt.timedelta(seconds=asked)  # longer than we wait inside a run
                 break
@@ -310,8 +325,8 @@ def send_chunks(
     # chunks are ever without committed outcomes, and sending never waits for Delta.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="notify-commit") as committer:
         pending: Future | None = None
-        # what a chunk needs to start its requests in: its share of the rate, half again, and 5 s of Spark
-        need = 1.5 * min(n, chunk_size) / pace_of(ctx.env).rate_per_second + 5.0
+        need = chunk_need(ctx, min(n, chunk_size))
+        launched = Launches()
         for i in range(chunks):
             if not lease.refresh(need):
                 break
@@ -323,24 +338,27 @@ def send_chunks(
             with ctx.step("send"):
                 sc.setJobGroup(group, f"notify: {wave.wave_id} chunk {i + 1} of {chunks}", interruptOnCancel=True)
                 try:
-                    rows = [r.asDict() for r in part.mapInPandas(partition_sender(senders), OUTCOME_SCHEMA).collect()]
+                    launched.now(i)
+                    result = part.mapInPandas(partition_sender(senders), OUTCOME_SCHEMA).toArrow()
                 except Exception:
                     if lease.lost:  # cancelled: another run holds the wave now
                         break
                     raise
                 finally:
                     ctx.describe(f"{wave.wave_id}: sent chunk {i + 1} of {chunks}")
-            outcomes = [r for r in rows if r["status"] != "deferred"]
-            asked = [r["defer_seconds"] for r in rows if r["status"] == "deferred" and r["defer_seconds"]]
-            refused = next((r["last_error"] for r in rows if (r["last_error"] or "").startswith(REFUSED)), None)
+            deferred = pc.equal(result["status"], "deferred")
+            outcomes = result.filter(pc.invert(deferred))
+            asked = [s for s in result.filter(deferred)["defer_seconds"].to_pylist() if s]
+            errors = pc.drop_null(result["last_error"]).to_pylist()
+            refused = next((e for e in errors if e.startswith(REFUSED)), None)
             with ctx.step("commit wait"):
                 if pending is not None:
                     pending.result()
-            pending = committer.submit(commit_outcomes, ctx, outcomes) if outcomes else None
-            for r in outcomes:
+            pending = committer.submit(commit_after, launched, i + 1, ctx, outcomes) if outcomes.num_rows else None
+            for r in outcomes.group_by(["channel", "status"]).aggregate([([], "count_all")]).to_pylist():
                 key = f"{r['channel']}:{r['status']}"
-                report.counts[key] = report.counts.get(key, 0) + 1
-            done += len(outcomes)
+                report.counts[key] = report.counts.get(key, 0) + r["count_all"]
+            done += outcomes.num_rows
             if refused:
                 if pending is not None:
                     pending.result()
@@ -349,10 +367,73 @@ def send_chunks(
                 longest = max(longest or 0.0, *asked)
                 if longest > ctx.env.notify.retry_after_max_seconds:  # a pause: no more chunks this run
                     break
+        launched.end()
         with ctx.step("commit wait"):
             if pending is not None:
                 pending.result()
     return done, longest
+
+
+def chunk_need(ctx: StageContext, messages: int) -> float:
+    """Seconds of lease a chunk needs to start its requests in: its share of the rate, half again,
+    and 5 s of Spark."""
+    return 1.5 * messages / pace_of(ctx.env).rate_per_second + 5.0
+
+
+class Launches:
+    """When each chunk's sending job was launched, for the committer: a chunk's outcomes are
+    committed once the next chunk's job has had `SETTLE` seconds to start its task (planning a
+    MERGE on the driver at the same moment delays that start), or at once after the last chunk."""
+
+    SETTLE = 0.5
+    WAIT_AT_MOST = 3.0
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._at: dict[int, float] = {}
+        self._ended = False
+
+    def now(self, chunk: int) -> None:
+        with self._cond:
+            self._at[chunk] = time.monotonic()
+            self._cond.notify_all()
+
+    def end(self) -> None:
+        with self._cond:
+            self._ended = True
+            self._cond.notify_all()
+
+    def settle(self, chunk: int) -> None:
+        deadline = time.monotonic() + self.WAIT_AT_MOST
+        with self._cond:
+            while chunk not in self._at and not self._ended and time.monotonic() < deadline:
+                self._cond.wait(deadline - time.monotonic())
+            at = self._at.get(chunk)
+        if at is not None:
+            time.sleep(max(0.0, min(at + self.SETTLE, deadline) - time.monotonic()))
+
+
+def commit_after(launched: Launches, next_chunk: int, ctx: StageContext, outcomes: pa.Table) -> None:
+    launched.settle(next_chunk)
+    commit_outcomes(ctx, outcomes)
+
+
+def warm_sending_worker(ctx: StageContext) -> None:
+    """Start a Python worker with the sending code imported, on a thread of its own, while the
+    driver finds the wave's messages: the first chunk's task then reuses it instead of starting one."""
+
+    def warm(batches):
+        import aiohttp  # noqa: F401
+
+        import campaign_pipeline.notify.send  # noqa: F401
+
+        yield from batches
+
+    def run():
+        with contextlib.suppress(Exception):  # only a head start: the first chunk starts a worker if this fails
+            ctx.spark.range(1).coalesce(1).mapInPandas(warm, "id long").collect()
+
+    threading.Thread(target=run, name="notify-warm-worker", daemon=True).start()
 
 
 class GatewayRefused(PreflightError):

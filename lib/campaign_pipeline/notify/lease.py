@@ -168,7 +168,7 @@ class Lease:
         def run():
             interval = self._interval
             while not self._stop.is_set():
-                self._due.wait(interval / 4)
+                self._due.wait(interval / 2)
                 self._due.clear()
                 if self._stop.is_set():
                     return

@@ -326,7 +326,6 @@ def send_chunks(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="notify-commit") as committer:
         pending: Future | None = None
         need = chunk_need(ctx, min(n, chunk_size))
-        launched = Launches()
         for i in range(chunks):
             if not lease.refresh(need):
                 break
@@ -338,7 +337,6 @@ def send_chunks(
             with ctx.step("send"):
                 sc.setJobGroup(group, f"notify: {wave.wave_id} chunk {i + 1} of {chunks}", interruptOnCancel=True)
                 try:
-                    launched.now(i)
                     result = part.mapInPandas(partition_sender(senders), OUTCOME_SCHEMA).toArrow()
                 except Exception:
                     if lease.lost:  # cancelled: another run holds the wave now
@@ -354,7 +352,7 @@ def send_chunks(
             with ctx.step("commit wait"):
                 if pending is not None:
                     pending.result()
-            pending = committer.submit(commit_after, launched, i + 1, ctx, outcomes) if outcomes.num_rows else None
+            pending = committer.submit(commit_outcomes, ctx, outcomes) if outcomes.num_rows else None
             for r in outcomes.group_by(["channel", "status"]).aggregate([([], "count_all")]).to_pylist():
                 key = f"{r['channel']}:{r['status']}"
                 report.counts[key] = report.counts.get(key, 0) + r["count_all"]
@@ -367,7 +365,6 @@ def send_chunks(
                 longest = max(longest or 0.0, *asked)
                 if longest > ctx.env.notify.retry_after_max_seconds:  # a pause: no more chunks this run
                     break
-        launched.end()
         with ctx.step("commit wait"):
             if pending is not None:
                 pending.result()
@@ -378,44 +375,6 @@ def chunk_need(ctx: StageContext, messages: int) -> float:
     """Seconds of lease a chunk needs to start its requests in: its share of the rate, half again,
     and 5 s of Spark."""
     return 1.5 * messages / pace_of(ctx.env).rate_per_second + 5.0
-
-
-class Launches:
-    """When each chunk's sending job was launched, for the committer: a chunk's outcomes are
-    committed once the next chunk's job has had `SETTLE` seconds to start its task (planning a
-    MERGE on the driver at the same moment delays that start), or at once after the last chunk."""
-
-    SETTLE = 0.5
-    WAIT_AT_MOST = 3.0
-
-    def __init__(self):
-        self._cond = threading.Condition()
-        self._at: dict[int, float] = {}
-        self._ended = False
-
-    def now(self, chunk: int) -> None:
-        with self._cond:
-            self._at[chunk] = time.monotonic()
-            self._cond.notify_all()
-
-    def end(self) -> None:
-        with self._cond:
-            self._ended = True
-            self._cond.notify_all()
-
-    def settle(self, chunk: int) -> None:
-        deadline = time.monotonic() + self.WAIT_AT_MOST
-        with self._cond:
-            while chunk not in self._at and not self._ended and time.monotonic() < deadline:
-                self._cond.wait(deadline - time.monotonic())
-            at = self._at.get(chunk)
-        if at is not None:
-            time.sleep(max(0.0, min(at + self.SETTLE, deadline) - time.monotonic()))
-
-
-def commit_after(launched: Launches, next_chunk: int, ctx: StageContext, outcomes: pa.Table) -> None:
-    launched.settle(next_chunk)
-    commit_outcomes(ctx, outcomes)
 
 
 def warm_sending_worker(ctx: StageContext) -> None:

@@ -154,3 +154,28 @@ def test_starts_keep_the_rate_when_the_event_loop_wakes_them_late():
             first += 1
         busiest = max(busiest, last - first + 1)
     assert busiest <= 204, busiest
+
+
+def test_a_chunk_continues_the_previous_chunks_pace_so_no_second_spans_two_bursts():
+    """A chunk's task starts as soon as the previous chunk is back; its spacing continues from when
+    that chunk ended, as if its starts had filled the second before: at 4/s the first start comes
+    a quarter of a second after it and the fourth a full second after it (without that, four at
+    once: with the previous chunk's last starts, twice the rate in one second)."""
+    import asyncio
+
+    from campaign_pipeline.channels.pace import Spacing
+
+    async def run(rate: float, n: int) -> tuple[float, list[float]]:
+        loop = asyncio.get_running_loop()
+        end_wall, end_loop = time.time(), loop.time()
+        spacing = Spacing(rate).after(end_wall)
+        starts = []
+        for _ in range(n):
+            await spacing.acquire()
+            starts.append(loop.time() - end_loop)
+        return end_loop, starts
+
+    _, starts = asyncio.run(run(4, 4))
+    assert all(s >= (i + 1) * 0.25 - 0.01 for i, s in enumerate(starts)), starts
+    _, fast = asyncio.run(run(200, 3))  # at 200/s it costs one interval
+    assert 0.004 <= fast[0] < 0.1

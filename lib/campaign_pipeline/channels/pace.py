@@ -57,13 +57,14 @@ class Spacing:
 
     Each start has a slot 1 / rate after the previous one. Counting from the slot rather than from
     when the sleep returned keeps the event loop's small lateness from adding up (a 5 ms interval
-    slept as 6 ms would send 170 a second instead of 200): a start that wakes a little late is
-    caught up by the next slots. A start later than `catch_up` (half an interval, or 50 ms where
-    that is more: ten starts at 200/s) re-anchors the next slot on it, so no tokens
-    accumulate while nothing is sent (a stalled gateway, a busy loop). And whatever the jitter, no
-    one-second window of actual starts holds more than `per_second`: the rate rounded down, plus
-    2 % from 50/s (at 200/s, 204), which the catching up may use but never exceed (the rest of the
-    tests' allowance is left for the network's jitter)."""
+    slept as 6 ms would send 170 a second instead of 200): the start after one that woke late
+    keeps its planned slot (or goes at once if that has passed), so lateness of up to an interval
+    is not lost. A start later than `catch_up` (half an interval, or 50 ms where that is more)
+    re-anchors the next slot on it, so no tokens accumulate while nothing is sent (a stalled
+    gateway, a busy loop). And whatever the jitter, no one-second window of actual starts holds
+    more than `per_second`: the rate rounded down, plus 2 % from 50/s (at 200/s, 204; the rest of
+    the tests' allowance is left for the network's jitter). A chunk's task continues from the
+    previous chunk's (`after`), so the bound also holds across the two."""
 
     def __init__(self, rate: float):
         self.interval = 1.0 / rate
@@ -72,6 +73,19 @@ class Spacing:
         self._next = 0.0
         self._recent: collections.deque[float] = collections.deque(maxlen=max(1, self.per_second))
         self._lock = asyncio.Lock()
+
+    def after(self, last_start: float | None) -> Spacing:
+        """Continue from an earlier batch of this share's starts that ended by `last_start` (seconds
+        since the epoch: the previous chunk's outcomes reached the driver then): its starts count
+        as if they had filled the second before it at this rate, so the first start here comes one
+        interval after it and no one-second window spanning the two holds more than the share."""
+        if last_start is None:
+            return self
+        now_wall, now_loop = time.time(), asyncio.get_running_loop().time()
+        end = now_loop - max(0.0, now_wall - last_start)  # an executor clock behind the driver's: now
+        self._next = max(self._next, end + self.interval)
+        self._recent.extend(end - j * self.interval for j in reversed(range(self._recent.maxlen or 1)))
+        return self
 
     async def acquire(self) -> None:
         async with self._lock:

@@ -133,7 +133,9 @@ def decide(
     return True, f"{status} after {attempts} attempt(s): taken again", True
 
 
-def senders_for(ctx: StageContext, ready: dict, tasks: int, send_until: dt.datetime | None = None) -> Senders:
+def senders_for(
+    ctx: StageContext, ready: dict, tasks: int, send_until: dt.datetime | None = None, after: float | None = None
+) -> Senders:
     env = ctx.env
     return Senders(
         pace=pace_of(env).share(tasks),
@@ -147,6 +149,7 @@ def senders_for(ctx: StageContext, ready: dict, tasks: int, send_until: dt.datet
         send_until=send_until.timestamp() if send_until is not None else None,
         email_groups=env.notify.email_groups,
         facts=tuple(ready.items()),
+        after=after,
     )
 
 
@@ -326,10 +329,11 @@ def send_chunks(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="notify-commit") as committer:
         pending: Future | None = None
         need = chunk_need(ctx, min(n, chunk_size))
+        previous_end: float | None = None
         for i in range(chunks):
             if not lease.refresh(need):
                 break
-            senders = senders_for(ctx, ready, tasks, lease.send_until())
+            senders = senders_for(ctx, ready, tasks, lease.send_until(), after=previous_end)
             ctx.describe(f"{wave.wave_id}: send chunk {i + 1} of {chunks}")
             part = sendable.where(F.col("_chunk") == i).drop("_chunk")
             # one sending task: no shuffle stage in front of it (the chunk is read where it lies)
@@ -338,6 +342,7 @@ def send_chunks(
                 sc.setJobGroup(group, f"notify: {wave.wave_id} chunk {i + 1} of {chunks}", interruptOnCancel=True)
                 try:
                     result = part.mapInPandas(partition_sender(senders), OUTCOME_SCHEMA).toArrow()
+                    previous_end = time.time()  # every start of the chunk was before this
                 except Exception:
                     if lease.lost:  # cancelled: another run holds the wave now
                         break
@@ -390,6 +395,7 @@ def warm_sending_worker(ctx: StageContext) -> None:
 
     def run():
         with contextlib.suppress(Exception):  # only a head start: the first chunk starts a worker if this fails
+            ctx.spark.sparkContext.setJobDescription("notify: start a sending worker")
             ctx.spark.range(1).coalesce(1).mapInPandas(warm, "id long").collect()
 
     threading.Thread(target=run, name="notify-warm-worker", daemon=True).start()

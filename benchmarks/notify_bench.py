@@ -105,13 +105,15 @@ def main(argv: list[str] | None = None) -> int:
         )
         print("  " + report.steps_line())
         starts = sorted(gw.starts)
-        gaps = [b - a for a, b in zip(starts, starts[1:], strict=False) if b - a > 0.1]
-        busy = (starts[-1] - starts[0] - sum(gaps)) if starts else 0.0
-        print(
-            f"  gateway: first to last request {starts[-1] - starts[0]:.1f} s, {len(gaps)} pauses over 0.1 s "
-            f"({sum(gaps):.1f} s, between chunks), {(len(starts) - 1 - len(gaps)) / busy:.1f} starts/s between them, "
-            f"busiest second {gw.busiest_second()}"
-        )
+        pause = max(0.1, 3 / args.rate)  # a gap of three intervals or more is not the pace
+        gaps = [b - a for a, b in zip(starts, starts[1:], strict=False) if b - a > pause]
+        busy = (starts[-1] - starts[0] - sum(gaps)) if len(starts) > 1 else 0.0
+        if busy > 0:
+            print(
+                f"  gateway: first to last request {starts[-1] - starts[0]:.1f} s, {len(gaps)} pauses over "
+                f"{pause:.2g} s ({sum(gaps):.1f} s, between chunks), {(len(starts) - 1 - len(gaps)) / busy:.1f} "
+                f"starts/s between them, busiest second {gw.busiest_second()}"
+            )
     spark.stop()
     shutil.rmtree(work, ignore_errors=True)
     return 0 if twice == 0 and sent == n else 1

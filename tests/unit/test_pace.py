@@ -165,10 +165,10 @@ def test_a_chunk_continues_the_previous_chunks_pace_so_no_second_spans_two_burst
 
     from campaign_pipeline.channels.pace import Spacing
 
-    async def run(rate: float, n: int) -> tuple[float, list[float]]:
+    async def run(rate: float, n: int, ago: float = 0.0) -> tuple[float, list[float]]:
         loop = asyncio.get_running_loop()
-        end_wall, end_loop = time.time(), loop.time()
-        spacing = Spacing(rate).after(end_wall)
+        end_loop = loop.time() - ago  # the previous chunk ended `ago` seconds before (the driver's clock)
+        spacing = Spacing(rate).after(ago)
         starts = []
         for _ in range(n):
             await spacing.acquire()
@@ -179,3 +179,33 @@ def test_a_chunk_continues_the_previous_chunks_pace_so_no_second_spans_two_burst
     assert all(s >= (i + 1) * 0.25 - 0.01 for i, s in enumerate(starts)), starts
     _, fast = asyncio.run(run(200, 3))  # at 200/s it costs one interval
     assert 0.004 <= fast[0] < 0.1
+    # the previous chunk ended 0.6 s before these senders were made (a duration on the driver's
+    # clock, whatever the executor's says): at once, then a quarter of a second later
+    _, later = asyncio.run(run(4, 2, ago=0.6))
+    assert 0.6 - 0.01 <= later[0] < 0.7 and later[1] >= 0.85 - 0.01, later
+
+
+def test_below_one_per_second_no_two_starts_share_a_second_even_after_a_late_wake():
+    """At 0.9/s a start the event loop wakes late keeps its slot, but the next still comes at
+    least a second after it."""
+    import asyncio
+
+    from campaign_pipeline.channels.pace import Spacing
+
+    async def run() -> list[float]:
+        loop = asyncio.get_running_loop()
+        spacing, starts = Spacing(0.9), []
+
+        async def stall():  # the loop is busy just before the second start's slot: it wakes late
+            await asyncio.sleep(1.0)
+            time.sleep(0.4)
+
+        staller = asyncio.ensure_future(stall())
+        for _ in range(3):
+            await spacing.acquire()
+            starts.append(loop.time())
+        await staller
+        return starts
+
+    starts = asyncio.run(run())
+    assert all(b - a >= 1.0 - 0.005 for a, b in zip(starts, starts[1:], strict=False)), starts

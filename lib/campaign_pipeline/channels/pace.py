@@ -68,21 +68,23 @@ class Spacing:
 
     def __init__(self, rate: float):
         self.interval = 1.0 / rate
-        self.per_second = math.floor(rate) + (math.floor(rate * 0.02) if rate >= 50 else 0)
+        # at least one: below 1/s a start that woke late must still not bring the next within a second
+        self.per_second = max(1, math.floor(rate) + (math.floor(rate * 0.02) if rate >= 50 else 0))
         self.catch_up = max(self.interval / 2, 0.05)
         self._next = 0.0
         self._recent: collections.deque[float] = collections.deque(maxlen=max(1, self.per_second))
         self._lock = asyncio.Lock()
 
-    def after(self, last_start: float | None) -> Spacing:
-        """Continue from an earlier batch of this share's starts that ended by `last_start` (seconds
-        since the epoch: the previous chunk's outcomes reached the driver then): its starts count
-        as if they had filled the second before it at this rate, so the first start here comes one
-        interval after it and no one-second window spanning the two holds more than the share."""
-        if last_start is None:
+    def after(self, seconds_ago: float | None) -> Spacing:
+        """Continue from an earlier batch of this share's starts that ended `seconds_ago` seconds
+        before this task was made (measured on the driver, one clock: the time the task took to
+        reach its executor only makes the end look later than it was, the safe side). Its starts
+        count as if they had filled the second before it at this rate, so the first start here
+        comes one interval after it and no one-second window spanning the two holds more than the
+        share."""
+        if seconds_ago is None:
             return self
-        now_wall, now_loop = time.time(), asyncio.get_running_loop().time()
-        end = now_loop - max(0.0, now_wall - last_start)  # an executor clock behind the driver's: now
+        end = asyncio.get_running_loop().time() - max(0.0, seconds_ago)
         self._next = max(self._next, end + self.interval)
         self._recent.extend(end - j * self.interval for j in reversed(range(self._recent.maxlen or 1)))
         return self

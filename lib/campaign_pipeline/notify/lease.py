@@ -161,20 +161,25 @@ class Lease:
         return max(0.2, self.seconds / 4)
 
     def keep(self, on_lost: Callable[[str], None]) -> None:
-        """Renew from a thread of its own every `lease_seconds / 4` (or at once when `refresh`
-        finds one due) until `close`; call `on_lost` (e.g. cancel the sending tasks) as soon as the
+        """Renew from a thread of its own `lease_seconds / 4` after the last renewal (or at once when
+        `refresh` finds one due) until `close`; call `on_lost` (e.g. cancel the sending tasks) as soon as the
         wave is no longer held."""
 
         def run():
             interval = self._interval
             while not self._stop.is_set():
-                self._due.wait(interval / 2)
-                self._due.clear()
-                if self._stop.is_set():
-                    return
+                # sleep until the renewal is due (or `refresh` finds it due, or `close`): renewals
+                # come every `interval` plus a commit's time, never up to half an interval late
                 renewed_at = self.until - dt.timedelta(seconds=self.seconds)
-                if now_utc() < renewed_at + dt.timedelta(seconds=interval):
-                    continue  # renewed recently enough (before a chunk)
+                wait = (renewed_at + dt.timedelta(seconds=interval) - now_utc()).total_seconds()
+                if wait > 0:
+                    self._due.wait(wait)
+                    self._due.clear()
+                    if self._stop.is_set():
+                        return
+                    renewed_at = self.until - dt.timedelta(seconds=self.seconds)
+                    if now_utc() < renewed_at + dt.timedelta(seconds=interval):
+                        continue  # renewed meanwhile (before a chunk)
                 self.renew()
                 if not self.held:
                     self.lost = self.lost or "its lease came within its margin of running out before it could renew it"

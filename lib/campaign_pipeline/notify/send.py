@@ -30,7 +30,7 @@ class Senders:
     aws: tuple[tuple[str, str], ...] = ()  # the driver's AWS_* settings, for tasks whose process lacks them
     run_id: str | None = None  # sent as `X-Sender-Run`, so a gateway's logs show which run sent what
     send_until: float | None = None  # seconds since the epoch: no request starts after it (the lease)
-    after: float | None = None  # seconds since the epoch: the previous chunk's starts ended by then
+    after: float | None = None  # seconds before these senders were made that the previous chunk's starts ended
     email_groups: int = 64  # FIFO message groups per wave
     facts: tuple[tuple[str, object], ...] = field(default=(), repr=False)  # what the channels' preflight found
     # the registry's channels when the senders were made (on the driver), carried into the task

@@ -243,9 +243,10 @@ def send_wave(
         messages = wave_messages_of(wh, cid, wave.wave_id)
         log = wh.read("notification_log", cid)
         first = ctx.cut(outstanding(messages, log, retry_failed), f"{wave.wave_id}: messages to send")
-        if lease.refresh(chunk_need(ctx, ctx.env.notify.chunk_size)):  # finding them may have taken a while
+        if lease.refresh(chunk_need(ctx, chunk_size_of(ctx.env.notify))):  # finding them may have taken a while
             record_skipped(ctx, first, report)
         # Passes: messages a task could not start before its lease time ran out go in the next pass.
+        last_chunk = LastChunk()  # a pass continues the pace of the one before
         idle = 0  # passes in a row that recorded nothing (tasks that started too late to send)
         while lease.held:
             passes += 1
@@ -258,7 +259,7 @@ def send_wave(
             n = todo.count()
             if not n:
                 break
-            sent_pass, asked = send_chunks(ctx, wave, lease, ready, todo, n, group, report)
+            sent_pass, asked = send_chunks(ctx, wave, lease, ready, todo, n, group, report, last_chunk)
             sent_now += sent_pass
             if sent_pass == n and asked is None:
                 break  # every message of the pass has its outcome (this run holds the wave: none added)
@@ -312,13 +313,14 @@ def send_wave(
 
 def send_chunks(
     ctx: StageContext, wave: Wave, lease: Lease, ready: dict, todo: DataFrame, n: int, group: str,
-    report: StageReport,
+    report: StageReport, last_chunk: LastChunk | None = None,
 ) -> tuple[int, dt.datetime | None]:  # fmt: skip
     """One pass over `todo` in chunks; returns (messages with an outcome, the longest wait the
     gateway asked for that a task did not sit out, if any). A wait above the ceiling ends the pass."""
     sc = ctx.spark.sparkContext
-    chunk_size = ctx.env.notify.chunk_size
+    chunk_size = chunk_size_of(ctx.env.notify)
     chunks = max(1, math.ceil(n / chunk_size))
+    last_chunk = last_chunk if last_chunk is not None else LastChunk()
     # One task slot stays free for the Delta commit of the previous chunk, which runs meanwhile.
     slots = max(1, sc.defaultParallelism - 1)
     tasks = pace_of(ctx.env).tasks_for(min(n, chunk_size), slots)
@@ -329,11 +331,10 @@ def send_chunks(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="notify-commit") as committer:
         pending: Future | None = None
         need = chunk_need(ctx, min(n, chunk_size))
-        previous_end: float | None = None
         for i in range(chunks):
             if not lease.refresh(need):
                 break
-            senders = senders_for(ctx, ready, tasks, lease.send_until(), after=previous_end)
+            senders = senders_for(ctx, ready, tasks, lease.send_until(), after=last_chunk.seconds_ago())
             ctx.describe(f"{wave.wave_id}: send chunk {i + 1} of {chunks}")
             part = sendable.where(F.col("_chunk") == i).drop("_chunk")
             # one sending task: no shuffle stage in front of it (the chunk is read where it lies)
@@ -342,7 +343,7 @@ def send_chunks(
                 sc.setJobGroup(group, f"notify: {wave.wave_id} chunk {i + 1} of {chunks}", interruptOnCancel=True)
                 try:
                     result = part.mapInPandas(partition_sender(senders), OUTCOME_SCHEMA).toArrow()
-                    previous_end = time.time()  # every start of the chunk was before this
+                    last_chunk.ended()  # every start of the chunk was before this
                 except Exception:
                     if lease.lost:  # cancelled: another run holds the wave now
                         break
@@ -376,10 +377,37 @@ def send_chunks(
     return done, longest
 
 
+class LastChunk:
+    """When the run's last chunk came back (the driver's monotonic clock): the next chunk's tasks
+    are told how long ago that was, so their pace continues from it (`Spacing.after`)."""
+
+    def __init__(self) -> None:
+        self.at: float | None = None
+
+    def ended(self) -> None:
+        self.at = time.monotonic()
+
+    def seconds_ago(self) -> float | None:
+        return None if self.at is None else time.monotonic() - self.at
+
+
+def chunk_size_of(settings) -> int:
+    """`notify.chunk_size`, or fewer: about as many messages as the tasks can start within a fresh
+    lease's sending time (two thirds of `notify.lease_seconds`, less what `chunk_need` keeps for
+    Spark), so that at a low rate a chunk neither waits on a renewal nor leaves its tail to the next
+    pass; never fewer than one second's worth at the rate (a very short lease still sends)."""
+    window = settings.lease_seconds * 2 / 3 - CHUNK_SPARK_SECONDS - 1.0
+    fits = math.floor(max(0.0, window) * settings.rate_per_second / 1.5)
+    return max(1, min(settings.chunk_size, max(fits, math.ceil(settings.rate_per_second))))
+
+
+CHUNK_SPARK_SECONDS = 5.0  # what a chunk's Spark job may take before its first request
+
+
 def chunk_need(ctx: StageContext, messages: int) -> float:
     """Seconds of lease a chunk needs to start its requests in: its share of the rate, half again,
     and 5 s of Spark."""
-    return 1.5 * messages / pace_of(ctx.env).rate_per_second + 5.0
+    return 1.5 * messages / pace_of(ctx.env).rate_per_second + CHUNK_SPARK_SECONDS
 
 
 def warm_sending_worker(ctx: StageContext) -> None:

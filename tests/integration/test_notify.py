@@ -196,16 +196,18 @@ def test_a_notify_run_killed_mid_wave_is_finished_by_the_next_with_at_most_the_c
     chunk = 150
     with GatewaySimulator(latency=0.02, token=TOKEN) as gw:
         # The run to kill sends at 50/s: its 1,350 messages take 27 s and more, so the kill lands
-        # while chunks are out even when this loaded worker looks late.
+        # while chunks are out even when this loaded worker looks late. Its lease is short, so that
+        # the takeover need not wait long for it to pass, but not shorter than 15 s: on a loaded
+        # machine a 6 s lease ran out between two Delta commits and the run stopped on its own.
         env = notify_env(test_env, tmp_path / "wh", gw, queue_url, chunk_size=chunk, rate_per_second=50, max_in_flight=16,
-                         lease_seconds=6)  # fmt: skip
+                         lease_seconds=15)  # fmt: skip
         env_path = tmp_path / "env-notify.yaml"
         env_path.write_text(json.dumps(json.loads(env.model_dump_json())))  # YAML is a superset of JSON
         proc = subprocess.Popen(
             [sys.executable, "-m", "campaign_pipeline.cli", "notify", "--campaign", str(CAMPAIGN), "--env",
              str(env_path), "--now", AFTER.isoformat()],
             env=dict(os.environ, CAMPAIGN_PIPELINE_JARS_DIR=str(ROOT / "jars"), CAMPAIGN_PIPELINE_DRIVER_MEMORY="1g"),
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
         )  # fmt: skip
         deadline = time.monotonic() + 300
 
@@ -218,7 +220,7 @@ def test_a_notify_run_killed_mid_wave_is_finished_by_the_next_with_at_most_the_c
         # emails alike, sent side by side, so 400 SMS accepted means emails are on the queue too.
         while sum(gw.accepted.values()) < 400 and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert proc.poll() is None, (proc.stdout.read().decode()[-3000:], proc.stderr.read().decode()[-2000:])
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         assert queued_now() > 0  # killed with emails out as well as SMS
@@ -230,10 +232,8 @@ def test_a_notify_run_killed_mid_wave_is_finished_by_the_next_with_at_most_the_c
         before_takeover = dict(gw.seen)
         assert 400 <= sum(gw.accepted.values()) and len(before_takeover) < len(ids)
         sent_by_dead_run = gw.per_run[dead["run_id"]]
-        # The next run holds the wave for the default lease: the short one above is only so that this
-        # test need not wait long for the dead run's to pass, and under a loaded CI machine a 6 s lease
-        # can run out between two Delta commits (that run would then stop, as it should, unfinished).
-        # Likewise its requests wait up to 10 s: the gateway simulator answers from this loaded process.
+        # The next run holds the wave for the default lease, and its requests wait up to 10 s: the
+        # gateway simulator answers from this loaded process.
         takeover = notify_env(test_env, tmp_path / "wh", gw, queue_url, chunk_size=chunk, rate_per_second=300,
                               max_in_flight=16, lease_seconds=120, timeout_seconds=10)  # fmt: skip
         run_pipeline(spark, load_campaign(CAMPAIGN), takeover, stages=["notify"], now=AFTER, out=io.StringIO())

@@ -146,7 +146,11 @@ def test_overlapping_notify_runs_send_each_message_from_one_run_while_others_wri
     assert len(gw.per_run) >= 2 and all(len(runs) == 1 for runs in gw.runs.values()), (out1, out2)
     for cid in (a, b):
         logged = outcomes(wh, cid)
-        assert sorted(logged) == sorted(ids[cid]), (cid, out1, out2)
+        missing = sorted(set(ids[cid]) - set(logged))
+        assert sorted(logged) == sorted(ids[cid]), (
+            f"{cid}: {len(missing)} without an outcome ({missing[:5]}); waves {waves(wh, cid)}\n"
+            f"--- first run:\n{out1[-2500:]}\n--- second run:\n{out2[-2500:]}"
+        )
         assert {r["status"] for r in wh.read("notification_log", cid).collect()} == {"sent"}
     assert waves(wh, a) == {"wave-1": ("completed", 1), "wave-2": ("completed", 1)}  # no takeover
     assert waves(wh, b) == {"wave-1": ("completed", 1)}

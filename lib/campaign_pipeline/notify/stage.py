@@ -313,14 +313,13 @@ def send_wave(
 
 def send_chunks(
     ctx: StageContext, wave: Wave, lease: Lease, ready: dict, todo: DataFrame, n: int, group: str,
-    report: StageReport, last_chunk: LastChunk | None = None,
+    report: StageReport, last_chunk: LastChunk,
 ) -> tuple[int, dt.datetime | None]:  # fmt: skip
     """One pass over `todo` in chunks; returns (messages with an outcome, the longest wait the
     gateway asked for that a task did not sit out, if any). A wait above the ceiling ends the pass."""
     sc = ctx.spark.sparkContext
     chunk_size = chunk_size_of(ctx.env.notify)
     chunks = max(1, math.ceil(n / chunk_size))
-    last_chunk = last_chunk if last_chunk is not None else LastChunk()
     # One task slot stays free for the Delta commit of the previous chunk, which runs meanwhile.
     slots = max(1, sc.defaultParallelism - 1)
     tasks = pace_of(ctx.env).tasks_for(min(n, chunk_size), slots)
@@ -397,17 +396,18 @@ def chunk_size_of(settings) -> int:
     Spark), so that at a low rate a chunk neither waits on a renewal nor leaves its tail to the next
     pass; never fewer than one second's worth at the rate (a very short lease still sends)."""
     window = settings.lease_seconds * 2 / 3 - CHUNK_SPARK_SECONDS - 1.0
-    fits = math.floor(max(0.0, window) * settings.rate_per_second / 1.5)
+    fits = math.floor(max(0.0, window) * settings.rate_per_second / CHUNK_RATE_ALLOWANCE)  # chunk_need inverted
     return max(1, min(settings.chunk_size, max(fits, math.ceil(settings.rate_per_second))))
 
 
 CHUNK_SPARK_SECONDS = 5.0  # what a chunk's Spark job may take before its first request
+CHUNK_RATE_ALLOWANCE = 1.5  # a chunk's starts may take half again their time at the rate
 
 
 def chunk_need(ctx: StageContext, messages: int) -> float:
-    """Seconds of lease a chunk needs to start its requests in: its share of the rate, half again,
+    """Seconds of lease a chunk needs to start its requests in: its time at the rate, half again,
     and 5 s of Spark."""
-    return 1.5 * messages / pace_of(ctx.env).rate_per_second + CHUNK_SPARK_SECONDS
+    return CHUNK_RATE_ALLOWANCE * messages / pace_of(ctx.env).rate_per_second + CHUNK_SPARK_SECONDS
 
 
 def warm_sending_worker(ctx: StageContext) -> None:

@@ -8,7 +8,7 @@ import time
 import pytest
 from helpers import moto_server
 
-from campaign_pipeline.channels.delivery import retry_after_seconds
+from campaign_pipeline.channels.delivery import in_pool, retry_after_seconds
 from campaign_pipeline.channels.pace import Pace
 from campaign_pipeline.channels.sms import send_sms
 from campaign_pipeline.demo.services import GatewaySimulator
@@ -71,6 +71,26 @@ def test_in_flight_and_rate_limits_hold():
     assert gw.max_concurrent <= 5
     # 60 requests at 100/s take at least about 0.5 s (the limiter allows a first burst)
     assert elapsed >= 0.4
+
+
+def test_a_pool_runs_every_item_once_in_order_with_at_most_its_workers_at_once():
+    import asyncio
+
+    running, most, calls = 0, 0, []
+
+    async def run(item):
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        calls.append(item)
+        await asyncio.sleep(0.001 * (item % 3))  # out-of-order completion
+        running -= 1
+        return item * 10
+
+    assert asyncio.run(in_pool(list(range(50)), 4, run)) == [i * 10 for i in range(50)]
+    assert most == 4 and sorted(calls) == list(range(50))
+    assert asyncio.run(in_pool([], 4, run)) == []
+    assert asyncio.run(in_pool([7], 0, run)) == [70]  # never fewer than one worker
 
 
 @pytest.mark.parametrize(

@@ -69,6 +69,21 @@ def retry_after_seconds(value: str | None) -> float | None:
     return min(MAX_PAUSE_SECONDS, max(0.0, seconds))
 
 
+async def in_pool(items: list, workers: int, run) -> list:
+    """`run(item)` for every item, at most `workers` at once, results in the items' order. A pool of
+    workers rather than one task per item: with thousands of items the first request would
+    otherwise wait for every task's first step (a few hundred ms per chunk of 5,000)."""
+    results: list = [None] * len(items)
+    queue = iter(range(len(items)))
+
+    async def worker() -> None:
+        for i in queue:  # one shared iterator: each item is taken by one worker
+            results[i] = await run(items[i])
+
+    await asyncio.gather(*(worker() for _ in range(max(1, min(workers, len(items))))))
+    return results
+
+
 async def with_retries(send_once, message_id: str, pace: Pace, window: Window) -> Outcome:
     """Attempt `send_once()` (→ provider id) until it is accepted, fails for good, runs out of
     attempts, or must wait past the window or past the Retry-After ceiling (deferred)."""

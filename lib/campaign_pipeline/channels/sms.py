@@ -25,6 +25,7 @@ from campaign_pipeline.channels.delivery import (
     Permanent,
     Refused,
     Retryable,
+    in_pool,
     retry_after_seconds,
     with_retries,
 )
@@ -106,7 +107,11 @@ async def send_sms_async(
 
             return once
 
-        return list(await asyncio.gather(*(with_retries(attempt(m), m["message_id"], pace, window) for m in messages)))
+        # Twice the in-flight limit: a message waiting out its backoff does not keep the gate's
+        # slot from the next one (the gate, not the pool, bounds requests in flight).
+        return await in_pool(
+            messages, 2 * pace.max_in_flight, lambda m: with_retries(attempt(m), m["message_id"], pace, window)
+        )
 
 
 def send_sms(

@@ -83,8 +83,11 @@ def partition_sender(senders: Senders):
         frames = [b for b in batches if len(b)]
         if not frames:
             return
-        rows = pd.concat(frames).to_dict("records")
-        rows = [{k: (None if v is pd.NaT else v) for k, v in r.items()} for r in rows]
+        frame = pd.concat(frames)
+        for name in frame.columns:  # a null timestamp reaches the senders as None, not NaT
+            if pd.api.types.is_datetime64_any_dtype(frame[name]):
+                frame[name] = frame[name].astype(object).where(frame[name].notna(), None)
+        rows = frame.to_dict("records")
         out = pd.DataFrame(send_messages(rows, senders))
         out["attempts"] = out["attempts"].astype("int32")
         out["sent_at"] = pd.to_datetime(out["sent_at"], utc=True)

@@ -50,7 +50,7 @@ from campaign_pipeline.config import Wave
 from campaign_pipeline.errors import ConfigError, PipelineError, PreflightError, first_line
 from campaign_pipeline.frames import sql_literal, sql_value
 from campaign_pipeline.notify.checks import CHECKS
-from campaign_pipeline.notify.lease import Lease, claim, read_wave
+from campaign_pipeline.notify.lease import Lease, claim
 from campaign_pipeline.notify.preflight import preflight
 from campaign_pipeline.notify.send import OUTCOME_SCHEMA, Senders, partition_sender
 from campaign_pipeline.ops import alerts
@@ -168,9 +168,15 @@ def merge_outcomes(ctx: StageContext, outcomes: DataFrame) -> None:
     )
 
 
-def commit_outcomes(ctx: StageContext, outcomes: pa.Table) -> None:
-    """Record a chunk's outcomes (an Arrow table of `OUTCOME_SCHEMA` rows, none `deferred`): the
-    rows go to the JVM as Arrow batches, not as a SQL text of literals or pickled rows."""
+COMMIT_DELAY_SECONDS = 1.0  # a chunk's commit waits this long while the next chunk's job starts
+
+
+def commit_outcomes(ctx: StageContext, outcomes: pa.Table, delay: float = 0.0) -> None:
+    """Record a chunk's outcomes (an Arrow table of `OUTCOME_SCHEMA` rows, none `deferred`), after
+    `delay` seconds: the rows go to the JVM as Arrow batches, not as a SQL text of literals or
+    pickled rows."""
+    if delay:
+        time.sleep(delay)
     t = spec("notification_log")
     n = outcomes.num_rows
     logged_at = pa.array([dt.datetime.now(dt.UTC)] * n, pa.timestamp("us", tz="UTC"))
@@ -212,12 +218,18 @@ def wave_messages_of(wh: Warehouse, cid: str, wave_id: str) -> DataFrame:
     return wh.read("wave_messages", cid).where(F.col("wave_id") == wave_id)
 
 
-def record_skipped(ctx: StageContext, todo: DataFrame, report: StageReport) -> None:
-    """Messages without a recipient: `skipped`, recorded without a driver round trip."""
-    skipped = todo.where(no_recipient())
-    n_skipped = skipped.count()
+def recipients_count(todo: DataFrame) -> tuple[int, int]:
+    """(messages with a recipient, messages without one) in `todo`: one Spark job for both."""
+    row = todo.agg(F.count(F.lit(1)).alias("all"), F.count(F.when(no_recipient(), F.lit(1))).alias("blank")).first()
+    return row["all"] - row["blank"], row["blank"]
+
+
+def record_skipped(ctx: StageContext, todo: DataFrame, n_skipped: int, report: StageReport) -> None:
+    """The `n_skipped` messages of `todo` without a recipient: `skipped`, recorded without a driver
+    round trip."""
     if not n_skipped:
         return
+    skipped = todo.where(no_recipient())
     logged_at = dt.datetime.now(dt.UTC)
     values = {"status": F.lit("skipped"), "attempts": F.lit(0), "last_error": F.lit("no recipient"),
               "logged_at": F.lit(logged_at), "run_id": F.lit(ctx.run_id)}  # fmt: skip
@@ -240,23 +252,26 @@ def send_wave(
     sent_now, paused_until, passes = 0, None, 0
     try:
         warm_sending_worker(ctx)
-        messages = wave_messages_of(wh, cid, wave.wave_id)
-        log = wh.read("notification_log", cid)
-        first = ctx.cut(outstanding(messages, log, retry_failed), f"{wave.wave_id}: messages to send")
-        if lease.refresh(chunk_need(ctx, chunk_size_of(ctx.env.notify))):  # finding them may have taken a while
-            record_skipped(ctx, first, report)
+        with ctx.step("find messages"):
+            messages = wave_messages_of(wh, cid, wave.wave_id)
+            log = wh.read("notification_log", cid)
+            first = ctx.cut(outstanding(messages, log, retry_failed), f"{wave.wave_id}: messages to send")
+            first_n, blank = recipients_count(first)
+            if lease.refresh(chunk_need(ctx, chunk_size_of(ctx.env.notify))):  # finding them may have taken a while
+                record_skipped(ctx, first, blank, report)
         # Passes: messages a task could not start before its lease time ran out go in the next pass.
         last_chunk = LastChunk()  # a pass continues the pace of the one before
         idle = 0  # passes in a row that recorded nothing (tasks that started too late to send)
         while lease.held:
             passes += 1
             if passes == 1:
-                todo = first.where(~no_recipient())
+                todo, n = first.where(~no_recipient()), first_n
             else:
-                log = wh.read("notification_log", cid)
-                todo = outstanding(messages, log, False).where(~no_recipient())
-                todo = ctx.cut(todo, f"{wave.wave_id}: messages left to send")
-            n = todo.count()
+                with ctx.step("find messages"):
+                    log = wh.read("notification_log", cid)
+                    todo = outstanding(messages, log, False).where(~no_recipient())
+                    todo = ctx.cut(todo, f"{wave.wave_id}: messages left to send")
+                    n = todo.count()
             if not n:
                 break
             sent_pass, asked = send_chunks(ctx, wave, lease, ready, todo, n, group, report, last_chunk)
@@ -274,7 +289,8 @@ def send_wave(
                 break
     finally:
         lease.close()
-    counts = wave_outcomes(wh, cid, wave.wave_id)
+    with ctx.step("wave totals"):
+        counts = wave_outcomes(wh, cid, wave.wave_id)
     status = wave_status_after(counts)
     if lease.lost:
         report.summary.append(
@@ -295,12 +311,13 @@ def send_wave(
     def count(status_name):
         return sum(v for k, v in counts.items() if k.endswith(f":{status_name}"))
 
-    finished = lease.finish(
-        {"status": sql_literal(status), "total": str(sum(counts.values())), "sent": str(count("sent")),
-         "failed": str(count("failed")), "skipped": str(count("skipped")),
-         "counts": sql_value(dict(sorted(counts.items())), T.MapType(T.StringType(), T.LongType())),
-         "finished_at": ts(dt.datetime.now(dt.UTC)), "deferred_until": "NULL"}
-    )  # fmt: skip
+    with ctx.step("wave totals"):
+        finished = lease.finish(
+            {"status": sql_literal(status), "total": str(sum(counts.values())), "sent": str(count("sent")),
+             "failed": str(count("failed")), "skipped": str(count("skipped")),
+             "counts": sql_value(dict(sorted(counts.items())), T.MapType(T.StringType(), T.LongType())),
+             "finished_at": ts(dt.datetime.now(dt.UTC)), "deferred_until": "NULL"}
+        )  # fmt: skip
     if not finished:
         report.summary.append(f"{wave.wave_id}: sent {sent_now:,}, but another run took the wave before its end")
         return
@@ -357,7 +374,11 @@ def send_chunks(
             with ctx.step("commit wait"):
                 if pending is not None:
                     pending.result()
-            pending = committer.submit(commit_outcomes, ctx, outcomes) if outcomes.num_rows else None
+            # With a chunk to follow, its job starts first: the commit (Arrow to the JVM, the MERGE's
+            # planning) would otherwise compete with it for the driver and the cores, and every
+            # tenth of a second before the next chunk's first request is lost sending time.
+            delay = COMMIT_DELAY_SECONDS if i + 1 < chunks else 0.0
+            pending = committer.submit(commit_outcomes, ctx, outcomes, delay) if outcomes.num_rows else None
             for r in outcomes.group_by(["channel", "status"]).aggregate([([], "count_all")]).to_pylist():
                 key = f"{r['channel']}:{r['status']}"
                 report.counts[key] = report.counts.get(key, 0) + r["count_all"]
@@ -437,11 +458,19 @@ class CredentialsRefused(PreflightError):
     """A wave given back because its credentials were refused: the campaign's later waves wait too."""
 
 
-def other_sender(wh: Warehouse, cid: str, wave_id: str, run_id: str, before=None):
-    """Another wave of the campaign held by another run with a live lease, if any (with `before`,
-    this run's own claim: only one claimed earlier than it — by `sending_at`, then run id)."""
+def campaign_waves(wh: Warehouse, cid: str) -> dict:
+    """The campaign's `waves` rows as they are now, by wave id (one read: a campaign has few waves)."""
+    return {r["wave_id"]: r for r in wh.read("waves", cid).collect()}
+
+
+def other_sender(waves: dict, wave_id: str, run_id: str, before=None):
+    """Another wave of the campaign (in `waves`, as read by `campaign_waves`) held by another run
+    with a live lease, if any (with `before`, this run's own claim: only one claimed earlier than
+    it — by `sending_at`, then run id)."""
     wall = now_utc()
-    for row in wh.read("waves", cid).where((F.col("status") == "sending") & (F.col("wave_id") != wave_id)).collect():
+    for row in waves.values():
+        if row["status"] != "sending" or row["wave_id"] == wave_id:
+            continue
         lease = aware(row["lease_until"])
         if row["run_id"] == run_id or lease is None or lease <= wall:
             continue
@@ -456,42 +485,45 @@ def take_and_send(ctx: StageContext, wave: Wave, retry_failed: bool, dry_run: bo
     for attempt in range(CLAIM_TRIES):  # a lost race is re-read: the next decision names the winner
         if attempt:  # commits to the campaign's waves (another wave's lease) conflicted: try again shortly
             time.sleep(random.uniform(0.1, 0.5 * attempt))
-        row = read_wave(wh, cid, wave.wave_id)
-        go, why, spends = decide(wave, row, ctx.now, now_utc(), retry_failed, settings.wave_attempts)
-        busy = other_sender(wh, cid, wave.wave_id, ctx.run_id)
-        if go and busy is not None:
-            go, why = (
-                False,
-                (
-                    f"not taken while notify run {busy['run_id']} sends {busy['wave_id']} of this campaign (until "
-                    f"{aware(busy['lease_until']):%H:%M:%S} UTC at least): one run sends a campaign at a time, so its limits "
-                    "hold"
-                ),
-            )
-        if not go:
-            report.summary.append(f"{wave.wave_id}: {why}")
-            return False
-        todo = outstanding(wave_messages_of(wh, cid, wave.wave_id), wh.read("notification_log", cid), retry_failed)
-        per_channel = {
-            r["channel"]: r["n"]
-            for r in todo.groupBy(F.when(no_recipient(), "none").otherwise(F.col("channel")).alias("channel"))
-            .agg(F.count(F.lit(1)).alias("n"))
-            .collect()
-        }
-        blank = per_channel.pop("none", 0)
-        if dry_run:
-            report.summary.append(
-                f"{wave.wave_id}: would send "
-                + " and ".join(f"{per_channel.get(c.name, 0):,} {c.many}" for c in all_channels())
-                + (f" and skip {blank:,} without a recipient" if blank else "")
-                + " (--dry-run: nothing sent, nothing written)"
-            )  # fmt: skip
-            return True
-        ready = preflight(ctx.env, wave.wave_id, {c for c, k in per_channel.items() if k})
-        taken = claim(wh, cid, wave.wave_id, row, ctx.run_id, settings.lease_seconds, spends)
-        if taken.lease is None:
-            continue
-        earlier = other_sender(wh, cid, wave.wave_id, ctx.run_id, before=read_wave(wh, cid, wave.wave_id))
+        with ctx.step("claim"):
+            waves = campaign_waves(wh, cid)
+            row = waves.get(wave.wave_id)
+            go, why, spends = decide(wave, row, ctx.now, now_utc(), retry_failed, settings.wave_attempts)
+            busy = other_sender(waves, wave.wave_id, ctx.run_id)
+            if go and busy is not None:
+                go, why = (
+                    False,
+                    (
+                        f"not taken while notify run {busy['run_id']} sends {busy['wave_id']} of this campaign (until "
+                        f"{aware(busy['lease_until']):%H:%M:%S} UTC at least): one run sends a campaign at a time, so its limits "
+                        "hold"
+                    ),
+                )
+            if not go:
+                report.summary.append(f"{wave.wave_id}: {why}")
+                return False
+            todo = outstanding(wave_messages_of(wh, cid, wave.wave_id), wh.read("notification_log", cid), retry_failed)
+            per_channel = {
+                r["channel"]: r["n"]
+                for r in todo.groupBy(F.when(no_recipient(), "none").otherwise(F.col("channel")).alias("channel"))
+                .agg(F.count(F.lit(1)).alias("n"))
+                .collect()
+            }
+            blank = per_channel.pop("none", 0)
+            if dry_run:
+                report.summary.append(
+                    f"{wave.wave_id}: would send "
+                    + " and ".join(f"{per_channel.get(c.name, 0):,} {c.many}" for c in all_channels())
+                    + (f" and skip {blank:,} without a recipient" if blank else "")
+                    + " (--dry-run: nothing sent, nothing written)"
+                )  # fmt: skip
+                return True
+            ready = preflight(ctx.env, wave.wave_id, {c for c, k in per_channel.items() if k})
+            taken = claim(wh, cid, wave.wave_id, row, ctx.run_id, settings.lease_seconds, spends)
+            if taken.lease is None:
+                continue
+            waves = campaign_waves(wh, cid)
+            earlier = other_sender(waves, wave.wave_id, ctx.run_id, before=waves[wave.wave_id])
         if earlier is not None:  # another run claimed another wave of the campaign at the same time, first
             taken.lease.undo(row, has_outcomes=False)
             report.summary.append(

@@ -289,6 +289,33 @@ def test_of_two_runs_claiming_one_wave_at_once_exactly_one_wins(spark, tmp_path)
         assert (held["status"], held["run_id"], held["attempts"]) == ("sending", winners[0], 1)
 
 
+def test_of_two_runs_claiming_two_waves_of_a_campaign_the_later_claim_gives_way_whichever_started_first(
+    spark, tmp_path, monkeypatch
+):
+    """Claims of two waves touch two partitions and do not conflict in Delta; the check after the
+    claim settles it. Run B started its claim before run A (its `sending_at` is earlier) but its
+    commit landed after A had checked: B's check sees A, so B gives way — ordering by `sending_at`
+    had let both keep a wave, and the campaign go out at twice its limits."""
+    from campaign_pipeline.notify import lease
+    from campaign_pipeline.notify.lease import claim, read_wave
+    from campaign_pipeline.notify.stage import campaign_waves, other_sender
+
+    wh = Warehouse(spark, str(tmp_path / "wh"))
+    plan(wh, "pair", "wave-1", sms=1)
+    plan(wh, "pair", "wave-2", sms=1)
+    rows = {w: read_wave(wh, "pair", w) for w in ("wave-1", "wave-2")}
+    a = claim(wh, "pair", "wave-1", rows["wave-1"], "run-a", 60, True)
+    assert a.lease is not None and other_sender(campaign_waves(wh, "pair"), "wave-1", "run-a") is None  # A keeps
+    started_earlier = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
+    monkeypatch.setattr(lease, "now_utc", lambda: started_earlier)
+    b = claim(wh, "pair", "wave-2", rows["wave-2"], "run-b", 60, True)
+    monkeypatch.undo()
+    seen = campaign_waves(wh, "pair")
+    assert b.lease is not None and seen["wave-2"]["sending_at"] < seen["wave-1"]["sending_at"]
+    rival = other_sender(seen, "wave-2", "run-b")
+    assert rival is not None and rival["run_id"] == "run-a"  # B gives way
+
+
 def test_a_wave_held_by_a_planner_is_left_to_the_next_notify_run_and_a_claim_read_before_the_hold_fails(
     spark, tmp_path
 ):

@@ -8,7 +8,7 @@ import time
 import pytest
 from helpers import moto_server
 
-from campaign_pipeline.channels.delivery import in_pool, retry_after_seconds
+from campaign_pipeline.channels.delivery import each_message, retry_after_seconds
 from campaign_pipeline.channels.pace import Pace
 from campaign_pipeline.channels.sms import send_sms
 from campaign_pipeline.demo.services import GatewaySimulator
@@ -73,24 +73,27 @@ def test_in_flight_and_rate_limits_hold():
     assert elapsed >= 0.4
 
 
-def test_a_pool_runs_every_item_once_in_order_with_at_most_its_workers_at_once():
+def test_each_message_is_sent_once_in_order_starting_before_the_rest_are_prepared_and_a_wait_holds_no_one_up():
     import asyncio
 
-    running, most, calls = 0, 0, []
+    created, seen_at_first_step, finished = [], {}, []
 
-    async def run(item):
-        nonlocal running, most
-        running += 1
-        most = max(most, running)
-        calls.append(item)
-        await asyncio.sleep(0.001 * (item % 3))  # out-of-order completion
-        running -= 1
-        return item * 10
+    async def send(m):
+        seen_at_first_step[m] = len(created)
+        await asyncio.sleep(0.3 if m == 1 else 0.001 * (m % 3))  # message 1 waits out a long Retry-After
+        finished.append(m)
+        return m * 10
 
-    assert asyncio.run(in_pool(list(range(50)), 4, run)) == [i * 10 for i in range(50)]
-    assert most == 4 and sorted(calls) == list(range(50))
-    assert asyncio.run(in_pool([], 4, run)) == []
-    assert asyncio.run(in_pool([7], 0, run)) == [70]  # never fewer than one worker
+    def prepared(m):
+        created.append(m)
+        return send(m)
+
+    assert asyncio.run(each_message(list(range(100)), prepared, 10)) == [m * 10 for m in range(100)]
+    assert sorted(created) == list(range(100)) and sorted(finished) == list(range(100))
+    assert seen_at_first_step[0] <= 10  # the first ran before the other 90 were even prepared
+    assert finished[-1] == 1  # the long wait held up none of the others
+    assert asyncio.run(each_message([], prepared, 10)) == []
+    assert asyncio.run(each_message([7], prepared, 0)) == [70]
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ from campaign_pipeline.channels.delivery import (
     Permanent,
     Refused,
     Retryable,
-    in_pool,
+    each_message,
     retry_after_seconds,
     with_retries,
 )
@@ -107,10 +107,8 @@ async def send_sms_async(
 
             return once
 
-        # Twice the in-flight limit: a message waiting out its backoff does not keep the gate's
-        # slot from the next one (the gate, not the pool, bounds requests in flight).
-        return await in_pool(
-            messages, 2 * pace.max_in_flight, lambda m: with_retries(attempt(m), m["message_id"], pace, window)
+        return await each_message(
+            messages, lambda m: with_retries(attempt(m), m["message_id"], pace, window), 2 * pace.max_in_flight
         )
 
 

@@ -84,8 +84,8 @@ def partition_sender(senders: Senders):
         if not frames:
             return
         frame = pd.concat(frames)
-        for name in frame.columns:  # a null timestamp reaches the senders as None, not NaT
-            if pd.api.types.is_datetime64_any_dtype(frame[name]):
+        for name in frame.columns:  # a null timestamp or interval reaches the senders as None, not NaT
+            if pd.api.types.is_datetime64_any_dtype(frame[name]) or pd.api.types.is_timedelta64_dtype(frame[name]):
                 frame[name] = frame[name].astype(object).where(frame[name].notna(), None)
         rows = frame.to_dict("records")
         out = pd.DataFrame(send_messages(rows, senders))

@@ -168,15 +168,12 @@ def merge_outcomes(ctx: StageContext, outcomes: DataFrame) -> None:
     )
 
 
-COMMIT_DELAY_SECONDS = 1.0  # a chunk's commit waits this long while the next chunk's job starts
+COMMIT_DELAY_SECONDS = 1.0  # at most this long a chunk's commit lets the next chunk's job start first
 
 
-def commit_outcomes(ctx: StageContext, outcomes: pa.Table, delay: float = 0.0) -> None:
-    """Record a chunk's outcomes (an Arrow table of `OUTCOME_SCHEMA` rows, none `deferred`), after
-    `delay` seconds: the rows go to the JVM as Arrow batches, not as a SQL text of literals or
-    pickled rows."""
-    if delay:
-        time.sleep(delay)
+def commit_outcomes(ctx: StageContext, outcomes: pa.Table) -> None:
+    """Record a chunk's outcomes (an Arrow table of `OUTCOME_SCHEMA` rows, none `deferred`): the
+    rows go to the JVM as Arrow batches, not as a SQL text of literals or pickled rows."""
     t = spec("notification_log")
     n = outcomes.num_rows
     logged_at = pa.array([dt.datetime.now(dt.UTC)] * n, pa.timestamp("us", tz="UTC"))
@@ -344,53 +341,65 @@ def send_chunks(
     done, longest = 0, None
     # Chunk i + 1 is sent while chunk i's outcomes are committed (one committer thread): at most two
     # chunks are ever without committed outcomes, and sending never waits for Delta.
+    # A commit lets the next chunk's job start first, for up to COMMIT_DELAY_SECONDS: its Arrow
+    # transfer and MERGE planning would compete with that job for the driver and the cores, and
+    # time before the next chunk's first request is sending time lost. Once no chunk follows (the
+    # pass ended, broke off or failed), it goes at once.
+    no_chunk_follows = threading.Event()
+
+    def commit_soon(outcomes: pa.Table) -> None:
+        no_chunk_follows.wait(COMMIT_DELAY_SECONDS)
+        commit_outcomes(ctx, outcomes)
+
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="notify-commit") as committer:
         pending: Future | None = None
         need = chunk_need(ctx, min(n, chunk_size))
-        for i in range(chunks):
-            if not lease.refresh(need):
-                break
-            senders = senders_for(ctx, ready, tasks, lease.send_until(), after=last_chunk.seconds_ago())
-            ctx.describe(f"{wave.wave_id}: send chunk {i + 1} of {chunks}")
-            part = sendable.where(F.col("_chunk") == i).drop("_chunk")
-            # one sending task: no shuffle stage in front of it (the chunk is read where it lies)
-            part = part.coalesce(1) if tasks == 1 else part.repartition(tasks, "message_id")
-            with ctx.step("send"):
-                sc.setJobGroup(group, f"notify: {wave.wave_id} chunk {i + 1} of {chunks}", interruptOnCancel=True)
-                try:
-                    result = part.mapInPandas(partition_sender(senders), OUTCOME_SCHEMA).toArrow()
-                    last_chunk.ended()  # every start of the chunk was before this
-                except Exception:
-                    if lease.lost:  # cancelled: another run holds the wave now
-                        break
-                    raise
-                finally:
-                    ctx.describe(f"{wave.wave_id}: sent chunk {i + 1} of {chunks}")
-            deferred = pc.equal(result["status"], "deferred")
-            outcomes = result.filter(pc.invert(deferred))
-            asked = [s for s in result.filter(deferred)["defer_seconds"].to_pylist() if s]
-            errors = pc.drop_null(result["last_error"]).to_pylist()
-            refused = next((e for e in errors if e.startswith(REFUSED)), None)
-            with ctx.step("commit wait"):
-                if pending is not None:
-                    pending.result()
-            # With a chunk to follow, its job starts first: the commit (Arrow to the JVM, the MERGE's
-            # planning) would otherwise compete with it for the driver and the cores, and every
-            # tenth of a second before the next chunk's first request is lost sending time.
-            delay = COMMIT_DELAY_SECONDS if i + 1 < chunks else 0.0
-            pending = committer.submit(commit_outcomes, ctx, outcomes, delay) if outcomes.num_rows else None
-            for r in outcomes.group_by(["channel", "status"]).aggregate([([], "count_all")]).to_pylist():
-                key = f"{r['channel']}:{r['status']}"
-                report.counts[key] = report.counts.get(key, 0) + r["count_all"]
-            done += outcomes.num_rows
-            if refused:
-                if pending is not None:
-                    pending.result()
-                raise GatewayRefused(refused.removeprefix(REFUSED))
-            if asked:
-                longest = max(longest or 0.0, *asked)
-                if longest > ctx.env.notify.retry_after_max_seconds:  # a pause: no more chunks this run
+        try:
+            for i in range(chunks):
+                if not lease.refresh(need):
                     break
+                senders = senders_for(ctx, ready, tasks, lease.send_until(), after=last_chunk.seconds_ago())
+                ctx.describe(f"{wave.wave_id}: send chunk {i + 1} of {chunks}")
+                part = sendable.where(F.col("_chunk") == i).drop("_chunk")
+                # one sending task: no shuffle stage in front of it (the chunk is read where it lies)
+                part = part.coalesce(1) if tasks == 1 else part.repartition(tasks, "message_id")
+                with ctx.step("send"):
+                    sc.setJobGroup(group, f"notify: {wave.wave_id} chunk {i + 1} of {chunks}", interruptOnCancel=True)
+                    try:
+                        result = part.mapInPandas(partition_sender(senders), OUTCOME_SCHEMA).toArrow()
+                        last_chunk.ended()  # every start of the chunk was before this
+                    except Exception:
+                        if lease.lost:  # cancelled: another run holds the wave now
+                            break
+                        raise
+                    finally:
+                        ctx.describe(f"{wave.wave_id}: sent chunk {i + 1} of {chunks}")
+                deferred = pc.equal(result["status"], "deferred")
+                outcomes = result.filter(pc.invert(deferred))
+                asked = [s for s in result.filter(deferred)["defer_seconds"].to_pylist() if s]
+                errors = pc.drop_null(result["last_error"]).to_pylist()
+                refused = next((e for e in errors if e.startswith(REFUSED)), None)
+                with ctx.step("commit wait"):
+                    if pending is not None:
+                        pending.result()
+                if i + 1 == chunks:
+                    no_chunk_follows.set()
+                pending = committer.submit(commit_soon, outcomes) if outcomes.num_rows else None
+                for r in outcomes.group_by(["channel", "status"]).aggregate([([], "count_all")]).to_pylist():
+                    key = f"{r['channel']}:{r['status']}"
+                    report.counts[key] = report.counts.get(key, 0) + r["count_all"]
+                done += outcomes.num_rows
+                if refused:
+                    no_chunk_follows.set()
+                    if pending is not None:
+                        pending.result()
+                    raise GatewayRefused(refused.removeprefix(REFUSED))
+                if asked:
+                    longest = max(longest or 0.0, *asked)
+                    if longest > ctx.env.notify.retry_after_max_seconds:  # a pause: no more chunks this run
+                        break
+        finally:
+            no_chunk_follows.set()
         with ctx.step("commit wait"):
             if pending is not None:
                 pending.result()
@@ -463,18 +472,15 @@ def campaign_waves(wh: Warehouse, cid: str) -> dict:
     return {r["wave_id"]: r for r in wh.read("waves", cid).collect()}
 
 
-def other_sender(waves: dict, wave_id: str, run_id: str, before=None):
+def other_sender(waves: dict, wave_id: str, run_id: str):
     """Another wave of the campaign (in `waves`, as read by `campaign_waves`) held by another run
-    with a live lease, if any (with `before`, this run's own claim: only one claimed earlier than
-    it — by `sending_at`, then run id)."""
+    with a live lease, if any."""
     wall = now_utc()
     for row in waves.values():
         if row["status"] != "sending" or row["wave_id"] == wave_id:
             continue
         lease = aware(row["lease_until"])
-        if row["run_id"] == run_id or lease is None or lease <= wall:
-            continue
-        if before is None or (aware(row["sending_at"]), row["run_id"]) < (aware(before["sending_at"]), run_id):
+        if row["run_id"] != run_id and lease is not None and lease > wall:
             return row
     return None
 
@@ -522,15 +528,24 @@ def take_and_send(ctx: StageContext, wave: Wave, retry_failed: bool, dry_run: bo
             taken = claim(wh, cid, wave.wave_id, row, ctx.run_id, settings.lease_seconds, spends)
             if taken.lease is None:
                 continue
-            waves = campaign_waves(wh, cid)
-            earlier = other_sender(waves, wave.wave_id, ctx.run_id, before=waves[wave.wave_id])
-        if earlier is not None:  # another run claimed another wave of the campaign at the same time, first
+            try:
+                waves = campaign_waves(wh, cid)
+            except Exception:
+                taken.lease.undo(row, has_outcomes=False)  # the claim is given back, not left to run out
+                raise
+            rival = other_sender(waves, wave.wave_id, ctx.run_id)
+        if rival is not None:
+            # Another run claimed another wave of the campaign while this run claimed this one.
+            # Whichever of two such claims committed second sees the other once its own claim is
+            # in (this read follows it), so giving back on sight leaves at most one of them
+            # holding a wave of the campaign (both give back when each sees the other; the
+            # retry after a random wait then lets one take it, or finds the other sending).
             taken.lease.undo(row, has_outcomes=False)
             report.summary.append(
-                f"{wave.wave_id}: given back: notify run {earlier['run_id']} claimed {earlier['wave_id']} of this "
-                "campaign at the same moment, first (one run sends a campaign at a time)"
+                f"{wave.wave_id}: given back: notify run {rival['run_id']} claimed {rival['wave_id']} of this "
+                "campaign at the same moment (one run sends a campaign at a time)"
             )
-            return False
+            continue
         report.summary.append(f"{wave.wave_id}: taken ({why})")
         try:
             send_wave(ctx, wave, taken.lease, ready, retry_failed, report)

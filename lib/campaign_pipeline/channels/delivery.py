@@ -69,23 +69,36 @@ def retry_after_seconds(value: str | None) -> float | None:
     return min(MAX_PAUSE_SECONDS, max(0.0, seconds))
 
 
-async def each_message(messages: list[dict], send, slice_size: int) -> list:
-    """`send(message)` for every message, each its own asyncio task (a message waiting out a
-    backoff or a `Retry-After` holds nothing the others need), results in the messages' order.
-    The tasks are created `slice_size` at a time with the event loop let in between: creating
-    thousands at once made the first request wait for every task's first step (about 0.1 s per
-    5,000 messages, at every chunk)."""
-    tasks: list[asyncio.Task] = []
-    step = max(1, slice_size)
-    for start in range(0, len(messages), step):
-        tasks.extend(asyncio.ensure_future(send(m)) for m in messages[start : start + step])
-        await asyncio.sleep(0)
-    return list(await asyncio.gather(*tasks))
+async def each_message(messages: list[dict], send, workers: int) -> list:
+    """`send(message, waiting)` for every message, results in the messages' order, each message its
+    own asyncio task, started by one of `workers` workers as it gets to it: a chunk's first request
+    goes out at once (one task per message created up front made it wait for every task's first
+    step, about 0.1 s per 5,000 messages) and the loop never holds thousands of idle tasks. A
+    message that must wait before a retry (a backoff, a `Retry-After`) calls `waiting()`: its
+    worker moves on to the next message while it waits, so waits never hold up the others."""
+    loop = asyncio.get_running_loop()
+    tasks: list[asyncio.Future | None] = [None] * len(messages)
+    queue = iter(range(len(messages)))
+
+    async def worker() -> None:
+        for i in queue:  # one shared iterator: each message is started by one worker
+            released = loop.create_future()
+
+            def waiting(released=released) -> None:
+                if not released.done():
+                    released.set_result(None)
+
+            tasks[i] = asyncio.ensure_future(send(messages[i], waiting))
+            await asyncio.wait({tasks[i], released}, return_when=asyncio.FIRST_COMPLETED)
+
+    await asyncio.gather(*(worker() for _ in range(max(1, min(workers, len(messages))))))
+    return list(await asyncio.gather(*tasks)) if tasks else []
 
 
-async def with_retries(send_once, message_id: str, pace: Pace, window: Window) -> Outcome:
+async def with_retries(send_once, message_id: str, pace: Pace, window: Window, waiting=None) -> Outcome:
     """Attempt `send_once()` (→ provider id) until it is accepted, fails for good, runs out of
-    attempts, or must wait past the window or past the Retry-After ceiling (deferred)."""
+    attempts, or must wait past the window or past the Retry-After ceiling (deferred). `waiting()`,
+    if given, is called before each wait for a retry (`each_message` starts the next message)."""
     tries = 0
     while True:
         if not window.open():
@@ -111,4 +124,6 @@ async def with_retries(send_once, message_id: str, pace: Pace, window: Window) -
             wait = exc.retry_after if exc.retry_after is not None else pace.backoff(tries)
             if not window.fits(wait):  # past this task's lease time: a later pass sends it, after the wait
                 return Outcome(message_id, "deferred", tries, last_error=str(exc), defer_seconds=exc.retry_after)
+            if waiting is not None:
+                waiting()
             await asyncio.sleep(wait)

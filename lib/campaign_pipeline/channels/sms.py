@@ -108,7 +108,9 @@ async def send_sms_async(
             return once
 
         return await each_message(
-            messages, lambda m: with_retries(attempt(m), m["message_id"], pace, window), 2 * pace.max_in_flight
+            messages,
+            lambda m, waiting: with_retries(attempt(m), m["message_id"], pace, window, waiting),
+            2 * pace.max_in_flight,  # the gate, not the workers, bounds requests in flight
         )
 
 

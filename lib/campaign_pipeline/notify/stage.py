@@ -472,6 +472,33 @@ def campaign_waves(wh: Warehouse, cid: str) -> dict:
     return {r["wave_id"]: r for r in wh.read("waves", cid).collect()}
 
 
+def messages_left(wh: Warehouse, cid: str, wave_id: str, retry_failed: bool) -> dict[str, int]:
+    """channel → messages of the wave still to send ("none": without a recipient, to be skipped)."""
+    todo = outstanding(wave_messages_of(wh, cid, wave_id), wh.read("notification_log", cid), retry_failed)
+    return {
+        r["channel"]: r["n"]
+        for r in todo.groupBy(F.when(no_recipient(), "none").otherwise(F.col("channel")).alias("channel"))
+        .agg(F.count(F.lit(1)).alias("n"))
+        .collect()
+    }
+
+
+def ready_to_send(ctx: StageContext, wave_id: str, row, retry_failed: bool) -> dict:
+    """`preflight` for the channels the wave was planned with (its `waves` row's counts, no Spark
+    job; a count not recorded counts as planned). Only when one of them fails are the messages still
+    to send counted: a channel with none left (a resumed wave whose emails all went out) does not
+    hold the wave up."""
+    counts = row.asDict()
+    planned = {c.name for c in all_channels() if counts.get(c.name) is None or counts[c.name] > 0}
+    try:
+        return preflight(ctx.env, wave_id, planned)
+    except PreflightError:
+        left = {c for c, n in messages_left(ctx.warehouse, ctx.campaign_id, wave_id, retry_failed).items() if n}
+        if planned <= left:
+            raise
+        return preflight(ctx.env, wave_id, left - {"none"})
+
+
 def other_sender(waves: dict, wave_id: str, run_id: str):
     """Another wave of the campaign (in `waves`, as read by `campaign_waves`) held by another run
     with a live lease, if any."""
@@ -508,15 +535,9 @@ def take_and_send(ctx: StageContext, wave: Wave, retry_failed: bool, dry_run: bo
             if not go:
                 report.summary.append(f"{wave.wave_id}: {why}")
                 return False
-            todo = outstanding(wave_messages_of(wh, cid, wave.wave_id), wh.read("notification_log", cid), retry_failed)
-            per_channel = {
-                r["channel"]: r["n"]
-                for r in todo.groupBy(F.when(no_recipient(), "none").otherwise(F.col("channel")).alias("channel"))
-                .agg(F.count(F.lit(1)).alias("n"))
-                .collect()
-            }
-            blank = per_channel.pop("none", 0)
             if dry_run:
+                per_channel = messages_left(wh, cid, wave.wave_id, retry_failed)
+                blank = per_channel.pop("none", 0)
                 report.summary.append(
                     f"{wave.wave_id}: would send "
                     + " and ".join(f"{per_channel.get(c.name, 0):,} {c.many}" for c in all_channels())
@@ -524,7 +545,7 @@ def take_and_send(ctx: StageContext, wave: Wave, retry_failed: bool, dry_run: bo
                     + " (--dry-run: nothing sent, nothing written)"
                 )  # fmt: skip
                 return True
-            ready = preflight(ctx.env, wave.wave_id, {c for c, k in per_channel.items() if k})
+            ready = ready_to_send(ctx, wave.wave_id, row, retry_failed)
             taken = claim(wh, cid, wave.wave_id, row, ctx.run_id, settings.lease_seconds, spends)
             if taken.lease is None:
                 continue

@@ -20,12 +20,14 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT_SECONDS = 600
 
 
 def workload(work: Path) -> None:
@@ -105,14 +107,28 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_suffix(".partial")
     partial.unlink(missing_ok=True)
+    if any(c.isspace() for c in str(out)):  # Spark splits its JVM options on whitespace
+        print(f"jvm_archive: {out} has a space in its path: the tests run without an archive", file=sys.stderr)
+        return 0
     with tempfile.TemporaryDirectory(prefix="jvm-archive-") as work:
-        proc = subprocess.run(
-            [sys.executable, __file__, "--out", str(out), "--workload", work],
-            env=dict(os.environ, JVM_ARCHIVE_OUT=str(partial)), capture_output=True, text=True,
-        )  # fmt: skip
-    if proc.returncode != 0 or not partial.is_file():
+        log = Path(work) / "workload.log"
+        with open(log, "w") as output:
+            # A session of its own: on a timeout the JVM the workload started goes too.
+            proc = subprocess.Popen(
+                [sys.executable, __file__, "--out", str(out), "--workload", str(Path(work) / "run")],
+                env=dict(os.environ, JVM_ARCHIVE_OUT=str(partial)), stdout=output, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+            try:
+                code = proc.wait(timeout=TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                code = f"no exit after {TIMEOUT_SECONDS} s"
+        tail = log.read_text(errors="replace")[-1500:]
+    if code != 0 or not partial.is_file():
         # Only a speed-up: the tests run without it (and say so here), they do not fail for it.
-        print(f"jvm_archive: no archive written ({proc.returncode}): {proc.stderr[-1500:]}", file=sys.stderr)
+        print(f"jvm_archive: no archive written ({code}): {tail}", file=sys.stderr)
         partial.unlink(missing_ok=True)
         return 0
     shutil.move(str(partial), str(out))

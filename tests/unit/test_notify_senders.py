@@ -102,6 +102,37 @@ def test_each_message_is_sent_once_in_order_starting_at_once_and_a_retry_wait_ho
     assert asyncio.run(each_message([7], started, 0)) == [70]
 
 
+def test_messages_waiting_out_a_retry_after_do_not_hold_up_the_rest_of_the_task():
+    # one in flight: two workers; three messages told to come back in half a second would hold
+    # both for that long if a waiting message kept its worker
+    pace = Pace(max_in_flight=1, rate_per_second=1000, max_attempts=3, timeout_seconds=2.0)
+    with GatewaySimulator() as gw:
+        for m in ("m0000", "m0001", "m0002"):
+            gw.script(m, [(429, 0.5, 0)])
+        out = send_sms(_messages(23), gw.url, None, pace)
+    assert {o.status for o in out} == {"sent"} and [o.message_id for o in out] == [f"m{i:04d}" for i in range(23)]
+    assert set(list(gw.delivered)[-3:]) == {"m0000", "m0001", "m0002"}  # the other 20 went out meanwhile
+
+
+def test_a_send_that_raises_stops_the_others_at_once_and_its_error_comes_out():
+    import asyncio
+
+    started, finished = [], []
+
+    async def send(m, waiting):
+        started.append(m)
+        await asyncio.sleep(0.01)
+        if m == 3:
+            raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "a gateway answer nobody foresaw")
+        await asyncio.sleep(0.05)
+        finished.append(m)
+        return m
+
+    with pytest.raises(UnicodeDecodeError):
+        asyncio.run(each_message(list(range(200)), send, 4))
+    assert len(started) <= 8 and len(finished) <= 4  # nothing more is sent after the error
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [("2", 2.0), ("0.5", 0.5), (None, None), ("soon", None), ("-3", 0.0), ("inf", None), ("nan", None),

@@ -92,7 +92,8 @@ class Spacing:
     async def acquire(self) -> None:
         async with self._lock:
             loop = asyncio.get_running_loop()
-            start = max(self._next, loop.time())
+            planned = self._next  # this start's slot (0 before the first)
+            start = max(planned, loop.time())
             if self.per_second and len(self._recent) == self.per_second:
                 start = max(start, self._recent[0] + 1.0)
             wait = start - loop.time()
@@ -100,7 +101,9 @@ class Spacing:
                 await asyncio.sleep(wait)
                 wait = start - loop.time()
             woke = loop.time()
-            self._next = (start if woke - start <= self.catch_up else woke) + self.interval
+            # Late by up to `catch_up` — woken late, or asked late (the caller busy) — keeps the
+            # slot; later than that re-anchors on now.
+            self._next = (planned if planned and woke - planned <= self.catch_up else woke) + self.interval
             self._recent.append(woke)
 
 

@@ -1,7 +1,6 @@
 """Before a wave is taken: can it be sent at all? One clear error instead of a wave of failures.
 
-Checked for the channels the notify stage names (those the wave was planned with, or, after a
-failure, those it still has messages on: `notify.stage.ready_to_send`), by each channel's own preflight
+Checked for the channels the wave still has messages on, by each channel's own preflight
 (`channels`): SMS → the gateway URL is set, the SMS token has a value (its variable or its
 Secrets Manager reference), and the gateway answers HTTP (any status: only a refused or timed-out
 connection fails); email → the queue URL is set and SQS answers `GetQueueAttributes` for it. A

@@ -483,22 +483,6 @@ def messages_left(wh: Warehouse, cid: str, wave_id: str, retry_failed: bool) -> 
     }
 
 
-def ready_to_send(ctx: StageContext, wave_id: str, row, retry_failed: bool) -> dict:
-    """`preflight` for the channels the wave was planned with (its `waves` row's counts, no Spark
-    job; a count not recorded counts as planned). Only when one of them fails are the messages still
-    to send counted: a channel with none left (a resumed wave whose emails all went out) does not
-    hold the wave up."""
-    counts = row.asDict()
-    planned = {c.name for c in all_channels() if counts.get(c.name) is None or counts[c.name] > 0}
-    try:
-        return preflight(ctx.env, wave_id, planned)
-    except PreflightError:
-        left = {c for c, n in messages_left(ctx.warehouse, ctx.campaign_id, wave_id, retry_failed).items() if n}
-        if planned <= left:
-            raise
-        return preflight(ctx.env, wave_id, left - {"none"})
-
-
 def other_sender(waves: dict, wave_id: str, run_id: str):
     """Another wave of the campaign (in `waves`, as read by `campaign_waves`) held by another run
     with a live lease, if any."""
@@ -535,9 +519,9 @@ def take_and_send(ctx: StageContext, wave: Wave, retry_failed: bool, dry_run: bo
             if not go:
                 report.summary.append(f"{wave.wave_id}: {why}")
                 return False
+            per_channel = messages_left(wh, cid, wave.wave_id, retry_failed)
+            blank = per_channel.pop("none", 0)
             if dry_run:
-                per_channel = messages_left(wh, cid, wave.wave_id, retry_failed)
-                blank = per_channel.pop("none", 0)
                 report.summary.append(
                     f"{wave.wave_id}: would send "
                     + " and ".join(f"{per_channel.get(c.name, 0):,} {c.many}" for c in all_channels())
@@ -545,7 +529,7 @@ def take_and_send(ctx: StageContext, wave: Wave, retry_failed: bool, dry_run: bo
                     + " (--dry-run: nothing sent, nothing written)"
                 )  # fmt: skip
                 return True
-            ready = ready_to_send(ctx, wave.wave_id, row, retry_failed)
+            ready = preflight(ctx.env, wave.wave_id, {c for c, k in per_channel.items() if k})
             taken = claim(wh, cid, wave.wave_id, row, ctx.run_id, settings.lease_seconds, spends)
             if taken.lease is None:
                 continue

@@ -19,6 +19,7 @@ from pyspark.sql import Column, SparkSession
 from pyspark.sql import functions as F
 
 from campaign_pipeline.errors import ConfigError
+from campaign_pipeline.python_workers import keep_zip_directories
 
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 SEPARATOR = "\u001f"
@@ -50,6 +51,7 @@ class CodeGenerator:
 
         @F.pandas_udf("string")
         def generated_code(messages: pd.Series) -> pd.Series:
+            keep_zip_directories()  # the worker's next tasks start faster
             secret = key_handle.value
             return messages.map(lambda m: _code(hmac.new(secret, m.encode("utf-8"), hashlib.sha256).digest(), n))
 

@@ -10,6 +10,7 @@ import pandas as pd
 
 from campaign_pipeline.channels import Channel, Sending, all_channels
 from campaign_pipeline.channels.pace import Pace, Window, limits
+from campaign_pipeline.python_workers import keep_zip_directories
 
 OUTCOME_SCHEMA = (
     "campaign_id string, message_id string, wave_id string, channel string, status string, attempts int, "
@@ -80,6 +81,7 @@ def partition_sender(senders: Senders):
     """A `mapInPandas` function: the task's messages in, one outcome row per message out."""
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        keep_zip_directories()  # the worker's next chunks start faster
         frames = [b for b in batches if len(b)]
         if not frames:
             return

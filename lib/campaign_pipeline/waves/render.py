@@ -24,6 +24,7 @@ from campaign_pipeline.channels import all_channels
 from campaign_pipeline.config import Campaign
 from campaign_pipeline.errors import ConfigError
 from campaign_pipeline.privacy import scrub
+from campaign_pipeline.python_workers import keep_zip_directories
 from campaign_pipeline.templating import (
     BUILTIN_TEMPLATES,
     GSM7_BASIC,
@@ -144,6 +145,7 @@ def _render_in_jinja(templates, template_key: Column, channel: Column, variables
 
     @F.pandas_udf(RENDERED)
     def render(keys: pd.Series, channels: pd.Series, values: pd.DataFrame) -> pd.DataFrame:
+        keep_zip_directories()  # the worker's next tasks start faster
         compiled = {(k, f): compile_template(f, src) for k, fields in templates.items() for f, src in fields.items()}
         names = [n for n in VARIABLES if n in values.columns]
         columns = [["" if v is None else v for v in values[n].tolist()] for n in names]

@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -150,11 +151,18 @@ def _run_stage(ctx: StageContext, stage: Stage, done: set[str], out: TextIO) -> 
         ctx.on_step = lambda step, seconds, written: print(
             step_line(wh, stage.name, step, seconds, written), file=out, flush=True
         )
-    _record(wh, ctx, started, "running")
+    # The `running` record commits while the prerequisites are read (each a Delta round trip of
+    # about a second); the stage itself starts only once its record is in.
+    recorder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stage-record")
+    recording = recorder.submit(_record, wh, ctx, started, "running")
+    recorder.shutdown(wait=False)
     t0 = time.perf_counter()
     try:
         ctx.describe("prerequisites")
-        check_prerequisites(wh, ctx.campaign_id, stage, done)
+        try:
+            check_prerequisites(wh, ctx.campaign_id, stage, done)
+        finally:
+            recording.result()  # no stage without its record: a record that failed raises here
         report = stage.run(ctx)
     except Exception as exc:
         seconds = time.perf_counter() - t0

@@ -122,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
            "attempts": 0, "total": n, "sms": n, "email": 0, "sent": 0, "failed": 0, "skipped": 0,
            "planned_at": wave.notify_at, "run_id": "bench"}  # fmt: skip
     wh.append("waves", catalog_rows(spark, "waves", [row]))
+    wh.ensure("pipeline_runs")  # as plan_waves' run would have left it: notify never creates it in use
     settings = {"max_in_flight": args.in_flight, "rate_per_second": args.rate}
     if args.chunk_size:
         settings["chunk_size"] = args.chunk_size

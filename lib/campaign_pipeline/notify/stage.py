@@ -33,6 +33,7 @@ import math
 import random
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import pyarrow as pa
@@ -240,9 +241,11 @@ def record_skipped(ctx: StageContext, todo: DataFrame, n_skipped: int, report: S
 
 def send_wave(
     ctx: StageContext, wave: Wave, lease: Lease, ready: dict, retry_failed: bool, report: StageReport
-) -> None:
-    """Send the wave's outstanding messages while this run holds `lease`; then record its end,
-    or, with messages left (the gateway asked for a pause, or the lease was lost), let it go."""
+) -> Callable[[Callable[[str], None]], None]:
+    """Send the wave's outstanding messages while this run holds `lease`. Returns the wave's end,
+    for the caller to run next (it may run it beside other work): record the wave's totals and
+    status, or, with messages left (the gateway asked for a pause, or the lease was lost), let it
+    go. Every outcome is committed before this returns."""
     wh, cid, sc = ctx.warehouse, ctx.campaign_id, ctx.spark.sparkContext
     group = f"notify-send {ctx.run_id} {wave.wave_id}"
     lease.keep(lambda why: sc.cancelJobGroup(group))  # a lost lease stops the sending tasks at once
@@ -286,13 +289,26 @@ def send_wave(
                 break
     finally:
         lease.close()
+    return lambda say: end_wave(ctx, wave, lease, say, sent_now, paused_until)
+
+
+def end_wave(
+    ctx: StageContext,
+    wave: Wave,
+    lease: Lease,
+    say: Callable[[str], None],
+    sent_now: int,
+    paused_until: dt.datetime | None,
+) -> None:
+    """After a wave's sending: its totals and status recorded in `waves` (the lease let go with
+    them), a Slack summary; or, with messages left, the wave let go for the next run. `say` takes
+    its summary lines."""
+    wh, cid = ctx.warehouse, ctx.campaign_id
     with ctx.step("wave totals"):
         counts = wave_outcomes(wh, cid, wave.wave_id)
     status = wave_status_after(counts)
     if lease.lost:
-        report.summary.append(
-            f"{wave.wave_id}: stopped sending after {sent_now:,} messages: {lease.lost}; its holder sends the rest"
-        )
+        say(f"{wave.wave_id}: stopped sending after {sent_now:,} messages: {lease.lost}; its holder sends the rest")
         return
     if status == "sending":
         lease.release(paused_until)
@@ -302,7 +318,7 @@ def send_wave(
             if paused_until is not None
             else "the next run sends them"
         )
-        report.summary.append(f"{wave.wave_id}: this run sent {sent_now:,}; {left:,} messages left: {why}")
+        say(f"{wave.wave_id}: this run sent {sent_now:,}; {left:,} messages left: {why}")
         return
 
     def count(status_name):
@@ -316,10 +332,10 @@ def send_wave(
              "finished_at": ts(dt.datetime.now(dt.UTC)), "deferred_until": "NULL"}
         )  # fmt: skip
     if not finished:
-        report.summary.append(f"{wave.wave_id}: sent {sent_now:,}, but another run took the wave before its end")
+        say(f"{wave.wave_id}: sent {sent_now:,}, but another run took the wave before its end")
         return
     alerts.post(ctx.env, alerts.wave_summary(cid, wave.wave_id, status, counts))
-    report.summary.append(
+    say(
         f"{wave.wave_id}: {status} · this run sent {sent_now:,}"
         f" · wave totals: " + ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items()))
     )
@@ -448,6 +464,9 @@ def warm_sending_worker(ctx: StageContext) -> None:
         import aiohttp  # noqa: F401
 
         import campaign_pipeline.notify.send  # noqa: F401
+        from campaign_pipeline.python_workers import keep_zip_directories
+
+        keep_zip_directories()  # the chunks' tasks start faster
 
         yield from batches
 
@@ -496,8 +515,17 @@ def other_sender(waves: dict, wave_id: str, run_id: str):
     return None
 
 
-def take_and_send(ctx: StageContext, wave: Wave, retry_failed: bool, dry_run: bool, report: StageReport) -> bool:
-    """Decide on the wave as it is now, check it can be sent, win it, send it; whether it was taken."""
+def take_and_send(
+    ctx: StageContext,
+    wave: Wave,
+    retry_failed: bool,
+    dry_run: bool,
+    report: StageReport,
+    before_taking: Callable[[], None] = lambda: None,
+) -> tuple[bool, Callable[[Callable[[str], None]], None] | None]:
+    """Decide on the wave as it is now, check it can be sent, win it, send it: (whether it was
+    taken, the wave's end for the caller to run — `end_wave`, letting the wave go if it fails).
+    `before_taking` runs once the wave is to be taken, before anything is checked or written."""
     wh, cid, settings = ctx.warehouse, ctx.campaign_id, ctx.env.notify
     for attempt in range(CLAIM_TRIES):  # a lost race is re-read: the next decision names the winner
         if attempt:  # commits to the campaign's waves (another wave's lease) conflicted: try again shortly
@@ -518,7 +546,8 @@ def take_and_send(ctx: StageContext, wave: Wave, retry_failed: bool, dry_run: bo
                 )
             if not go:
                 report.summary.append(f"{wave.wave_id}: {why}")
-                return False
+                return False, None
+            before_taking()
             per_channel = messages_left(wh, cid, wave.wave_id, retry_failed)
             blank = per_channel.pop("none", 0)
             if dry_run:
@@ -528,7 +557,7 @@ def take_and_send(ctx: StageContext, wave: Wave, retry_failed: bool, dry_run: bo
                     + (f" and skip {blank:,} without a recipient" if blank else "")
                     + " (--dry-run: nothing sent, nothing written)"
                 )  # fmt: skip
-                return True
+                return True, None
             ready = preflight(ctx.env, wave.wave_id, {c for c, k in per_channel.items() if k})
             taken = claim(wh, cid, wave.wave_id, row, ctx.run_id, settings.lease_seconds, spends)
             if taken.lease is None:
@@ -553,7 +582,7 @@ def take_and_send(ctx: StageContext, wave: Wave, retry_failed: bool, dry_run: bo
             continue
         report.summary.append(f"{wave.wave_id}: taken ({why})")
         try:
-            send_wave(ctx, wave, taken.lease, ready, retry_failed, report)
+            end = send_wave(ctx, wave, taken.lease, ready, retry_failed, report)
         except GatewayRefused as exc:  # nothing can go out with this token: no attempt spent
             logged = not wh.read("notification_log", cid).where(F.col("wave_id") == wave.wave_id).isEmpty()
             taken.lease.undo(row, has_outcomes=logged)
@@ -563,19 +592,31 @@ def take_and_send(ctx: StageContext, wave: Wave, retry_failed: bool, dry_run: bo
                 "the job's AWS credentials for the queue"
             ) from None
         except BaseException:
-            # Let it go at once (the next run takes it without waiting out the lease); taking it
-            # again spends an attempt, as a failed attempt should.
-            try:
-                taken.lease.release()
-            except Exception:  # noqa: BLE001 - the lease then simply runs out
-                pass
+            let_go(taken.lease)
             raise
-        return True
+
+        def end_or_let_go(say: Callable[[str], None], lease: Lease = taken.lease, end=end) -> None:
+            try:
+                end(say)
+            except BaseException:
+                let_go(lease)
+                raise
+
+        return True, end_or_let_go
     report.summary.append(
         f"{wave.wave_id}: not taken: concurrent commits to the campaign's waves beat this run's claim {CLAIM_TRIES} "
         "times in a row; the next run takes it"
     )
-    return False
+    return False, None
+
+
+def let_go(lease: Lease) -> None:
+    """Give a wave back at once after a failure (the next run takes it without waiting out the
+    lease); taking it again spends an attempt, as a failed attempt should."""
+    try:
+        lease.release()
+    except Exception:  # noqa: BLE001 - the lease then simply runs out
+        pass
 
 
 def notify(ctx: StageContext) -> StageReport:
@@ -591,16 +632,47 @@ def notify(ctx: StageContext) -> StageReport:
     report = StageReport(counts={})
     taken = 0
     failed: list[tuple[str, Exception]] = []
-    for wave in ordered_waves(campaign):
-        if only and wave.wave_id != only:
-            continue
+    # The end of the wave just sent (its totals: a Spark job and a `waves` commit) runs in the
+    # background while the campaign's next waves are looked at and notification_log is checked
+    # (every outcome is committed before it starts); it is waited for before another wave is taken.
+    ender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="notify-wave-end")
+    ending: tuple[str, Future, list[str], int] | None = None  # wave, its end, its lines, where they go
+
+    def settle() -> None:
+        nonlocal ending
+        if ending is None:
+            return
+        wave_id, future, lines, at = ending
+        ending = None
         try:
-            taken += take_and_send(ctx, wave, retry_failed, dry_run, report)
-        except Exception as exc:  # one wave's failure does not keep the campaign's later waves from going out
-            failed.append((wave.wave_id, exc))
-            report.summary.append(f"{wave.wave_id}: FAILED: {first_line(exc)}")
-            if isinstance(exc, CredentialsRefused):  # no later wave can go out with them either
-                break
+            future.result()
+        except Exception as exc:  # noqa: BLE001 - the wave's failure, as one in its sending would be
+            failed.append((wave_id, exc))
+            lines.append(f"{wave_id}: FAILED: {first_line(exc)}")
+        report.summary[at:at] = lines
+
+    checked = None
+    try:
+        for wave in ordered_waves(campaign):
+            if only and wave.wave_id != only:
+                continue
+            try:
+                took, end = take_and_send(ctx, wave, retry_failed, dry_run, report, settle)
+                taken += took
+                if end is not None:
+                    lines: list[str] = []
+                    ending = (wave.wave_id, ender.submit(end, lines.append), lines, len(report.summary))
+            except Exception as exc:  # one wave's failure does not keep the campaign's later waves from going out
+                failed.append((wave.wave_id, exc))
+                report.summary.append(f"{wave.wave_id}: FAILED: {first_line(exc)}")
+                if isinstance(exc, CredentialsRefused):  # no later wave can go out with them either
+                    break
+        if taken and not dry_run and not failed:
+            with ctx.step("expectations"):
+                checked = check_tables(ctx, CHECKS)[0]
+    finally:
+        settle()
+        ender.shutdown()
     if failed:
         wave_id, exc = failed[0]
         if len(failed) == 1:
@@ -615,8 +687,7 @@ def notify(ctx: StageContext) -> StageReport:
     if not taken:
         report.summary.insert(0, "no wave to send")
     elif not dry_run:
-        with ctx.step("expectations"):
-            report.summary.append(f"expectations on notification_log: {check_tables(ctx, CHECKS)[0]}")
+        report.summary.append(f"expectations on notification_log: {checked}")
     return report
 
 

@@ -18,7 +18,18 @@ PACKAGE = ROOT / "lib" / "campaign_pipeline"
 # Low to high; rooms on one line share a rank and may not import each other.
 RANKS: list[tuple[str, ...]] = [
     ("campaign_pipeline", "errors"),
-    ("privacy", "spreadsheets", "storage", "fan_ranges", "templating", "secret_values", "project", "versions", "jars"),
+    (
+        "privacy",
+        "spreadsheets",
+        "storage",
+        "fan_ranges",
+        "templating",
+        "secret_values",
+        "project",
+        "versions",
+        "jars",
+        "python_workers",
+    ),
     ("channels", "ops.alerts"),
     ("config", "catalog"),
     ("frames",),

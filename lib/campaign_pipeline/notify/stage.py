@@ -34,7 +34,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -287,8 +287,11 @@ def send_wave(
             idle = 0 if sent_pass else idle + 1
             if idle == 3:
                 break
-    finally:
+    except BaseException:
         lease.close()
+        raise
+    # The keeper goes on renewing until the end commits (`finish`, `release` close it): the end
+    # may wait for the campaign's later waves to be looked at, and must not outlive its lease.
     return lambda say: end_wave(ctx, wave, lease, say, sent_now, paused_until)
 
 
@@ -308,6 +311,7 @@ def end_wave(
         counts = wave_outcomes(wh, cid, wave.wave_id)
     status = wave_status_after(counts)
     if lease.lost:
+        lease.close()
         say(f"{wave.wave_id}: stopped sending after {sent_now:,} messages: {lease.lost}; its holder sends the rest")
         return
     if status == "sending":
@@ -632,24 +636,30 @@ def notify(ctx: StageContext) -> StageReport:
     report = StageReport(counts={})
     taken = 0
     failed: list[tuple[str, Exception]] = []
-    # The end of the wave just sent (its totals: a Spark job and a `waves` commit) runs in the
-    # background while the campaign's next waves are looked at and notification_log is checked
-    # (every outcome is committed before it starts); it is waited for before another wave is taken.
-    ender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="notify-wave-end")
-    ending: tuple[str, Future, list[str], int] | None = None  # wave, its end, its lines, where they go
+    # The end of the wave just sent (its totals: a Spark job and a `waves` commit) waits until the
+    # campaign's later waves have been looked at, and then runs beside the expectations on
+    # notification_log (every outcome was committed before it): one more wave is taken only after
+    # it. It runs on this thread, so an interrupt meets it as it did when it came first.
+    ending: tuple[str, Callable[[Callable[[str], None]], None], int] | None = None  # wave, end, where its lines go
 
     def settle() -> None:
         nonlocal ending
         if ending is None:
             return
-        wave_id, future, lines, at = ending
+        wave_id, end, at = ending
         ending = None
+        lines: list[str] = []
         try:
-            future.result()
+            end(lines.append)
         except Exception as exc:  # noqa: BLE001 - the wave's failure, as one in its sending would be
             failed.append((wave_id, exc))
             lines.append(f"{wave_id}: FAILED: {first_line(exc)}")
-        report.summary[at:at] = lines
+        finally:
+            report.summary[at:at] = lines
+
+    def expectations() -> str:
+        with ctx.step("expectations"):
+            return check_tables(ctx, CHECKS)[0]
 
     checked = None
     try:
@@ -660,20 +670,24 @@ def notify(ctx: StageContext) -> StageReport:
                 took, end = take_and_send(ctx, wave, retry_failed, dry_run, report, settle)
                 taken += took
                 if end is not None:
-                    lines: list[str] = []
-                    ending = (wave.wave_id, ender.submit(end, lines.append), lines, len(report.summary))
+                    ending = (wave.wave_id, end, len(report.summary))
             except Exception as exc:  # one wave's failure does not keep the campaign's later waves from going out
                 failed.append((wave.wave_id, exc))
                 report.summary.append(f"{wave.wave_id}: FAILED: {first_line(exc)}")
                 if isinstance(exc, CredentialsRefused):  # no later wave can go out with them either
                     break
         if taken and not dry_run and not failed:
-            with ctx.step("expectations"):
-                checked = check_tables(ctx, CHECKS)[0]
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="notify-expectations") as checker:
+                checking = checker.submit(expectations)
+                settle()
+                wait([checking])
+            if not failed:  # (a wave whose end failed makes them moot, as they were when it came first)
+                checked = checking.result()
     finally:
         settle()
-        ender.shutdown()
     if failed:
+        order = {w.wave_id: i for i, w in enumerate(ordered_waves(campaign))}
+        failed.sort(key=lambda f: order.get(f[0], len(order)))  # a wave's end fails after a later wave's sending
         wave_id, exc = failed[0]
         if len(failed) == 1:
             raise exc

@@ -306,3 +306,39 @@ def test_the_demos_local_services_answer_from_a_process_of_their_own():
         received, distinct = services.mail_counts()
     assert distinct == 900 and received >= 900
     assert services._process.poll() == 0  # stopped cleanly
+
+
+def test_the_messages_to_send_are_cut_one_chunk_per_group_of_partitions_and_laid_out_again_for_what_is_left(
+    spark, tmp_path, test_env
+):
+    """The cut holds one partition per sending task of each chunk (a chunk's job reads its own
+    partitions, no other chunk's): every message in exactly one chunk, chunks of about
+    `chunk_size`; a wave already half sent is laid out for what is left, not its planned total."""
+    from campaign_pipeline.frames import catalog_rows
+    from campaign_pipeline.notify.lease import read_wave
+    from campaign_pipeline.notify.stage import messages_to_send
+    from campaign_pipeline.stage_context import StageContext
+
+    wh = Warehouse(spark, str(tmp_path / "wh"))
+    ids = plan_wave(wh, sms=250, email=40, no_recipient=3)
+    env = test_env.model_copy(
+        update={"warehouse_root": str(tmp_path / "wh"),
+                "notify": test_env.notify.model_copy(update={"chunk_size": 100, "rate_per_second": 400})}
+    )  # fmt: skip
+    ctx = StageContext(spark, load_campaign(CAMPAIGN), env, wh, "run-1", AFTER, stage="notify")
+
+    cut, (chunks, tasks), counts = messages_to_send(ctx, "wave-1", read_wave(wh, CID, "wave-1"), False)
+    assert counts == {"sms": 250, "email": 40, "none": 3}
+    assert chunks == 3 and cut.rdd.getNumPartitions() == chunks * tasks
+    placed = cut.rdd.mapPartitionsWithIndex(lambda i, rows: [(i // tasks, r["message_id"]) for r in rows]).collect()
+    assert sorted(m for _, m in placed) == sorted(ids)  # each message once
+    sizes = [sum(1 for c, _ in placed if c == chunk) for chunk in range(chunks)]
+    assert all(60 <= size <= 140 for size in sizes), sizes
+
+    sent = [{"campaign_id": CID, "wave_id": "wave-1", "message_id": m, "channel": "sms", "status": "sent", "attempts": 1}
+            for m in ids[:200]]  # fmt: skip
+    wh.append("notification_log", catalog_rows(spark, "notification_log", sent))
+    cut, (chunks, tasks), counts = messages_to_send(ctx, "wave-1", read_wave(wh, CID, "wave-1"), False)
+    assert counts == {"sms": 50, "email": 40, "none": 3}
+    assert chunks == 1 and cut.rdd.getNumPartitions() == tasks
+    assert sorted(r["message_id"] for r in cut.collect()) == sorted(ids[200:])

@@ -217,3 +217,24 @@ def test_a_slack_alert_names_the_failure_without_personal_data():
     assert wave_summary("tour", "w1", "completed", {"sms:sent": 3}) == (
         ":incoming_envelope: campaign tour · w1 completed: sms:sent 3"
     )
+
+
+def test_a_chunks_task_hands_the_senders_its_rows_with_timestamps_as_naive_utc(monkeypatch):
+    """A chunk's rows come with timestamps as microseconds since the epoch (a `Row` would carry the
+    worker's local time); the senders get them as the pandas path gave them: naive, in UTC."""
+    import datetime as dt
+
+    from pyspark.sql import Row
+
+    from campaign_pipeline.notify import send
+
+    got = []
+    monkeypatch.setattr(send, "send_messages", lambda messages, senders: got.extend(messages) or [{"n": len(messages)}])
+    at = dt.datetime(2027, 3, 1, 15, 30, 5, 250, tzinfo=dt.UTC)
+    micros = int((at - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) / dt.timedelta(microseconds=1))
+    rows = [Row(message_id="m-1", notify_at=micros, text="hi"), Row(message_id="m-2", notify_at=None, text="yo")]
+    out = list(send.chunk_sender(None, ("notify_at",))(iter(rows)))
+    assert out == [{"n": 2}]
+    assert got == [{"message_id": "m-1", "notify_at": dt.datetime(2027, 3, 1, 15, 30, 5, 250), "text": "hi"},
+                   {"message_id": "m-2", "notify_at": None, "text": "yo"}]  # fmt: skip
+    assert list(send.chunk_sender(None, ("notify_at",))(iter([]))) == []  # an empty partition sends nothing

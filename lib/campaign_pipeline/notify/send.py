@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import datetime as dt
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-import pandas as pd
+import pyarrow as pa
 
 from campaign_pipeline.channels import Channel, Sending, all_channels
 from campaign_pipeline.channels.pace import Pace, Window, limits
 from campaign_pipeline.python_workers import keep_zip_directories
 
-OUTCOME_SCHEMA = (
-    "campaign_id string, message_id string, wave_id string, channel string, status string, attempts int, "
-    "provider_id string, last_error string, sent_at timestamp, defer_seconds double"
-)
+OUTCOME_SCHEMA = pa.schema([
+    ("campaign_id", pa.string()), ("message_id", pa.string()), ("wave_id", pa.string()), ("channel", pa.string()),
+    ("status", pa.string()), ("attempts", pa.int32()), ("provider_id", pa.string()), ("last_error", pa.string()),
+    ("sent_at", pa.timestamp("us", tz="UTC")), ("defer_seconds", pa.float64()),
+])  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -77,23 +79,24 @@ def send_messages(messages: list[dict], senders: Senders) -> list[dict]:
     ]
 
 
-def partition_sender(senders: Senders):
-    """A `mapInPandas` function: the task's messages in, one outcome row per message out."""
+EPOCH = dt.datetime(1970, 1, 1)
 
-    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+
+def chunk_sender(senders: Senders, timestamps: tuple[str, ...] = ()):
+    """The function one task of a chunk runs over its partition's messages (`Row`s whose
+    `timestamps` columns come as microseconds since the epoch: a `Row` would otherwise carry the
+    worker's local time); yields one outcome per message (`OUTCOME_SCHEMA`'s fields)."""
+
+    def run(rows: Iterable) -> Iterator[dict]:
         keep_zip_directories()  # the worker's next chunks start faster
-        frames = [b for b in batches if len(b)]
-        if not frames:
-            return
-        frame = pd.concat(frames)
-        for name in frame.columns:  # a null timestamp or interval reaches the senders as None, not NaT
-            if pd.api.types.is_datetime64_any_dtype(frame[name]) or pd.api.types.is_timedelta64_dtype(frame[name]):
-                frame[name] = frame[name].astype(object).where(frame[name].notna(), None)
-        rows = frame.to_dict("records")
-        out = pd.DataFrame(send_messages(rows, senders))
-        out["attempts"] = out["attempts"].astype("int32")
-        out["sent_at"] = pd.to_datetime(out["sent_at"], utc=True)
-        out["defer_seconds"] = out["defer_seconds"].astype("float64")
-        yield out
+        messages = []
+        for row in rows:
+            m = row.asDict()
+            for name in timestamps:  # as the gateway saw them before: naive UTC
+                if m[name] is not None:
+                    m[name] = EPOCH + dt.timedelta(microseconds=m[name])
+            messages.append(m)
+        if messages:
+            yield from send_messages(messages, senders)
 
     return run

@@ -14,10 +14,12 @@ is resumed once the pause is over, without spending an attempt. Before a wave is
 was.
 
 Exactly once: the messages to send are the wave's `wave_messages` without an outcome in
-`notification_log` (`--retry-failed`: also those that failed). They are sent in chunks of
-`notify.chunk_size` (a chunk is a hash bucket of `message_id`); each chunk is sent by Spark tasks on
-the executors (`notify/send.py`, the campaign's limits divided between the tasks, no request
-started after the lease the tasks were given) and its outcomes are committed to
+`notification_log` (`--retry-failed`: also those that failed), found just before the wave is taken
+(the claim's condition is the row read before them). They are sent in chunks of about
+`notify.chunk_size` (a chunk is a hash bucket of `message_id`, its own partitions of the cut);
+each chunk is sent by Spark tasks on the executors (`notify/send.py`, the campaign's limits
+divided between the tasks, no request started after the lease the tasks were given) and its
+outcomes are committed to
 `notification_log` (MERGE on `message_id`) while the next chunk is sent, and before the one after
 it starts. A message with a recorded outcome is never sent again; a crash loses at most the
 outcomes of the two chunks in flight (the one sending, the one committing), whose messages the
@@ -53,7 +55,7 @@ from campaign_pipeline.frames import sql_literal, sql_value
 from campaign_pipeline.notify.checks import CHECKS
 from campaign_pipeline.notify.lease import Lease, claim
 from campaign_pipeline.notify.preflight import preflight
-from campaign_pipeline.notify.send import OUTCOME_SCHEMA, Senders, partition_sender
+from campaign_pipeline.notify.send import OUTCOME_SCHEMA, Senders, chunk_sender
 from campaign_pipeline.ops import alerts
 from campaign_pipeline.quality.expectations import check_tables
 from campaign_pipeline.stage_context import StageContext, StageReport
@@ -216,12 +218,6 @@ def wave_messages_of(wh: Warehouse, cid: str, wave_id: str) -> DataFrame:
     return wh.read("wave_messages", cid).where(F.col("wave_id") == wave_id)
 
 
-def recipients_count(todo: DataFrame) -> tuple[int, int]:
-    """(messages with a recipient, messages without one) in `todo`: one Spark job for both."""
-    row = todo.agg(F.count(F.lit(1)).alias("all"), F.count(F.when(no_recipient(), F.lit(1))).alias("blank")).first()
-    return row["all"] - row["blank"], row["blank"]
-
-
 def record_skipped(ctx: StageContext, todo: DataFrame, n_skipped: int, report: StageReport) -> None:
     """The `n_skipped` messages of `todo` without a recipient: `skipped`, recorded without a driver
     round trip."""
@@ -240,28 +236,30 @@ def record_skipped(ctx: StageContext, todo: DataFrame, n_skipped: int, report: S
 
 
 def send_wave(
-    ctx: StageContext, wave: Wave, lease: Lease, ready: dict, retry_failed: bool, report: StageReport
-) -> Callable[[Callable[[str], None]], None]:
-    """Send the wave's outstanding messages while this run holds `lease`. Returns the wave's end,
-    for the caller to run next (it may run it beside other work): record the wave's totals and
-    status, or, with messages left (the gateway asked for a pause, or the lease was lost), let it
-    go. Every outcome is committed before this returns."""
+    ctx: StageContext, wave: Wave, lease: Lease, ready: dict, retry_failed: bool, report: StageReport,
+    found: tuple[DataFrame, tuple[int, int], dict[str, int]],
+) -> Callable[[Callable[[str], None]], None]:  # fmt: skip
+    """Send the wave's outstanding messages (`found` by `messages_to_send` before the wave was
+    taken) while this run holds `lease`. Returns the wave's end, for the caller to run next (it
+    may run it beside other work): record the wave's totals and status, or, with messages left
+    (the gateway asked for a pause, or the lease was lost), let it go. Every outcome is committed
+    before this returns."""
     wh, cid, sc = ctx.warehouse, ctx.campaign_id, ctx.spark.sparkContext
     group = f"notify-send {ctx.run_id} {wave.wave_id}"
     lease.keep(lambda why: sc.cancelJobGroup(group))  # a lost lease stops the sending tasks at once
     sent_now, paused_until, passes = 0, None, 0
     try:
-        warm_sending_worker(ctx)
+        first, layout, per_channel = found
+        first_n = sum(k for c, k in per_channel.items() if c != "none")
+        blank = per_channel.get("none", 0)
+        messages = wave_messages_of(wh, cid, wave.wave_id)
         with ctx.step("find messages"):
-            messages = wave_messages_of(wh, cid, wave.wave_id)
-            log = wh.read("notification_log", cid)
-            first = ctx.cut(outstanding(messages, log, retry_failed), f"{wave.wave_id}: messages to send")
-            first_n, blank = recipients_count(first)
             if lease.refresh(chunk_need(ctx, chunk_size_of(ctx.env.notify))):  # finding them may have taken a while
                 record_skipped(ctx, first, blank, report)
         # Passes: messages a task could not start before its lease time ran out go in the next pass.
         last_chunk = LastChunk()  # a pass continues the pace of the one before
         idle = 0  # passes in a row that recorded nothing (tasks that started too late to send)
+        sent_pass = 0
         while lease.held:
             passes += 1
             if passes == 1:
@@ -270,11 +268,11 @@ def send_wave(
                 with ctx.step("find messages"):
                     log = wh.read("notification_log", cid)
                     todo = outstanding(messages, log, False).where(~no_recipient())
-                    todo = ctx.cut(todo, f"{wave.wave_id}: messages left to send")
+                    todo, layout = in_chunks(ctx, todo, n - sent_pass, f"{wave.wave_id}: messages left to send")
                     n = todo.count()
             if not n:
                 break
-            sent_pass, asked = send_chunks(ctx, wave, lease, ready, todo, n, group, report, last_chunk)
+            sent_pass, asked = send_chunks(ctx, wave, lease, ready, todo, n, layout, group, report, last_chunk)
             sent_now += sent_pass
             if sent_pass == n and asked is None:
                 break  # every message of the pass has its outcome (this run holds the wave: none added)
@@ -345,19 +343,41 @@ def end_wave(
     )
 
 
-def send_chunks(
-    ctx: StageContext, wave: Wave, lease: Lease, ready: dict, todo: DataFrame, n: int, group: str,
-    report: StageReport, last_chunk: LastChunk,
-) -> tuple[int, dt.datetime | None]:  # fmt: skip
-    """One pass over `todo` in chunks; returns (messages with an outcome, the longest wait the
-    gateway asked for that a task did not sit out, if any). A wait above the ceiling ends the pass."""
-    sc = ctx.spark.sparkContext
+def chunk_layout(ctx: StageContext, n: int) -> tuple[int, int]:
+    """(chunks, tasks per chunk) for sending `n` messages: chunks of at most `chunk_size_of`, each
+    split between as many tasks as its share of the limits allows (`Pace.tasks_for`) on the task
+    slots but one: that one stays free for the Delta commit of the previous chunk, which runs
+    meanwhile."""
     chunk_size = chunk_size_of(ctx.env.notify)
-    chunks = max(1, math.ceil(n / chunk_size))
-    # One task slot stays free for the Delta commit of the previous chunk, which runs meanwhile.
-    slots = max(1, sc.defaultParallelism - 1)
-    tasks = pace_of(ctx.env).tasks_for(min(n, chunk_size), slots)
-    sendable = todo.withColumn("_chunk", F.pmod(F.xxhash64("message_id"), F.lit(chunks)))
+    slots = max(1, ctx.spark.sparkContext.defaultParallelism - 1)
+    return max(1, math.ceil(n / chunk_size)), pace_of(ctx.env).tasks_for(max(1, min(n, chunk_size)), slots)
+
+
+def in_chunks(ctx: StageContext, todo: DataFrame, expected: int, name: str) -> tuple[DataFrame, tuple[int, int]]:
+    """`todo` (about `expected` messages to send) cut as the chunks will send it: one partition per
+    sending task (a hash bucket of `message_id`), so that a chunk's job reads its own messages and
+    nothing else. Returns it and its `chunk_layout`."""
+    chunks, tasks = layout = chunk_layout(ctx, expected)
+    return ctx.cut(todo.repartition(chunks * tasks, "message_id"), name), layout
+
+
+def send_chunks(
+    ctx: StageContext, wave: Wave, lease: Lease, ready: dict, todo: DataFrame, n: int, layout: tuple[int, int],
+    group: str, report: StageReport, last_chunk: LastChunk,
+) -> tuple[int, dt.datetime | None]:  # fmt: skip
+    """One pass over `todo` (`n` messages cut by `in_chunks` for `layout`) in chunks; returns
+    (messages with an outcome, the longest wait the gateway asked for that a task did not sit
+    out, if any). A wait above the ceiling ends the pass."""
+    sc = ctx.spark.sparkContext
+    _, tasks = layout
+    # A chunk is a job over its own partitions of `todo` (the RDD's jobs can be given the
+    # partitions to run; a DataFrame's job would read every chunk's messages to keep one): its
+    # tasks start sending within a few milliseconds of the job. Timestamps go as microseconds
+    # (a Row would carry them in the worker's local time).
+    stamps = tuple(f.name for f in todo.schema.fields if isinstance(f.dataType, T.TimestampType))
+    rows = todo.select(*[F.unix_micros(c).alias(c) if c in stamps else F.col(c) for c in todo.columns]).rdd
+    parts = rows.getNumPartitions()
+    chunks = max(1, math.ceil(parts / tasks))
     done, longest = 0, None
     # Chunk i + 1 is sent while chunk i's outcomes are committed (one committer thread): at most two
     # chunks are ever without committed outcomes, and sending never waits for Delta.
@@ -373,21 +393,20 @@ def send_chunks(
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="notify-commit") as committer:
         pending: Future | None = None
-        need = chunk_need(ctx, min(n, chunk_size))
+        need = chunk_need(ctx, min(n, math.ceil(n / chunks * 1.1)))  # hash buckets: a chunk may be a little larger
         try:
             for i in range(chunks):
                 if not lease.refresh(need):
                     break
                 senders = senders_for(ctx, ready, tasks, lease.send_until(), after=last_chunk.seconds_ago())
                 ctx.describe(f"{wave.wave_id}: send chunk {i + 1} of {chunks}")
-                part = sendable.where(F.col("_chunk") == i).drop("_chunk")
-                # one sending task: no shuffle stage in front of it (the chunk is read where it lies)
-                part = part.coalesce(1) if tasks == 1 else part.repartition(tasks, "message_id")
                 with ctx.step("send"):
                     sc.setJobGroup(group, f"notify: {wave.wave_id} chunk {i + 1} of {chunks}", interruptOnCancel=True)
                     try:
-                        result = part.mapInPandas(partition_sender(senders), OUTCOME_SCHEMA).toArrow()
+                        mine = list(range(i * tasks, min(parts, (i + 1) * tasks)))
+                        got = sc.runJob(rows, chunk_sender(senders, stamps), mine)
                         last_chunk.ended()  # every start of the chunk was before this
+                        result = pa.Table.from_pylist(got, schema=OUTCOME_SCHEMA)
                     except Exception:
                         if lease.lost:  # cancelled: another run holds the wave now
                             break
@@ -497,7 +516,30 @@ def campaign_waves(wh: Warehouse, cid: str) -> dict:
 
 def messages_left(wh: Warehouse, cid: str, wave_id: str, retry_failed: bool) -> dict[str, int]:
     """channel → messages of the wave still to send ("none": without a recipient, to be skipped)."""
+    return channel_counts(
+        outstanding(wave_messages_of(wh, cid, wave_id), wh.read("notification_log", cid), retry_failed)
+    )
+
+
+def messages_to_send(
+    ctx: StageContext, wave_id: str, row, retry_failed: bool
+) -> tuple[DataFrame, tuple[int, int], dict[str, int]]:
+    """The wave's outstanding messages cut in chunks (`in_chunks`), their layout, and their count per
+    channel (`channel_counts`). The chunks are laid out for the wave's planned total (`row`, as
+    read before the claim) and laid out again, from the cut, when what is left needs another."""
+    wh, cid = ctx.warehouse, ctx.campaign_id
     todo = outstanding(wave_messages_of(wh, cid, wave_id), wh.read("notification_log", cid), retry_failed)
+    name = f"{wave_id}: messages to send"
+    cut, layout = in_chunks(ctx, todo, (row["total"] if row is not None else None) or 0, name)
+    counts = channel_counts(cut)
+    n = sum(k for c, k in counts.items() if c != "none")
+    if chunk_layout(ctx, n) != layout:  # sent in part already, or more than planned: chunks of the right size
+        cut, layout = in_chunks(ctx, cut, n, name)
+    return cut, layout, counts
+
+
+def channel_counts(todo: DataFrame) -> dict[str, int]:
+    """channel → messages in `todo` ("none": without a recipient)."""
     return {
         r["channel"]: r["n"]
         for r in todo.groupBy(F.when(no_recipient(), "none").otherwise(F.col("channel")).alias("channel"))
@@ -552,9 +594,9 @@ def take_and_send(
                 report.summary.append(f"{wave.wave_id}: {why}")
                 return False, None
             before_taking()
-            per_channel = messages_left(wh, cid, wave.wave_id, retry_failed)
-            blank = per_channel.pop("none", 0)
             if dry_run:
+                per_channel = messages_left(wh, cid, wave.wave_id, retry_failed)
+                blank = per_channel.pop("none", 0)
                 report.summary.append(
                     f"{wave.wave_id}: would send "
                     + " and ".join(f"{per_channel.get(c.name, 0):,} {c.many}" for c in all_channels())
@@ -562,7 +604,16 @@ def take_and_send(
                     + " (--dry-run: nothing sent, nothing written)"
                 )  # fmt: skip
                 return True, None
-            ready = preflight(ctx.env, wave.wave_id, {c for c, k in per_channel.items() if k})
+        # The messages to send are cut before the claim: the claim is conditional on the wave's row
+        # as read above, so a run that wins it knows no other run sent (or re-planned) any of them
+        # since. Only a run whose lease had run out may still commit outcomes of requests it
+        # started before then, as it may after a cut made later; those messages go again under
+        # the same Idempotency-Key, and their first outcome stays.
+        warm_sending_worker(ctx)
+        with ctx.step("find messages"):
+            first, layout, per_channel = messages_to_send(ctx, wave.wave_id, row, retry_failed)
+        with ctx.step("claim"):
+            ready = preflight(ctx.env, wave.wave_id, {c for c, k in per_channel.items() if k and c != "none"})
             taken = claim(wh, cid, wave.wave_id, row, ctx.run_id, settings.lease_seconds, spends)
             if taken.lease is None:
                 continue
@@ -586,7 +637,7 @@ def take_and_send(
             continue
         report.summary.append(f"{wave.wave_id}: taken ({why})")
         try:
-            end = send_wave(ctx, wave, taken.lease, ready, retry_failed, report)
+            end = send_wave(ctx, wave, taken.lease, ready, retry_failed, report, (first, layout, per_channel))
         except GatewayRefused as exc:  # nothing can go out with this token: no attempt spent
             logged = not wh.read("notification_log", cid).where(F.col("wave_id") == wave.wave_id).isEmpty()
             taken.lease.undo(row, has_outcomes=logged)

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+FORMATS = {"mixed": "registrations half CSV, half JSON lines", "json": "registrations as JSON lines"}
 
 
 def _reference(script: Path, args: list[str], key: str) -> tuple[float | None, str]:
@@ -79,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--registrants", type=int, default=int(os.environ.get("BENCH_REGISTRANTS", 2_000_000)))
     parser.add_argument("--markets", type=int, default=50)
+    parser.add_argument(
+        "--registrations-format",
+        default="mixed",
+        help="the registration files' format (synth's choices; default mixed: half CSV, half JSON lines)",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     chain = [s.name for s in PIPELINE][: [s.name for s in PIPELINE].index("plan_waves") + 1]
     parser.add_argument(
@@ -109,7 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     spark = build_session(env, app_name="campaign-pipeline bench")
     spark.sparkContext.setLogLevel("ERROR")
 
-    spec = SynthSpec(campaign_id="bench", registrants=args.registrants, markets=args.markets)
+    spec = SynthSpec(
+        campaign_id="bench",
+        registrants=args.registrants,
+        markets=args.markets,
+        registrations_format=args.registrations_format,
+    )
     stamp = work / "landing" / f"{spec.campaign_id}.spec"
     if args.reuse_landing and stamp.is_file() and stamp.read_text() == repr(spec):
         from campaign_pipeline.synth import SynthOutput, output_paths
@@ -221,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.write_results:
         results = ROOT / "benchmarks" / "RESULTS.md"
         body = (
-            f"`python benchmarks/run.py {' '.join(sys.argv[1:])}`: {args.registrants:,} registrants, {args.markets} "
+            f"`python benchmarks/run.py {' '.join(sys.argv[1:])}`: {args.registrants:,} registrants "
+            f"({FORMATS.get(args.registrations_format, f'registrations as {args.registrations_format.upper()}')}), {args.markets} "
             f"markets, {args.repeats} repeat(s) beside the floor and the DuckDB peer. Taken {dt.date.today().isoformat()}."
             "\n\n" + "\n".join(table)
         )

@@ -7,6 +7,7 @@ test_hand_written_campaign, with data_quality.ipynb on the golden campaign.)"""
 from __future__ import annotations
 
 import io
+import json
 import re
 from pathlib import Path
 
@@ -25,7 +26,8 @@ from campaign_pipeline.warehouse import Warehouse
 NOTEBOOKS = ROOT / "notebooks"
 N = 20_000
 CID = "synth-20k"
-SPEC = SynthSpec(campaign_id=CID, registrants=N, markets=12, seed=5)
+# Registrations half CSV, half JSON lines, as exports arrive (`make bench` measures the same mix).
+SPEC = SynthSpec(campaign_id=CID, registrants=N, markets=12, seed=5, registrations_format="mixed")
 
 
 @pytest.fixture(scope="module")
@@ -77,15 +79,21 @@ def test_synth_writes_every_landing_kind_and_a_matching_campaign(synth_campaign)
         "code_pool.csv",
         "fan_activity.parquet",
         "registrations_000.csv",
+        "registrations_001.jsonl",
     ]
     campaign = load_campaign(synth_campaign.campaign_yaml)
     assert len(campaign.markets) == 12 and campaign.campaign_id == CID
+    # the JSON lines as a web app's export writes them: arrays, and real booleans beside words
+    lines = [json.loads(line) for line in (Path(synth_campaign.landing) / "registrations_001.jsonl").open()]
+    assert all(isinstance(r["market_preferences"], list) for r in lines)
+    kinds = {type(r["phone_confirmed"]) for r in lines} | {type(r["do_not_text"]) for r in lines}
+    assert kinds == {bool, str}
 
 
 def test_synth_is_deterministic_for_a_seed(spark, synth_campaign, tmp_path):
     again = generate(spark, SPEC, str(tmp_path))
-    first = (Path(synth_campaign.landing) / "registrations_000.csv").read_bytes()
-    assert (Path(again.landing) / "registrations_000.csv").read_bytes() == first
+    for name in ("registrations_000.csv", "registrations_001.jsonl"):
+        assert (Path(again.landing) / name).read_bytes() == (Path(synth_campaign.landing) / name).read_bytes()
 
 
 def test_truth_plants_the_mess_the_screening_stage_must_find(spark, synth_campaign):
@@ -113,7 +121,11 @@ def test_every_registration_lands_and_planted_malformed_rows_are_quarantined(spa
     good_ids = truth.where(F.col("malformed").isNull()).select("global_user_id")
     assert regs.count() == N
     assert regs.select("global_user_id").subtract(good_ids).count() == 0
-    q = wh.read("quarantine", CID).where(F.col("source_file").endswith("registrations_000.csv"))
+    q = wh.read("quarantine", CID).where(F.col("source_file").contains("/registrations_"))
+    assert {r[0].rsplit("/", 1)[-1] for r in q.select("source_file").distinct().collect()} == {
+        "registrations_000.csv",
+        "registrations_001.jsonl",
+    }
     planted = {
         kind: n for kind, n in truth.where(F.col("malformed").isNotNull()).groupBy("malformed").count().collect()
     }
@@ -130,9 +142,9 @@ def test_rows_read_match_the_file_and_reconcile(synth_campaign, pipeline):
     for f in result.files:
         path = Path(f["source_file"].removeprefix("file:"))
         assert f["rows_read"] == f["rows_ingested"] + f["rows_quarantined"]
-        if f["format"] == "csv":
-            data_lines = [line for line in path.read_text(encoding="utf-8").splitlines()[1:] if line.strip()]
-            assert f["rows_read"] == len(data_lines), path.name
+        if f["format"] in ("csv", "jsonl", "json"):
+            lines = path.read_text(encoding="utf-8").splitlines()[1 if f["format"] == "csv" else 0 :]
+            assert f["rows_read"] == len([line for line in lines if line.strip()]), path.name
     assert result.counts["rows_read"] == result.counts["rows_ingested"] + result.counts["rows_quarantined"]
 
 

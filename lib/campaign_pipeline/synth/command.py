@@ -17,7 +17,12 @@ def _arguments(synth: argparse.ArgumentParser) -> None:
     synth.add_argument("--campaign-id", default="demo-tour")
     synth.add_argument("--seed", type=int, default=20270301)
     synth.add_argument("--files", type=int, default=0, help="registration files (default: one per million rows)")
-    synth.add_argument("--registrations-format", default="csv", choices=["csv", "tsv", "json", "parquet", "avro"])
+    synth.add_argument(
+        "--registrations-format",
+        default="csv",
+        choices=["csv", "tsv", "json", "parquet", "avro", "mixed"],
+        help="mixed: half the files CSV, half JSON lines",
+    )
 
 
 def _run(args) -> int:

@@ -171,7 +171,7 @@ class SynthSpec:
     markets: int = 12
     seed: int = 20270301
     registration_files: int = 0  # 0: one per million registrants
-    registrations_format: str = "csv"
+    registrations_format: str = "csv"  # csv, tsv, json (lines), parquet, avro; mixed: half CSV, half JSON lines
     malformed_rate: float = 0.0005
     capacity_ratio: float = 0.35  # total codes / registrants
 

@@ -79,11 +79,12 @@ def registration_rows(df: DataFrame, spec: SynthSpec, fmt: str) -> DataFrame:
 
 
 def malformed_rows(spark: SparkSession, spec: SynthSpec, template: DataFrame, fmt: str) -> DataFrame:
-    n_bad = max(len(MALFORMED), int(spec.registrants * spec.malformed_rate))
+    # mixed: odd and even rows go to files of different formats, so each kind takes two rows in a row
+    step = 2 if spec.registrations_format == "mixed" else 1
+    n_bad = max(len(MALFORMED) * step, int(spec.registrants * spec.malformed_rate))
     kinds = F.array(*[F.lit(k) for k, _ in MALFORMED])
-    bad = template.where(F.col("_order") < n_bad).withColumn(
-        "_malformed", F.element_at(kinds, (F.pmod(F.col("_order"), F.lit(len(MALFORMED))) + 1).cast("int"))
-    )
+    kind = F.pmod(F.floor(F.col("_order") / step), F.lit(len(MALFORMED))) + 1
+    bad = template.where(F.col("_order") < n_bad).withColumn("_malformed", F.element_at(kinds, kind.cast("int")))
     k = F.col("_malformed")
     bad = (
         bad.withColumn(
@@ -105,6 +106,8 @@ def malformed_rows(spark: SparkSession, spec: SynthSpec, template: DataFrame, fm
         .withColumn("phone_confirmed", F.when(k == "bad_boolean", F.lit("maybe")).otherwise(F.col("phone_confirmed")))
         .withColumn("_order", F.col("_order") + spec.registrants)
     )
+    if fmt not in ("csv", "tsv"):  # a field count is the delimited formats' own problem
+        bad = bad.where(k != "field_count")
     return bad
 
 
@@ -162,18 +165,43 @@ def _with_headers(rows: DataFrame, header: str, n_files: int, spark: SparkSessio
 
 
 def write_registrations(spark: SparkSession, spec: SynthSpec, acc: DataFrame, dest: str, n_files: int) -> DataFrame:
-    """Registration files in `spec.registrations_format`; returns the planted malformed rows."""
+    """Registration files in `spec.registrations_format`; returns the planted malformed rows.
+    `mixed`: the even-numbered files CSV, the odd-numbered ones JSON lines (a CRM's export beside
+    the web app's), at least one of each."""
     fmt = spec.registrations_format
+    if fmt != "mixed":
+        return _write_registrations(spark, spec, acc, dest, n_files, fmt)
+    n_files = max(2, n_files)
+    truth = ["_order", "global_user_id", "_malformed"]  # what `write_truth` reads (the formats' types differ)
+    csv = _write_registrations(spark, spec, acc, dest, n_files, "csv", parity=0).select(truth)
+    return csv.unionByName(_write_registrations(spark, spec, acc, dest, n_files, "json", parity=1).select(truth))
+
+
+def _write_registrations(
+    spark: SparkSession, spec: SynthSpec, acc: DataFrame, dest: str, n_files: int, fmt: str, parity: int | None = None
+) -> DataFrame:
+    """The registration files of format `fmt` among `n_files` (with `parity`: only the files whose
+    number has it), and the malformed rows planted in them."""
     rows = registration_rows(acc, spec, fmt)
     bad = malformed_rows(spark, spec, rows, fmt)
     all_rows = rows.unionByName(bad).withColumn("_f", F.pmod(F.col("_order"), F.lit(n_files)).cast("int"))
+    mine = None
+    if parity is not None:
+        mine = F.col("_f") % 2 == parity
+        all_rows = all_rows.where(mine)
+        bad = bad.where(F.pmod(F.col("_order"), F.lit(n_files)) % 2 == parity)
     if fmt in ("csv", "tsv"):
         sep = "," if fmt == "csv" else "\t"
         lines = all_rows.select("_f", F.col("_order").alias("_k"), _line(all_rows, sep).alias("value"))
-        header = sep.join(REGISTRATION_COLUMNS)
-        _write_text_files(spark, _with_headers(lines, header, n_files, spark), dest, "registrations", fmt, n_files)
+        lines = _with_headers(lines, sep.join(REGISTRATION_COLUMNS), n_files, spark)
+        _write_text_files(spark, lines if mine is None else lines.where(mine), dest, "registrations", fmt, n_files)
     elif fmt == "json":
-        payload = F.to_json(F.struct(*[F.col(c) for c in REGISTRATION_COLUMNS]))
+        # as a web app's export writes them: arrays, and real booleans where the value is one
+        payload = F.regexp_replace(
+            F.to_json(F.struct(*[F.col(c) for c in REGISTRATION_COLUMNS])),
+            r'"(phone_confirmed|do_not_text)":"(true|false)"',
+            '"$1":$2',
+        )
         lines = all_rows.select("_f", F.col("_order").alias("_k"), payload.alias("value"))
         _write_text_files(spark, lines, dest, "registrations", "jsonl", n_files)
     else:

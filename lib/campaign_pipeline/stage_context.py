@@ -184,6 +184,15 @@ class StageContext:
         self._persisted.append(out)
         return out
 
+    def drop(self, df: DataFrame) -> None:
+        """Give up a cut no longer needed before the stage ends: what `cut` persisted is freed now
+        (a checkpoint's files go with the run's checkpoint folder when the run ends)."""
+        for i, kept in enumerate(self._persisted):
+            if kept is df:
+                del self._persisted[i]
+                df.unpersist()
+                return
+
     def release(self) -> None:
         """Drop what `cut` persisted (the runner calls it when the stage ends)."""
         for df in self._persisted:

@@ -316,7 +316,7 @@ def test_the_messages_to_send_are_cut_one_chunk_per_group_of_partitions_and_laid
     `chunk_size`; a wave already half sent is laid out for what is left, not its planned total."""
     from campaign_pipeline.frames import catalog_rows
     from campaign_pipeline.notify.lease import read_wave
-    from campaign_pipeline.notify.stage import messages_to_send
+    from campaign_pipeline.notify.stage import expected_messages, messages_to_send
     from campaign_pipeline.stage_context import StageContext
 
     wh = Warehouse(spark, str(tmp_path / "wh"))
@@ -327,8 +327,9 @@ def test_the_messages_to_send_are_cut_one_chunk_per_group_of_partitions_and_laid
     )  # fmt: skip
     ctx = StageContext(spark, load_campaign(CAMPAIGN), env, wh, "run-1", AFTER, stage="notify")
 
-    cut, (chunks, tasks), counts = messages_to_send(ctx, "wave-1", read_wave(wh, CID, "wave-1"), False)
-    assert counts == {"sms": 250, "email": 40, "none": 3}
+    found = messages_to_send(ctx, "wave-1", expected_messages(read_wave(wh, CID, "wave-1"), False), False)
+    cut, (chunks, tasks), counts = found.cut, found.layout, found.counts
+    assert counts == {"sms": 250, "email": 40, "none": 3} and found.plan_version == wh.version("wave_messages")
     assert chunks == 3 and cut.rdd.getNumPartitions() == chunks * tasks
     placed = cut.rdd.mapPartitionsWithIndex(lambda i, rows: [(i // tasks, r["message_id"]) for r in rows]).collect()
     assert sorted(m for _, m in placed) == sorted(ids)  # each message once
@@ -338,7 +339,42 @@ def test_the_messages_to_send_are_cut_one_chunk_per_group_of_partitions_and_laid
     sent = [{"campaign_id": CID, "wave_id": "wave-1", "message_id": m, "channel": "sms", "status": "sent", "attempts": 1}
             for m in ids[:200]]  # fmt: skip
     wh.append("notification_log", catalog_rows(spark, "notification_log", sent))
-    cut, (chunks, tasks), counts = messages_to_send(ctx, "wave-1", read_wave(wh, CID, "wave-1"), False)
+    found = messages_to_send(ctx, "wave-1", expected_messages(read_wave(wh, CID, "wave-1"), False), False)
+    cut, (chunks, tasks), counts = found.cut, found.layout, found.counts
     assert counts == {"sms": 50, "email": 40, "none": 3}
     assert chunks == 1 and cut.rdd.getNumPartitions() == tasks
     assert sorted(r["message_id"] for r in cut.collect()) == sorted(ids[200:])
+
+
+def test_a_wave_re_planned_between_the_read_of_its_row_and_the_claim_goes_out_as_re_planned(
+    spark, test_env, tmp_path, monkeypatch
+):
+    """The messages are found before the claim, which is conditional on the wave's row as read
+    before them. A plan_waves run that holds the wave, rewrites its messages and lets it go in
+    between leaves the row as it was: the claim wins, and the messages are read again (one with a
+    new text, one removed: the fan opted out)."""
+    from campaign_pipeline.notify import stage
+    from campaign_pipeline.waves import holding
+
+    monkeypatch.setenv("SMS_API_TOKEN", TOKEN)
+    wh = Warehouse(spark, str(tmp_path / "wh"))
+    plan_wave(wh, sms=20, email=0)
+    real, replanned = stage.preflight, []
+
+    def replan_then_preflight(*args, **kwargs):
+        if not replanned:  # the first preflight comes between the cut and the claim
+            replanned.append(True)
+            holding.hold_scheduled_waves(wh, CID, "plan-2")
+            wh.update("wave_messages", CID, {"text": "'NEW TEXT'"}, "message_id = 'msg-00001'")
+            wh.delete("wave_messages", f"campaign_id = '{CID}' AND message_id = 'msg-00002'")
+            wh.update("waves", CID, {"total": "19", "sms": "19"}, "wave_id = 'wave-1'")
+            holding.release(wh, CID, "plan-2")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(stage, "preflight", replan_then_preflight)
+    with GatewaySimulator(latency=0.0, token=TOKEN) as gw:
+        env = notify_env(test_env, tmp_path / "wh", gw, "http://127.0.0.1:1/unused")
+        run_pipeline(spark, load_campaign(CAMPAIGN), env, stages=["notify"], now=AFTER, out=io.StringIO())
+        assert replanned and gw.bodies["msg-00001"]["text"] == "NEW TEXT"
+        assert gw.seen["msg-00002"] == 0 and len(gw.bodies) == 19
+    assert "msg-00002" not in log_of(wh)

@@ -15,7 +15,8 @@ was.
 
 Exactly once: the messages to send are the wave's `wave_messages` without an outcome in
 `notification_log` (`--retry-failed`: also those that failed), found just before the wave is taken
-(the claim's condition is the row read before them). They are sent in chunks of about
+(and found again once it is taken if `wave_messages` was written meanwhile: a re-plan that came
+and went leaves the wave's row as it was). They are sent in chunks of about
 `notify.chunk_size` (a chunk is a hash bucket of `message_id`, its own partitions of the cut);
 each chunk is sent by Spark tasks on the executors (`notify/send.py`, the campaign's limits
 divided between the tasks, no request started after the lease the tasks were given) and its
@@ -37,6 +38,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -237,7 +239,7 @@ def record_skipped(ctx: StageContext, todo: DataFrame, n_skipped: int, report: S
 
 def send_wave(
     ctx: StageContext, wave: Wave, lease: Lease, ready: dict, retry_failed: bool, report: StageReport,
-    found: tuple[DataFrame, tuple[int, int], dict[str, int]],
+    found: Found,
 ) -> Callable[[Callable[[str], None]], None]:  # fmt: skip
     """Send the wave's outstanding messages (`found` by `messages_to_send` before the wave was
     taken) while this run holds `lease`. Returns the wave's end, for the caller to run next (it
@@ -249,12 +251,10 @@ def send_wave(
     lease.keep(lambda why: sc.cancelJobGroup(group))  # a lost lease stops the sending tasks at once
     sent_now, paused_until, passes = 0, None, 0
     try:
-        first, layout, per_channel = found
-        first_n = sum(k for c, k in per_channel.items() if c != "none")
-        blank = per_channel.get("none", 0)
+        first, layout, first_n, blank = found.cut, found.layout, found.to_send, found.counts.get("none", 0)
         messages = wave_messages_of(wh, cid, wave.wave_id)
         with ctx.step("find messages"):
-            if lease.refresh(chunk_need(ctx, chunk_size_of(ctx.env.notify))):  # finding them may have taken a while
+            if lease.refresh(chunk_need(ctx, chunk_size_of(ctx.env.notify))):
                 record_skipped(ctx, first, blank, report)
         # Passes: messages a task could not start before its lease time ran out go in the next pass.
         last_chunk = LastChunk()  # a pass continues the pace of the one before
@@ -483,7 +483,7 @@ def warm_sending_worker(ctx: StageContext) -> None:
     """Start a Python worker with the sending code imported, on a thread of its own, while the
     driver finds the wave's messages: the first chunk's task then reuses it instead of starting one."""
 
-    def warm(batches):
+    def warm(rows):
         import aiohttp  # noqa: F401
 
         import campaign_pipeline.notify.send  # noqa: F401
@@ -491,12 +491,14 @@ def warm_sending_worker(ctx: StageContext) -> None:
 
         keep_zip_directories()  # the chunks' tasks start faster
 
-        yield from batches
+        yield from rows
 
     def run():
         with contextlib.suppress(Exception):  # only a head start: the first chunk starts a worker if this fails
-            ctx.spark.sparkContext.setJobDescription("notify: start a sending worker")
-            ctx.spark.range(1).coalesce(1).mapInPandas(warm, "id long").collect()
+            sc = ctx.spark.sparkContext
+            sc.setJobDescription("notify: start a sending worker")
+            # an RDD job, as the chunks are: Spark keeps SQL's Python workers apart from the RDDs'
+            sc.runJob(sc.parallelize([0], 1), warm, [0])
 
     threading.Thread(target=run, name="notify-warm-worker", daemon=True).start()
 
@@ -521,21 +523,46 @@ def messages_left(wh: Warehouse, cid: str, wave_id: str, retry_failed: bool) -> 
     )
 
 
-def messages_to_send(
-    ctx: StageContext, wave_id: str, row, retry_failed: bool
-) -> tuple[DataFrame, tuple[int, int], dict[str, int]]:
-    """The wave's outstanding messages cut in chunks (`in_chunks`), their layout, and their count per
-    channel (`channel_counts`). The chunks are laid out for the wave's planned total (`row`, as
-    read before the claim) and laid out again, from the cut, when what is left needs another."""
+@dataclass
+class Found:
+    """A wave's outstanding messages as `messages_to_send` found them."""
+
+    cut: DataFrame  # cut in chunks (`in_chunks`)
+    layout: tuple[int, int]  # (chunks, tasks per chunk)
+    counts: dict[str, int]  # per channel ("none": without a recipient)
+    plan_version: int | None  # `wave_messages`' Delta version before they were read
+
+    @property
+    def to_send(self) -> int:
+        return sum(k for c, k in self.counts.items() if c != "none")
+
+    def channels(self) -> set[str]:
+        return {c for c, k in self.counts.items() if k and c != "none"}
+
+
+def expected_messages(row, retry_failed: bool) -> int:
+    """About how many messages a wave has left to send, from its `waves` row: its planned total (or,
+    re-sending the failed ones of a finished wave, how many failed)."""
+    if row is None:
+        return 0
+    if retry_failed and row["status"] in (*FINAL, "failed") and row["failed"] is not None:
+        return row["failed"]
+    return row["total"] or 0
+
+
+def messages_to_send(ctx: StageContext, wave_id: str, expected: int, retry_failed: bool) -> Found:
+    """The wave's outstanding messages cut in chunks laid out for about `expected` of them (laid
+    out again, from the cut, when what is left needs another layout), and their counts."""
     wh, cid = ctx.warehouse, ctx.campaign_id
+    version = wh.version("wave_messages")  # before the read: the cut holds this version if it is still the latest
     todo = outstanding(wave_messages_of(wh, cid, wave_id), wh.read("notification_log", cid), retry_failed)
     name = f"{wave_id}: messages to send"
-    cut, layout = in_chunks(ctx, todo, (row["total"] if row is not None else None) or 0, name)
-    counts = channel_counts(cut)
-    n = sum(k for c, k in counts.items() if c != "none")
-    if chunk_layout(ctx, n) != layout:  # sent in part already, or more than planned: chunks of the right size
-        cut, layout = in_chunks(ctx, cut, n, name)
-    return cut, layout, counts
+    cut, layout = in_chunks(ctx, todo, expected, name)
+    found = Found(cut, layout, channel_counts(cut), version)
+    if chunk_layout(ctx, found.to_send) != layout:  # sent in part already, or more than planned
+        found.cut, found.layout = in_chunks(ctx, cut, found.to_send, name)
+        ctx.drop(cut)
+    return found
 
 
 def channel_counts(todo: DataFrame) -> dict[str, int]:
@@ -604,25 +631,36 @@ def take_and_send(
                     + " (--dry-run: nothing sent, nothing written)"
                 )  # fmt: skip
                 return True, None
-        # The messages to send are cut before the claim: the claim is conditional on the wave's row
-        # as read above, so a run that wins it knows no other run sent (or re-planned) any of them
-        # since. Only a run whose lease had run out may still commit outcomes of requests it
-        # started before then, as it may after a cut made later; those messages go again under
-        # the same Idempotency-Key, and their first outcome stays.
+        # The messages to send are cut before the claim, which is conditional on the wave's row as
+        # read above: a run that wins knows no other run took the wave since (a run whose lease
+        # had run out may still commit outcomes of requests it started before, as it may after a
+        # cut made later: those go again under the same Idempotency-Key, their first outcome
+        # stays). A plan_waves run may have held, re-planned and let go of the wave meanwhile,
+        # leaving the row as it was: the cut is kept only if `wave_messages` has no commit since
+        # its version read before the cut.
         warm_sending_worker(ctx)
         with ctx.step("find messages"):
-            first, layout, per_channel = messages_to_send(ctx, wave.wave_id, row, retry_failed)
+            found = messages_to_send(ctx, wave.wave_id, expected_messages(row, retry_failed), retry_failed)
         with ctx.step("claim"):
-            ready = preflight(ctx.env, wave.wave_id, {c for c, k in per_channel.items() if k and c != "none"})
+            ready = preflight(ctx.env, wave.wave_id, found.channels())
             taken = claim(wh, cid, wave.wave_id, row, ctx.run_id, settings.lease_seconds, spends)
             if taken.lease is None:
+                ctx.drop(found.cut)
                 continue
             try:
                 waves = campaign_waves(wh, cid)
-            except Exception:
+                rival = other_sender(waves, wave.wave_id, ctx.run_id)
+                if rival is None and wh.version("wave_messages") != found.plan_version:
+                    # Written since the cut read it: a plan_waves run may have held, re-planned and
+                    # let go of the wave between this run's read of its row and the claim (the row
+                    # is then as it was). No planner can hold it now: read the messages again.
+                    with ctx.step("find messages"):
+                        ctx.drop(found.cut)
+                        found = messages_to_send(ctx, wave.wave_id, found.to_send, retry_failed)
+                    ready = preflight(ctx.env, wave.wave_id, found.channels())
+            except BaseException:
                 taken.lease.undo(row, has_outcomes=False)  # the claim is given back, not left to run out
                 raise
-            rival = other_sender(waves, wave.wave_id, ctx.run_id)
         if rival is not None:
             # Another run claimed another wave of the campaign while this run claimed this one.
             # Whichever of two such claims committed second sees the other once its own claim is
@@ -630,6 +668,7 @@ def take_and_send(
             # holding a wave of the campaign (both give back when each sees the other; the
             # retry after a random wait then lets one take it, or finds the other sending).
             taken.lease.undo(row, has_outcomes=False)
+            ctx.drop(found.cut)
             report.summary.append(
                 f"{wave.wave_id}: given back: notify run {rival['run_id']} claimed {rival['wave_id']} of this "
                 "campaign at the same moment (one run sends a campaign at a time)"
@@ -637,7 +676,7 @@ def take_and_send(
             continue
         report.summary.append(f"{wave.wave_id}: taken ({why})")
         try:
-            end = send_wave(ctx, wave, taken.lease, ready, retry_failed, report, (first, layout, per_channel))
+            end = send_wave(ctx, wave, taken.lease, ready, retry_failed, report, found)
         except GatewayRefused as exc:  # nothing can go out with this token: no attempt spent
             logged = not wh.read("notification_log", cid).where(F.col("wave_id") == wave.wave_id).isEmpty()
             taken.lease.undo(row, has_outcomes=logged)

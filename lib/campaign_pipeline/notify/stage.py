@@ -252,7 +252,6 @@ def send_wave(
     sent_now, paused_until, passes = 0, None, 0
     try:
         first, layout, first_n, blank = found.cut, found.layout, found.to_send, found.counts.get("none", 0)
-        messages = wave_messages_of(wh, cid, wave.wave_id)
         with ctx.step("find messages"):
             if lease.refresh(chunk_need(ctx, chunk_size_of(ctx.env.notify))):
                 record_skipped(ctx, first, blank, report)
@@ -266,8 +265,7 @@ def send_wave(
                 todo, n = first.where(~no_recipient()), first_n
             else:
                 with ctx.step("find messages"):
-                    log = wh.read("notification_log", cid)
-                    todo = outstanding(messages, log, False).where(~no_recipient())
+                    todo = wave_outstanding(wh, cid, wave.wave_id, False).where(~no_recipient())
                     todo, layout = in_chunks(ctx, todo, n - sent_pass, f"{wave.wave_id}: messages left to send")
                     n = todo.count()
             if not n:
@@ -516,11 +514,14 @@ def campaign_waves(wh: Warehouse, cid: str) -> dict:
     return {r["wave_id"]: r for r in wh.read("waves", cid).collect()}
 
 
+def wave_outstanding(wh: Warehouse, cid: str, wave_id: str, retry_failed: bool) -> DataFrame:
+    """The wave's messages still to send, as the tables are now (`outstanding`)."""
+    return outstanding(wave_messages_of(wh, cid, wave_id), wh.read("notification_log", cid), retry_failed)
+
+
 def messages_left(wh: Warehouse, cid: str, wave_id: str, retry_failed: bool) -> dict[str, int]:
     """channel → messages of the wave still to send ("none": without a recipient, to be skipped)."""
-    return channel_counts(
-        outstanding(wave_messages_of(wh, cid, wave_id), wh.read("notification_log", cid), retry_failed)
-    )
+    return channel_counts(wave_outstanding(wh, cid, wave_id, retry_failed))
 
 
 @dataclass
@@ -555,7 +556,7 @@ def messages_to_send(ctx: StageContext, wave_id: str, expected: int, retry_faile
     out again, from the cut, when what is left needs another layout), and their counts."""
     wh, cid = ctx.warehouse, ctx.campaign_id
     version = wh.version("wave_messages")  # before the read: the cut holds this version if it is still the latest
-    todo = outstanding(wave_messages_of(wh, cid, wave_id), wh.read("notification_log", cid), retry_failed)
+    todo = wave_outstanding(wh, cid, wave_id, retry_failed)
     name = f"{wave_id}: messages to send"
     cut, layout = in_chunks(ctx, todo, expected, name)
     found = Found(cut, layout, channel_counts(cut), version)

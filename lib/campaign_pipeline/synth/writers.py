@@ -184,12 +184,13 @@ def _write_registrations(
     number has it), and the malformed rows planted in them."""
     rows = registration_rows(acc, spec, fmt)
     bad = malformed_rows(spark, spec, rows, fmt)
-    all_rows = rows.unionByName(bad).withColumn("_f", F.pmod(F.col("_order"), F.lit(n_files)).cast("int"))
+    file_of = F.pmod(F.col("_order"), F.lit(n_files)).cast("int")  # the file a row goes to
+    all_rows = rows.unionByName(bad).withColumn("_f", file_of)
     mine = None
     if parity is not None:
         mine = F.col("_f") % 2 == parity
         all_rows = all_rows.where(mine)
-        bad = bad.where(F.pmod(F.col("_order"), F.lit(n_files)) % 2 == parity)
+        bad = bad.where(file_of % 2 == parity)
     if fmt in ("csv", "tsv"):
         sep = "," if fmt == "csv" else "\t"
         lines = all_rows.select("_f", F.col("_order").alias("_k"), _line(all_rows, sep).alias("value"))

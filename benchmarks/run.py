@@ -177,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
             rows[name] = result.rows(default=args.registrants)
             if name not in ("ingest", "screen"):
                 print(f"  [{name}] " + "\n  ".join(result.summary[:16]))
+            elif name == "screen":  # the graphs' figures: rounds, the weak-link step's pairs and hot blocks
+                print("  [screen] " + "\n  ".join(x for x in result.summary if x.startswith(("identity", "weak"))))
             for step, seconds in result.steps.items():
                 timings.setdefault(f"{name}: {step}", []).append(seconds)
                 rows[f"{name}: {step}"] = rows[name]

@@ -263,6 +263,11 @@ def _table_specs() -> list[TableSpec]:  # the table list, rebuilt when a channel
                 _key("registered_at", TS),
                 _key("identity_cluster_id"),
                 _key("cluster_size", L),
+                # null unless weakly linked (`screening.weak_links`): the weak-link cluster, its size,
+                # and the signals of the account's links
+                _f("weak_cluster_id", S),
+                _f("weak_cluster_size", L),
+                _f("weak_signals", T.ArrayType(S, False)),
                 _key("tags", T.ArrayType(S, False)),
                 _key("eligible", B),
                 _key("ineligible_reasons", T.ArrayType(S, False)),

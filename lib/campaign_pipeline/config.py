@@ -169,6 +169,88 @@ class ScalperThresholds(_Model):
     )
 
 
+MAILBOX_PROVIDERS = [
+    "gmail.com",
+    "googlemail.com",
+    "yahoo.com",
+    "ymail.com",
+    "outlook.com",
+    "hotmail.com",
+    "live.com",
+    "msn.com",
+    "icloud.com",
+    "me.com",
+    "mac.com",
+    "aol.com",
+    "proton.me",
+    "protonmail.com",
+    "gmx.com",
+    "gmx.net",
+    "mail.com",
+    "zoho.com",
+    "yandex.com",
+    "comcast.net",
+    "verizon.net",
+    "att.net",
+    "sbcglobal.net",
+    "cox.net",
+    "charter.net",
+]
+
+
+class WeakSignalWeights(_Model):
+    """How often two accounts of one stealth ring agree on each weak signal (Fellegi–Sunter's m):
+    the evidence of an agreement is log2(m / u), u being how often two fresh accounts of the
+    campaign agree on that value by chance (its share of the campaign's fresh accounts)."""
+
+    ip_range: float = Field(0.9, gt=0, le=1, description="same IPv4 /24 or IPv6 /48")
+    email_domain: float = Field(0.9, gt=0, le=1, description="same email domain that is not a mailbox provider")
+    phone_block: float = Field(0.9, gt=0, le=1, description="phone numbers within the same block of 100 (E.164)")
+    postal_code: float = Field(0.9, gt=0, le=1, description="same country and postal code")
+    email_pattern: float = Field(
+        0.8, gt=0, le=1, description="same shape of the email's local part (letters, digit counts, punctuation)"
+    )
+    first_market: float = Field(
+        0.9, gt=0, le=1, description="same first market preference (compared, never blocked on)"
+    )
+
+
+class WeakLinks(_Model):
+    enabled: bool = Field(True, description="link fresh accounts by weak signals (STEALTH_RING, REVIEW)")
+    fresh_days: int = Field(
+        90,
+        ge=0,
+        description="an account created this many days or fewer before its registration (by its fan activity) is "
+        "fresh; only fresh accounts are weakly linked",
+    )
+    max_block: int = Field(
+        100,
+        gt=1,
+        description="a weak-signal value held by more fresh accounts than this pairs nobody (it is counted as a hot "
+        "block in the screen's figures): the candidate pairs stay below max_block / 2 per account",
+    )
+    min_signals: int = Field(
+        2, ge=1, description="a weak link shares at least this many weak signals (the first market never counts)"
+    )
+    min_weight: float = Field(
+        2.0,
+        description="a candidate pair is a weak link when its evidence, in bits (log2 odds that the two accounts "
+        "are one operation, with the prior 1 / fresh accounts), is at least this",
+    )
+    ring_share: float = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="a weak-link cluster larger than screening.ring_size is a STEALTH_RING when at least this "
+        "share of its accounts attended no event; otherwise (and every smaller cluster) REVIEW",
+    )
+    mailbox_providers: list[str] = Field(
+        default_factory=lambda: list(MAILBOX_PROVIDERS),
+        description="email domains shared by the public (never an email_domain signal)",
+    )
+    m: WeakSignalWeights = Field(default_factory=WeakSignalWeights, description="per-signal agreement rates (m)")
+
+
 class Screening(_Model):
     blocked_emails: list[str] = Field(
         default_factory=list, description="addresses that are BLOCKED_EMAIL (compared canonically)"
@@ -192,6 +274,9 @@ class Screening(_Model):
     )
     velocity: Velocity = Field(default_factory=Velocity, description="registration bursts per IP or device")
     scalper: ScalperThresholds = Field(default_factory=ScalperThresholds, description="scalper activity thresholds")
+    weak_links: WeakLinks = Field(
+        default_factory=WeakLinks, description="linking fresh accounts that share no identifier (STEALTH_RING, REVIEW)"
+    )
 
 
 class Market(_Model):

@@ -320,12 +320,16 @@ def test_tags_and_eligibility_follow_the_rule_book(spark):
         "_fraud_ring",
         "_velocity",
         "_scalper",
+        "_stealth_ring",
+        "_review",
     ]
     rows = [
-        ("clean", *[False] * 12),
-        ("unconfirmed", False, True, *[False] * 10),
-        ("intl", False, False, True, *[False] * 9),
-        ("ring_velocity", *[False] * 9, True, True, False),
+        ("clean", *[False] * 14),
+        ("unconfirmed", False, True, *[False] * 12),
+        ("intl", False, False, True, *[False] * 11),
+        ("ring_velocity", *[False] * 9, True, True, False, False, False),
+        ("stealth", *[False] * 12, True, False),
+        ("review", *[False] * 13, True),
     ]
     df = spark.createDataFrame(rows, "fan string, " + ", ".join(f"{f} boolean" for f in flags))
     strict = {
@@ -336,6 +340,8 @@ def test_tags_and_eligibility_follow_the_rule_book(spark):
     assert strict["unconfirmed"] == (["UNCONFIRMED_PHONE"], True, [])
     assert strict["intl"] == (["INTL_PHONE"], False, ["INTL_PHONE"])
     assert strict["ring_velocity"] == (["FRAUD_RING", "VELOCITY"], False, ["FRAUD_RING", "VELOCITY"])
+    assert strict["stealth"] == (["STEALTH_RING"], False, ["STEALTH_RING"])
+    assert strict["review"] == (["REVIEW"], True, [])
     lenient = {r["fan"]: r["eligible"] for r in df.transform(assign_tags(True)).collect()}
     assert lenient["intl"] is True
 

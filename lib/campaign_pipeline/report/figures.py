@@ -38,6 +38,8 @@ class Figures:
     band_rates: list[dict] = field(default_factory=list)  # {band, candidates, selected, rate}
     reasons: dict[str, int] = field(default_factory=dict)
     clusters: list[dict] = field(default_factory=list)  # {size, clusters, accounts}
+    weak_signals: list[dict] = field(default_factory=list)  # {signal, stealth_ring, review}: accounts per signal
+    review_clusters: list[dict] = field(default_factory=list)  # {cluster, accounts, signals}: the largest REVIEW ones
     delivery: list[dict] = field(default_factory=list)  # {hour, channel, status, messages}
     quality: list[dict] = field(default_factory=list)  # latest result per expectation of every table
     balances: list[Balance] = field(default_factory=list)
@@ -201,6 +203,8 @@ def compute(
         clusters = sum(n // s for s, n in sizes.items() if s and s >= low and (high is None or s <= high))
         fig.clusters.append({"size": label, "clusters": clusters, "accounts": accounts})
 
+    weak_links(fig, read("registrants"))
+
     when = F.date_trunc("hour", F.coalesce("sent_at", "logged_at"))
     fig.delivery = [
         {"hour": r["hour"], "channel": r["channel"] or "?", "status": r["status"], "messages": r["n"]}
@@ -335,6 +339,42 @@ def ingest_by_file(landing_files: DataFrame) -> DataFrame:
         F.coalesce("rows_ingested", F.lit(0)).cast("long").alias("ingested"),
         F.coalesce("rows_quarantined", F.lit(0)).cast("long").alias("quarantined"),
     )
+
+
+REVIEW_LISTED = 50
+
+
+def weak_links(fig: Figures, registrants: DataFrame) -> None:
+    """Weakly linked accounts per signal (STEALTH_RING or REVIEW), and the largest REVIEW clusters
+    (at most `REVIEW_LISTED`, for an operator to look at)."""
+    linked = registrants.where(F.col("weak_cluster_id").isNotNull()).select(
+        "weak_cluster_id", "weak_signals", F.array_contains("tags", "STEALTH_RING").alias("stealth")
+    )
+    per_signal = (
+        linked.select(F.explode("weak_signals").alias("signal"), "stealth")
+        .groupBy("signal")
+        .agg(
+            F.sum(F.col("stealth").cast("long")).alias("stealth_ring"),
+            F.sum((~F.col("stealth")).cast("long")).alias("review"),
+        )
+        .orderBy("signal")
+        .collect()
+    )
+    fig.weak_signals = [r.asDict() for r in per_signal]
+    review = (
+        linked.where(~F.col("stealth"))
+        .groupBy("weak_cluster_id")
+        .agg(
+            F.count(F.lit(1)).alias("accounts"),
+            F.array_sort(F.array_distinct(F.flatten(F.collect_list("weak_signals")))).alias("signals"),
+        )
+        .orderBy(F.col("accounts").desc(), "weak_cluster_id")
+        .limit(REVIEW_LISTED)
+        .collect()
+    )
+    fig.review_clusters = [
+        {"cluster": r["weak_cluster_id"], "accounts": r["accounts"], "signals": ", ".join(r["signals"])} for r in review
+    ]
 
 
 def quarantine_reasons(quarantine: DataFrame) -> DataFrame:

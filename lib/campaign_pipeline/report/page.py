@@ -24,7 +24,10 @@ EXPLANATIONS = {
     "large gaps between markets with similar demand deserve a look.",
     "reasons": "Why registrants were ineligible (a registrant may carry several reasons).",
     "clusters": "How many identity clusters have each size: large clusters are accounts sharing a phone, "
-    "an email, a device or a payment fingerprint.",
+    "an email, a device or a payment fingerprint. Below: fresh accounts weakly linked (no identifier shared, "
+    "but IP range, email domain, phone block, postal code, email pattern or first market), per signal, and the "
+    "largest clusters left for review (eligible, STEALTH_RING only when the cluster is large and mostly without "
+    "attendance).",
     "delivery": "Messages sent and failed over time, per channel (cumulative, by the hour).",
     "quality": "The latest great-expectations check of each table: passed, warnings, and critical failures.",
 }
@@ -210,6 +213,18 @@ def chart_tables(f: Figures) -> dict[str, str]:
             ["accounts per cluster", "clusters", "accounts"],
             [[c["size"], c["clusters"], c["accounts"]] for c in f.clusters],
             {1, 2},
+        )
+        + "<h3>Weak links per signal</h3>"
+        + _table(
+            ["signal", "STEALTH_RING accounts", "REVIEW accounts"],
+            [[w["signal"], w["stealth_ring"], w["review"]] for w in f.weak_signals],
+            {1, 2},
+        )
+        + "<h3>Weak-link clusters to review</h3>"
+        + _table(
+            ["weak-link cluster", "accounts", "signals"],
+            [[c["cluster"], c["accounts"], c["signals"]] for c in f.review_clusters],
+            {1},
         ),  # fmt: skip
         "delivery": _table(
             ["hour (UTC)", "channel", "status", "messages"],

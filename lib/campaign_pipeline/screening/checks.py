@@ -1,7 +1,7 @@
 """The data-quality suite of `registrants`, run by screen.
 
 Critical: one row per fan; E.164 phones; eligible exactly when no disqualifying reason.
-Warning: a contact; clusters of at least one account.
+Warning: a contact; clusters of at least one account, weak-link clusters of at least two.
 """
 
 from __future__ import annotations
@@ -34,7 +34,12 @@ def registrants_suite(campaign: Campaign, read: Reader) -> tuple[DataFrame, Suit
             "_ineligible_without_reason": ~F.col("eligible") & (F.size(F.col("ineligible_reasons")) == 0),
             "_has_contact": F.col("email_canonical").isNotNull() | F.col("phone_e164").isNotNull(),
         },
-        [all_true("_has_contact"), x.ExpectColumnValuesToBeBetween(column="cluster_size", min_value=1)],
+        [
+            all_true("_has_contact"),
+            x.ExpectColumnValuesToBeBetween(column="cluster_size", min_value=1),
+            # a weak-link cluster links at least two accounts (null: not weakly linked)
+            x.ExpectColumnValuesToBeBetween(column="weak_cluster_size", min_value=2),
+        ],
     )
 
 

@@ -14,6 +14,12 @@
 | FRAUD_RING | the identity cluster is larger than `ring_size` | yes |
 | VELOCITY | more than K registrations from its IP or device within T minutes | yes |
 | SCALPER_SIGNALS | resale listings or chargebacks at the thresholds and no attendance | yes |
+| STEALTH_RING | a weak-link cluster larger than `ring_size` in which at least `weak_links.ring_share` of the accounts attended no event | yes |
+| REVIEW | weakly linked, but not a STEALTH_RING (a smaller or mixed weak-link cluster): for an operator | no |
+
+Weak links (`screening.weak_links`) join fresh accounts whose shared weak signals (IP range, email
+domain, phone block, postal code, email pattern, first market) add up to `min_weight` bits of
+evidence; `screening.weak_links` explains how.
 
 Inside a cluster the account that stays is: confirmed phone first, then earliest registration,
 then smallest id. A fan registered twice keeps the latest registration (ties: latest file/line).
@@ -39,6 +45,7 @@ DISQUALIFYING = (
     "FRAUD_RING",
     "VELOCITY",
     "SCALPER_SIGNALS",
+    "STEALTH_RING",
 )
 TAG_ORDER = (
     "INVALID_PHONE",
@@ -53,6 +60,8 @@ TAG_ORDER = (
     "FRAUD_RING",
     "VELOCITY",
     "SCALPER_SIGNALS",
+    "STEALTH_RING",
+    "REVIEW",
 )
 
 
@@ -176,6 +185,8 @@ def assign_tags(allow_intl_phones: bool):
         "FRAUD_RING": "_fraud_ring",
         "VELOCITY": "_velocity",
         "SCALPER_SIGNALS": "_scalper",
+        "STEALTH_RING": "_stealth_ring",
+        "REVIEW": "_review",
     }
     disqualifying = [t for t in DISQUALIFYING if not (t == "INTL_PHONE" and allow_intl_phones)]
 

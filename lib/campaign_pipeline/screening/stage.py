@@ -31,6 +31,7 @@ from campaign_pipeline.screening.rules import (
     scalper_flags,
     velocity_flags,
 )
+from campaign_pipeline.screening.weak_links import PREFERENCE, WEAK_LINK_INPUTS, weak_links
 from campaign_pipeline.stage_context import (
     KEEP_LAYOUT,
     StageContext,
@@ -88,10 +89,23 @@ def phone_figures(normalised: DataFrame) -> dict[str, int]:
 # What the fraud rules read. They run on these columns only, and their flags join the wide
 # registrant rows once: the identity graph, the velocity windows and the activity join each
 # shuffle a dozen narrow columns instead of every registrant column.
-RULE_INPUTS = tuple(dict.fromkeys([*FAN, "phone_confirmed", "registered_at", "ip_address", "device_id", *IDENTIFIERS]))
+RULE_INPUTS = tuple(
+    dict.fromkeys(
+        [
+            *FAN,
+            "phone_confirmed",
+            "registered_at",
+            "ip_address",
+            "device_id",
+            *IDENTIFIERS,
+            *WEAK_LINK_INPUTS,
+            PREFERENCE,
+        ]
+    )
+)
 # The registration columns the screen reads: the registrants' own, the rule inputs and what picks
-# the latest registration. The others (the file's checksum, the ingest's time and run, the postal
-# code) would only widen the rows shuffled, sorted and checkpointed before the rules.
+# the latest registration. The others (the file's checksum, the ingest's time and run) would only
+# widen the rows shuffled, sorted and checkpointed before the rules.
 SCREEN_READS = frozenset({*OUTPUT_COLUMNS, *RULE_INPUTS, "phone", "email", "country", "source_file", "source_line"})
 # What ranks the accounts of one identity cluster (`cluster_verdicts`), carried through the graph.
 CLUSTER_RANKING = ("campaign_id", "phone_confirmed", "registered_at")
@@ -103,11 +117,38 @@ FRAUD_FLAGS = (
     "_duplicate",
     "_velocity",
     "_scalper",
+    "weak_cluster_id",
+    "weak_cluster_size",
+    "weak_signals",
+    "_stealth_ring",
+    "_review",
 )
+WEAK_VERDICTS = ("weak_cluster_id", "weak_cluster_size", "weak_signals", "_stealth_ring", "_review")
+
+
+def weakly_linked(
+    campaign: Campaign, normalised: DataFrame, activity: DataFrame, cut: Cut = local_cut
+) -> tuple[DataFrame, dict[str, int]]:
+    """(FAN + `WEAK_VERDICTS` of every weakly linked account, the step's figures); no rows when
+    `screening.weak_links.enabled` is false."""
+    cfg = campaign.screening
+    if not cfg.weak_links.enabled:
+        empty = normalised.sparkSession.createDataFrame(
+            [],
+            "campaign_id string, global_user_id string, weak_cluster_id string, weak_cluster_size long, "
+            "weak_signals array<string>, _stealth_ring boolean, _review boolean",
+        )
+        return empty, {}
+    result = weak_links(normalised.select(*RULE_INPUTS), activity, cfg.weak_links, cfg.ring_size, cut)
+    return result.accounts.select(*FAN, *WEAK_VERDICTS), result.figures
 
 
 def fraud_flags(
-    campaign: Campaign, normalised: DataFrame, activity: DataFrame, cut: Cut = local_cut
+    campaign: Campaign,
+    normalised: DataFrame,
+    activity: DataFrame,
+    cut: Cut = local_cut,
+    weak: tuple[DataFrame, dict[str, int]] | None = None,
 ) -> tuple[DataFrame, dict[str, int]]:
     """(FAN + identity cluster + every fraud flag, graph figures) from the rule inputs alone.
 
@@ -120,6 +161,8 @@ def fraud_flags(
     inputs = normalised.select(*RULE_INPUTS, *range_column(normalised))
     linked, figures = linked_accounts(inputs, cfg.max_shared, cut, carry=CLUSTER_RANKING)
     verdicts = linked.transform(cluster_verdicts(cfg.ring_size))  # one join brings clusters and verdicts
+    weak_accounts, weak_figures = weak if weak is not None else weakly_linked(campaign, normalised, activity, cut)
+    figures = {**figures, **weak_figures}
     flags = (
         inputs.transform(velocity_flags(cfg.velocity.max_registrations, cfg.velocity.window_minutes))
         .transform(scalper_flags(activity, cfg.scalper.min_resale_listings, cfg.scalper.min_chargebacks))
@@ -127,6 +170,10 @@ def fraud_flags(
         # an account sharing nothing is a cluster of one: a ring only below a ring size of one
         .withColumn("_fraud_ring", F.coalesce(F.col("_fraud_ring"), F.col("cluster_size") > cfg.ring_size))
         .withColumn("_duplicate", F.coalesce(F.col("_duplicate"), F.lit(False)))
+        # the few weakly linked accounts (a broadcast-sized table at any campaign size)
+        .join(weak_accounts.select(*FAN, *WEAK_VERDICTS), FAN, "left")
+        .withColumn("_stealth_ring", F.coalesce(F.col("_stealth_ring"), F.lit(False)))
+        .withColumn("_review", F.coalesce(F.col("_review"), F.lit(False)))
         .select(*FAN, *range_column(inputs), *FRAUD_FLAGS)
     )
     return flags, figures
@@ -201,8 +248,10 @@ def screen(ctx: StageContext) -> StageReport:
         normalised = normalised_registrants(campaign, registrations, lists, bounds)
         base = layout_keeping(ctx.cut)(normalised, "normalise phones and emails")
         phones = phone_figures(base)
+    with ctx.step("weak_links"):
+        weak = weakly_linked(campaign, base, activity, ctx.cut)
     with ctx.step("identity_graph"):
-        flags, graph = fraud_flags(campaign, base, activity, ctx.cut)
+        flags, graph = fraud_flags(campaign, base, activity, ctx.cut, weak)
         figures = {**phones, **graph}
     with ctx.step("rules_and_write"), session_settings(ctx.spark, KEEP_RANGE_JOIN):
         registrants = apply_fraud_rules(campaign, base, flags)
@@ -250,4 +299,10 @@ def screen_report(registrants: DataFrame, figures: dict[str, int], dq: str, writ
         "international dialling prefix fallback (00 / 011)"
     )
     report.summary.append(f"identity graph: {figures['graph_rounds']} rounds; expectations: {dq}")
+    if "weak_fresh_accounts" in figures:
+        report.summary.append(
+            f"weak links: {figures['weak_fresh_accounts']:,} fresh accounts, {figures['weak_candidate_pairs']:,} "
+            f"candidate pairs, {figures['weak_links']:,} links ({figures['weak_rounds']} rounds); "
+            f"{figures['weak_hot_blocks']:,} hot blocks (largest {figures['weak_largest_hot_block']:,} accounts)"
+        )
     return report

@@ -70,6 +70,10 @@ def _story(fan: str, cid: str, versions: dict, rows: dict, log: dict, capacity: 
             "ineligible_reasons": list(r["ineligible_reasons"] or []),
             "identity_cluster_id": r["identity_cluster_id"],
             "cluster_size": r["cluster_size"],
+            # weakly linked (screening.weak_links): the cluster, its size and the signals of its links
+            "weak_cluster_id": r["weak_cluster_id"],
+            "weak_cluster_size": r["weak_cluster_size"],
+            "weak_signals": list(r["weak_signals"] or []),
         },
         "preferences": list(r["market_preferences"] or []),
         "score": None,
@@ -157,6 +161,11 @@ def story_lines(story: dict) -> list[str]:
         + (f" · reasons {', '.join(sc['ineligible_reasons'])}" if sc["ineligible_reasons"] else "")
     )
     out.append(f"identity cluster {sc['identity_cluster_id']} of {sc['cluster_size']} account(s)")
+    if sc.get("weak_cluster_id"):
+        out.append(
+            f"weak-link cluster {sc['weak_cluster_id']} of {sc['weak_cluster_size']} fresh account(s),"
+            f" linked by {', '.join(sc['weak_signals']) or '-'}"
+        )
     out.append(f"preferences: {' > '.join(story['preferences'])}")
     s = story["score"]
     if s:

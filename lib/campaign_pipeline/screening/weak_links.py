@@ -1,0 +1,276 @@
+"""Weak links: fresh accounts that share no identifier but too many weak signals (stealth rings).
+
+A scalper operation can give every account its own email, phone, device and card; what it rarely
+varies are the cheap things: a residential-proxy range (/24 or /48), its own catch-all email
+domain, a block of consecutive numbers, one drop postal code, one template for the email's local
+part. Honest fans share single such signals all the time (a company's domain, a campus network, a
+household), so no signal decides alone: the evidence of every signal two accounts share is added.
+
+- **Who is linked.** Only *fresh* accounts: the fan activity says the account was created at most
+  `fresh_days` before the registration. New accounts are what a stealth operation is made of;
+  established accounts (and accounts the activity does not know) are linked by exact identifiers
+  only (`screening.identity`). This also bounds the work: the activity rows are filtered by
+  creation date before anything moves, and only a few percent of a campaign's registrants (sent
+  to every task as a hash table while they are at most `BROADCAST_FRESH`) enter the step.
+- **Blocking.** Each fresh account holds one value per signal (`SIGNALS`; the phone two, blocks of
+  100 numbers offset by 50, so numbers at most 50 apart always share one). Pairs are formed inside
+  a value held by 2..`max_block` fresh accounts; a value held by more is a *hot block*: counted in
+  the figures, pairing nobody (a /24 or domain with thousands of accounts is a finding, not a join).
+  The pairs are therefore at most `max_block / 2` per account and value, whatever the data's shape.
+- **Evidence** (Fellegi–Sunter, agreements only): a shared value `v` of signal `s` held by `c` of the
+  campaign's `N` fresh accounts adds `log2(m_s * N / c)` bits (`m_s`: `weak_links.m`), so a rare value
+  weighs more than a common one and the campaign's own frequencies give the weights; the same first
+  market preference adds its bits too (compared on the pairs, never blocked on). The prior is
+  `-log2 N`. A pair is a weak link when it shares at least `min_signals` blocking signals (the
+  first market is not one) and its evidence reaches `min_weight`: one shared value never links.
+- **Clusters** are the connected components of the weak links (the identity graph's large-star /
+  small-star rounds). A cluster larger than `screening.ring_size` in which at least `ring_share` of
+  the accounts attended no event is a `STEALTH_RING`; every other linked account is `REVIEW` (kept
+  eligible, listed in the report for an operator). Each linked account records the signals of its
+  links (`weak_signals`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from campaign_pipeline.catalog import FAN, FAN_SORT
+from campaign_pipeline.config import WeakLinks
+from campaign_pipeline.screening.identity import PLACEHOLDERS, connected_components
+from campaign_pipeline.stage_context import local_cut
+
+SIGNALS = ("ip_range", "email_domain", "phone_block", "postal_code", "email_pattern")
+COMPARED = ("first_market",)
+# What the step reads of a registrant (beside FAN) and of its fan activity.
+WEAK_LINK_INPUTS = ("registered_at", "ip_address", "email_canonical", "phone_e164", "postal_code", "country")
+PREFERENCE = "market_preferences"
+
+
+@dataclass(frozen=True)
+class WeakLinkResult:
+    """`accounts`: one row per weakly linked account (FAN, `weak_cluster_id`, `weak_cluster_size`,
+    `weak_signals`, `_stealth_ring`, `_review`); `figures`: what the step saw."""
+
+    accounts: DataFrame
+    figures: dict[str, int]
+
+
+def ip_range(ip: Column) -> Column:
+    """`a.b.c.0/24` of an IPv4 address, `x:y:z::/48` of an IPv6 one (zero groups expanded, leading
+    zeros dropped), null for anything else or a placeholder."""
+    value = F.lower(F.trim(ip))
+    v4 = F.regexp_extract(value, r"^(\d{1,3}\.\d{1,3}\.\d{1,3})\.\d{1,3}$", 1)
+    head = F.when(value.contains("::"), F.substring_index(value, "::", 1)).otherwise(value)
+    groups = F.split(head, ":")
+    group = lambda i: F.coalesce(  # noqa: E731
+        F.regexp_replace(F.get(groups, i), r"^0+(?=.)", ""), F.lit("0")
+    )
+    v6 = F.concat_ws(":", group(0), group(1), group(2))
+    is_v6 = value.rlike(r"^[0-9a-f:]+$") & value.contains(":") & (F.length(F.get(groups, 0)) > 0)
+    return (
+        F.when(value.isNull() | value.isin(*PLACEHOLDERS), F.lit(None))
+        .when(F.length(v4) > 0, F.when(~v4.rlike(r"^(0|127)\."), F.concat(v4, F.lit(".0/24"))))
+        .when(is_v6, F.concat(v6, F.lit("::/48")))
+    )
+
+
+def email_shape(local: Column) -> Column:
+    """The local part's shape: a run of letters is `a`, each digit `9`, the rest kept
+    (`maria.garcia.4821` → `a.a.9999`)."""
+    return F.regexp_replace(F.regexp_replace(local, r"\p{L}+", "a"), r"\p{Nd}", "9")
+
+
+def phone_blocks(e164: Column) -> list[Column]:
+    """The two blocks of 100 numbers (the second offset by 50) an E.164 number falls in."""
+    digits = F.regexp_replace(e164, r"^\+", "")
+    as_long = F.when(digits.rlike(r"^\d{6,15}$"), digits.cast("long"))
+    return [
+        F.concat(F.lit("a"), (F.floor(as_long / 100)).cast("string")),
+        F.concat(F.lit("b"), (F.floor((as_long + 50) / 100)).cast("string")),
+    ]
+
+
+def block_values(cfg: WeakLinks) -> list[tuple[str, Column]]:
+    """(signal, value) for every blocking key of a fresh account's row (null: the account has none)."""
+    email = F.col("email_canonical")
+    domain = F.when(email.contains("@"), F.substring_index(email, "@", -1))
+    local = F.when(email.contains("@"), F.substring_index(email, "@", 1))
+    providers = [p.lower() for p in cfg.mailbox_providers]
+    postal = F.upper(F.regexp_replace(F.col("postal_code"), r"[^0-9A-Za-z]", ""))
+    usable_postal = (F.length(postal) >= 3) & ~F.lower(postal).isin(*PLACEHOLDERS) & ~postal.rlike(r"^0+$")
+    phone = F.col("phone_e164")
+    return [
+        ("ip_range", ip_range(F.col("ip_address"))),
+        ("email_domain", F.when(~domain.isin(*providers), domain)),
+        *[("phone_block", F.when(phone.isNotNull(), b)) for b in phone_blocks(phone)],
+        ("postal_code", F.when(usable_postal, F.concat(F.coalesce(F.col("country"), F.lit("")), F.lit(":"), postal))),
+        ("email_pattern", F.when(F.length(local) > 0, email_shape(local))),
+    ]
+
+
+# Fresh accounts up to this many are sent to every task as a hash table (the registrants are
+# then scanned once and moved nowhere); more are joined by a shuffle.
+BROADCAST_FRESH = 1_000_000
+
+
+def recent_accounts(activity: DataFrame, since: Column | str, fresh_days: int) -> DataFrame:
+    """FAN_SORT, `_created` (earliest account creation) and `_attended` (most events) of the fans
+    with an account created on or after `since` minus `fresh_days` days: those that can be fresh.
+
+    Activity rows are filtered before anything moves (a few percent of them), then every activity
+    row of those fans (a fan may be listed in several files) gives its earliest creation."""
+    floor = F.lit(since).cast("timestamp") - F.make_dt_interval(F.lit(fresh_days))
+    candidates = activity.where(F.col("account_created_at") >= floor).select(*FAN_SORT).distinct()
+    return (
+        activity.join(candidates, FAN_SORT)
+        .groupBy(*FAN_SORT)
+        .agg(
+            F.min("account_created_at").alias("_created"),
+            F.max("events_attended_24m").alias("_attended"),
+        )
+    )
+
+
+def fresh_accounts(registrants: DataFrame, recent: DataFrame, fresh_days: int, broadcast: bool = True) -> DataFrame:
+    """The fresh registrants: their account was created at most `fresh_days` before their
+    registration (`recent_accounts`). FAN, the signal inputs, `_first_market`, `_no_attendance`.
+
+    A registrant the fan activity does not know is not fresh: weak links need the account's age."""
+    fresh = F.col("_created") >= F.col("registered_at") - F.make_dt_interval(F.lit(fresh_days))
+    return (
+        registrants.join(F.broadcast(recent) if broadcast else recent, FAN_SORT)
+        .where(fresh)
+        .select(
+            *FAN,
+            *WEAK_LINK_INPUTS,
+            F.get(F.col(PREFERENCE), 0).alias("_first_market"),
+            (F.coalesce(F.col("_attended"), F.lit(0)) == 0).alias("_no_attendance"),
+        )
+    )
+
+
+def memberships(fresh: DataFrame, cfg: WeakLinks) -> DataFrame:
+    """(key, signal, account, first market, `holders`) for every blocking value of every fresh
+    account, partitioned by key; `holders`: how many fresh accounts hold the key."""
+    values = F.array(*[F.struct(F.lit(s).alias("signal"), v.alias("value")) for s, v in block_values(cfg)])
+    exploded = fresh.select(
+        F.col("global_user_id").alias("account"), "_first_market", F.explode(values).alias("b")
+    ).where(F.col("b.value").isNotNull())
+    keyed = exploded.select(
+        F.concat(F.col("b.signal"), F.lit("="), F.col("b.value")).alias("key"),
+        F.col("b.signal").alias("signal"),
+        "account",
+        "_first_market",
+    ).repartition("key")
+    return keyed.withColumn("holders", F.count(F.lit(1)).over(Window.partitionBy("key")))
+
+
+def candidate_pairs(members: DataFrame, cfg: WeakLinks, fresh_count: int, market_holders: DataFrame) -> DataFrame:
+    """(a, b, evidence, signals) for every pair of fresh accounts sharing a block of at most
+    `max_block` holders: the evidence of each shared signal (the rarest of its values, for the
+    phone's two blocks) plus the first market's, minus the prior."""
+    n = max(fresh_count, 2)
+    m = cfg.m.model_dump()
+    blocks = members.where(F.col("holders").between(2, cfg.max_block))
+    left = blocks.select("key", "signal", "holders", F.col("account").alias("a"), F.col("_first_market").alias("ma"))
+    right = blocks.select("key", F.col("account").alias("b"), F.col("_first_market").alias("mb"))
+    m_of = F.element_at(F.create_map(*[x for s in SIGNALS for x in (F.lit(s), F.lit(float(m[s])))]), F.col("signal"))
+    shared = (
+        left.join(right, "key")
+        .where(F.col("a") < F.col("b"))
+        .select("a", "b", "signal", "ma", "mb", F.log2(m_of * F.lit(float(n)) / F.col("holders")).alias("w"))
+        .groupBy("a", "b", "signal")
+        .agg(F.max("w").alias("w"), F.first("ma").alias("ma"), F.first("mb").alias("mb"))
+    )
+    pairs = shared.groupBy("a", "b").agg(
+        # summed in a fixed order: the same evidence to the last bit whatever order the rows came in
+        F.aggregate(F.array_sort(F.collect_list("w")), F.lit(0.0), lambda acc, x: acc + x).alias("w"),
+        F.array_sort(F.collect_list("signal")).alias("signals"),
+        F.first("ma").alias("ma"),
+        F.first("mb").alias("mb"),
+    )
+    same_market = pairs.join(F.broadcast(market_holders), pairs["ma"] == market_holders["_first_market"], "left")
+    market_w = F.when(
+        (F.col("ma") == F.col("mb")) & F.col("market_holders").isNotNull(),
+        F.log2(F.lit(float(m["first_market"]) * n) / F.col("market_holders")),
+    )
+    return same_market.select(
+        "a",
+        "b",
+        F.size("signals").alias("shared"),  # blocking signals shared (the first market is not one)
+        (F.col("w") + F.coalesce(market_w, F.lit(0.0)) - F.lit(math.log2(n))).alias("evidence"),
+        F.when(market_w.isNotNull(), F.concat("signals", F.array(F.lit("first_market"))))
+        .otherwise(F.col("signals"))
+        .alias("signals"),
+    )
+
+
+def weak_links(
+    registrants: DataFrame, activity: DataFrame, cfg: WeakLinks, ring_size: int, cut=local_cut
+) -> WeakLinkResult:
+    """The weakly linked accounts of `registrants` (one campaign's rule inputs: FAN,
+    `WEAK_LINK_INPUTS`, `market_preferences`) given their fan `activity` (see the module), and the
+    step's figures."""
+    earliest = registrants.agg(F.min("registered_at")).first()[0]
+    recent = cut(recent_accounts(activity, F.lit(earliest), cfg.fresh_days), "weak links recent accounts")
+    small = recent.count() <= BROADCAST_FRESH
+    fresh = cut(fresh_accounts(registrants, recent, cfg.fresh_days, small), "weak links fresh accounts")
+    members = cut(memberships(fresh, cfg), "weak links blocks")
+    n = fresh.count()
+    hot = (
+        members.where(F.col("holders") > cfg.max_block)
+        .groupBy("key")
+        .agg(F.max("holders").alias("holders"))
+        .agg(F.count(F.lit(1)).alias("hot"), F.max("holders").alias("largest"))
+        .first()
+    )
+    market_holders = (
+        fresh.where(F.col("_first_market").isNotNull())
+        .groupBy("_first_market")
+        .agg(F.count(F.lit(1)).alias("market_holders"))
+    )
+    pairs = cut(candidate_pairs(members, cfg, n, market_holders), "weak links candidate pairs")
+    linked_pair = (F.col("evidence") >= cfg.min_weight) & (F.col("shared") >= cfg.min_signals)
+    links = pairs.where(linked_pair)
+    counted = pairs.agg(F.count(F.lit(1)).alias("pairs"), F.sum(linked_pair.cast("long")).alias("links")).first()
+    figures = {
+        "weak_fresh_accounts": n,
+        "weak_candidate_pairs": int(counted["pairs"] or 0),
+        "weak_links": int(counted["links"] or 0),
+        "weak_hot_blocks": int(hot["hot"] or 0),
+        "weak_largest_hot_block": int(hot["largest"] or 0),
+    }
+    edges = links.select(F.col("a").alias("key"), F.col("a").alias("account")).unionByName(
+        links.select(F.col("a").alias("key"), F.col("b").alias("account"))
+    )
+    clusters, rounds = connected_components(edges, cut)
+    figures["weak_rounds"] = rounds
+    ends = links.select(F.col("a").alias("account"), "signals").unionByName(
+        links.select(F.col("b").alias("account"), "signals")
+    )
+    signals = ends.groupBy("account").agg(
+        F.array_sort(F.array_distinct(F.flatten(F.collect_list("signals")))).alias("weak_signals")
+    )
+    linked = (
+        clusters.join(signals, "account")
+        .join(fresh.select(*FAN, "_no_attendance"), F.col("account") == F.col("global_user_id"))
+        .drop("account")
+    )
+    verdicts = linked.groupBy("cluster").agg(
+        F.count(F.lit(1)).alias("weak_cluster_size"),
+        F.avg(F.col("_no_attendance").cast("double")).alias("_share"),
+    )
+    stealth = (F.col("weak_cluster_size") > ring_size) & (F.col("_share") >= cfg.ring_share)
+    accounts = linked.join(verdicts, "cluster").select(
+        *FAN,
+        F.col("cluster").alias("weak_cluster_id"),
+        "weak_cluster_size",
+        "weak_signals",
+        stealth.alias("_stealth_ring"),
+        (~stealth).alias("_review"),
+    )
+    return WeakLinkResult(cut(accounts, "weak links verdicts"), figures)

@@ -233,9 +233,10 @@ class WeakLinks(_Model):
         2, ge=1, description="a weak link shares at least this many weak signals (the first market never counts)"
     )
     min_weight: float = Field(
-        2.0,
+        -3.0,
         description="a candidate pair is a weak link when its evidence, in bits (log2 odds that the two accounts "
-        "are one operation, with the prior 1 / fresh accounts), is at least this",
+        "are one operation, with the prior 1 / fresh accounts), is at least this: -3 is odds of 1 to 8, as a ring "
+        "makes its own values common; the cluster verdict (STEALTH_RING or REVIEW) is what decides",
     )
     ring_share: float = Field(
         0.8,

@@ -94,12 +94,16 @@ def _run(args) -> int:
             "blocked_ineligible": "blocked / disposable / international ineligible",
             "allowlisted_eligible": "allow-listed accounts kept",
             "phone_e164_match": "valid planted phones normalised to the true E.164",
+            "stealth_ineligible": "stealth-ring accounts ineligible (stealth recall)",
         }
         for key, label in labels.items():
             value = quality.get(key)
             print(f"  {label:<52} {'n/a' if value is None else f'{value:.2%}'}")
         found = {k[6:]: v for k, v in quality.items() if k.startswith("found:") and v is not None}
         print("  planted tags found: " + ", ".join(f"{tag} {v:.2%}" for tag, v in found.items()))
+        decoys = {k[15:]: v for k, v in quality.items() if k.startswith("decoy_eligible:") and v is not None}
+        if decoys:
+            print("  decoys kept eligible: " + ", ".join(f"{kind} {v:.2%}" for kind, v in decoys.items()))
     print(f"\nrun id {report.run_id}; campaign config {out.campaign_yaml}")
     last = _demo_notify(spark, campaign, env, all_waves=args.all_waves) or now
     import io

@@ -25,8 +25,9 @@ household), so no signal decides alone: the evidence of every signal two account
   first market is not one) and its evidence reaches `min_weight`: one shared value never links.
 - **Clusters** are the connected components of the weak links (the identity graph's large-star /
   small-star rounds). A cluster larger than `screening.ring_size` in which at least `ring_share` of
-  the accounts attended no event is a `STEALTH_RING`; every other linked account is `REVIEW` (kept
-  eligible, listed in the report for an operator). Each linked account records the signals of its
+  the accounts attended no event is a `STEALTH_RING`, and so is a smaller cluster, as idle, that
+  shares any value with one of its accounts (a ring spread over two proxy ranges); every other
+  linked account is `REVIEW` (kept eligible, listed in the report for an operator). Each linked account records the signals of its
   links (`weak_signals`).
 """
 
@@ -264,8 +265,25 @@ def weak_links(
         F.count(F.lit(1)).alias("weak_cluster_size"),
         F.avg(F.col("_no_attendance").cast("double")).alias("_share"),
     )
-    stealth = (F.col("weak_cluster_size") > ring_size) & (F.col("_share") >= cfg.ring_share)
-    accounts = linked.join(verdicts, "cluster").select(
+    mostly_idle = F.col("_share") >= cfg.ring_share
+    judged = cut(
+        linked.join(verdicts, "cluster").withColumn("_ring", (F.col("weak_cluster_size") > ring_size) & mostly_idle),
+        "weak links clusters",
+    )
+    # A small cluster mostly without attendance that shares any value with a STEALTH_RING account is
+    # the same operation (a ring spread over two proxy ranges, say): it is one too.
+    ring_accounts = judged.where("_ring").select(F.col("global_user_id").alias("a"))
+    idle_small = judged.where(~F.col("_ring") & mostly_idle).select(F.col("global_user_id").alias("b"), "cluster")
+    either_way = pairs.select("a", "b").unionByName(pairs.select(F.col("b").alias("a"), F.col("a").alias("b")))
+    joined = (
+        either_way.join(ring_accounts, "a")
+        .join(idle_small, "b")
+        .select("cluster")
+        .distinct()
+        .withColumn("_joined", F.lit(True))
+    )
+    stealth = F.col("_ring") | F.coalesce(F.col("_joined"), F.lit(False))
+    accounts = judged.join(joined, "cluster", "left").select(
         *FAN,
         F.col("cluster").alias("weak_cluster_id"),
         "weak_cluster_size",

@@ -5,6 +5,9 @@
   emails, do-not-text, malformed rows) with its rate and the tags or quarantine reason it must
   produce;
 - `synth.accounts`: how the accounts' columns are drawn (seeded hashes, no driver memory);
+- `synth.stealth`: stealth rings (scalper operations sharing no exact identifier, only weak
+  signals) and decoys (honest fans sharing single weak signals), carved from would-be genuine
+  single accounts so every other account stays as it was;
 - `synth.writers`: the landing files and the truth.
 
 Output under `<out>/`: `<campaign_id>/` (landing files), `<campaign_id>/_truth/accounts`

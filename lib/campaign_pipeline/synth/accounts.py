@@ -31,10 +31,26 @@ from campaign_pipeline.synth.spec import (
     RING_RATE,
     ROLE_TAGS,
     SECOND_DUPLICATE_RATE,
+    STEALTH_MAX_RESALE,
     WINDOW_SECONDS,
     WINDOW_START,
     SynthSpec,
 )
+from campaign_pipeline.synth.stealth import (
+    carve,
+    email_column,
+    ip_column,
+    layout,
+    name_columns,
+    phone_of,
+    postal_column,
+    preferences_column,
+    stealth_phones,
+    tactics,
+)
+
+# Columns of stealth rings and decoys that replace the genuine draw where set (dropped once used).
+OVERRIDES = ("_o_email", "_o_e164", "_o_ip", "_o_postal", "_o_prefs")
 
 
 class Draw:
@@ -130,6 +146,7 @@ def accounts(spark: SparkSession, spec: SynthSpec, campaign: Campaign) -> DataFr
     """One row per planted account with every generated attribute and its ground truth."""
     d = Draw(spec.seed)
     n = spec.registrants
+    lay = layout(spec)
     n_rings = max(1, round(n * RING_RATE * 5 / 8 / RING_MEMBERS))  # 5 of 8 slots may hold ring accounts
     a = F.col("acct")
     slot = F.pmod(a, F.lit(8))
@@ -138,44 +155,72 @@ def accounts(spark: SparkSession, spec: SynthSpec, campaign: Campaign) -> DataFr
     prev_dup1 = (F.pmod(a - 1, F.lit(8)) == 1) & (d.uniform("dup1", a - 1) < DUPLICATE_RATE)
     dup2 = (slot == 2) & prev_dup1 & (d.uniform("dup2", a) < SECOND_DUPLICATE_RATE)
     ring = (slot >= 3) & (d.uniform("ring", a) < RING_RATE)
+    # Stealth rings and decoys are carved from would-be genuine single accounts (`synth.stealth`).
+    kind, group = F.col("carve_kind"), F.col("carve_group")
+    stealth = kind.eqNullSafe("stealth")
     df = (
         spark.range(n)
         .withColumnRenamed("id", "acct")
+        .transform(carve(d, lay))
+        .select("*", F.when(stealth, tactics(d, group)).alias("stealth_tactics"))
+        .transform(stealth_phones(d, lay))  # the number search runs over these few columns
         .select(
             "acct",
-            F.when(ring, "ring").when(dup1 | dup2, "duplicate").otherwise("genuine").alias("role"),
+            F.when(ring, "ring")
+            .when(dup1 | dup2, "duplicate")
+            .when(stealth, "stealth")
+            .otherwise("genuine")
+            .alias("role"),
             F.when(dup1, a - 1).when(dup2, a - 2).otherwise(a).alias("person_id"),
             F.when(ring, d.below("ring_id", n_rings, a)).alias("ring_id"),
+            F.when(stealth, group).alias("stealth_ring_id"),
+            "stealth_tactics",
+            F.when(kind.isNotNull() & ~stealth, kind).alias("decoy"),
+            F.when(kind.isin("company", "campus", "family"), group).alias("decoy_group"),
+            "carve_kind",
+            "carve_group",
+            "carve_rank",
+            "carve_size",
+            "_o_e164",
         )
     )
     p = F.col("person_id")
     is_ring = F.col("role") == "ring"
     solo = (F.pmod(p, F.lit(8)) >= 3) & ~is_ring  # a person with a single account
-    flags = planted_flags(d, n, {"single": solo, "ring": is_ring, "any": F.lit(True)})
+    carved = kind.isNotNull()  # no planted case applies to a stealth or decoy account but do-not-text
+    flags = planted_flags(d, n, {"single": solo & ~carved, "ring": is_ring, "any": F.lit(True)})
+    first, last = name_columns(d)
     df = df.select(
         "*",
         F.concat(F.lit("U"), F.lpad(F.hex(d.hash("uid", a)), 16, "0")).alias("global_user_id"),
         F.concat(F.lit("M"), (a + 10_000_000).cast("string")).alias("member_id"),
-        d.pick("first", FIRST, p).alias("first_name"),
-        d.pick("last", LAST, p).alias("last_name"),
-        solo.alias("single_account"),
+        F.coalesce(first, d.pick("first", FIRST, p)).alias("first_name"),
+        F.coalesce(last, d.pick("last", LAST, p)).alias("last_name"),
+        (solo & ~stealth).alias("single_account"),
         *[flag.alias(name) for name, flag in flags.items()],
         F.when(is_ring, d.uniform("conf", a) < 0.2).otherwise(d.uniform("conf", a) < 0.85).alias("phone_confirmed"),
     )
     df = df.withColumn("expected_tags", expected_tags())
+    df = df.select(
+        "*",
+        email_column(d).alias("_o_email"),
+        ip_column(d).alias("_o_ip"),
+        postal_column(d).alias("_o_postal"),
+        preferences_column(d, campaign.market_ids, [m.capacity for m in campaign.markets]).alias("_o_prefs"),
+    )
     # Materialise the flags: every later column reads them, and inlining them everywhere makes
     # generated code too large to compile.
     df = df.localCheckpoint(eager=False)
     df = df.transform(_phones(d)).transform(_emails(d)).transform(_devices(d, n_rings))
     df = df.transform(_preferences(d, campaign)).transform(_registration_time(d))
-    return df
+    return df.drop(*OVERRIDES)
 
 
 def _phones(d: Draw):
     def transform(df: DataFrame) -> DataFrame:
         p, a = F.col("person_id"), F.col("acct")
         # Injective per person (p < 160M): an affine permutation split into area slot and local number.
-        mixed = F.pmod(p * 48_271 + 7_654_321, F.lit(160_000_000))
+        mixed = phone_of(p)
         area = F.element_at(F.array(*[F.lit(x) for x in AREAS]), (F.pmod(mixed, F.lit(len(AREAS))) + 1).cast("int"))
         local = (mixed / len(AREAS)).cast("long")
         exchange = (F.floor(local / 10000) + 200).cast("string")
@@ -193,9 +238,11 @@ def _phones(d: Draw):
             .when(F.col("invalid_phone"), F.lit(None))
             .when(F.col("shared_phone"), F.lit(CALL_CENTRE_PHONE))
             .when(F.col("intl"), intl_e164)
+            .when(F.col("_o_e164").isNotNull(), F.col("_o_e164"))
             .otherwise(nanp)
         )
-        country = F.when(F.col("intl"), intl_country).when(canada, "CA").otherwise("US")
+        stealth = F.col("_o_e164").isNotNull()  # always a US number
+        country = F.when(F.col("intl"), intl_country).when(stealth, "US").when(canada, "CA").otherwise("US")
         fmt = d.below("phone_fmt", 8, a)
         ten = F.substring(e164, 3, 10)
         A, E, L = F.substring(ten, 1, 3), F.substring(ten, 4, 3), F.substring(ten, 7, 4)
@@ -257,7 +304,7 @@ def _emails(d: Draw):
             .when(is_dup, F.concat(local, F.lit("x")))
             .otherwise(local)
         )
-        clean = F.concat(user, F.lit("@"), domain)
+        clean = F.coalesce(F.col("_o_email"), F.concat(user, F.lit("@"), domain))
         # Typed: mixed case and stray spaces for some.
         style = d.below("email_style", 6, a)
         typed = (
@@ -302,8 +349,8 @@ def _devices(d: Draw, n_rings: int):
         return (
             df.withColumn("device_id", device)
             .withColumn("payment_fingerprint", card)
-            .withColumn("ip_address", ip)
-            .withColumn("postal_code", postal)
+            .withColumn("ip_address", F.coalesce(F.col("_o_ip"), ip))
+            .withColumn("postal_code", F.coalesce(F.col("_o_postal"), postal))
         )
 
     return transform
@@ -330,6 +377,7 @@ def _preferences(d: Draw, campaign: Campaign):
             lambda t: F.struct((-F.log(d.uniform("pref", a, t["i"]) + 1e-12) / t["w"]).alias("k"), t["m"].alias("m")),
         )
         chosen = F.slice(F.transform(F.array_sort(keyed), lambda s: s["m"]), 1, n_pref)
+        chosen = F.coalesce(F.col("_o_prefs"), chosen)
         locale = F.element_at(
             F.array(*[F.lit(m.locale) for m in campaign.markets]),
             F.array_position(F.array(*[F.lit(i) for i in ids]), F.element_at(chosen, 1)).cast("int"),
@@ -366,13 +414,25 @@ def _registration_time(d: Draw):
 
 
 def fan_activity(d: Draw, acc: DataFrame) -> DataFrame:
-    """Fan activity: most registrants have a history; genuine fans are more active than rings."""
+    """Fan activity: most registrants have a history; genuine fans are more active than rings.
+    Stealth and decoy accounts always have a row: stealth accounts are weeks old, never attended,
+    resell below the scalper threshold; new fans are days old; campuses mix new and old accounts."""
     a = F.col("acct")
     ring = F.col("role") == "ring"
+    stealth = F.col("role") == "stealth"
+    decoy = F.col("decoy")
+    new_fan = decoy.eqNullSafe("new_fan")
     u = lambda name: d.uniform(name, a)  # noqa: E731
-    return acc.where(d.uniform("has_activity", a) < 0.92).select(
+    start = int(WINDOW_START.timestamp())
+    days_before = lambda lo, hi, name: F.timestamp_seconds(  # noqa: E731
+        F.lit(start) - (F.lit(lo * 86400) + u(name) * ((hi - lo) * 86400)).cast("long")
+    )
+    return acc.where((d.uniform("has_activity", a) < 0.92) | stealth | decoy.isNotNull()).select(
         "global_user_id",
-        F.when(ring, F.timestamp_seconds(F.lit(int(WINDOW_START.timestamp())) - (u("age") * 60 * 86400).cast("long")))
+        F.when(ring, F.timestamp_seconds(F.lit(start) - (u("age") * 60 * 86400).cast("long")))
+        .when(stealth, days_before(3, 45, "age"))
+        .when(new_fan, days_before(1, 30, "age"))
+        .when(decoy.eqNullSafe("campus") & (u("campus_new") < 0.3), days_before(1, 90, "age"))
         .otherwise(
             F.timestamp_seconds(
                 F.lit(int(dt.datetime(2008, 1, 1, tzinfo=dt.UTC).timestamp()))
@@ -381,17 +441,27 @@ def fan_activity(d: Draw, acc: DataFrame) -> DataFrame:
         )
         .alias("account_created_at"),
         F.when(ring, F.floor(u("tix") * 3))
+        .when(stealth, F.floor(u("tix") * 4))
+        .when(new_fan, F.floor(u("tix") * 3))
         .otherwise(F.floor(u("tix") * u("tix2") * 14))
         .cast("long")
         .alias("tickets_purchased_24m"),
-        F.when(ring, F.lit(0)).otherwise(F.floor(u("tix") * u("tix2") * 10)).cast("long").alias("events_attended_24m"),
-        F.when(ring, F.lit(0)).otherwise(F.floor(u("atix") * 4)).cast("long").alias("artist_tickets_purchased"),
+        F.when(ring | stealth | new_fan, F.lit(0))
+        .otherwise(F.floor(u("tix") * u("tix2") * 10))
+        .cast("long")
+        .alias("events_attended_24m"),
+        F.when(ring | stealth | new_fan, F.lit(0))
+        .otherwise(F.floor(u("atix") * 4))
+        .cast("long")
+        .alias("artist_tickets_purchased"),
         F.when(ring, F.floor(u("streams") * 5))
+        .when(stealth, F.floor(u("streams") * 6))
         .otherwise(F.floor(F.pow(u("streams"), 3) * 5000))
         .cast("long")
         .alias("artist_streams_90d"),
         F.when(ring, F.floor(u("resale") * 50) + 10)
-        .when(u("resale") < 0.92, F.lit(0))
+        .when(stealth, F.floor(u("resale") * (STEALTH_MAX_RESALE + 1)))
+        .when(new_fan | (u("resale") < 0.92), F.lit(0))
         .otherwise(F.floor(u("resale2") * 3) + 1)
         .cast("long")
         .alias("resale_listings_24m"),

@@ -23,6 +23,18 @@ def _arguments(synth: argparse.ArgumentParser) -> None:
         choices=["csv", "tsv", "json", "parquet", "avro", "mixed"],
         help="mixed: half the files CSV, half JSON lines",
     )
+    synth.add_argument(
+        "--stealth-rings",
+        type=int,
+        default=None,
+        help="stealth rings to plant (default: one per 1,000 registrants, at least one; 0: none)",
+    )
+    synth.add_argument(
+        "--no-decoys",
+        dest="decoys",
+        action="store_false",
+        help="plant no decoys (companies, campuses, families and new fans that must stay eligible)",
+    )
 
 
 def _run(args) -> int:
@@ -37,6 +49,8 @@ def _run(args) -> int:
         seed=args.seed,
         registration_files=args.files,
         registrations_format=args.registrations_format,
+        stealth_rings=args.stealth_rings,
+        decoys=args.decoys,
     )
     out = generate(spark, spec, args.out)
     print(f"landing files: {out.landing}\ncampaign config: {out.campaign_yaml}\nground truth: {out.truth}")

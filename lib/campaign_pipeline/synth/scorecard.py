@@ -11,6 +11,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from campaign_pipeline.screening.rules import DISQUALIFYING, TAG_ORDER
+from campaign_pipeline.synth.spec import DECOYS
 
 BLOCKING = ("BLOCKED_EMAIL", "BLOCKED_DOMAIN")
 
@@ -21,8 +22,14 @@ def _expects(*tags: str) -> Column:
 
 def screening_quality(registrants: DataFrame, truth: DataFrame, allow_intl_phones: bool = False) -> dict[str, float]:
     """Rates the quality bar is stated in (each in [0, 1], 1 is perfect), plus `found:<TAG>` per
-    planted tag: the share of accounts expected to carry the tag that got it."""
+    planted tag: the share of accounts expected to carry the tag that got it. Stealth rings:
+    `stealth_ineligible` (the share of stealth-ring accounts screened out) and `stealth_rings`
+    (how many were planted); decoys: `decoy_eligible:<kind>` (the share kept eligible). A rate is
+    None when nothing it counts was planted (or the truth predates the column)."""
     t = truth.where(F.col("malformed").isNull())
+    for name, kind in (("decoy", "string"), ("stealth_ring_id", "long")):
+        if name not in t.columns:  # a truth written before stealth rings and decoys
+            t = t.withColumn(name, F.lit(None).cast(kind))
     j = t.join(registrants.select("global_user_id", "eligible", "phone_e164", "tags"), "global_user_id")
     disqualifying = [x for x in DISQUALIFYING if not (allow_intl_phones and x == "INTL_PHONE")]
     clean_genuine = (F.col("role") == "genuine") & F.col("single_account") & ~_expects(*disqualifying)
@@ -45,6 +52,9 @@ def screening_quality(registrants: DataFrame, truth: DataFrame, allow_intl_phone
             "phone_e164_match"
         ),
         *[rate(_expects(tag), F.array_contains("tags", tag)).alias(f"found:{tag}") for tag in planted],
+        rate(F.col("role") == "stealth", ~F.col("eligible")).alias("stealth_ineligible"),
+        *[rate(F.col("decoy") == k.kind, F.col("eligible")).alias(f"decoy_eligible:{k.kind}") for k in DECOYS],
+        F.count_distinct("stealth_ring_id").alias("stealth_rings"),
     ).first()
     persons = (
         j.where(F.col("role") != "ring")

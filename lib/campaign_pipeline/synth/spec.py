@@ -174,6 +174,13 @@ class SynthSpec:
     registrations_format: str = "csv"  # csv, tsv, json (lines), parquet, avro; mixed: half CSV, half JSON lines
     malformed_rate: float = 0.0005
     capacity_ratio: float = 0.35  # total codes / registrants
+    stealth_rings: int | None = None  # None: max(1, registrants // 1000); 0: none
+    decoys: bool = True  # honest look-alikes of stealth rings (companies, campuses, families, new fans)
+
+    def stealth_ring_count(self) -> int:
+        if self.stealth_rings is None:
+            return max(1, self.registrants // STEALTH_REGISTRANTS_PER_RING)
+        return max(0, self.stealth_rings)
 
 
 @dataclass(frozen=True)
@@ -214,7 +221,50 @@ DUPLICATE_RATE = 0.24  # slot 1: a second account of the person in slot 0
 SECOND_DUPLICATE_RATE = 0.35  # slot 2: a third account, when slot 1 is a duplicate
 RING_RATE = 0.04  # slots 3-7: a ring account
 RING_MEMBERS = 14
-ROLE_TAGS = {"ring": ("FRAUD_RING",), "duplicate": (), "genuine": ()}  # duplicates: exactly one per person stays
+# duplicates: exactly one per person stays
+ROLE_TAGS = {"ring": ("FRAUD_RING",), "duplicate": (), "genuine": (), "stealth": ("STEALTH_RING",)}
+
+# Stealth rings: scalper operations sharing no exact identifier (own email, phone, device, card and
+# IP per account), registering across the whole window, resale under the scalper threshold; each
+# ring uses 2-4 of these tactics, which screening can only link as weak signals.
+STEALTH_TACTICS = (
+    "proxy24",  # every account its own IPv4 address, all in the ring's /24 (some rings: two /24s)
+    "catchall_domain",  # first.last<dd>@<the ring's own domain>.com
+    "number_block",  # consecutive US mobile numbers: base + rank * step (step 1-3), within 100
+    "pattern_local",  # a freemail local part from the ring's template (never with catchall_domain)
+    "drop_postal",  # one postal code for the whole ring
+)
+STEALTH_REGISTRANTS_PER_RING = 1000  # the default number of rings: one per this many registrants
+STEALTH_RING_SIZE = (8, 30)
+STEALTH_TACTICS_PER_RING = (2, 4)
+STEALTH_MAX_RESALE = 9  # resale listings stay below the scalper threshold (10)
+# pattern_local templates: (the local part's fields, digits); the digits differ per account.
+PATTERN_TEMPLATES = (
+    ("{first}_{last}_", 4),
+    ("{first}.{last}.", 3),
+    ("{first}{last}_", 3),
+    ("{last}.{first}", 4),
+)
+
+
+@dataclass(frozen=True)
+class DecoyKind:
+    """Honest fans sharing single weak signals, who must stay eligible: `kind` is the truth's
+    `decoy`; groups of `size` accounts (drawn per group), each group owning `slot` account numbers."""
+
+    kind: str
+    size: tuple[int, int]
+    slot: int
+    description: str = ""
+
+
+DECOY_RATE = 0.005  # share of registrants per decoy kind (at least one group of each)
+DECOYS = (
+    DecoyKind("family", (2, 5), 16, "one exact IP, postal code and last name; own emails and phones"),
+    DecoyKind("new_fan", (5, 5), 8, "fresh account, no event, nothing shared (every single account of its slot)"),
+    DecoyKind("company", (15, 60), 128, "first.last@<company>.com, one office /24, one postal code, old accounts"),
+    DecoyKind("campus", (100, 300), 640, "one /24 (some exact IPs shared), one postal code, ~30% new accounts"),
+)
 
 PLANTED: tuple[PlantedCase, ...] = (
     # phones (single-account people only, so duplicates stay linked by their phone)

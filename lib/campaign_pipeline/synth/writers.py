@@ -36,6 +36,10 @@ TRUTH_COLUMNS = [
     "truth_email",
     "truth_registered_at",
     "country",
+    "stealth_ring_id",
+    "stealth_tactics",
+    "decoy",
+    "decoy_group",
 ]
 
 

@@ -1,0 +1,69 @@
+"""Stealth rings (scalper accounts that share no identifier) on synthetic campaigns of several seeds:
+screening as the stage runs it, on the generated accounts (no landing files: ingest is covered by
+test_synthetic_campaign), against the ground truth."""
+
+from __future__ import annotations
+
+import pytest
+from pyspark.sql import functions as F
+
+from campaign_pipeline.screening.stage import screen_registrants
+from campaign_pipeline.synth import SynthSpec
+from campaign_pipeline.synth.accounts import Draw, accounts, fan_activity, make_campaign
+from campaign_pipeline.synth.scorecard import screening_quality
+from campaign_pipeline.synth.spec import ALLOWED_PATTERN, BLOCKED_DOMAIN
+
+N = 10_000
+SEEDS = (101, 202, 303)
+
+
+def _screened(spark, seed: int):
+    spec = SynthSpec(campaign_id=f"stealth-{seed}", registrants=N, markets=6, seed=seed, stealth_rings=20)
+    campaign = make_campaign(spec)
+    acc = accounts(spark, spec, campaign).localCheckpoint()
+    registrations = acc.select(
+        F.lit(spec.campaign_id).alias("campaign_id"),
+        "global_user_id",
+        "member_id",
+        "email",
+        "phone",
+        "phone_confirmed",
+        "first_name",
+        "last_name",
+        "locale",
+        "country",
+        "postal_code",
+        "market_preferences",
+        F.col("truth_registered_at").alias("registered_at"),
+        "ip_address",
+        "device_id",
+        "payment_fingerprint",
+        "do_not_text",
+        F.lit("registrations.csv").alias("source_file"),
+        F.col("acct").alias("source_line"),
+    )
+    activity = fan_activity(Draw(spec.seed), acc).withColumn("campaign_id", F.lit(spec.campaign_id))
+    blocked = [r["truth_email"] for r in acc.where("blocked_email").select("truth_email").collect()]
+    lists = {"blocked_emails": blocked, "blocked_domains": [BLOCKED_DOMAIN], "allowed_patterns": [ALLOWED_PATTERN]}
+    registrants, figures = screen_registrants(campaign, registrations, activity, lists)
+    truth = acc.withColumn("malformed", F.lit(None).cast("string"))
+    return screening_quality(registrants, truth), figures, registrants, truth
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_stealth_rings_are_caught_and_honest_look_alikes_stay_eligible(spark, seed):
+    q, figures, registrants, truth = _screened(spark, seed)
+    assert q["stealth_ineligible"] >= 0.95, q
+    assert q["clean_genuine_eligible"] >= 0.995, q
+    for kind in ("company", "campus", "family", "new_fan"):
+        assert q[f"decoy_eligible:{kind}"] >= 0.98, (kind, q)
+    # today's figures hold beside the new rule
+    assert q["ring_ineligible"] >= 0.99 and q["blocked_ineligible"] == 1.0, q
+    assert figures["weak_links"] > 0 and figures["weak_candidate_pairs"] >= figures["weak_links"]
+    # every caught ring account names the signals that linked it, and its cluster's size
+    caught = (
+        registrants.join(truth.where("role = 'stealth'").select("global_user_id", "stealth_tactics"), "global_user_id")
+        .where(F.array_contains("tags", "STEALTH_RING"))
+        .collect()
+    )
+    assert caught and all(r["weak_cluster_size"] > 6 and r["weak_signals"] for r in caught)

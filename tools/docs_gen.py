@@ -48,7 +48,8 @@ TAG_RULES = {
     "STEALTH_RING": "a fresh account in a weak-link cluster of more than `screening.ring_size` accounts (6) of which "
     "at least `screening.weak_links.ring_share` (80 %) attended no event; fresh accounts are weakly linked when the "
     "weak signals they share (IP /24 or /48, non-provider email domain, phone block of 100, postal code, email "
-    "pattern, first market) add up to `screening.weak_links.min_weight` bits of evidence (see Weak links below)",
+    "pattern, first market) add up to `screening.weak_links.min_weight` bits of evidence (see Weak links below); "
+    "or a smaller weak-link cluster, as idle, that shares a value with such an account",
     "REVIEW": "weakly linked, but not a STEALTH_RING (a cluster of at most `screening.ring_size` accounts, or one "
     "where more than 20 % attended an event): listed in the report for an operator",
 }

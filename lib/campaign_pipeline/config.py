@@ -243,7 +243,15 @@ class WeakLinks(_Model):
         gt=0,
         le=1,
         description="a weak-link cluster larger than screening.ring_size is a STEALTH_RING when at least this "
-        "share of its accounts attended no event; otherwise (and every smaller cluster) REVIEW",
+        "share of its accounts attended no event (and resale_share resell); otherwise (and every smaller "
+        "cluster) REVIEW",
+    )
+    resale_share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="a STEALTH_RING also needs at least this share of its accounts with resale listings (any, "
+        "below the scalper threshold too); 0 decides on size and attendance alone",
     )
     mailbox_providers: list[str] = Field(
         default_factory=lambda: list(MAILBOX_PROVIDERS),

@@ -20,9 +20,10 @@ OLD = REGISTERED - dt.timedelta(days=3000)
 SCHEMA = (
     "campaign_id string, global_user_id string, registered_at timestamp, ip_address string, "
     "email_canonical string, phone_e164 string, postal_code string, country string, "
-    "market_preferences array<string>, account_created_at timestamp, events_attended_24m long"
+    "market_preferences array<string>, account_created_at timestamp, events_attended_24m long, "
+    "resale_listings_24m long"
 )
-ACTIVITY = ("campaign_id", "global_user_id", "account_created_at", "events_attended_24m")
+ACTIVITY = ("campaign_id", "global_user_id", "account_created_at", "events_attended_24m", "resale_listings_24m")
 
 
 def _account(i: int, **over) -> dict:
@@ -40,6 +41,7 @@ def _account(i: int, **over) -> dict:
         "market_preferences": [f"M{i % 7}"],
         "account_created_at": FRESH,
         "events_attended_24m": 0,
+        "resale_listings_24m": 0,
     }
     return row | over
 
@@ -59,7 +61,7 @@ def _ring(start: int, size: int, **shared) -> list[dict]:
     out = []
     for k in range(size):
         i = start + k
-        row = _account(i)
+        row = _account(i, resale_listings_24m=1 + k % 9)  # resells, under the scalper threshold
         if "ip" in shared:
             row["ip_address"] = f"{shared['ip']}.{k + 2}"
         if "domain" in shared:
@@ -119,9 +121,12 @@ def test_established_or_attending_accounts_are_not_stealth_rings(spark):
         for k, r in enumerate(_ring(100, 10, ip="192.0.3", postal="02139"))
     ]
     small = _ring(200, 4, ip="192.0.4", postal="02140")
-    accounts, _ = _linked(spark, company + mixed + small + [_account(500 + i) for i in range(600)])
+    # new students behind one campus network: no event yet, but they do not resell
+    campus = [dict(r, resale_listings_24m=0) for r in _ring(300, 40, ip="192.0.5", postal="02141")]
+    accounts, _ = _linked(spark, company + mixed + small + campus + [_account(500 + i) for i in range(600)])
     assert not any(r["global_user_id"] in accounts for r in company)  # only fresh accounts are linked
-    assert {accounts[r["global_user_id"]]["_review"] for r in mixed + small} == {True}
+    assert {accounts[r["global_user_id"]]["_review"] for r in mixed + small + campus} == {True}
+    assert {accounts[r["global_user_id"]]["weak_cluster_size"] for r in campus} == {40}
     assert not any(a["_stealth_ring"] for a in accounts.values())
 
 
@@ -181,6 +186,16 @@ def test_accounts_that_share_no_weak_signal_are_never_linked(spark, seed):
         assert keys[p["a"]] & keys[p["b"]], (p["a"], p["b"])
     accounts, _ = _linked(spark, rows, cfg)
     assert set(accounts) <= sharing and set(accounts)
+
+
+def test_a_ring_too_big_to_pair_is_one_crowd_not_a_hot_block(spark):
+    ring = _ring(0, 150, ip="198.51.100", domain="vk3q-tix.com", postal="90210")
+    for k, row in enumerate(ring):  # 150 addresses in one /24 (two blocks of 75 hosts)
+        row["ip_address"] = f"198.51.100.{k % 250}"
+    accounts, figures = _linked(spark, ring + [_account(1000 + i) for i in range(300)])
+    assert figures["weak_hot_blocks"] >= 3 and figures["weak_crowds"] == 3  # /24+domain, /24+postal, domain+postal
+    assert set(accounts) == {r["global_user_id"] for r in ring}
+    assert {(a["weak_cluster_size"], a["_stealth_ring"]) for a in accounts.values()} == {(150, True)}
 
 
 def test_a_hot_range_of_5000_accounts_is_counted_not_paired(spark):

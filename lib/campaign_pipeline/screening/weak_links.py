@@ -17,6 +17,9 @@ household), so no signal decides alone: the evidence of every signal two account
   a value held by 2..`max_block` fresh accounts; a value held by more is a *hot block*: counted in
   the figures, pairing nobody (a /24 or domain with thousands of accounts is a finding, not a join).
   The pairs are therefore at most `max_block / 2` per account and value, whatever the data's shape.
+  A *crowd*, more than `max_block` fresh accounts sharing the values of two signals (one /24 and one
+  postal code, say), is linked as one group through one edge per account: a ring too big to pair
+  does not hide in a hot block.
 - **Evidence** (Fellegi–Sunter, agreements only): a shared value `v` of signal `s` held by `c` of the
   campaign's `N` fresh accounts adds `log2(m_s * N / c)` bits (`m_s`: `weak_links.m`), so a rare value
   weighs more than a common one and the campaign's own frequencies give the weights; the same first
@@ -25,9 +28,11 @@ household), so no signal decides alone: the evidence of every signal two account
   first market is not one) and its evidence reaches `min_weight`: one shared value never links.
 - **Clusters** are the connected components of the weak links (the identity graph's large-star /
   small-star rounds). A cluster larger than `screening.ring_size` in which at least `ring_share` of
-  the accounts attended no event is a `STEALTH_RING`, and so is a smaller cluster, as idle, that
-  shares any value with one of its accounts (a ring spread over two proxy ranges); every other
-  linked account is `REVIEW` (kept eligible, listed in the report for an operator). Each linked account records the signals of its
+  the accounts attended no event and at least `resale_share` list tickets for resale (under the
+  scalper threshold: the trade's reason to exist) is a `STEALTH_RING`. Every other linked account
+  is `REVIEW` (kept eligible, listed in the report for an operator): honest groups of new accounts
+  (a campus network, a company's domain) share weak signals and may not have attended yet, but
+  they do not resell. Each linked account records the signals of its
   links (`weak_signals`).
 """
 
@@ -113,6 +118,10 @@ def block_values(cfg: WeakLinks) -> list[tuple[str, Column]]:
     ]
 
 
+# A hot value both accounts of a found pair hold counts (as evidence and as a shared signal) only when
+# it carries at least this many bits, i.e. at most 1/16 of the fresh accounts (times m) hold it: a
+# ring's template shape among a large campaign's fresh accounts does, the commonest shapes do not.
+HOT_MIN_BITS = 4.0
 # Fresh accounts up to this many are sent to every task as a hash table (the registrants are
 # then scanned once and moved nowhere); more are joined by a shuffle.
 BROADCAST_FRESH = 1_000_000
@@ -132,13 +141,15 @@ def recent_accounts(activity: DataFrame, since: Column | str, fresh_days: int) -
         .agg(
             F.min("account_created_at").alias("_created"),
             F.max("events_attended_24m").alias("_attended"),
+            F.max("resale_listings_24m").alias("_resale"),
         )
     )
 
 
 def fresh_accounts(registrants: DataFrame, recent: DataFrame, fresh_days: int, broadcast: bool = True) -> DataFrame:
     """The fresh registrants: their account was created at most `fresh_days` before their
-    registration (`recent_accounts`). FAN, the signal inputs, `_first_market`, `_no_attendance`.
+    registration (`recent_accounts`). FAN, the signal inputs, `_first_market`, `_no_attendance`,
+    `_reselling` (any resale listing).
 
     A registrant the fan activity does not know is not fresh: weak links need the account's age."""
     fresh = F.col("_created") >= F.col("registered_at") - F.make_dt_interval(F.lit(fresh_days))
@@ -150,6 +161,7 @@ def fresh_accounts(registrants: DataFrame, recent: DataFrame, fresh_days: int, b
             *WEAK_LINK_INPUTS,
             F.get(F.col(PREFERENCE), 0).alias("_first_market"),
             (F.coalesce(F.col("_attended"), F.lit(0)) == 0).alias("_no_attendance"),
+            (F.coalesce(F.col("_resale"), F.lit(0)) > 0).alias("_reselling"),
         )
     )
 
@@ -170,29 +182,82 @@ def memberships(fresh: DataFrame, cfg: WeakLinks) -> DataFrame:
     return keyed.withColumn("holders", F.count(F.lit(1)).over(Window.partitionBy("key")))
 
 
+# The signals a crowd can share two of: more than `max_block` fresh accounts on one /24 *and* one
+# postal code (or domain, or phone block) are linked as one group without pairing them.
+CROWD_SIGNALS = ("ip_range", "email_domain", "phone_block", "postal_code")
+
+
+def crowds(fresh: DataFrame, cfg: WeakLinks) -> DataFrame:
+    """(key, account, signals) for every fresh account in a *crowd*: more than `max_block` fresh
+    accounts holding the same values of two signals. Each such account shares both with every
+    other, as a weak link would, but a crowd is too big to pair: its accounts are linked through
+    the crowd (one edge each), so a ring larger than `max_block` is one cluster, not a hot block
+    that hides it. The phone counts by its first block."""
+    values: dict[str, Column] = {}
+    for signal, value in block_values(cfg):
+        values.setdefault(signal, value)  # the phone's first block
+    combos = [(x, y) for i, x in enumerate(CROWD_SIGNALS) for y in CROWD_SIGNALS[i + 1 :]]
+    keys = F.array(
+        *[
+            F.when(
+                values[x].isNotNull() & values[y].isNotNull(),
+                F.struct(
+                    F.concat(F.lit(f"\u0000{x}+{y}="), values[x], F.lit("|"), values[y]).alias("key"),
+                    F.array(F.lit(x), F.lit(y)).alias("signals"),
+                ),
+            )
+            for x, y in combos
+        ]
+    )
+    exploded = fresh.select(F.col("global_user_id").alias("account"), F.explode(keys).alias("c")).where(
+        F.col("c").isNotNull()
+    )
+    keyed = exploded.select("c.key", "account", "c.signals").repartition("key")
+    return (
+        keyed.withColumn("_n", F.count(F.lit(1)).over(Window.partitionBy("key")))
+        .where(F.col("_n") > cfg.max_block)
+        .drop("_n")
+    )
+
+
 def candidate_pairs(members: DataFrame, cfg: WeakLinks, fresh_count: int, market_holders: DataFrame) -> DataFrame:
-    """(a, b, evidence, signals) for every pair of fresh accounts sharing a block of at most
-    `max_block` holders: the evidence of each shared signal (the rarest of its values, for the
-    phone's two blocks) plus the first market's, minus the prior."""
+    """(a, b, shared, evidence, signals) for every pair of fresh accounts sharing a block of at most
+    `max_block` holders. Once found, a pair also counts the hot values both hold that still carry
+    `HOT_MIN_BITS` (a ring's email template among many fresh accounts: it found nobody, but it is
+    evidence, weighed by its frequency). The
+    evidence of each shared signal is that of its rarest value (the phone's two blocks), plus the
+    first market's, minus the prior."""
     n = max(fresh_count, 2)
     m = cfg.m.model_dump()
     blocks = members.where(F.col("holders").between(2, cfg.max_block))
     left = blocks.select("key", "signal", "holders", F.col("account").alias("a"), F.col("_first_market").alias("ma"))
     right = blocks.select("key", F.col("account").alias("b"), F.col("_first_market").alias("mb"))
     m_of = F.element_at(F.create_map(*[x for s in SIGNALS for x in (F.lit(s), F.lit(float(m[s])))]), F.col("signal"))
+    weight = F.log2(m_of * F.lit(float(n)) / F.col("holders")).alias("w")
+    found = left.join(right, "key").where(F.col("a") < F.col("b")).select("a", "b", "signal", "ma", "mb", weight)
+    # the hot values a found pair shares: a pair reads each of its first account's few hot values
+    hot = members.where(F.col("holders") > cfg.max_block)
+    also_hot = (
+        found.select("a", "b")
+        .distinct()
+        .join(hot.select(F.col("account").alias("a"), "key", "signal", "holders"), "a")
+        .join(hot.select(F.col("account").alias("b"), "key"), ["b", "key"])
+        .select(
+            "a", "b", "signal", F.lit(None).cast("string").alias("ma"), F.lit(None).cast("string").alias("mb"), weight
+        )
+        .where(F.col("w") >= HOT_MIN_BITS)
+    )
     shared = (
-        left.join(right, "key")
-        .where(F.col("a") < F.col("b"))
-        .select("a", "b", "signal", "ma", "mb", F.log2(m_of * F.lit(float(n)) / F.col("holders")).alias("w"))
+        found.unionByName(also_hot)
         .groupBy("a", "b", "signal")
-        .agg(F.max("w").alias("w"), F.first("ma").alias("ma"), F.first("mb").alias("mb"))
+        .agg(F.max("w").alias("w"), F.max("ma").alias("ma"), F.max("mb").alias("mb"))
     )
     pairs = shared.groupBy("a", "b").agg(
         # summed in a fixed order: the same evidence to the last bit whatever order the rows came in
         F.aggregate(F.array_sort(F.collect_list("w")), F.lit(0.0), lambda acc, x: acc + x).alias("w"),
         F.array_sort(F.collect_list("signal")).alias("signals"),
-        F.first("ma").alias("ma"),
-        F.first("mb").alias("mb"),
+        F.max("ma").alias("ma"),
+        F.max("mb").alias("mb"),
     )
     same_market = pairs.join(F.broadcast(market_holders), pairs["ma"] == market_holders["_first_market"], "left")
     market_w = F.when(
@@ -245,45 +310,39 @@ def weak_links(
         "weak_hot_blocks": int(hot["hot"] or 0),
         "weak_largest_hot_block": int(hot["largest"] or 0),
     }
-    edges = links.select(F.col("a").alias("key"), F.col("a").alias("account")).unionByName(
-        links.select(F.col("a").alias("key"), F.col("b").alias("account"))
+    crowd = cut(crowds(fresh, cfg), "weak links crowds")
+    figures["weak_crowds"] = crowd.select("key").distinct().count()
+    edges = (
+        links.select(F.col("a").alias("key"), F.col("a").alias("account"))
+        .unionByName(links.select(F.col("a").alias("key"), F.col("b").alias("account")))
+        .unionByName(crowd.select("key", "account"))
     )
     clusters, rounds = connected_components(edges, cut)
     figures["weak_rounds"] = rounds
-    ends = links.select(F.col("a").alias("account"), "signals").unionByName(
-        links.select(F.col("b").alias("account"), "signals")
+    ends = (
+        links.select(F.col("a").alias("account"), "signals")
+        .unionByName(links.select(F.col("b").alias("account"), "signals"))
+        .unionByName(crowd.select("account", "signals"))
     )
     signals = ends.groupBy("account").agg(
         F.array_sort(F.array_distinct(F.flatten(F.collect_list("signals")))).alias("weak_signals")
     )
     linked = (
         clusters.join(signals, "account")
-        .join(fresh.select(*FAN, "_no_attendance"), F.col("account") == F.col("global_user_id"))
+        .join(fresh.select(*FAN, "_no_attendance", "_reselling"), F.col("account") == F.col("global_user_id"))
         .drop("account")
     )
     verdicts = linked.groupBy("cluster").agg(
         F.count(F.lit(1)).alias("weak_cluster_size"),
         F.avg(F.col("_no_attendance").cast("double")).alias("_share"),
+        F.avg(F.col("_reselling").cast("double")).alias("_resale_share"),
     )
-    mostly_idle = F.col("_share") >= cfg.ring_share
-    judged = cut(
-        linked.join(verdicts, "cluster").withColumn("_ring", (F.col("weak_cluster_size") > ring_size) & mostly_idle),
-        "weak links clusters",
+    stealth = (
+        (F.col("weak_cluster_size") > ring_size)
+        & (F.col("_share") >= cfg.ring_share)
+        & (F.col("_resale_share") >= cfg.resale_share)
     )
-    # A small cluster mostly without attendance that shares any value with a STEALTH_RING account is
-    # the same operation (a ring spread over two proxy ranges, say): it is one too.
-    ring_accounts = judged.where("_ring").select(F.col("global_user_id").alias("a"))
-    idle_small = judged.where(~F.col("_ring") & mostly_idle).select(F.col("global_user_id").alias("b"), "cluster")
-    either_way = pairs.select("a", "b").unionByName(pairs.select(F.col("b").alias("a"), F.col("a").alias("b")))
-    joined = (
-        either_way.join(ring_accounts, "a")
-        .join(idle_small, "b")
-        .select("cluster")
-        .distinct()
-        .withColumn("_joined", F.lit(True))
-    )
-    stealth = F.col("_ring") | F.coalesce(F.col("_joined"), F.lit(False))
-    accounts = judged.join(joined, "cluster", "left").select(
+    accounts = linked.join(verdicts, "cluster").select(
         *FAN,
         F.col("cluster").alias("weak_cluster_id"),
         "weak_cluster_size",

@@ -416,13 +416,16 @@ def _registration_time(d: Draw):
 def fan_activity(d: Draw, acc: DataFrame) -> DataFrame:
     """Fan activity: most registrants have a history; genuine fans are more active than rings.
     Stealth and decoy accounts always have a row: stealth accounts are weeks old, never attended,
-    resell below the scalper threshold; new fans are days old; campuses mix new and old accounts."""
+    resell below the scalper threshold; new fans are days old; campuses mix new accounts (no event
+    attended yet) and old ones."""
     a = F.col("acct")
     ring = F.col("role") == "ring"
     stealth = F.col("role") == "stealth"
     decoy = F.col("decoy")
     new_fan = decoy.eqNullSafe("new_fan")
     u = lambda name: d.uniform(name, a)  # noqa: E731
+    # students whose account is new: no event attended yet, like a ring's (they do not resell)
+    new_student = decoy.eqNullSafe("campus") & (u("campus_new") < 0.3)
     start = int(WINDOW_START.timestamp())
     days_before = lambda lo, hi, name: F.timestamp_seconds(  # noqa: E731
         F.lit(start) - (F.lit(lo * 86400) + u(name) * ((hi - lo) * 86400)).cast("long")
@@ -432,7 +435,7 @@ def fan_activity(d: Draw, acc: DataFrame) -> DataFrame:
         F.when(ring, F.timestamp_seconds(F.lit(start) - (u("age") * 60 * 86400).cast("long")))
         .when(stealth, days_before(3, 45, "age"))
         .when(new_fan, days_before(1, 30, "age"))
-        .when(decoy.eqNullSafe("campus") & (u("campus_new") < 0.3), days_before(1, 90, "age"))
+        .when(new_student, days_before(1, 90, "age"))
         .otherwise(
             F.timestamp_seconds(
                 F.lit(int(dt.datetime(2008, 1, 1, tzinfo=dt.UTC).timestamp()))
@@ -446,7 +449,7 @@ def fan_activity(d: Draw, acc: DataFrame) -> DataFrame:
         .otherwise(F.floor(u("tix") * u("tix2") * 14))
         .cast("long")
         .alias("tickets_purchased_24m"),
-        F.when(ring | stealth | new_fan, F.lit(0))
+        F.when(ring | stealth | new_fan | new_student, F.lit(0))
         .otherwise(F.floor(u("tix") * u("tix2") * 10))
         .cast("long")
         .alias("events_attended_24m"),

@@ -71,9 +71,10 @@ def _story(fan: str, cid: str, versions: dict, rows: dict, log: dict, capacity: 
             "identity_cluster_id": r["identity_cluster_id"],
             "cluster_size": r["cluster_size"],
             # weakly linked (screening.weak_links): the cluster, its size and the signals of its links
-            "weak_cluster_id": r["weak_cluster_id"],
-            "weak_cluster_size": r["weak_cluster_size"],
-            "weak_signals": list(r["weak_signals"] or []),
+            # (absent from a registrants table screened before weak links existed)
+            "weak_cluster_id": r.get("weak_cluster_id"),
+            "weak_cluster_size": r.get("weak_cluster_size"),
+            "weak_signals": list(r.get("weak_signals") or []),
         },
         "preferences": list(r["market_preferences"] or []),
         "score": None,

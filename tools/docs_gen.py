@@ -46,12 +46,12 @@ TAG_RULES = {
     "SCALPER_SIGNALS": "`resale_listings_24m >= screening.scalper.min_resale_listings` (10) or `chargebacks_24m >= "
     "screening.scalper.min_chargebacks` (2), and no event attended",
     "STEALTH_RING": "a fresh account in a weak-link cluster of more than `screening.ring_size` accounts (6) of which "
-    "at least `screening.weak_links.ring_share` (80 %) attended no event; fresh accounts are weakly linked when the "
-    "weak signals they share (IP /24 or /48, non-provider email domain, phone block of 100, postal code, email "
-    "pattern, first market) add up to `screening.weak_links.min_weight` bits of evidence (see Weak links below); "
-    "or a smaller weak-link cluster, as idle, that shares a value with such an account",
+    "at least `screening.weak_links.ring_share` (80 %) attended no event and at least "
+    "`screening.weak_links.resale_share` (50 %) list tickets for resale; fresh accounts are weakly linked when they "
+    "share at least two weak signals (IP /24 or /48, non-provider email domain, phone block of 100, postal code, "
+    "email pattern) whose evidence reaches `screening.weak_links.min_weight` bits (see Weak links below)",
     "REVIEW": "weakly linked, but not a STEALTH_RING (a cluster of at most `screening.ring_size` accounts, or one "
-    "where more than 20 % attended an event): listed in the report for an operator",
+    "that attends events or does not resell): listed in the report for an operator",
 }
 
 

@@ -205,7 +205,8 @@ def test_decoys_share_single_weak_signals_and_carry_no_tags(rows, decoys):
             assert all(r["truth_email"].split("@")[1] in PROVIDERS for r in members)
             new = sum(r["created_days_before"] <= 90 for r in members) / len(members)
             no_events = sum(r["events_attended_24m"] == 0 for r in members) / len(members)
-            assert 0.15 < new < 0.45 and 0.2 < no_events < 0.5, (new, no_events)
+            # new students have attended nothing yet; about a third of the others neither
+            assert 0.15 < new < 0.45 and 0.3 < no_events < 0.7, (new, no_events)
         elif kind == "family":
             assert 2 <= len(members) <= 5
             assert len({r["ip_address"] for r in members}) == 1 and len(postals) == 1

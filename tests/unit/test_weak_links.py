@@ -81,6 +81,17 @@ def test_block_keys_read_ranges_blocks_and_shapes(spark):
         ("2001:db8::1", "2001:db8:0::/48", "élodie2", "a9"),
         ("unknown", None, "x", "a"),
         ("127.0.0.1", None, "", ""),
+        # one address however it is written; private, shared and reserved ones say nothing
+        ("198.051.100.8", "198.51.100.0/24", "a", "a"),
+        ("198.51.100.11:443", "198.51.100.0/24", "a", "a"),
+        ("::ffff:198.51.100.10", "198.51.100.0/24", "a", "a"),
+        ("[2001:db8:a::1]:443", "2001:db8:a::/48", "a", "a"),
+        ("2001::2:3:4:5:6:7", "2001:0:2::/48", "a", "a"),
+        ("10.1.2.3", None, "a", "a"),
+        ("100.64.1.2", None, "a", "a"),
+        ("300.1.2.3", None, "a", "a"),
+        ("fe80::1", None, "a", "a"),
+        ("::1", None, "a", "a"),
     ]
     df = spark.createDataFrame(rows, "ip string, range string, local string, shape string").select(
         ip_range(F.col("ip")).alias("got"), "range", email_shape(F.lower("local")).alias("got_shape"), "shape"
@@ -106,6 +117,8 @@ def test_a_ring_sharing_two_signals_is_a_stealth_ring_and_single_signals_link_no
 
 def test_a_chain_of_consecutive_numbers_with_one_drop_address_is_one_ring(spark):
     ring = _ring(0, 20, block=2125550100, postal="90210")
+    for k, row in enumerate(ring):  # one ZIP, written as ZIP+4 by some
+        row["postal_code"] = f"90210-{k:04d}" if k % 2 else "90210"
     accounts, _ = _linked(spark, ring + [_account(300 + i) for i in range(600)])
     assert set(accounts) == {r["global_user_id"] for r in ring}
     assert {a["weak_cluster_size"] for a in accounts.values()} == {20}
@@ -201,7 +214,7 @@ def test_a_ring_too_big_to_pair_is_one_crowd_not_a_hot_block(spark):
 def test_a_hot_range_of_5000_accounts_is_counted_not_paired(spark):
     cfg = WeakLinks()
     # one /24 behind 5,000 fresh accounts that share nothing else (no email: no shape in common)
-    hot = [_account(i, ip_address=f"100.64.1.{i % 250}", email_canonical=None) for i in range(5000)]
+    hot = [_account(i, ip_address=f"81.2.1.{i % 250}", email_canonical=None) for i in range(5000)]
     members = memberships(_frame(spark, hot)[0].select("*", F.lit("M0").alias("_first_market")), cfg)
     assert members.where("signal = 'ip_range'").select("holders").distinct().collect()[0][0] == 5000
     accounts, figures = _linked(spark, hot, cfg)
@@ -214,7 +227,7 @@ def test_a_hot_range_of_5000_accounts_is_counted_not_paired(spark):
 def test_candidate_pairs_stay_below_max_block_over_two_per_account_and_value(spark, max_block, pairs, hot):
     # 2,000 accounts in 40 postal codes of 50 and 200 ranges of 10 (each range inside one code)
     rows = [
-        _account(i, postal_code=f"P{i % 40:03d}", ip_address=f"100.64.{i % 200}.{i // 200}", email_canonical=None)
+        _account(i, postal_code=f"P{i % 40:03d}", ip_address=f"81.2.{i % 200}.{i // 200}", email_canonical=None)
         for i in range(2000)
     ]
     _, figures = _linked(spark, rows, WeakLinks(max_block=max_block))

@@ -14,8 +14,8 @@
 | FRAUD_RING | the identity cluster is larger than `ring_size` | yes |
 | VELOCITY | more than K registrations from its IP or device within T minutes | yes |
 | SCALPER_SIGNALS | resale listings or chargebacks at the thresholds and no attendance | yes |
-| STEALTH_RING | a weak-link cluster larger than `ring_size` in which at least `weak_links.ring_share` of the accounts attended no event | yes |
-| REVIEW | weakly linked, but not a STEALTH_RING (a smaller or mixed weak-link cluster): for an operator | no |
+| STEALTH_RING | a weak-link cluster larger than `ring_size`: at least `weak_links.ring_share` attended no event, `weak_links.resale_share` resell | yes |
+| REVIEW | weakly linked, but not a STEALTH_RING (a smaller, attending or not reselling cluster): for an operator | no |
 
 Weak links (`screening.weak_links`) join fresh accounts whose shared weak signals (IP range, email
 domain, phone block, postal code, email pattern, first market) add up to `min_weight` bits of

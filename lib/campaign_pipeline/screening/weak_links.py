@@ -65,22 +65,58 @@ class WeakLinkResult:
     figures: dict[str, int]
 
 
-def ip_range(ip: Column) -> Column:
-    """`a.b.c.0/24` of an IPv4 address, `x:y:z::/48` of an IPv6 one (zero groups expanded, leading
-    zeros dropped), null for anything else or a placeholder."""
-    value = F.lower(F.trim(ip))
-    v4 = F.regexp_extract(value, r"^(\d{1,3}\.\d{1,3}\.\d{1,3})\.\d{1,3}$", 1)
-    head = F.when(value.contains("::"), F.substring_index(value, "::", 1)).otherwise(value)
-    groups = F.split(head, ":")
-    group = lambda i: F.coalesce(  # noqa: E731
-        F.regexp_replace(F.get(groups, i), r"^0+(?=.)", ""), F.lit("0")
+def _ipv4_range(address: Column) -> Column:
+    """`a.b.c.0/24` of a dotted IPv4 address (octets read as numbers, so `198.051.100.8` is
+    `198.51.100.8`); null when not one, or private, shared (CGNAT), loopback, link-local or
+    reserved: such an address says nothing about where a fan is."""
+    octets = F.split(address, r"\.")
+    o = [F.get(octets, i).cast("int") for i in range(4)]
+    valid = address.rlike(r"^\d{1,3}(\.\d{1,3}){3}$") & F.greatest(*o).between(0, 255)
+    private = (
+        o[0].isin(0, 10, 127)
+        | (o[0] >= 224)
+        | ((o[0] == 172) & o[1].between(16, 31))
+        | ((o[0] == 192) & (o[1] == 168))
+        | ((o[0] == 100) & o[1].between(64, 127))
+        | ((o[0] == 169) & (o[1] == 254))
     )
-    v6 = F.concat_ws(":", group(0), group(1), group(2))
-    is_v6 = value.rlike(r"^[0-9a-f:]+$") & value.contains(":") & (F.length(F.get(groups, 0)) > 0)
+    return F.when(valid & ~private, F.concat_ws(".", o[0].cast("string"), o[1].cast("string"), o[2].cast("string")))
+
+
+def _ipv6_range(address: Column) -> Column:
+    """`x:y:z` (the /48) of an IPv6 address: `::` expanded to the zero groups it stands for, leading
+    zeros dropped; null when not one, or link-local, unique-local or loopback."""
+    head = F.when(address.contains("::"), F.substring_index(address, "::", 1)).otherwise(address)
+    tail = F.when(address.contains("::"), F.substring_index(address, "::", -1))
+    head_groups = F.when(F.length(head) > 0, F.split(head, ":")).otherwise(F.array().cast("array<string>"))
+    tail_groups = F.when(F.length(tail) > 0, F.split(tail, ":")).otherwise(F.array().cast("array<string>"))
+    zeros = F.greatest(F.lit(0), F.lit(8) - F.size(head_groups) - F.size(tail_groups))
+    groups = F.concat(head_groups, F.array_repeat(F.lit("0"), zeros), tail_groups)
+    first = F.transform(F.slice(groups, 1, 3), lambda g: F.regexp_replace(g, r"^0+(?=.)", ""))
+    valid = (
+        address.rlike(r"^[0-9a-f:]+$")
+        & address.contains(":")
+        & (F.size(groups) == 8)
+        & F.forall(groups, lambda g: F.length(g).between(1, 4))
+    )
+    local = F.get(first, 0).rlike(r"^(fe[89ab][0-9a-f]|f[cd][0-9a-f]{2})$") | (F.length(head) == 0)
+    return F.when(valid & ~local, F.array_join(first, ":"))
+
+
+def ip_range(ip: Column) -> Column:
+    """`a.b.c.0/24` of an IPv4 address, `x:y:z::/48` of an IPv6 one, null for anything else (a
+    placeholder, a private or reserved address). Brackets, a port and the IPv4-mapped prefix
+    (`[2001:db8::1]:443`, `198.51.100.7:443`, `::ffff:198.51.100.7`) are read through."""
+    value = F.lower(F.trim(ip))
+    bracketed = F.regexp_extract(value, r"^\[([0-9a-f:.]+)\](:\d+)?$", 1)
+    value = F.when(F.length(bracketed) > 0, bracketed).otherwise(value)
+    v4_port = F.regexp_extract(value, r"^(\d{1,3}(\.\d{1,3}){3})(:\d+)?$", 1)
+    mapped = F.regexp_extract(value, r"^::ffff:(\d{1,3}(\.\d{1,3}){3})$", 1)
+    v4 = F.when(F.length(mapped) > 0, mapped).when(F.length(v4_port) > 0, v4_port)
     return (
         F.when(value.isNull() | value.isin(*PLACEHOLDERS), F.lit(None))
-        .when(F.length(v4) > 0, F.when(~v4.rlike(r"^(0|127)\."), F.concat(v4, F.lit(".0/24"))))
-        .when(is_v6, F.concat(v6, F.lit("::/48")))
+        .when(v4.isNotNull(), F.concat(_ipv4_range(v4), F.lit(".0/24")))
+        .otherwise(F.concat(_ipv6_range(value), F.lit("::/48")))
     )
 
 
@@ -106,8 +142,14 @@ def block_values(cfg: WeakLinks) -> list[tuple[str, Column]]:
     domain = F.when(email.contains("@"), F.substring_index(email, "@", -1))
     local = F.when(email.contains("@"), F.substring_index(email, "@", 1))
     providers = [p.lower() for p in cfg.mailbox_providers]
-    postal = F.upper(F.regexp_replace(F.col("postal_code"), r"[^0-9A-Za-z]", ""))
-    usable_postal = (F.length(postal) >= 3) & ~F.lower(postal).isin(*PLACEHOLDERS) & ~postal.rlike(r"^0+$")
+    compact = F.upper(F.regexp_replace(F.col("postal_code"), r"[^0-9A-Za-z]", ""))
+    postal = F.when(compact.rlike(r"^\d{9}$"), F.substring(compact, 1, 5)).otherwise(compact)  # ZIP+4: the ZIP
+    usable_postal = (
+        (F.length(postal) >= 3)
+        & ~F.lower(postal).isin(*PLACEHOLDERS)
+        & ~postal.rlike(r"^(.)\1*$")  # 00000, 99999, XXXXX
+        & ~postal.isin("12345", "123456", "1234")
+    )
     phone = F.col("phone_e164")
     return [
         ("ip_range", ip_range(F.col("ip_address"))),
@@ -247,17 +289,29 @@ def candidate_pairs(members: DataFrame, cfg: WeakLinks, fresh_count: int, market
         )
         .where(F.col("w") >= HOT_MIN_BITS)
     )
-    shared = (
+    # One grouping per pair: its shared signals (a signal found through two keys, the phone's
+    # blocks, counts once, by its rarest value) and their evidence, summed in the signals' order so
+    # that it is the same to the last bit whatever order the rows came in.
+    entries = F.collect_list(F.struct("signal", "w"))
+    pairs = (
         found.unionByName(also_hot)
-        .groupBy("a", "b", "signal")
-        .agg(F.max("w").alias("w"), F.max("ma").alias("ma"), F.max("mb").alias("mb"))
-    )
-    pairs = shared.groupBy("a", "b").agg(
-        # summed in a fixed order: the same evidence to the last bit whatever order the rows came in
-        F.aggregate(F.array_sort(F.collect_list("w")), F.lit(0.0), lambda acc, x: acc + x).alias("w"),
-        F.array_sort(F.collect_list("signal")).alias("signals"),
-        F.max("ma").alias("ma"),
-        F.max("mb").alias("mb"),
+        .groupBy("a", "b")
+        .agg(entries.alias("_e"), F.max("ma").alias("ma"), F.max("mb").alias("mb"))
+        .withColumn("signals", F.array_sort(F.array_distinct(F.transform("_e", lambda e: e["signal"]))))
+        .withColumn(
+            "w",
+            F.aggregate(
+                F.transform(
+                    "signals",
+                    lambda sig: F.array_max(
+                        F.transform(F.filter("_e", lambda e: e["signal"] == sig), lambda e: e["w"])
+                    ),
+                ),
+                F.lit(0.0),
+                lambda acc, x: acc + x,
+            ),
+        )
+        .drop("_e")
     )
     same_market = pairs.join(F.broadcast(market_holders), pairs["ma"] == market_holders["_first_market"], "left")
     market_w = F.when(

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from campaign_pipeline.screening.rules import TAG_ORDER
 from campaign_pipeline.synth import SynthSpec, generate
 from campaign_pipeline.synth.accounts import Draw, accounts, fan_activity, make_campaign
 from campaign_pipeline.synth.command import _arguments
@@ -296,8 +295,7 @@ def test_scorecard_reports_stealth_recall_and_decoys_kept(spark, written):
     assert q["stealth_ineligible"] == 1.0 and q["stealth_rings"] == SMALL.stealth_ring_count()
     assert {k: v for k, v in q.items() if k.startswith("decoy_eligible:")} == {
         f"decoy_eligible:{k}": 1.0 for k in ("family", "new_fan", "company", "campus")}  # fmt: skip
-    if "STEALTH_RING" in TAG_ORDER:
-        assert q["found:STEALTH_RING"] == 1.0
+    assert q["found:STEALTH_RING"] == 1.0
     # a truth written before stealth rings and decoys: their figures are None
     old = screening_quality(perfect, truth.drop("stealth_ring_id", "stealth_tactics", "decoy", "decoy_group"))
     assert old["stealth_rings"] == 0 and old["decoy_eligible:campus"] is None

@@ -130,7 +130,7 @@ def wave_inputs(spark, planned=None, logged=()):
     registrants = literal_frame(
         spark,
         [(CID, "F1", "M-F1", "ann@example.com", "ann@example.com", "+12125550101", "US", "mobile", True, False,
-          "Ann", "Lee", "en_US", "US", ["NYC-01"], T0, "F1", 1, [], True, [], "seed")],
+          "Ann", "Lee", "en_US", "US", ["NYC-01"], T0, "F1", 1, None, None, None, [], True, [], "seed")],
         CATALOG["registrants"].schema,
     )  # fmt: skip
     assignments = literal_frame(

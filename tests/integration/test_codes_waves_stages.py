@@ -57,7 +57,7 @@ def seed_warehouse(spark, root: Path, pool: dict[str, int]) -> Warehouse:
     wh = Warehouse(spark, str(root))
     registrants = [
         (CID, f, f"M-{f}", email, email, phone, country, ptype, True, dnt, f"First{f}", f"Last{f}", locale, "US",
-         [m], T0, f, 1, [], True, [], "seed")
+         [m], T0, f, 1, None, None, None, [], True, [], "seed")
         for f, m, _, phone, ptype, country, dnt, email, locale in FANS
     ]  # fmt: skip
     wh.append("registrants", literal_frame(spark, registrants, CATALOG["registrants"].schema))

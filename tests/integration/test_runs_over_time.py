@@ -19,7 +19,7 @@ from campaign_pipeline.waves.stage import plan_wave_messages
 def _registrant_rows(fans):
     return [
         (CID, f, f"M-{f}", f"{f.lower()}@example.com", f"{f.lower()}@example.com", None, None, None, False, False,
-         f, "Doe", "en_US", "US", prefs, T0, f, 1, [], True, [], "seed")
+         f, "Doe", "en_US", "US", prefs, T0, f, 1, None, None, None, [], True, [], "seed")
         for f, _, prefs in fans
     ]  # fmt: skip
 
@@ -146,7 +146,7 @@ def _fans_world(spark, fans):
     registrants = literal_frame(
         spark,
         [(CID, f, f"M-{f}", f"{f.lower()}@example.com", f"{f.lower()}@example.com", None, None, None, False, False,
-          f, "Doe", "en_US", "US", [m], T0, f, 1, [], True, [], "seed") for f, m, _ in fans],
+          f, "Doe", "en_US", "US", [m], T0, f, 1, None, None, None, [], True, [], "seed") for f, m, _ in fans],
         CATALOG["registrants"].schema,
     )  # fmt: skip
     selections = literal_frame(

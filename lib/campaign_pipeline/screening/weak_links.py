@@ -289,29 +289,17 @@ def candidate_pairs(members: DataFrame, cfg: WeakLinks, fresh_count: int, market
         )
         .where(F.col("w") >= HOT_MIN_BITS)
     )
-    # One grouping per pair: its shared signals (a signal found through two keys, the phone's
-    # blocks, counts once, by its rarest value) and their evidence, summed in the signals' order so
-    # that it is the same to the last bit whatever order the rows came in.
-    entries = F.collect_list(F.struct("signal", "w"))
-    pairs = (
+    shared = (
         found.unionByName(also_hot)
-        .groupBy("a", "b")
-        .agg(entries.alias("_e"), F.max("ma").alias("ma"), F.max("mb").alias("mb"))
-        .withColumn("signals", F.array_sort(F.array_distinct(F.transform("_e", lambda e: e["signal"]))))
-        .withColumn(
-            "w",
-            F.aggregate(
-                F.transform(
-                    "signals",
-                    lambda sig: F.array_max(
-                        F.transform(F.filter("_e", lambda e: e["signal"] == sig), lambda e: e["w"])
-                    ),
-                ),
-                F.lit(0.0),
-                lambda acc, x: acc + x,
-            ),
-        )
-        .drop("_e")
+        .groupBy("a", "b", "signal")
+        .agg(F.max("w").alias("w"), F.max("ma").alias("ma"), F.max("mb").alias("mb"))
+    )
+    pairs = shared.groupBy("a", "b").agg(
+        # summed in a fixed order: the same evidence to the last bit whatever order the rows came in
+        F.aggregate(F.array_sort(F.collect_list("w")), F.lit(0.0), lambda acc, x: acc + x).alias("w"),
+        F.array_sort(F.collect_list("signal")).alias("signals"),
+        F.max("ma").alias("ma"),
+        F.max("mb").alias("mb"),
     )
     same_market = pairs.join(F.broadcast(market_holders), pairs["ma"] == market_holders["_first_market"], "left")
     market_w = F.when(

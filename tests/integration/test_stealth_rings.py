@@ -14,7 +14,8 @@ from campaign_pipeline.synth.scorecard import screening_quality
 from campaign_pipeline.synth.spec import ALLOWED_PATTERN, BLOCKED_DOMAIN
 
 N = 10_000
-SEEDS = (101, 202, 303)
+# with test_synthetic_campaign's 20k campaign (seed 5, asserted there too): three seeds
+SEEDS = (101, 202)
 
 
 def _screened(spark, seed: int):

@@ -11,7 +11,7 @@ from campaign_pipeline.screening.stage import screen_registrants
 from campaign_pipeline.synth import SynthSpec
 from campaign_pipeline.synth.accounts import Draw, accounts, fan_activity, make_campaign
 from campaign_pipeline.synth.scorecard import screening_quality
-from campaign_pipeline.synth.spec import ALLOWED_PATTERN, BLOCKED_DOMAIN
+from campaign_pipeline.synth.spec import ALLOWED_PATTERN, BLOCKED_DOMAIN, REGISTRATION_COLUMNS
 
 N = 10_000
 # with test_synthetic_campaign's 20k campaign (seed 5, asserted there too): three seeds
@@ -22,24 +22,10 @@ def _screened(spark, seed: int):
     spec = SynthSpec(campaign_id=f"stealth-{seed}", registrants=N, markets=6, seed=seed, stealth_rings=20)
     campaign = make_campaign(spec)
     acc = accounts(spark, spec, campaign).localCheckpoint()
+    # the registration columns as ingest types them (the landing files' strings are not written here)
+    typed = {"campaign_id": F.lit(spec.campaign_id), "registered_at": F.col("truth_registered_at")}
     registrations = acc.select(
-        F.lit(spec.campaign_id).alias("campaign_id"),
-        "global_user_id",
-        "member_id",
-        "email",
-        "phone",
-        "phone_confirmed",
-        "first_name",
-        "last_name",
-        "locale",
-        "country",
-        "postal_code",
-        "market_preferences",
-        F.col("truth_registered_at").alias("registered_at"),
-        "ip_address",
-        "device_id",
-        "payment_fingerprint",
-        "do_not_text",
+        *[typed.get(c, F.col(c)).alias(c) for c in REGISTRATION_COLUMNS],
         F.lit("registrations.csv").alias("source_file"),
         F.col("acct").alias("source_line"),
     )

@@ -192,8 +192,7 @@ def test_accounts_that_share_no_weak_signal_are_never_linked(spark, seed):
     from campaign_pipeline.screening.weak_links import candidate_pairs, fresh_accounts, recent_accounts
 
     fresh = fresh_accounts(registrants, recent_accounts(activity, F.lit(OLD), cfg.fresh_days), cfg.fresh_days)
-    markets = fresh.groupBy("_first_market").agg(F.count(F.lit(1)).alias("market_holders"))
-    pairs = candidate_pairs(memberships(fresh, cfg), cfg, len(rows), markets).collect()
+    pairs = candidate_pairs(memberships(fresh, cfg), fresh, cfg, len(rows)).collect()
     assert pairs
     for p in pairs:
         assert keys[p["a"]] & keys[p["b"]], (p["a"], p["b"])

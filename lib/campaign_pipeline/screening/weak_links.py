@@ -39,6 +39,7 @@ household), so no signal decides alone: the evidence of every signal two account
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, Window
@@ -65,59 +66,93 @@ class WeakLinkResult:
     figures: dict[str, int]
 
 
+def _let(value: Column, body: Callable[[Column], Column]) -> Column:
+    """`body(value)` with `value` evaluated once however often `body` reads it (a Spark lambda binds
+    it). An expression that reads a parsed part of its input many times (an address's octets) would
+    otherwise parse it again at every read, and nested parts multiply: ranges of many accounts
+    cost regular-expression runs in the hundreds per row."""
+    return F.get(F.transform(F.array(value), body), 0)
+
+
 def _ipv4_range(address: Column) -> Column:
     """`a.b.c.0/24` of a dotted IPv4 address (octets read as numbers, so `198.051.100.8` is
     `198.51.100.8`); null when not one, or private, shared (CGNAT), loopback, link-local or
     reserved: such an address says nothing about where a fan is."""
-    octets = F.split(address, r"\.")
-    o = [F.get(octets, i).cast("int") for i in range(4)]
-    valid = address.rlike(r"^\d{1,3}(\.\d{1,3}){3}$") & F.greatest(*o).between(0, 255)
-    private = (
-        o[0].isin(0, 10, 127)
-        | (o[0] >= 224)
-        | ((o[0] == 172) & o[1].between(16, 31))
-        | ((o[0] == 192) & (o[1] == 168))
-        | ((o[0] == 100) & o[1].between(64, 127))
-        | ((o[0] == 169) & (o[1] == 254))
+
+    def of(address: Column, octets: Column) -> Column:
+        o = [F.get(octets, i) for i in range(4)]
+        valid = address.rlike(r"^\d{1,3}(\.\d{1,3}){3}$") & F.greatest(*o).between(0, 255)
+        private = (
+            o[0].isin(0, 10, 127)
+            | (o[0] >= 224)
+            | ((o[0] == 172) & o[1].between(16, 31))
+            | ((o[0] == 192) & (o[1] == 168))
+            | ((o[0] == 100) & o[1].between(64, 127))
+            | ((o[0] == 169) & (o[1] == 254))
+        )
+        return F.when(valid & ~private, F.concat_ws(".", *[o[i].cast("string") for i in range(3)]))
+
+    return _let(
+        address,
+        lambda a: _let(F.transform(F.split(a, r"\."), lambda x: x.try_cast("int")), lambda octets: of(a, octets)),
     )
-    return F.when(valid & ~private, F.concat_ws(".", o[0].cast("string"), o[1].cast("string"), o[2].cast("string")))
 
 
 def _ipv6_range(address: Column) -> Column:
     """`x:y:z` (the /48) of an IPv6 address: `::` expanded to the zero groups it stands for, leading
     zeros dropped; null when not one, or link-local, unique-local or loopback."""
-    head = F.when(address.contains("::"), F.substring_index(address, "::", 1)).otherwise(address)
-    tail = F.when(address.contains("::"), F.substring_index(address, "::", -1))
-    head_groups = F.when(F.length(head) > 0, F.split(head, ":")).otherwise(F.array().cast("array<string>"))
-    tail_groups = F.when(F.length(tail) > 0, F.split(tail, ":")).otherwise(F.array().cast("array<string>"))
-    zeros = F.greatest(F.lit(0), F.lit(8) - F.size(head_groups) - F.size(tail_groups))
-    groups = F.concat(head_groups, F.array_repeat(F.lit("0"), zeros), tail_groups)
-    first = F.transform(F.slice(groups, 1, 3), lambda g: F.regexp_replace(g, r"^0+(?=.)", ""))
-    valid = (
-        address.rlike(r"^[0-9a-f:]+$")
-        & address.contains(":")
-        & (F.size(groups) == 8)
-        & F.forall(groups, lambda g: F.length(g).between(1, 4))
-    )
-    local = F.get(first, 0).rlike(r"^(fe[89ab][0-9a-f]|f[cd][0-9a-f]{2})$") | (F.length(head) == 0)
-    return F.when(valid & ~local, F.array_join(first, ":"))
+
+    def of(address: Column, head: Column, groups: Column) -> Column:
+        first = F.transform(F.slice(groups, 1, 3), lambda g: F.regexp_replace(g, r"^0+(?=.)", ""))
+        valid = (
+            address.rlike(r"^[0-9a-f:]+$")
+            & address.contains(":")
+            & (F.size(groups) == 8)
+            & F.forall(groups, lambda g: F.length(g).between(1, 4))
+        )
+        local = F.get(first, 0).rlike(r"^(fe[89ab][0-9a-f]|f[cd][0-9a-f]{2})$") | (F.length(head) == 0)
+        return F.when(valid & ~local, F.array_join(first, ":"))
+
+    def parts(address: Column) -> Column:
+        head = F.when(address.contains("::"), F.substring_index(address, "::", 1)).otherwise(address)
+        tail = F.when(address.contains("::"), F.substring_index(address, "::", -1))
+
+        def groups(head: Column) -> Column:
+            head_groups = F.when(F.length(head) > 0, F.split(head, ":")).otherwise(F.array().cast("array<string>"))
+            tail_groups = F.when(F.length(tail) > 0, F.split(tail, ":")).otherwise(F.array().cast("array<string>"))
+            zeros = F.greatest(F.lit(0), F.lit(8) - F.size(head_groups) - F.size(tail_groups))
+            return _let(
+                F.concat(head_groups, F.array_repeat(F.lit("0"), zeros), tail_groups), lambda g: of(address, head, g)
+            )
+
+        return _let(head, groups)
+
+    return _let(address, parts)
 
 
 def ip_range(ip: Column) -> Column:
     """`a.b.c.0/24` of an IPv4 address, `x:y:z::/48` of an IPv6 one, null for anything else (a
     placeholder, a private or reserved address). Brackets, a port and the IPv4-mapped prefix
     (`[2001:db8::1]:443`, `198.51.100.7:443`, `::ffff:198.51.100.7`) are read through."""
-    value = F.lower(F.trim(ip))
-    bracketed = F.regexp_extract(value, r"^\[([0-9a-f:.]+)\](:\d+)?$", 1)
-    value = F.when(F.length(bracketed) > 0, bracketed).otherwise(value)
-    v4_port = F.regexp_extract(value, r"^(\d{1,3}(\.\d{1,3}){3})(:\d+)?$", 1)
-    mapped = F.regexp_extract(value, r"^::ffff:(\d{1,3}(\.\d{1,3}){3})$", 1)
-    v4 = F.when(F.length(mapped) > 0, mapped).when(F.length(v4_port) > 0, v4_port)
-    return (
-        F.when(value.isNull() | value.isin(*PLACEHOLDERS), F.lit(None))
-        .when(v4.isNotNull(), F.concat(_ipv4_range(v4), F.lit(".0/24")))
-        .otherwise(F.concat(_ipv6_range(value), F.lit("::/48")))
-    )
+
+    def unbracketed(value: Column) -> Column:
+        v4_port = F.regexp_extract(value, r"^(\d{1,3}(\.\d{1,3}){3})(:\d+)?$", 1)
+        mapped = F.regexp_extract(value, r"^::ffff:(\d{1,3}(\.\d{1,3}){3})$", 1)
+        v4 = F.when(F.length(mapped) > 0, mapped).when(F.length(v4_port) > 0, v4_port)
+        return _let(
+            v4,
+            lambda v4: F.when(v4.isNotNull(), F.concat(_ipv4_range(v4), F.lit(".0/24"))).otherwise(
+                F.concat(_ipv6_range(value), F.lit("::/48"))
+            ),
+        )
+
+    def of(value: Column) -> Column:
+        bracketed = F.regexp_extract(value, r"^\[([0-9a-f:.]+)\](:\d+)?$", 1)
+        return F.when(value.isNull() | value.isin(*PLACEHOLDERS), F.lit(None)).otherwise(
+            _let(F.when(F.length(bracketed) > 0, bracketed).otherwise(value), unbracketed)
+        )
+
+    return _let(F.lower(F.trim(ip)), of)
 
 
 def email_shape(local: Column) -> Column:
@@ -143,19 +178,25 @@ def block_values(cfg: WeakLinks) -> list[tuple[str, Column]]:
     local = F.when(email.contains("@"), F.substring_index(email, "@", 1))
     providers = [p.lower() for p in cfg.mailbox_providers]
     compact = F.upper(F.regexp_replace(F.col("postal_code"), r"[^0-9A-Za-z]", ""))
-    postal = F.when(compact.rlike(r"^\d{9}$"), F.substring(compact, 1, 5)).otherwise(compact)  # ZIP+4: the ZIP
-    usable_postal = (
-        (F.length(postal) >= 3)
-        & ~F.lower(postal).isin(*PLACEHOLDERS)
-        & ~postal.rlike(r"^(.)\1*$")  # 00000, 99999, XXXXX
-        & ~postal.isin("12345", "123456", "1234")
-    )
+
+    def postal_key(compact: Column) -> Column:
+        return _let(
+            F.when(compact.rlike(r"^\d{9}$"), F.substring(compact, 1, 5)).otherwise(compact),  # ZIP+4: the ZIP
+            lambda postal: F.when(
+                (F.length(postal) >= 3)
+                & ~F.lower(postal).isin(*PLACEHOLDERS)
+                & ~postal.rlike(r"^(.)\1*$")  # 00000, 99999, XXXXX
+                & ~postal.isin("12345", "123456", "1234"),
+                F.concat(F.coalesce(F.col("country"), F.lit("")), F.lit(":"), postal),
+            ),
+        )
+
     phone = F.col("phone_e164")
     return [
         ("ip_range", ip_range(F.col("ip_address"))),
         ("email_domain", F.when(~domain.isin(*providers), domain)),
         *[("phone_block", F.when(phone.isNotNull(), b)) for b in phone_blocks(phone)],
-        ("postal_code", F.when(usable_postal, F.concat(F.coalesce(F.col("country"), F.lit("")), F.lit(":"), postal))),
+        ("postal_code", _let(compact, postal_key)),
         ("email_pattern", F.when(F.length(local) > 0, email_shape(local))),
     ]
 
@@ -229,91 +270,149 @@ def memberships(fresh: DataFrame, cfg: WeakLinks) -> DataFrame:
 CROWD_SIGNALS = ("ip_range", "email_domain", "phone_block", "postal_code")
 
 
-def crowds(fresh: DataFrame, cfg: WeakLinks) -> DataFrame:
+def crowds(members: DataFrame, cfg: WeakLinks) -> DataFrame:
     """(key, account, signals) for every fresh account in a *crowd*: more than `max_block` fresh
     accounts holding the same values of two signals. Each such account shares both with every
     other, as a weak link would, but a crowd is too big to pair: its accounts are linked through
     the crowd (one edge each), so a ring larger than `max_block` is one cluster, not a hot block
-    that hides it. The phone counts by its first block."""
-    values: dict[str, Column] = {}
-    for signal, value in block_values(cfg):
-        values.setdefault(signal, value)  # the phone's first block
-    combos = [(x, y) for i, x in enumerate(CROWD_SIGNALS) for y in CROWD_SIGNALS[i + 1 :]]
-    keys = F.array(
-        *[
-            F.when(
-                values[x].isNotNull() & values[y].isNotNull(),
-                F.struct(
-                    F.concat(F.lit(f"\u0000{x}+{y}="), values[x], F.lit("|"), values[y]).alias("key"),
-                    F.array(F.lit(x), F.lit(y)).alias("signals"),
-                ),
-            )
-            for x, y in combos
-        ]
+    that hides it. Both values of a crowd are hot blocks, so only the accounts' hot memberships
+    (`memberships`) are read. The phone counts by its first block."""
+    rank = F.create_map(*[x for i, s in enumerate(CROWD_SIGNALS) for x in (F.lit(s), F.lit(i))])
+    hot = members.where(
+        (F.col("holders") > cfg.max_block)
+        & F.col("signal").isin(*CROWD_SIGNALS)
+        & ~F.col("key").startswith("phone_block=b")  # the phone's second block
     )
-    exploded = fresh.select(F.col("global_user_id").alias("account"), F.explode(keys).alias("c")).where(
-        F.col("c").isNotNull()
+    x = hot.select("account", F.col("key").alias("kx"), F.col("signal").alias("sx"))
+    y = hot.select("account", F.col("key").alias("ky"), F.col("signal").alias("sy"))
+    pairs = (
+        x.join(y, "account")
+        .where(F.element_at(rank, F.col("sx")) < F.element_at(rank, F.col("sy")))
+        .select(
+            F.concat(F.lit("\u0000"), "kx", F.lit("+"), "ky").alias("key"),
+            "account",
+            F.array("sx", "sy").alias("signals"),
+        )
     )
-    keyed = exploded.select("c.key", "account", "c.signals").repartition("key")
     return (
-        keyed.withColumn("_n", F.count(F.lit(1)).over(Window.partitionBy("key")))
+        pairs.withColumn("_n", F.count(F.lit(1)).over(Window.partitionBy("key")))
         .where(F.col("_n") > cfg.max_block)
         .drop("_n")
     )
 
 
-def candidate_pairs(members: DataFrame, cfg: WeakLinks, fresh_count: int, market_holders: DataFrame) -> DataFrame:
-    """(a, b, shared, evidence, signals) for every pair of fresh accounts sharing a block of at most
-    `max_block` holders. Once found, a pair also counts the hot values both hold that still carry
-    `HOT_MIN_BITS` (a ring's email template among many fresh accounts: it found nobody, but it is
-    evidence, weighed by its frequency). The
-    evidence of each shared signal is that of its rarest value (the phone's two blocks), plus the
-    first market's, minus the prior."""
-    n = max(fresh_count, 2)
+# Where an account's counting values sit (`account_blocks`): one slot per signal, two for the phone.
+SLOTS = {
+    "ip_range": ("ip_range",),
+    "email_domain": ("email_domain",),
+    "phone_block": ("phone_a", "phone_b"),
+    "postal_code": ("postal_code",),
+    "email_pattern": ("email_pattern",),
+}
+
+
+def account_blocks(members: DataFrame, fresh: DataFrame, cfg: WeakLinks, fresh_count: int) -> DataFrame:
+    """One row per fresh account holding a value another account holds too: for each slot
+    (`SLOTS`) the value (`<slot>`: key, weight in bits) if it can count for a pair (a value of
+    2..`max_block` holders, or a hot one of at least `HOT_MIN_BITS`), its first market and that
+    market's weight (`market_w`)."""
+    n = float(max(fresh_count, 2))
     m = cfg.m.model_dump()
-    blocks = members.where(F.col("holders").between(2, cfg.max_block))
-    left = blocks.select("key", "signal", "holders", F.col("account").alias("a"), F.col("_first_market").alias("ma"))
-    right = blocks.select("key", F.col("account").alias("b"), F.col("_first_market").alias("mb"))
     m_of = F.element_at(F.create_map(*[x for s in SIGNALS for x in (F.lit(s), F.lit(float(m[s])))]), F.col("signal"))
-    weight = F.log2(m_of * F.lit(float(n)) / F.col("holders")).alias("w")
-    found = left.join(right, "key").where(F.col("a") < F.col("b")).select("a", "b", "signal", "ma", "mb", weight)
-    # the hot values a found pair shares: a pair reads each of its first account's few hot values
-    hot = members.where(F.col("holders") > cfg.max_block)
-    also_hot = (
-        found.select("a", "b")
-        .distinct()
-        .join(hot.select(F.col("account").alias("a"), "key", "signal", "holders"), "a")
-        .join(hot.select(F.col("account").alias("b"), "key"), ["b", "key"])
-        .select(
-            "a", "b", "signal", F.lit(None).cast("string").alias("ma"), F.lit(None).cast("string").alias("mb"), weight
-        )
-        .where(F.col("w") >= HOT_MIN_BITS)
+    weight = F.log2(m_of * F.lit(n) / F.col("holders"))
+    counting = members.where((F.col("holders") >= 2) & ((F.col("holders") <= cfg.max_block) | (weight >= HOT_MIN_BITS)))
+    slot = (
+        F.when(F.col("key").startswith("phone_block=a"), "phone_a")
+        .when(F.col("key").startswith("phone_block=b"), "phone_b")
+        .otherwise(F.col("signal"))
     )
-    shared = (
-        found.unionByName(also_hot)
-        .groupBy("a", "b", "signal")
-        .agg(F.max("w").alias("w"), F.max("ma").alias("ma"), F.max("mb").alias("mb"))
+    slots = [x for s in SIGNALS for x in SLOTS[s]]
+    blocks = counting.groupBy("account").agg(
+        *[
+            F.max(
+                F.when(
+                    slot == x,
+                    F.struct(
+                        F.col("key").alias("k"), weight.alias("w"), (F.col("holders") <= cfg.max_block).alias("o")
+                    ),
+                )
+            ).alias(x)
+            for x in slots
+        ]
     )
-    pairs = shared.groupBy("a", "b").agg(
-        # summed in a fixed order: the same evidence to the last bit whatever order the rows came in
-        F.aggregate(F.array_sort(F.collect_list("w")), F.lit(0.0), lambda acc, x: acc + x).alias("w"),
-        F.array_sort(F.collect_list("signal")).alias("signals"),
-        F.max("ma").alias("ma"),
-        F.max("mb").alias("mb"),
+    markets = (
+        fresh.where(F.col("_first_market").isNotNull())
+        .groupBy("_first_market")
+        .agg(F.log2(F.lit(float(m["first_market"]) * n) / F.count(F.lit(1))).alias("market_w"))
     )
-    same_market = pairs.join(F.broadcast(market_holders), pairs["ma"] == market_holders["_first_market"], "left")
-    market_w = F.when(
-        (F.col("ma") == F.col("mb")) & F.col("market_holders").isNotNull(),
-        F.log2(F.lit(float(m["first_market"]) * n) / F.col("market_holders")),
+    return blocks.join(
+        fresh.select(F.col("global_user_id").alias("account"), "_first_market").join(
+            F.broadcast(markets), "_first_market", "left"
+        ),
+        "account",
     )
-    return same_market.select(
+
+
+# Account blocks of up to this many fresh accounts are sent to every task as a hash table (a few
+# hundred bytes each), so the candidate pairs are scored where they are found; more are joined by
+# shuffles.
+BROADCAST_BLOCKS = 250_000
+
+
+def candidate_pairs(members: DataFrame, fresh: DataFrame, cfg: WeakLinks, fresh_count: int) -> DataFrame:
+    """(a, b, shared, evidence, signals), once for every pair of fresh accounts sharing a value of at
+    most `max_block` holders. Once found, a pair also counts the hot values both hold that still
+    carry `HOT_MIN_BITS` (a ring's email template among many fresh accounts: it found nobody, but it
+    is evidence, weighed by its frequency). The evidence of each shared signal is that of its
+    rarest value (the phone's two blocks), plus the first market's, minus the prior; the bits are
+    added in `SIGNALS` order, so the sum is the same to the last bit on every run."""
+    n = max(fresh_count, 2)
+    blocks = members.where(F.col("holders").between(2, cfg.max_block))
+    # a pair is found once per value of at most max_block holders the two share: each pair is kept
+    # where it is found through the least of them, so no shuffle makes the pairs distinct
+    found = (
+        blocks.select("key", F.col("account").alias("a"))
+        .join(blocks.select("key", F.col("account").alias("b")), "key")
+        .where(F.col("a") < F.col("b"))
+    )
+    profiles = account_blocks(members, fresh, cfg, n)
+    slots = [x for s in SIGNALS for x in SLOTS[s]]
+    side = F.broadcast if fresh_count <= BROADCAST_BLOCKS else (lambda df: df)
+    pa = profiles.select(
+        F.col("account").alias("a"),
+        *[F.col(x).alias(f"a_{x}") for x in slots],
+        F.col("_first_market").alias("ma"),
+        "market_w",
+    )
+    pb = profiles.select(
+        F.col("account").alias("b"), *[F.col(x).alias(f"b_{x}") for x in slots], F.col("_first_market").alias("mb")
+    )
+    scored = found.join(side(pa), "a").join(side(pb), "b")
+
+    def agreement(x: str) -> Column:  # the slot's weight when both accounts hold its value
+        return F.when(F.col(f"a_{x}.k") == F.col(f"b_{x}.k"), F.col(f"a_{x}.w"))
+
+    per = {
+        s: F.greatest(*[agreement(x) for x in SLOTS[s]]) if len(SLOTS[s]) > 1 else agreement(SLOTS[s][0])
+        for s in SIGNALS
+    }
+    least_open = F.least(
+        *[F.when((F.col(f"a_{x}.k") == F.col(f"b_{x}.k")) & F.col(f"a_{x}.o"), F.col(f"a_{x}.k")) for x in slots]
+    )
+    weights = scored.where(F.col("key") == least_open).select(
+        "a", "b", "ma", "mb", "market_w", *[w.alias(f"w_{s}") for s, w in per.items()]
+    )
+    bits = F.lit(0.0)
+    for s in SIGNALS:
+        bits = bits + F.coalesce(F.col(f"w_{s}"), F.lit(0.0))
+    same = (F.col("ma") == F.col("mb")) & F.col("market_w").isNotNull()
+    shared = F.array_compact(F.array(*[F.when(F.col(f"w_{s}").isNotNull(), F.lit(s)) for s in SIGNALS]))
+    return weights.select(
         "a",
         "b",
-        F.size("signals").alias("shared"),  # blocking signals shared (the first market is not one)
-        (F.col("w") + F.coalesce(market_w, F.lit(0.0)) - F.lit(math.log2(n))).alias("evidence"),
-        F.when(market_w.isNotNull(), F.concat("signals", F.array(F.lit("first_market"))))
-        .otherwise(F.col("signals"))
-        .alias("signals"),
+        sum(F.col(f"w_{s}").isNotNull().cast("int") for s in SIGNALS).alias("shared"),  # the first market is not one
+        (bits + F.when(same, F.col("market_w")).otherwise(F.lit(0.0)) - F.lit(math.log2(n))).alias("evidence"),
+        F.when(same, F.concat(shared, F.array(F.lit("first_market")))).otherwise(shared).alias("signals"),
     )
 
 
@@ -336,12 +435,7 @@ def weak_links(
         .agg(F.count(F.lit(1)).alias("hot"), F.max("holders").alias("largest"))
         .first()
     )
-    market_holders = (
-        fresh.where(F.col("_first_market").isNotNull())
-        .groupBy("_first_market")
-        .agg(F.count(F.lit(1)).alias("market_holders"))
-    )
-    pairs = cut(candidate_pairs(members, cfg, n, market_holders), "weak links candidate pairs")
+    pairs = cut(candidate_pairs(members, fresh, cfg, n), "weak links candidate pairs")
     linked_pair = (F.col("evidence") >= cfg.min_weight) & (F.col("shared") >= cfg.min_signals)
     links = pairs.where(linked_pair)
     counted = pairs.agg(F.count(F.lit(1)).alias("pairs"), F.sum(linked_pair.cast("long")).alias("links")).first()
@@ -352,7 +446,7 @@ def weak_links(
         "weak_hot_blocks": int(hot["hot"] or 0),
         "weak_largest_hot_block": int(hot["largest"] or 0),
     }
-    crowd = cut(crowds(fresh, cfg), "weak links crowds")
+    crowd = cut(crowds(members, cfg), "weak links crowds")
     figures["weak_crowds"] = crowd.select("key").distinct().count()
     edges = (
         links.select(F.col("a").alias("key"), F.col("a").alias("account"))

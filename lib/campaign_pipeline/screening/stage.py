@@ -31,7 +31,7 @@ from campaign_pipeline.screening.rules import (
     scalper_flags,
     velocity_flags,
 )
-from campaign_pipeline.screening.weak_links import PREFERENCE, WEAK_LINK_INPUTS, weak_links
+from campaign_pipeline.screening.weak_links import PREFERENCE, WEAK_LINK_INPUTS, no_accounts, weak_links
 from campaign_pipeline.stage_context import (
     KEEP_LAYOUT,
     StageContext,
@@ -133,12 +133,7 @@ def weakly_linked(
     `screening.weak_links.enabled` is false."""
     cfg = campaign.screening
     if not cfg.weak_links.enabled:
-        empty = normalised.sparkSession.createDataFrame(
-            [],
-            "campaign_id string, global_user_id string, weak_cluster_id string, weak_cluster_size long, "
-            "weak_signals array<string>, _stealth_ring boolean, _review boolean",
-        )
-        return empty, {}
+        return no_accounts(normalised).select(*FAN, *WEAK_VERDICTS), {}
     result = weak_links(normalised.select(*RULE_INPUTS), activity, cfg.weak_links, cfg.ring_size, cut)
     return result.accounts.select(*FAN, *WEAK_VERDICTS), result.figures
 

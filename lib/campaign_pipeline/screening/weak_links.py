@@ -416,6 +416,30 @@ def candidate_pairs(members: DataFrame, fresh: DataFrame, cfg: WeakLinks, fresh_
     )
 
 
+# The step's figures (`WeakLinkResult.figures`).
+FIGURES = (
+    "weak_fresh_accounts",
+    "weak_candidate_pairs",
+    "weak_links",
+    "weak_hot_blocks",
+    "weak_largest_hot_block",
+    "weak_crowds",
+    "weak_rounds",
+)
+
+
+def no_accounts(df: DataFrame) -> DataFrame:
+    """No weakly linked account, in the columns of `WeakLinkResult.accounts` (FAN from `df`)."""
+    return df.select(
+        *FAN,
+        F.lit(None).cast("string").alias("weak_cluster_id"),
+        F.lit(None).cast("long").alias("weak_cluster_size"),
+        F.lit(None).cast("array<string>").alias("weak_signals"),
+        F.lit(False).alias("_stealth_ring"),
+        F.lit(False).alias("_review"),
+    ).where(F.lit(False))
+
+
 def weak_links(
     registrants: DataFrame, activity: DataFrame, cfg: WeakLinks, ring_size: int, cut=local_cut
 ) -> WeakLinkResult:
@@ -426,8 +450,11 @@ def weak_links(
     recent = cut(recent_accounts(activity, F.lit(earliest), cfg.fresh_days), "weak links recent accounts")
     small = recent.count() <= BROADCAST_FRESH
     fresh = cut(fresh_accounts(registrants, recent, cfg.fresh_days, small), "weak links fresh accounts")
-    members = cut(memberships(fresh, cfg), "weak links blocks")
     n = fresh.count()
+    figures = dict.fromkeys(FIGURES, 0) | {"weak_fresh_accounts": n}
+    if n < 2:  # nobody to link (a campaign of established fans): no more jobs
+        return WeakLinkResult(no_accounts(fresh), figures)
+    members = cut(memberships(fresh, cfg), "weak links blocks")
     hot = (
         members.where(F.col("holders") > cfg.max_block)
         .groupBy("key")
@@ -439,8 +466,7 @@ def weak_links(
     linked_pair = (F.col("evidence") >= cfg.min_weight) & (F.col("shared") >= cfg.min_signals)
     links = pairs.where(linked_pair)
     counted = pairs.agg(F.count(F.lit(1)).alias("pairs"), F.sum(linked_pair.cast("long")).alias("links")).first()
-    figures = {
-        "weak_fresh_accounts": n,
+    figures |= {
         "weak_candidate_pairs": int(counted["pairs"] or 0),
         "weak_links": int(counted["links"] or 0),
         "weak_hot_blocks": int(hot["hot"] or 0),
@@ -448,6 +474,8 @@ def weak_links(
     }
     crowd = cut(crowds(members, cfg), "weak links crowds")
     figures["weak_crowds"] = crowd.select("key").distinct().count()
+    if figures["weak_links"] == 0 and figures["weak_crowds"] == 0:
+        return WeakLinkResult(no_accounts(fresh), figures)
     edges = (
         links.select(F.col("a").alias("key"), F.col("a").alias("account"))
         .unionByName(links.select(F.col("a").alias("key"), F.col("b").alias("account")))

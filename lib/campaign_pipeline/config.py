@@ -285,6 +285,14 @@ class WeakLinks(_Model):
         "are one operation, with the prior 1 / fresh accounts), is at least this: -3 is odds of 1 to 8, as a ring "
         "makes its own values common; the cluster verdict (STEALTH_RING or REVIEW) is what decides",
     )
+    hot_min_bits: float = Field(
+        3.0,
+        ge=0,
+        description="a value held by more than max_block fresh accounts pairs nobody, but once two accounts are a "
+        "candidate pair, such a value they both hold counts (as a shared signal and as evidence) when it still "
+        "carries at least this many bits: 3 is at most 1/8 of the fresh accounts (times m), as an operation's email "
+        "template among the campaign's fresh accounts; the commonest shapes carry less",
+    )
     ring_share: float = Field(
         0.8,
         gt=0,

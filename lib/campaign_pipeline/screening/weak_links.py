@@ -201,10 +201,6 @@ def block_values(cfg: WeakLinks) -> list[tuple[str, Column]]:
     ]
 
 
-# A hot value both accounts of a found pair hold counts (as evidence and as a shared signal) only when
-# it carries at least this many bits, i.e. at most 1/16 of the fresh accounts (times m) hold it: a
-# ring's template shape among a large campaign's fresh accounts does, the commonest shapes do not.
-HOT_MIN_BITS = 4.0
 # Fresh accounts up to this many are sent to every task as a hash table (the registrants are
 # then scanned once and moved nowhere); more are joined by a shuffle.
 BROADCAST_FRESH = 1_000_000
@@ -314,13 +310,15 @@ SLOTS = {
 def account_blocks(members: DataFrame, fresh: DataFrame, cfg: WeakLinks, fresh_count: int) -> DataFrame:
     """One row per fresh account holding a value another account holds too: for each slot
     (`SLOTS`) the value (`<slot>`: key, weight in bits) if it can count for a pair (a value of
-    2..`max_block` holders, or a hot one of at least `HOT_MIN_BITS`), its first market and that
+    2..`max_block` holders, or a hot one of at least `hot_min_bits`), its first market and that
     market's weight (`market_w`)."""
     n = float(max(fresh_count, 2))
     m = cfg.m.model_dump()
     m_of = F.element_at(F.create_map(*[x for s in SIGNALS for x in (F.lit(s), F.lit(float(m[s])))]), F.col("signal"))
     weight = F.log2(m_of * F.lit(n) / F.col("holders"))
-    counting = members.where((F.col("holders") >= 2) & ((F.col("holders") <= cfg.max_block) | (weight >= HOT_MIN_BITS)))
+    counting = members.where(
+        (F.col("holders") >= 2) & ((F.col("holders") <= cfg.max_block) | (weight >= cfg.hot_min_bits))
+    )
     slot = (
         F.when(F.col("key").startswith("phone_block=a"), "phone_a")
         .when(F.col("key").startswith("phone_block=b"), "phone_b")
@@ -362,7 +360,7 @@ BROADCAST_BLOCKS = 250_000
 def candidate_pairs(members: DataFrame, fresh: DataFrame, cfg: WeakLinks, fresh_count: int) -> DataFrame:
     """(a, b, shared, evidence, signals), once for every pair of fresh accounts sharing a value of at
     most `max_block` holders. Once found, a pair also counts the hot values both hold that still
-    carry `HOT_MIN_BITS` (a ring's email template among many fresh accounts: it found nobody, but it
+    carry `hot_min_bits` (a ring's email template among many fresh accounts: it found nobody, but it
     is evidence, weighed by its frequency). The evidence of each shared signal is that of its
     rarest value (the phone's two blocks), plus the first market's, minus the prior; the bits are
     added in `SIGNALS` order, so the sum is the same to the last bit on every run."""

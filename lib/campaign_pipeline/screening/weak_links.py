@@ -441,9 +441,10 @@ def no_accounts(df: DataFrame) -> DataFrame:
 def weak_links(
     registrants: DataFrame, activity: DataFrame, cfg: WeakLinks, ring_size: int, cut=local_cut
 ) -> WeakLinkResult:
-    """The weakly linked accounts of `registrants` (one campaign's rule inputs: FAN,
-    `WEAK_LINK_INPUTS`, `market_preferences`) given their fan `activity` (see the module), and the
-    step's figures."""
+    """The weakly linked accounts of `registrants` (one campaign's rule inputs, one row per fan as
+    in `registrants`: FAN, `WEAK_LINK_INPUTS`, `market_preferences`) given their fan `activity`
+    (see the module), and the step's figures. A fan listed twice would be counted twice in its
+    blocks and keep one value per signal: give the latest registration of each fan."""
     earliest = registrants.agg(F.min("registered_at")).first()[0]
     recent = cut(recent_accounts(activity, F.lit(earliest), cfg.fresh_days), "weak links recent accounts")
     small = recent.count() <= BROADCAST_FRESH

@@ -305,6 +305,7 @@ SLOTS = {
     "postal_code": ("postal_code",),
     "email_pattern": ("email_pattern",),
 }
+SLOT_ORDER = tuple(x for s in SIGNALS for x in SLOTS[s])
 
 
 def account_blocks(members: DataFrame, fresh: DataFrame, cfg: WeakLinks, fresh_count: int) -> DataFrame:
@@ -324,7 +325,6 @@ def account_blocks(members: DataFrame, fresh: DataFrame, cfg: WeakLinks, fresh_c
         .when(F.col("key").startswith("phone_block=b"), "phone_b")
         .otherwise(F.col("signal"))
     )
-    slots = [x for s in SIGNALS for x in SLOTS[s]]
     blocks = counting.groupBy("account").agg(
         *[
             F.max(
@@ -335,7 +335,7 @@ def account_blocks(members: DataFrame, fresh: DataFrame, cfg: WeakLinks, fresh_c
                     ),
                 )
             ).alias(x)
-            for x in slots
+            for x in SLOT_ORDER
         ]
     )
     markets = (
@@ -374,29 +374,29 @@ def candidate_pairs(members: DataFrame, fresh: DataFrame, cfg: WeakLinks, fresh_
         .where(F.col("a") < F.col("b"))
     )
     profiles = account_blocks(members, fresh, cfg, n)
-    slots = [x for s in SIGNALS for x in SLOTS[s]]
     side = F.broadcast if fresh_count <= BROADCAST_BLOCKS else (lambda df: df)
     pa = profiles.select(
         F.col("account").alias("a"),
-        *[F.col(x).alias(f"a_{x}") for x in slots],
+        *[F.col(x).alias(f"a_{x}") for x in SLOT_ORDER],
         F.col("_first_market").alias("ma"),
         "market_w",
     )
     pb = profiles.select(
-        F.col("account").alias("b"), *[F.col(x).alias(f"b_{x}") for x in slots], F.col("_first_market").alias("mb")
+        F.col("account").alias("b"), *[F.col(x).alias(f"b_{x}") for x in SLOT_ORDER], F.col("_first_market").alias("mb")
     )
     scored = found.join(side(pa), "a").join(side(pb), "b")
 
+    def agrees(x: str) -> Column:  # both accounts hold the slot's value
+        return F.col(f"a_{x}.k") == F.col(f"b_{x}.k")
+
     def agreement(x: str) -> Column:  # the slot's weight when both accounts hold its value
-        return F.when(F.col(f"a_{x}.k") == F.col(f"b_{x}.k"), F.col(f"a_{x}.w"))
+        return F.when(agrees(x), F.col(f"a_{x}.w"))
 
     per = {
         s: F.greatest(*[agreement(x) for x in SLOTS[s]]) if len(SLOTS[s]) > 1 else agreement(SLOTS[s][0])
         for s in SIGNALS
     }
-    least_open = F.least(
-        *[F.when((F.col(f"a_{x}.k") == F.col(f"b_{x}.k")) & F.col(f"a_{x}.o"), F.col(f"a_{x}.k")) for x in slots]
-    )
+    least_open = F.least(*[F.when(agrees(x) & F.col(f"a_{x}.o"), F.col(f"a_{x}.k")) for x in SLOT_ORDER])
     weights = scored.where(F.col("key") == least_open).select(
         "a", "b", "ma", "mb", "market_w", *[w.alias(f"w_{s}") for s, w in per.items()]
     )

@@ -152,12 +152,17 @@ def test_json_keys_given_twice_quarantine_the_line_instead_of_stopping_the_file(
         '{"global_user_id": "U2", "Email": "a@b.com", "email": "c@d.com"}\n'
         '{"global_user_id": "U3", "email": "a@b.com", "email": "c@d.com"}\n'
         "[1, 2]\n"
+        # single quotes and NaN are JSON Spark reads; the key given twice is still found
+        "{'global_user_id': 'U5', 'EMAIL': 'a@b.com', 'email': 'c@d.com'}\n"
+        '{"global_user_id": "U6", "Phone": NaN, " phone ": "1"}\n'
     )
     rows = {r["source_line"]: r for r in read_landing_file(spark, str(path), src.REGISTRATIONS, "json").collect()}
     assert rows[1]["shape_problem"] is None and rows[1]["email"] == "a@b.com"
     assert rows[2]["shape_problem"] == "duplicate key 'email' (keys are matched case-insensitively)"
     assert rows[3]["shape_problem"] == "duplicate key 'email' (keys are matched case-insensitively)"
     assert rows[4]["shape_problem"] == "not a JSON object"
+    assert rows[5]["shape_problem"] == "duplicate key 'email' (keys are matched case-insensitively)"
+    assert rows[6]["shape_problem"] == "duplicate key 'phone' (keys are matched case-insensitively)"
 
 
 def test_a_quoted_field_left_open_at_the_end_of_a_line_is_never_ingested_truncated(spark, tmp_path):

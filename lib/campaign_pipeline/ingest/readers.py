@@ -168,22 +168,23 @@ def read_delimited(spark: SparkSession, path: str, kind: src.FileKind, sep: str,
 def read_json_lines(spark: SparkSession, path: str, kind: src.FileKind, encoding: str = "UTF-8") -> DataFrame:
     """One JSON object per line; keys matched case-insensitively; arrays kept as JSON text."""
     lines = read_text_lines(spark, path, kind.name, encoding)
-    # Each line is parsed twice (its keys, then its map), each parse in a projection of its own
-    # that the next ones read as a column: written as one expression, Spark copies a parse into
-    # every field that reads it, and the key listing into the duplicate check's lambda once per
-    # key (~40 parses of a 15-field line instead of 2).
-    # Keys are listed before any map is built: a key given twice would otherwise stop the whole job.
-    keyed_lines = lines.withColumn(
-        "_keys", F.transform(F.json_object_keys(F.col("value")), lambda k: F.lower(F.trim(k)))
-    )
+    # Each line is parsed once, into a map that keeps every key as written (a key given twice is
+    # two entries), in a projection of its own that the next ones read as a column: written as one
+    # expression, Spark would copy the parse into every field that reads it.
+    parsed = lines.withColumn("_parsed", F.from_json(F.col("value"), "map<string,string>", {"mode": "PERMISSIVE"}))
+    keyed_lines = parsed.withColumn("_keys", F.transform(F.map_keys(F.col("_parsed")), lambda k: F.lower(F.trim(k))))
     folded = F.col("_keys")
+    # Keys are compared before the map is folded: folding a key given twice would stop the whole job.
     keyed_lines = keyed_lines.withColumn(
-        "_repeated", F.filter(F.array_distinct(folded), lambda k: F.size(F.filter(folded, lambda x: x == k)) > 1)
+        "_twice", F.coalesce(F.size(F.array_distinct(folded)) < F.size(folded), F.lit(False))
     )
-    repeated = F.col("_repeated")
-    twice = F.coalesce(F.size(repeated) > 0, F.lit(False))
-    as_map = F.when(~twice, F.from_json(F.col("value"), "map<string,string>", {"mode": "PERMISSIVE"}))
-    mapped = keyed_lines.withColumn("_map", F.transform_keys(as_map, lambda k, v: F.lower(F.trim(k))))
+    twice = F.col("_twice")
+    first_repeated = F.element_at(
+        F.filter(F.array_distinct(folded), lambda k: F.size(F.filter(folded, lambda x: x == k)) > 1), 1
+    )
+    mapped = keyed_lines.withColumn(
+        "_map", F.when(~twice, F.transform_keys(F.col("_parsed"), lambda k, v: F.lower(F.trim(k))))
+    )
     keyed = F.col("_map")
     shape = F.coalesce(
         F.col("encoding_problem"),
@@ -191,7 +192,7 @@ def read_json_lines(spark: SparkSession, path: str, kind: src.FileKind, encoding
             twice,
             F.concat(
                 F.lit("duplicate key '"),
-                F.element_at(repeated, 1),
+                first_repeated,
                 F.lit("' (keys are matched case-insensitively)"),
             ),
         ),

@@ -96,6 +96,11 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("BENCH_REFERENCE", str(ROOT.parent / "shared" / "bench")),
         help="folder with spark_floor.py and peer_duckdb.py (skipped when absent)",
     )
+    parser.add_argument(
+        "--lineage",
+        choices=("checkpoint", "local_checkpoint", "persist"),
+        help="the environment's lineage policy (default: the local environment's)",
+    )
     parser.add_argument("--write-results", action="store_true", help="put the table at the top of RESULTS.md")
     parser.add_argument(
         "--reuse-landing",
@@ -112,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(args.work)
     env = load_environment("local").with_roots(str(work / "landing"), str(work / "warehouse"))
+    if args.lineage:
+        env = env.model_copy(update={"lineage": args.lineage})
     spark = build_session(env, app_name="campaign-pipeline bench")
     spark.sparkContext.setLogLevel("ERROR")
 

@@ -211,7 +211,15 @@ def parse_tables(ctx: StageContext, todo: list[FilePlan]) -> dict[str, DataFrame
     if "code_pool" in parsed:
         others = ctx.warehouse.read("code_pool", ctx.campaign_id).where(~F.col("source_file").isin(_paths(todo)))
         parsed["code_pool"] = flag_duplicate_codes(parsed["code_pool"], others)
-    return {t: ctx.cut(df.withColumn("_ok", F.size("reasons") == 0), f"parse {t}") for t, df in parsed.items()}
+    # A row as delivered (`raw`) is kept for quarantine only: good rows drop it before the cut, which
+    # then holds a fraction of the bytes (and a columnar row is never turned into JSON text).
+    return {
+        t: ctx.cut(
+            df.withColumn("_ok", F.size("reasons") == 0).withColumn("raw", F.when(~F.col("_ok"), F.col("raw"))),
+            f"parse {t}",
+        )
+        for t, df in parsed.items()
+    }
 
 
 def count_rows(parsed: dict[str, DataFrame], todo: list[FilePlan]) -> None:

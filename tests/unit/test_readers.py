@@ -182,3 +182,39 @@ def test_a_folder_of_parquet_parts_is_one_file_numbered_across_its_parts(spark, 
     rows = read_landing_file(spark, str(folder), src.FAN_ACTIVITY, "parquet").collect()
     assert sorted(r["source_line"] for r in rows) == list(range(1, 11))
     assert {r["source_file"] for r in rows} == {str(folder)}
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "avro"])
+def test_typed_numbers_and_times_of_a_columnar_file_parse_as_their_text_would(spark, tmp_path, fmt):
+    """Whole numbers and timestamps of Parquet/Avro are taken as typed, not read back from text: the
+    rows, reasons included, are the ones the text gives, at the edges of what the text takes too."""
+    import datetime as dt
+
+    from campaign_pipeline.ingest.parse import parse_landing_rows
+
+    largest, utc = 10**18 - 1, dt.UTC
+    values = [
+        (dt.datetime(2026, 3, 1, 10, 0, 0, 123456, tzinfo=utc), 0, 3, largest),
+        (dt.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=utc), -largest, -1, largest + 1),
+        (dt.datetime(999, 1, 1, tzinfo=utc), -(2**63), 2**31 - 1, 2**63 - 1),
+        (dt.datetime(1000, 1, 1, tzinfo=utc), None, -(2**31), -largest - 1),
+        (None, 12, 0, -3),
+    ]
+    df = spark.createDataFrame(
+        [(f"U{i}", *v) for i, v in enumerate(values)],
+        "global_user_id string, account_created_at timestamp, tickets_purchased_24m long, "
+        "events_attended_24m int, chargebacks_24m long",
+    )
+    out = tmp_path / "out"
+    df.coalesce(1).write.format(fmt).save(str(out))
+    part = next(p for p in out.iterdir() if p.name.startswith("part-"))
+    target = tmp_path / f"fan_activity_t.{fmt}"
+    part.rename(target)
+    raw = read_landing_file(spark, str(target), src.FAN_ACTIVITY, fmt)
+    assert {"_v_account_created_at", "_v_tickets_purchased_24m", "_v_chargebacks_24m"} <= set(raw.columns)
+    parse = parse_landing_rows(src.FAN_ACTIVITY, "tour-test", ["NYC-01"])
+    as_typed = raw.transform(parse).orderBy("source_line").collect()
+    as_text = raw.drop(*[c for c in raw.columns if c.startswith("_v_")]).transform(parse).orderBy("source_line")
+    assert as_typed == as_text.collect()
+    assert [r["account_created_at"] for r in as_typed][:2] == [v[0].replace(tzinfo=None) for v in values[:2]]
+    assert [bool(r["reasons"]) for r in as_typed] == [False, True, True, True, True]  # the last: a count < 0

@@ -71,6 +71,22 @@ def parse_markets(col: Column) -> Column:
 
 Parser = Callable[[Column, str], tuple[Column, Column]]
 
+LARGEST_WHOLE = 10**18 - 1  # 18 digits: the most `parse_long` takes
+# Timestamps taken as typed: their text (`yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX`) reads back as the same
+# instant. Outside these years the text is parsed as any other file's.
+TYPED_YEARS = (1000, 9999)
+
+
+def _as_typed(kind: str, value: Column, from_text: Column) -> Column:
+    """A columnar file's typed value (`_v_<field>`, see `readers.read_columnar`) as `from_text`, the
+    parse of its text, would give it: the same value, without a regular expression per value."""
+    if kind in (src.LONG, src.COUNT, src.RANK):
+        whole = value.cast("long")
+        return F.when((whole >= -LARGEST_WHOLE) & (whole <= LARGEST_WHOLE), whole)
+    if kind == src.TIMESTAMP:
+        return F.when(F.year(value).between(*TYPED_YEARS), value).otherwise(from_text)
+    raise ValueError(f"no typed reading for field kind {kind!r}")
+
 
 def _problem_if(condition: Column, message: Column) -> Column:
     return F.when(condition, message)
@@ -139,18 +155,22 @@ def parse_landing_rows(
     """Typed columns of `kind` plus `reasons` (empty when the row can be ingested).
 
     Expects the reader's columns: `source_file`, `source_line`, `raw`, `shape_problem` and one
-    string column per field of the kind (null where the file has no such column). Three
-    projections — clean, type, judge — so each value is cleaned and parsed once per row.
+    string column per field of the kind (null where the file has no such column), and any typed
+    `_v_<field>` a columnar reader passes along (taken as `_as_typed` says). Three projections — clean, type, judge — so each value is cleaned and parsed once per row.
     """
     names = kind.field_names
     keep = ["source_file", "source_line", "raw", "shape_problem", *(["extra"] if kind.carries_extra else [])]
 
     def transform(df: DataFrame) -> DataFrame:
-        cleaned = df.select(*keep, *[clean_string(F.col(n)).alias(n) for n in names])
+        as_typed = [c for c in df.columns if c.startswith("_v_")]
+        cleaned = df.select(*keep, *as_typed, *[clean_string(F.col(n)).alias(n) for n in names])
         typed_cols = []
         for f in kind.fields:
             typed_cols.append(F.col(f.name).alias(f"_t_{f.name}"))
-            typed_cols.append(_typed(f.name, f.kind, market_ids).alias(f.name))
+            value = _typed(f.name, f.kind, market_ids)
+            if f"_v_{f.name}" in as_typed:
+                value = _as_typed(f.kind, F.col(f"_v_{f.name}"), value)
+            typed_cols.append(value.alias(f.name))
         if any(f.kind == src.MARKETS for f in kind.fields):
             markets_field = next(f.name for f in kind.fields if f.kind == src.MARKETS)
             typed = cleaned.select(*keep, *typed_cols)

@@ -14,8 +14,9 @@ from campaign_pipeline.synth.scorecard import screening_quality
 from campaign_pipeline.synth.spec import ALLOWED_PATTERN, BLOCKED_DOMAIN, REGISTRATION_COLUMNS
 
 N = 10_000
-# with test_synthetic_campaign's 20k campaign (seed 5, asserted there too): three seeds
-SEEDS = (101, 202)
+# With test_synthetic_campaign's 20k campaign (seed 5, asserted there too): two seeds. 202 is the
+# hardest seed measured (its rings lean most on the weakest signals); `make demo` prints a third.
+SEEDS = (202,)
 
 
 def _screened(spark, seed: int):

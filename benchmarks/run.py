@@ -59,7 +59,9 @@ def replace_section(text: str, name: str, body: str) -> str:
         head, _, rest = text.partition(start)
         _, _, tail = rest.partition(end)
         return f"{head}{start}\n{body}\n{end}{tail}"
-    return f"{text.rstrip()}\n\n## The chain at {name.removeprefix('chain-')} registrants\n\n{start}\n{body}\n{end}\n"
+    return (
+        f"{text.rstrip()}\n\n## The whole run at {name.removeprefix('chain-')} registrants\n\n{start}\n{body}\n{end}\n"
+    )
 
 
 def _jvm_peak_mib(spark) -> float | None:
@@ -247,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         body = (
             f"`python benchmarks/run.py {' '.join(sys.argv[1:])}`: {args.registrants:,} registrants "
             f"({FORMATS.get(args.registrations_format, f'registrations as {args.registrations_format.upper()}')}), {args.markets} "
-            f"markets, {args.repeats} repeat(s) beside the floor and the DuckDB peer. Taken {dt.date.today().isoformat()}."
+            f"markets, stages {' → '.join(stages) if len(stages) < 3 else f'{stages[0]} → {stages[-1]}'}, "
+            f"{args.repeats} repeat(s) beside the floor and the DuckDB peer. Taken {dt.date.today().isoformat()}."
             "\n\n" + "\n".join(table)
         )
         results.write_text(replace_section(results.read_text(), f"chain-{args.registrants}", body))

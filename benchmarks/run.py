@@ -88,6 +88,12 @@ def main(argv: list[str] | None = None) -> int:
         default="mixed",
         help="the registration files' format (synth's choices; default mixed: half CSV, half JSON lines)",
     )
+    parser.add_argument(
+        "--capacity-ratio",
+        type=float,
+        default=0.35,
+        help="codes per registrant (default 0.35); e.g. 0.005 for a campaign that selects few fans out of many",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     chain = [s.name for s in PIPELINE]
     parser.add_argument("--stages", default=",".join(chain), help="default: the whole run, ingest through report")
@@ -133,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         registrants=args.registrants,
         markets=args.markets,
         registrations_format=args.registrations_format,
+        capacity_ratio=args.capacity_ratio,
     )
     stamp = work / "landing" / f"{spec.campaign_id}.spec"
     if args.reuse_landing and stamp.is_file() and stamp.read_text() == repr(spec):

@@ -81,6 +81,14 @@ def test_json_lines_take_arrays_and_report_broken_lines(spark, tmp_path):
     assert rows[2]["shape_problem"] == "not a JSON object" and rows[2]["raw"] == "{not json"
 
 
+def _one_file(df, target, fmt: str):
+    """`df` written by Spark as one `fmt` file at `target` (a landing file, not a folder of parts)."""
+    out = target.parent / f"{target.name}.out"
+    df.coalesce(1).write.format(fmt).save(str(out))
+    next(p for p in out.iterdir() if p.name.startswith("part-")).rename(target)
+    return target
+
+
 @pytest.mark.parametrize("fmt", ["parquet", "avro"])
 def test_columnar_files_number_rows_and_turn_typed_values_into_text(spark, tmp_path, fmt):
     import datetime as dt
@@ -92,11 +100,7 @@ def test_columnar_files_number_rows_and_turn_typed_values_into_text(spark, tmp_p
         ],
         "campaign_id string, global_user_id string, market_preferences array<string>, registered_at timestamp, do_not_text boolean",
     )
-    out = tmp_path / "out"
-    df.coalesce(1).write.format(fmt).save(str(out))
-    part = next(p for p in out.iterdir() if p.name.startswith("part-"))
-    target = tmp_path / f"registrations_d.{fmt}"
-    part.rename(target)
+    target = _one_file(df, tmp_path / f"registrations_d.{fmt}", fmt)
     rows = {r["source_line"]: r for r in read_landing_file(spark, str(target), src.REGISTRATIONS, fmt).collect()}
     assert rows[1]["registered_at"] == "2027-02-01T10:00:00.000000Z"
     assert json.loads(rows[2]["market_preferences"]) == ["LAX-02", "NYC-01"]
@@ -205,11 +209,7 @@ def test_typed_numbers_and_times_of_a_columnar_file_parse_as_their_text_would(sp
         "global_user_id string, account_created_at timestamp, tickets_purchased_24m long, "
         "events_attended_24m int, chargebacks_24m long",
     )
-    out = tmp_path / "out"
-    df.coalesce(1).write.format(fmt).save(str(out))
-    part = next(p for p in out.iterdir() if p.name.startswith("part-"))
-    target = tmp_path / f"fan_activity_t.{fmt}"
-    part.rename(target)
+    target = _one_file(df, tmp_path / f"fan_activity_t.{fmt}", fmt)
     raw = read_landing_file(spark, str(target), src.FAN_ACTIVITY, fmt)
     assert {"_v_account_created_at", "_v_tickets_purchased_24m", "_v_chargebacks_24m"} <= set(raw.columns)
     parse = parse_landing_rows(src.FAN_ACTIVITY, "tour-test", ["NYC-01"])

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from campaign_pipeline.ingest import sources as src
 
@@ -77,9 +78,21 @@ LARGEST_WHOLE = 10**18 - 1  # 18 digits: the most `parse_long` takes
 TYPED_YEARS = (1000, 9999)
 
 
+_WHOLE_NUMBERS = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
+
+
+def takes_typed(kind: str, dtype: T.DataType) -> bool:
+    """Whether a field of `kind` is taken from a columnar file's column of `dtype` as it is typed
+    (`_as_typed`), beside its text: whole numbers for whole-number fields, timestamps for timestamps."""
+    if kind in (src.LONG, src.COUNT, src.RANK):
+        return isinstance(dtype, _WHOLE_NUMBERS)
+    return kind == src.TIMESTAMP and isinstance(dtype, T.TimestampType)
+
+
 def _as_typed(kind: str, value: Column, from_text: Column) -> Column:
-    """A columnar file's typed value (`_v_<field>`, see `readers.read_columnar`) as `from_text`, the
-    parse of its text, would give it: the same value, without a regular expression per value."""
+    """A columnar file's typed value (`_v_<field>`, see `readers.read_columnar`; `takes_typed`
+    says which) as `from_text`, the parse of its text, would give it: the same value, without a
+    regular expression per value."""
     if kind in (src.LONG, src.COUNT, src.RANK):
         whole = value.cast("long")
         return F.when((whole >= -LARGEST_WHOLE) & (whole <= LARGEST_WHOLE), whole)
@@ -156,7 +169,8 @@ def parse_landing_rows(
 
     Expects the reader's columns: `source_file`, `source_line`, `raw`, `shape_problem` and one
     string column per field of the kind (null where the file has no such column), and any typed
-    `_v_<field>` a columnar reader passes along (taken as `_as_typed` says). Three projections — clean, type, judge — so each value is cleaned and parsed once per row.
+    `_v_<field>` a columnar reader passes along (taken as `_as_typed` says). Three projections —
+    clean, type, judge — so each value is cleaned and parsed once per row.
     """
     names = kind.field_names
     keep = ["source_file", "source_line", "raw", "shape_problem", *(["extra"] if kind.carries_extra else [])]

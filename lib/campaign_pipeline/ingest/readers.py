@@ -23,6 +23,7 @@ from pyspark.sql import types as T
 
 from campaign_pipeline.errors import InputError
 from campaign_pipeline.ingest import sources as src
+from campaign_pipeline.ingest.parse import takes_typed
 
 _BOM = "\ufeff"
 
@@ -216,17 +217,6 @@ def _as_text(col: Column, dtype: T.DataType) -> Column:
     return col.cast("string")
 
 
-# A typed column of a columnar file whose value the parser can take as it is (`_v_<field>`, beside
-# the field's text): what reading its text back would give, minus the regular expressions.
-_WHOLE_NUMBERS = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
-
-
-def _as_typed(kind: str, dtype: T.DataType) -> bool:
-    if kind in (src.LONG, src.COUNT, src.RANK):
-        return isinstance(dtype, _WHOLE_NUMBERS)
-    return kind == src.TIMESTAMP and isinstance(dtype, T.TimestampType)
-
-
 def read_columnar(spark: SparkSession, path: str, kind: src.FileKind, fmt: str) -> DataFrame:
     """A Parquet or Avro file; `source_line` is the row's position in the file. Whole numbers and
     timestamps also come as they are typed (`_v_<field>`), for `parse.py` to take without text."""
@@ -255,7 +245,7 @@ def read_columnar(spark: SparkSession, path: str, kind: src.FileKind, fmt: str) 
     typed = [
         F.col(f"`{columns[f.name].name}`").alias(f"_v_{f.name}")
         for f in kind.fields
-        if f.name in columns and _as_typed(f.kind, columns[f.name].dataType)
+        if f.name in columns and takes_typed(f.kind, columns[f.name].dataType)
     ]
     return numbered.select(
         F.lit(path).alias("source_file"),

@@ -22,7 +22,7 @@ from campaign_pipeline.catalog import FAN, FAN_MARKET
 from campaign_pipeline.channels import all_channels
 from campaign_pipeline.config import Campaign
 from campaign_pipeline.frames import literal_frame, require_columns
-from campaign_pipeline.waves.render import BUILTIN, render_messages, templates_of
+from campaign_pipeline.waves.render import BUILTIN, templates_of, with_rendered
 
 
 def channels_for(mode: str, reachable: dict[str, Column]) -> Column:
@@ -142,8 +142,8 @@ def plan_messages(campaign: Campaign, members: DataFrame, registrants: DataFrame
         link = F.replace(link, F.lit("{" + name + "}"), F.col(name))
     messages = messages.where(F.col("channel").isNotNull()).withColumn("_template", template_key(campaign))
     messages = messages.withColumn("link", link)
-    rendered = messages.withColumn(
-        "_r", render_messages(campaign, F.col("_template"), F.col("channel"), template_variables(campaign))
+    rendered = with_rendered(
+        messages, campaign, "_r", F.col("_template"), F.col("channel"), template_variables(campaign)
     )
     default = campaign.messages.default_locale
     return rendered.select(

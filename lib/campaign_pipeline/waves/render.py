@@ -16,7 +16,7 @@ field and why, and plan_waves quarantines it.
 from __future__ import annotations
 
 import pandas as pd
-from pyspark.sql import Column
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -82,16 +82,50 @@ def validate_templates(campaign: Campaign) -> None:
 def render_messages(
     campaign: Campaign, template_key: Column, channel: Column, variables: Column, engine: str = "auto"
 ) -> Column:
-    """Struct (subject, text, sms_segments, sms_encoding) per message.
+    """Struct (subject, text, sms_segments, sms_encoding, error) per message.
 
     `engine`: "spark" (every template must be text and variables only), "jinja" (the pandas UDF),
-    or "auto": Spark when every template allows it, else Jinja2.
+    or "auto": Spark when every template allows it, else Jinja2. As one Column, Spark's rendering
+    writes out the text once for each SMS figure that reads it; `with_rendered` does not.
     """
-    templates = templates_of(campaign)
-    parts = {(k, f): literal_parts(f, src) for k, fields in templates.items() for f, src in fields.items()}
-    if engine == "spark" or (engine == "auto" and all(p is not None for p in parts.values())):
-        return _render_in_spark(templates, parts, template_key, channel, variables)
-    return _render_in_jinja(templates, template_key, channel, variables)
+    if _spark_renders(campaign, engine):
+        subject, text, counted = _render_in_spark(templates_of(campaign), template_key, channel, variables)
+        return _with_sms_figures(subject, text, counted)
+    return _render_in_jinja(templates_of(campaign), template_key, channel, variables)
+
+
+def with_rendered(
+    df: DataFrame,
+    campaign: Campaign,
+    name: str,
+    template_key: Column,
+    channel: Column,
+    variables: Column,
+    engine: str = "auto",
+) -> DataFrame:
+    """`df` with column `name`: what `render_messages` gives, each message's text rendered once.
+
+    Spark's rendering is a CASE over channels and templates of concatenated, escaped values. The
+    SMS segments read the text four times over (the GSM-7 test, its septets, its UTF-16 units),
+    and inside a CASE Spark's common-subexpression elimination does not share it: rendered in
+    the same projection, each text was built about six times. Here the text is a column of its
+    own first, and the figures read that column.
+    """
+    if not _spark_renders(campaign, engine):
+        return df.withColumn(name, _render_in_jinja(templates_of(campaign), template_key, channel, variables))
+    subject, text, counted = _render_in_spark(templates_of(campaign), template_key, channel, variables)
+    s, t, c = f"{name}_subject", f"{name}_text", f"{name}_counted"
+    # Not cheap and read several times, so Spark keeps this projection apart from the next one.
+    staged = df.select("*", subject.alias(s), text.alias(t), counted.alias(c))
+    return staged.withColumn(name, _with_sms_figures(F.col(s), F.col(t), F.col(c))).drop(s, t, c)
+
+
+def _spark_renders(campaign: Campaign, engine: str) -> bool:
+    """Whether Spark's string functions render the campaign's templates (see `render_messages`)."""
+    if engine == "spark":
+        return True
+    parts = [literal_parts(f, src) for fields in templates_of(campaign).values() for f, src in fields.items()]
+    return engine == "auto" and all(p is not None for p in parts)
 
 
 def _value(variables: Column, name: str, escaped: bool) -> Column:
@@ -102,11 +136,13 @@ def _value(variables: Column, name: str, escaped: bool) -> Column:
     return text
 
 
-def _render_in_spark(templates, parts, template_key: Column, channel: Column, variables: Column) -> Column:
+def _render_in_spark(templates, template_key: Column, channel: Column, variables: Column):
+    """(subject, text, whether SMS segments are counted) of each message, in Spark's functions."""
+
     def field(name: str) -> Column:
         out = F.lit(None).cast("string")
         for key, fields in templates.items():
-            pieces = parts[(key, name)]
+            pieces = literal_parts(name, fields[name])
             if pieces is None:
                 raise ConfigError(f"template {key}.{name} needs Jinja2 (filters or blocks); render with engine='jinja'")
             escaped = autoescaped(name, fields[name])
@@ -124,6 +160,11 @@ def _render_in_spark(templates, parts, template_key: Column, channel: Column, va
             subject = F.when(on, field(c.subject_template)).otherwise(subject)
         if c.counts_segments:
             counted = counted | on
+    return subject, text, counted
+
+
+def _with_sms_figures(subject: Column, text: Column, counted: Column) -> Column:
+    """The RENDERED struct of a rendered subject and text: SMS segments and encoding where counted."""
     gsm = text.rlike(_GSM7_ONLY)
     septets = F.length(text) + F.length(text) - F.length(F.regexp_replace(text, _GSM7_EXT, ""))
     units = (F.octet_length(F.encode(text, "UTF-16LE")) / 2).cast("long")

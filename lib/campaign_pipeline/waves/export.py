@@ -98,6 +98,10 @@ def legacy_lines(messages: DataFrame) -> DataFrame:
 
 
 CHUNK = 4 << 20  # bytes copied from a staged file per call into the JVM
+# Deflate's fastest level. The driver compresses the whole wave on one core while the executors
+# wait: 200 MiB of CSV (500k messages) takes 3.9 s at zlib's default level 6 and 1.2 s at level 1,
+# for a zip 14 % larger (43 → 49 MiB). The zip is still the same bytes for the same wave.
+ZIP_LEVEL = 1
 
 
 def _local_path(status) -> str | None:
@@ -146,6 +150,7 @@ def write_wave_zip(lines: DataFrame, path: str, stamp, staging: str) -> int:
             for member, status in _staged_members(spark, fs, root):
                 info = zipfile.ZipInfo(member, date_time=date_time)
                 info.compress_type = zipfile.ZIP_DEFLATED
+                info._compresslevel = ZIP_LEVEL  # `compress_level` from Python 3.13; `open` reads this
                 with zf.open(info, "w") as handle:
                     handle.write((HEADER + "\n").encode("utf-8"))
                     local = _local_path(status)

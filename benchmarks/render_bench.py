@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     from campaign_pipeline.config import load_campaign, load_environment
     from campaign_pipeline.session import build_session
     from campaign_pipeline.templating import VARIABLES
-    from campaign_pipeline.waves.render import render_messages
+    from campaign_pipeline.waves.render import with_rendered
 
     spark = build_session(load_environment("local"), app_name="campaign-pipeline render bench")
     spark.sparkContext.setLogLevel("ERROR")
@@ -57,9 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def rendered(n: int, engine: str):
         m = messages(n)
-        return m.select(
-            "id", render_messages(campaign, F.col("key"), F.col("channel"), F.col("vars"), engine).alias("r")
-        )
+        return with_rendered(m, campaign, "r", F.col("key"), F.col("channel"), F.col("vars"), engine).select("id", "r")
 
     sample = args.messages // 10
     a, b = rendered(sample, "spark").alias("a"), rendered(sample, "jinja").alias("b")

@@ -52,17 +52,25 @@ def test_free_text_that_starts_like_a_formula_is_neutralised_in_the_legacy_csv(s
     assert line.startswith("'=1+2,false,") and ",'+1 =cmd(),'@SUM" in line
 
 
-def _rendered(spark, campaign, rows, engine):
+def _rendered(spark, campaign, rows, engine, frame=False):
+    """i → rendered struct; `frame`: through `with_rendered` (what plan_waves runs), else the Column."""
     from pyspark.sql import functions as F
 
     from campaign_pipeline.templating import VARIABLES
-    from campaign_pipeline.waves.render import render_messages
+    from campaign_pipeline.waves.render import render_messages, with_rendered
 
     df = spark.createDataFrame(
         rows, "i int, key string, channel string, " + ", ".join(f"{v} string" for v in VARIABLES)
     )
     variables = F.struct(*[F.col(v) for v in VARIABLES])
-    out = df.select("i", render_messages(campaign, F.col("key"), F.col("channel"), variables, engine).alias("r"))
+    if frame:
+        out = with_rendered(df, campaign, "r", F.col("key"), F.col("channel"), variables, engine).select("i", "r")
+        assert with_rendered(df, campaign, "r", F.col("key"), F.col("channel"), variables, engine).columns == [
+            *df.columns,
+            "r",
+        ]
+    else:
+        out = df.select("i", render_messages(campaign, F.col("key"), F.col("channel"), variables, engine).alias("r"))
     return {r.i: tuple(r.r) for r in out.collect()}
 
 
@@ -91,6 +99,7 @@ def test_spark_renders_text_and_variable_templates_exactly_as_jinja2_does(spark)
         rows.append((i, key, ["sms", "email"][(i // 4) % 2], *values))
     spark_out, jinja_out = (_rendered(spark, campaign, rows, e) for e in ("spark", "jinja"))
     assert spark_out == jinja_out
+    assert _rendered(spark, campaign, rows, "spark", frame=True) == jinja_out  # plan_waves' way
     segments = {v[2] for v in spark_out.values() if v[2] is not None}
     assert {1, 2, 3} <= segments and {v[3] for v in spark_out.values()} >= {"GSM-7", "UCS-2"}
 

@@ -146,7 +146,7 @@ def write_wave_zip(lines: DataFrame, path: str, stamp, staging: str) -> int:
     io_utils = spark._jvm.org.apache.commons.io.IOUtils
     root, fs = hadoop_fs(spark, staging)
     try:
-        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=ZIP_LEVEL) as zf:
             for member, status in _staged_members(spark, fs, root):
                 info = zipfile.ZipInfo(member, date_time=date_time)
                 info.compress_type = zipfile.ZIP_DEFLATED

@@ -114,7 +114,10 @@ def with_rendered(
     if not _spark_renders(campaign, engine):
         return df.withColumn(name, _render_in_jinja(templates_of(campaign), template_key, channel, variables))
     subject, text, counted = _render_in_spark(templates_of(campaign), template_key, channel, variables)
-    s, t, c = f"{name}_subject", f"{name}_text", f"{name}_counted"
+    s, t, c = (f"__{name}_{part}" for part in ("subject", "text", "counted"))
+    clash = sorted({s, t, c} & set(df.columns))
+    if clash:
+        raise ValueError(f"with_rendered: the frame already has column {clash[0]}, which rendering uses for itself")
     # Not cheap and read several times, so Spark keeps this projection apart from the next one.
     staged = df.select("*", subject.alias(s), text.alias(t), counted.alias(c))
     return staged.withColumn(name, _with_sms_figures(F.col(s), F.col(t), F.col(c))).drop(s, t, c)

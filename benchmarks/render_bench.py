@@ -69,7 +69,10 @@ def main(argv: list[str] | None = None) -> int:
 
     sizes = (("spark", args.messages), ("jinja", sample))
     # A fresh DataFrame each run: collecting one twice reuses its finished shuffle stages.
-    rows = [(engine, n, timed_runs(lambda n=n, engine=engine: totals(n, engine).collect(), args.repeats)) for engine, n in sizes]
+    rows = [
+        (engine, n, timed_runs(lambda n=n, engine=engine: totals(n, engine).collect(), args.repeats))
+        for engine, n in sizes
+    ]
     print("\n" + throughput_table("engine", "messages", rows))
     return 1 if differing else 0
 

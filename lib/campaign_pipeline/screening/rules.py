@@ -27,7 +27,7 @@ then smallest id. A fan registered twice keeps the latest registration (ties: la
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from campaign_pipeline.catalog import FAN_SORT
@@ -191,11 +191,12 @@ def assign_tags(allow_intl_phones: bool):
     disqualifying = [t for t in DISQUALIFYING if not (t == "INTL_PHONE" and allow_intl_phones)]
 
     def transform(df: DataFrame) -> DataFrame:
-        tags = F.array_compact(F.array(*[F.when(F.col(flag_of[t]), F.lit(t)) for t in TAG_ORDER]))
-        out = df.withColumn("tags", tags)
-        out = out.withColumn(
-            "ineligible_reasons", F.array_intersect(F.col("tags"), F.array(*[F.lit(t) for t in disqualifying]))
-        )
+        def found(kept) -> Column:  # the findings of `kept` tags, in rule-book order
+            hits = [F.when(F.col(flag_of[t]), F.lit(t)) for t in TAG_ORDER if t in kept]
+            return F.array_compact(F.array(*hits).cast("array<string>"))
+
+        # The reasons are the disqualifying tags, built the way the tags are (no per-row set).
+        out = df.withColumn("tags", found(TAG_ORDER)).withColumn("ineligible_reasons", found(disqualifying))
         return out.withColumn("eligible", F.size("ineligible_reasons") == 0).drop(*flag_of.values())
 
     return transform

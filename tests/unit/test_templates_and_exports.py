@@ -64,11 +64,9 @@ def _rendered(spark, campaign, rows, engine, frame=False):
     )
     variables = F.struct(*[F.col(v) for v in VARIABLES])
     if frame:
-        out = with_rendered(df, campaign, "r", F.col("key"), F.col("channel"), variables, engine).select("i", "r")
-        assert with_rendered(df, campaign, "r", F.col("key"), F.col("channel"), variables, engine).columns == [
-            *df.columns,
-            "r",
-        ]
+        with_r = with_rendered(df, campaign, "r", F.col("key"), F.col("channel"), variables, engine)
+        assert with_r.columns == [*df.columns, "r"]
+        out = with_r.select("i", "r")
     else:
         out = df.select("i", render_messages(campaign, F.col("key"), F.col("channel"), variables, engine).alias("r"))
     return {r.i: tuple(r.r) for r in out.collect()}

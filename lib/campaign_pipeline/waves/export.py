@@ -146,11 +146,13 @@ def write_wave_zip(lines: DataFrame, path: str, stamp, staging: str) -> int:
     io_utils = spark._jvm.org.apache.commons.io.IOUtils
     root, fs = hadoop_fs(spark, staging)
     try:
-        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=ZIP_LEVEL) as zf:
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             for member, status in _staged_members(spark, fs, root):
                 info = zipfile.ZipInfo(member, date_time=date_time)
                 info.compress_type = zipfile.ZIP_DEFLATED
-                info._compresslevel = ZIP_LEVEL  # `compress_level` from Python 3.13; `open` reads this
+                # What `open` compresses an entry given as ZipInfo with (the ZipFile's own level is
+                # only for entries given by name); `compress_level` from Python 3.13.
+                info._compresslevel = ZIP_LEVEL
                 with zf.open(info, "w") as handle:
                     handle.write((HEADER + "\n").encode("utf-8"))
                     local = _local_path(status)

@@ -88,10 +88,10 @@ def render_messages(
     or "auto": Spark when every template allows it, else Jinja2. As one Column, Spark's rendering
     writes out the text once for each SMS figure that reads it; `with_rendered` does not.
     """
-    if _spark_renders(campaign, engine):
-        subject, text, counted = _render_in_spark(templates_of(campaign), template_key, channel, variables)
-        return _with_sms_figures(subject, text, counted)
-    return _render_in_jinja(templates_of(campaign), template_key, channel, variables)
+    templates, parts = templates_of(campaign), _spark_parts(campaign, engine)
+    if parts is not None:
+        return _with_sms_figures(*_render_in_spark(templates, parts, template_key, channel, variables))
+    return _render_in_jinja(templates, template_key, channel, variables)
 
 
 def with_rendered(
@@ -111,9 +111,10 @@ def with_rendered(
     the same projection, each text was built about six times. Here the text is a column of its
     own first, and the figures read that column.
     """
-    if not _spark_renders(campaign, engine):
-        return df.withColumn(name, _render_in_jinja(templates_of(campaign), template_key, channel, variables))
-    subject, text, counted = _render_in_spark(templates_of(campaign), template_key, channel, variables)
+    templates, parts = templates_of(campaign), _spark_parts(campaign, engine)
+    if parts is None:
+        return df.withColumn(name, _render_in_jinja(templates, template_key, channel, variables))
+    subject, text, counted = _render_in_spark(templates, parts, template_key, channel, variables)
     s, t, c = (f"__{name}_{part}" for part in ("subject", "text", "counted"))
     clash = sorted({s, t, c} & set(df.columns))
     if clash:
@@ -123,12 +124,14 @@ def with_rendered(
     return staged.withColumn(name, _with_sms_figures(F.col(s), F.col(t), F.col(c))).drop(s, t, c)
 
 
-def _spark_renders(campaign: Campaign, engine: str) -> bool:
-    """Whether Spark's string functions render the campaign's templates (see `render_messages`)."""
-    if engine == "spark":
-        return True
-    parts = [literal_parts(f, src) for fields in templates_of(campaign).values() for f, src in fields.items()]
-    return engine == "auto" and all(p is not None for p in parts)
+def _spark_parts(campaign: Campaign, engine: str) -> dict | None:
+    """The templates' literal parts by (template, field) when Spark's string functions render them
+    (see `render_messages`), else None (Jinja2 renders)."""
+    if engine not in ("spark", "auto"):
+        return None
+    templates = templates_of(campaign)
+    parts = {(k, f): literal_parts(f, src) for k, fields in templates.items() for f, src in fields.items()}
+    return parts if engine == "spark" or all(p is not None for p in parts.values()) else None
 
 
 def _value(variables: Column, name: str, escaped: bool) -> Column:
@@ -139,13 +142,13 @@ def _value(variables: Column, name: str, escaped: bool) -> Column:
     return text
 
 
-def _render_in_spark(templates, template_key: Column, channel: Column, variables: Column):
+def _render_in_spark(templates, parts, template_key: Column, channel: Column, variables: Column):
     """(subject, text, whether SMS segments are counted) of each message, in Spark's functions."""
 
     def field(name: str) -> Column:
         out = F.lit(None).cast("string")
         for key, fields in templates.items():
-            pieces = literal_parts(name, fields[name])
+            pieces = parts[(key, name)]
             if pieces is None:
                 raise ConfigError(f"template {key}.{name} needs Jinja2 (filters or blocks); render with engine='jinja'")
             escaped = autoescaped(name, fields[name])

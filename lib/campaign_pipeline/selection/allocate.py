@@ -41,9 +41,13 @@ def fan_order() -> list[Column]:
 
 def offers(candidates: DataFrame) -> DataFrame:
     """(fan, market, preference_rank, band_score) per listed market; a market listed twice counts once."""
-    exploded = candidates.select(*FAN, "band_score", F.posexplode("market_preferences").alias("_pos", "market_id"))
-    return exploded.groupBy(*FAN, "market_id", "band_score").agg(
-        (F.min("_pos") + 1).cast("int").alias("preference_rank")
+    exploded = candidates.select(
+        *FAN, "band_score", "market_preferences", F.posexplode("market_preferences").alias("_pos", "market_id")
+    )
+    # A row per (fan, market) at the market's first position: a filter on each row, no shuffle.
+    first = F.array_position("market_preferences", F.col("market_id")) == F.col("_pos") + 1
+    return exploded.where(first).select(
+        *FAN, "market_id", "band_score", (F.col("_pos") + 1).cast("int").alias("preference_rank")
     )
 
 

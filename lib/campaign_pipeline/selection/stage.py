@@ -39,6 +39,38 @@ def rejection_reasons(min_score: float):
     )
 
 
+def selection_fans(registrants: DataFrame, scores: DataFrame, kept: DataFrame, min_score: float) -> DataFrame:
+    """One row per registrant with what selection needs of him: eligibility, score, listed markets,
+    why he cannot be selected (`_why`, empty when he can) and whether an earlier selection of his
+    is kept (`_kept`). Allocation, the rejected verdicts, the standings and the fairness counts
+    all read this one frame."""
+    kept_fans = kept.select(*FAN).distinct().withColumn("_kept", F.lit(True))
+    fans = (
+        registrants.select(*FAN, "eligible", "ineligible_reasons", "market_preferences")
+        .join(scores.select(*FAN, "raw_score", "band", "band_score"), FAN, "left")
+        .join(kept_fans, FAN, "left")
+    )
+    return fans.select(
+        *FAN,
+        "eligible",
+        "market_preferences",
+        "raw_score",
+        "band",
+        "band_score",
+        rejection_reasons(min_score).alias("_why"),
+        F.coalesce("_kept", F.lit(False)).alias("_kept"),
+    )
+
+
+def kept_selections(campaign: Campaign, previous: DataFrame, coded: DataFrame | None) -> DataFrame:
+    """The earlier run's `selected` rows this run keeps (under `reassign`, those holding a code)."""
+    kept = previous.where(F.col("verdict") == "selected").select(*COLUMNS)
+    if campaign.options.reassign:
+        issued = coded.select(*FAN_MARKET).distinct() if coded is not None else kept.limit(0).select(*FAN_MARKET)
+        kept = kept.join(issued, FAN_MARKET, "left_semi")
+    return kept
+
+
 def select_fans(
     spark: SparkSession,
     campaign: Campaign,
@@ -58,19 +90,21 @@ def select_fans(
     """
     require_columns(registrants, [*FAN, "eligible", "ineligible_reasons", "market_preferences"], "selection")
     require_columns(scores, [*FAN, "raw_score", "band", "band_score"], "selection")
+    kept = kept_selections(campaign, previous, coded)
+    fans = cut(selection_fans(registrants, scores, kept, campaign.options.min_score), "fans")
+    return verdicts(spark, campaign, fans, kept, run_id, cut)
+
+
+def verdicts(
+    spark: SparkSession, campaign: Campaign, fans: DataFrame, kept: DataFrame, run_id: str, cut=local_cut
+) -> DataFrame:
+    """Selections from `selection_fans(...)` (materialised) and the kept selections."""
     opts = campaign.options
-    fans = registrants.select(*FAN, "eligible", "ineligible_reasons", "market_preferences").join(
-        scores.select(*FAN, "raw_score", "band", "band_score"), FAN, "left"
-    )
-    fans = fans.withColumn("_why", rejection_reasons(opts.min_score))
-    kept = previous.where(F.col("verdict") == "selected").select(*COLUMNS)
-    if opts.reassign:
-        issued = coded.select(*FAN_MARKET).distinct() if coded is not None else kept.limit(0).select(*FAN_MARKET)
-        kept = kept.join(issued, FAN_MARKET, "left_semi")
     kept_fans = kept.select(*FAN).distinct()
-    candidates = cut(fans.where(F.size("_why") == 0).select(*FAN, "band_score", "market_preferences"), "candidates")
+    candidates = fans.where(F.size("_why") == 0)
     if opts.single_market:
-        candidates = candidates.join(kept_fans, FAN, "left_anti")
+        candidates = candidates.where(~F.col("_kept"))
+    candidates = candidates.select(*FAN, "band_score", "market_preferences")
     left = capacity_left(spark, campaign, kept)
     placed = allocate(campaign, candidates, kept, left, cut)
     new_selected = placed.select(
@@ -86,41 +120,37 @@ def select_fans(
     )
     placed_fans = placed.select(*FAN).unionByName(kept_fans)
     waiting = waitlist(candidates, placed_fans).withColumn("run_id", F.lit(run_id))
-    rejected = (
-        fans.where(F.size("_why") > 0)
-        .join(kept_fans, FAN, "left_anti")
-        .select(
-            *FAN,
-            F.lit("rejected").alias("verdict"),
-            F.lit(None).cast("string").alias("market_id"),
-            F.lit(None).cast("int").alias("preference_rank"),
-            F.lit(None).cast("long").alias("market_rank"),
-            F.lit(None).cast("long").alias("waitlist_position"),
-            "band_score",
-            F.col("_why").alias("reasons"),
-            F.lit(run_id).alias("run_id"),
-        )
+    rejected = fans.where((F.size("_why") > 0) & ~F.col("_kept")).select(
+        *FAN,
+        F.lit("rejected").alias("verdict"),
+        F.lit(None).cast("string").alias("market_id"),
+        F.lit(None).cast("int").alias("preference_rank"),
+        F.lit(None).cast("long").alias("market_rank"),
+        F.lit(None).cast("long").alias("waitlist_position"),
+        "band_score",
+        F.col("_why").alias("reasons"),
+        F.lit(run_id).alias("run_id"),
     )
     out = kept.unionByName(new_selected).unionByName(waiting.select(*COLUMNS)).unionByName(rejected)
     return out.select(*COLUMNS)
 
 
-def market_standings(selections: DataFrame, registrants: DataFrame, scores: DataFrame, run_id: str) -> DataFrame:
+def market_standings(fans: DataFrame, selections: DataFrame, run_id: str) -> DataFrame:
     """Per scored fan and each market he listed: his rank among that market's candidates (selected
     or waitlisted fans who listed it at any position, ranked by band_score, then fan id), their
     number, and the market's selected count and lowest selected band_score.
 
-    What `explain` shows, computed once here instead of re-ranking a market at every lookup. A fan
-    who is not a candidate (rejected, or not reached in single-market mode) gets the rank he would
-    have: one behind the candidates ahead of him.
+    `fans` is `selection_fans(...)`: a candidate is a fan with nothing against him (`_why` empty)
+    or a kept selection, exactly the fans `verdicts` selects or waitlists. What `explain` shows,
+    computed once here instead of re-ranking a market at every lookup. A fan who is not a
+    candidate (rejected, or not reached in single-market mode) gets the rank he would have: one
+    behind the candidates ahead of him.
     """
-    candidates = selections.where(F.col("verdict").isin("selected", "waitlisted")).select(*FAN).distinct()
-    listed = (
-        scores.where(F.col("band_score").isNotNull())
-        .select(*FAN, "band_score")
-        .join(registrants.select(*FAN, F.posexplode("market_preferences").alias("pos", "market_id")), FAN)
-        .join(candidates.withColumn("is_candidate", F.lit(1)), FAN, "left")
-        .withColumn("is_candidate", F.coalesce("is_candidate", F.lit(0)))
+    listed = fans.where(F.col("band_score").isNotNull()).select(
+        *FAN,
+        "band_score",
+        ((F.size("_why") == 0) | F.col("_kept")).cast("int").alias("is_candidate"),
+        F.posexplode("market_preferences").alias("pos", "market_id"),
     )
     market = Window.partitionBy("campaign_id", "market_id")
     ordered = market.orderBy(F.col("band_score").desc(), F.col("global_user_id")).rowsBetween(
@@ -146,15 +176,15 @@ def market_standings(selections: DataFrame, registrants: DataFrame, scores: Data
     )
 
 
-def fairness_summary(selections: DataFrame, registrants: DataFrame, scores: DataFrame):
-    """Counts behind the fairness summary: per band, per market (first choice), rounds.
+def fairness_summary(selections: DataFrame, fans: DataFrame):
+    """Counts behind the fairness summary: per band, per market (first choice), rounds. `fans` has
+    each registrant's `market_preferences` and `band` (`selection_fans(...)`).
 
     (campaign, fan, market) is the key of `selections`, so the rows of one group (one verdict and
     market) are different fans: a count, not a distinct count, gives the fans."""
-    first = registrants.select(*FAN, F.element_at("market_preferences", 1).alias("first_choice"))
+    first = fans.select(*FAN, F.element_at("market_preferences", 1).alias("first_choice"), "band")
     rows = (
         selections.join(first, FAN, "left")
-        .join(scores.select(*FAN, "band"), FAN, "left")
         .groupBy("verdict", "market_id", "first_choice", "band", "preference_rank")
         .agg(F.count(F.lit(1)).alias("rows"))
         .collect()
@@ -168,18 +198,22 @@ def select(ctx: StageContext) -> StageReport:
     wh, cid, campaign = ctx.warehouse, ctx.campaign_id, ctx.campaign
     registrants, scores = wh.read("registrants", cid), wh.read("scores", cid)
     with ctx.step("allocate"):
-        previous = wh.read("selections", cid)
-        coded = wh.read("code_assignments", cid)
-        selections = select_fans(ctx.spark, campaign, registrants, scores, previous, ctx.run_id, ctx.cut, coded)
+        require_columns(registrants, [*FAN, "eligible", "ineligible_reasons", "market_preferences"], "selection")
+        require_columns(scores, [*FAN, "raw_score", "band", "band_score"], "selection")
+        kept = kept_selections(campaign, wh.read("selections", cid), wh.read("code_assignments", cid))
+        # Read once: every use below sees the same earlier selections, whatever another run commits.
+        kept = ctx.cut(kept, "kept selections")
+        fans = ctx.cut(selection_fans(registrants, scores, kept, campaign.options.min_score), "fans")
+        selections = verdicts(ctx.spark, campaign, fans, kept, ctx.run_id, ctx.cut)
     with ctx.step("write"):
         written = wh.replace_if_changed("selections", selections, cid, cut=ctx.cut)
     with ctx.step("standings"):
-        standings = market_standings(wh.read("selections", cid), registrants, scores, ctx.run_id)
+        standings = market_standings(fans, wh.read("selections", cid), ctx.run_id)
         wh.replace_if_changed("standings", standings, cid, cut=ctx.cut)
     with ctx.step("counts_and_checks"):
         table = wh.read("selections", cid)
         dq = check_tables(ctx, CHECKS)[0]
-        return select_report(campaign, fairness_summary(table, registrants, scores), written, dq)
+        return select_report(campaign, fairness_summary(table, fans), written, dq)
 
 
 def select_report(campaign: Campaign, facts: list[dict], written: bool, dq: str) -> StageReport:

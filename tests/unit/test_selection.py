@@ -272,6 +272,23 @@ def test_selection_properties_end_to_end_with_rejections(spark, seed, n_fans, n_
     _check_properties(capacities, fans, [r for r in out if r["verdict"] != "rejected"], True)
 
 
+def test_few_taken_out_of_many_keeps_each_markets_best_before_the_shuffle_and_places_the_same(spark, monkeypatch):
+    """A handful of seats for hundreds of fans: allocation bounds each market's ranking by the most
+    capacity left (Spark's window group limit). The placements are those of the unbounded ranking."""
+    from campaign_pipeline.selection import allocate as allocation
+
+    capacities, fans = _random_case(7, 300, 4)
+    cases = {"C000": (capacities, fans)}
+    bounds = []
+    few_taken = allocation._few_taken
+    monkeypatch.setattr(allocation, "_few_taken", lambda *a: bounds.append(few_taken(*a)) or bounds[-1])
+    bounded = sorted(map(tuple, _allocate_cases(spark, cases)))
+    assert bounds == [max(capacities.values())]  # the bounded ranking was the one used
+    _check_properties(capacities, fans, [r.asDict() for r in _allocate_cases(spark, cases)], True)
+    monkeypatch.setattr(allocation, "_few_taken", lambda *a: None)
+    assert sorted(map(tuple, _allocate_cases(spark, cases))) == bounded
+
+
 def _table(df):
     return sorted(tuple(r) for r in df.select(*COLUMNS).collect())
 

@@ -29,7 +29,7 @@ from campaign_pipeline.catalog import FAN
 from campaign_pipeline.config import Campaign
 from campaign_pipeline.errors import PipelineError
 from campaign_pipeline.frames import literal_frame
-from campaign_pipeline.stage_context import local_cut
+from campaign_pipeline.stage_context import local_cut, session_settings
 
 MARKET = ["campaign_id", "market_id"]
 PLACED = ["campaign_id", "global_user_id", "market_id", "preference_rank", "market_rank", "band_score"]
@@ -67,11 +67,27 @@ def capacity_left(spark, campaign: Campaign, kept: DataFrame) -> DataFrame:
     )
 
 
-def _take(open_offers: DataFrame, left: DataFrame) -> DataFrame:
-    """Offers ranked inside their market; those within the capacity left are admitted."""
+def _few_taken(base: DataFrame, fans: int, partitions: int) -> int | None:
+    """The most capacity any market has left (`base`) when every market taking that many from
+    each of the offers' input `partitions` still keeps at most half the `fans` (few taken out of
+    many); else None."""
+    most, markets = base.agg(F.max("remaining"), F.count(F.lit(1))).first()
+    return int(most) if most is not None and most * markets * partitions * 2 <= fans else None
+
+
+def _take(open_offers: DataFrame, left: DataFrame, most: int | None) -> DataFrame:
+    """Offers ranked inside their market; those within the capacity left are admitted.
+
+    `most` (when given) bounds every market's capacity left: that literal bound lets Spark keep
+    each market's best `most` offers of every input partition before the shuffle (a window group
+    limit; the caller raises `spark.sql.optimizer.windowGroupLimitThreshold` above it), sparing
+    it the sort of every offer when few are taken out of many. The admitted rows are the same."""
     ranked = open_offers.join(F.broadcast(left), MARKET).where("remaining > 0")
     rank = F.row_number().over(Window.partitionBy(*MARKET).orderBy(*fan_order()))
-    return ranked.withColumn("_r", rank).where(F.col("_r") <= F.col("remaining"))
+    within = F.col("_r") <= F.col("remaining")
+    if most is not None:
+        within = within & (F.col("_r") <= F.lit(most))
+    return ranked.withColumn("_r", rank).where(within)
 
 
 def _after(base: DataFrame, placed_rounds: list[DataFrame]) -> DataFrame:
@@ -122,12 +138,17 @@ def allocate(
         return frame
 
     if opts.order_by_preference:
-        longest = candidates.agg(F.max(F.size("market_preferences"))).first()[0] or 0
-        for k in range(1, longest + 1):
-            admitted = _take(unplaced(all_offers.where(F.col("preference_rank") == k)), _after(base, placed_rounds))
-            placed_rounds.append(cut(_placements(admitted, "_r"), f"allocation round {k}"))
+        longest, fans = candidates.agg(F.max(F.size("market_preferences")), F.count(F.lit(1))).first()
+        most = _few_taken(base, fans or 0, candidates.rdd.getNumPartitions())
+        settings = {"spark.sql.optimizer.windowGroupLimitThreshold": str(most + 1)} if most is not None else {}
+        with session_settings(candidates.sparkSession, settings):
+            for k in range(1, (longest or 0) + 1):
+                admitted = _take(
+                    unplaced(all_offers.where(F.col("preference_rank") == k)), _after(base, placed_rounds), most
+                )
+                placed_rounds.append(cut(_placements(admitted, "_r"), f"allocation round {k}"))
     elif not opts.single_market:
-        placed_rounds.append(cut(_placements(_take(all_offers, base), "_r"), "allocation round 1"))
+        placed_rounds.append(cut(_placements(_take(all_offers, base, None), "_r"), "allocation round 1"))
     else:
         placed_rounds.append(deferred_acceptance(all_offers, base, cut))
     placed = kept.limit(0).select(*PLACED)

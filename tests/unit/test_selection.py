@@ -279,11 +279,18 @@ def test_few_taken_out_of_many_keeps_each_markets_best_before_the_shuffle_and_pl
 
     capacities, fans = _random_case(7, 300, 4)
     cases = {"C000": (capacities, fans)}
-    bounds = []
-    few_taken = allocation._few_taken
+    bounds, limited = [], []
+    few_taken, take = allocation._few_taken, allocation._take
+
+    def planned(*args):  # whether Spark plans each round's ranking with a group limit
+        ranked = take(*args)
+        limited.append("WindowGroupLimit" in ranked._jdf.queryExecution().optimizedPlan().toString())
+        return ranked
+
     monkeypatch.setattr(allocation, "_few_taken", lambda *a: bounds.append(few_taken(*a)) or bounds[-1])
+    monkeypatch.setattr(allocation, "_take", planned)
     bounded = sorted(map(tuple, _allocate_cases(spark, cases)))
-    assert bounds == [max(capacities.values())]  # the bounded ranking was the one used
+    assert bounds == [max(capacities.values())] and limited and all(limited)  # the bounded ranking was used
     _check_properties(capacities, fans, [r.asDict() for r in _allocate_cases(spark, cases)], True)
     monkeypatch.setattr(allocation, "_few_taken", lambda *a: None)
     assert sorted(map(tuple, _allocate_cases(spark, cases))) == bounded

@@ -40,7 +40,10 @@ def fan_order() -> list[Column]:
 
 
 def offers(candidates: DataFrame) -> DataFrame:
-    """(fan, market, preference_rank, band_score) per listed market; a market listed twice counts once."""
+    """(fan, market, preference_rank, band_score) per listed market; a market listed twice counts once.
+
+    `candidates` has one row per fan and no null market in `market_preferences` (ingest drops
+    unknown and empty entries; `registrants` is keyed by fan)."""
     exploded = candidates.select(
         *FAN, "band_score", "market_preferences", F.posexplode("market_preferences").alias("_pos", "market_id")
     )
@@ -80,7 +83,7 @@ def _take(open_offers: DataFrame, left: DataFrame, most: int | None) -> DataFram
 
     `most` (when given) bounds every market's capacity left: that literal bound lets Spark keep
     each market's best `most` offers of every input partition before the shuffle (a window group
-    limit; the caller raises `spark.sql.optimizer.windowGroupLimitThreshold` above it), sparing
+    limit; the caller sets `spark.sql.optimizer.windowGroupLimitThreshold` above it), sparing
     it the sort of every offer when few are taken out of many. The admitted rows are the same."""
     ranked = open_offers.join(F.broadcast(left), MARKET).where("remaining > 0")
     rank = F.row_number().over(Window.partitionBy(*MARKET).orderBy(*fan_order()))

@@ -88,11 +88,24 @@ def select_fans(
 
     `cut(df, name)` materialises intermediate results (the stage passes its lineage policy).
     """
+    kept, fans = selection_inputs(campaign, registrants, scores, previous, coded, cut)
+    return verdicts(spark, campaign, fans, kept, run_id, cut)
+
+
+def selection_inputs(
+    campaign: Campaign,
+    registrants: DataFrame,
+    scores: DataFrame,
+    previous: DataFrame,
+    coded: DataFrame | None,
+    cut=local_cut,
+) -> tuple[DataFrame, DataFrame]:
+    """(kept selections, `selection_fans`), each materialised once with `cut`."""
     require_columns(registrants, [*FAN, "eligible", "ineligible_reasons", "market_preferences"], "selection")
     require_columns(scores, [*FAN, "raw_score", "band", "band_score"], "selection")
-    kept = kept_selections(campaign, previous, coded)
-    fans = cut(selection_fans(registrants, scores, kept, campaign.options.min_score), "fans")
-    return verdicts(spark, campaign, fans, kept, run_id, cut)
+    # Read once: every use below sees the same earlier selections, whatever another run commits.
+    kept = cut(kept_selections(campaign, previous, coded), "kept selections")
+    return kept, cut(selection_fans(registrants, scores, kept, campaign.options.min_score), "fans")
 
 
 def verdicts(
@@ -140,8 +153,9 @@ def market_standings(fans: DataFrame, selections: DataFrame, run_id: str) -> Dat
     or waitlisted fans who listed it at any position, ranked by band_score, then fan id), their
     number, and the market's selected count and lowest selected band_score.
 
-    `fans` is `selection_fans(...)`: a candidate is a fan with nothing against him (`_why` empty)
-    or a kept selection, exactly the fans `verdicts` selects or waitlists. What `explain` shows,
+    `fans` is `selection_fans(...)` and `selections` what `verdicts` made of it: a candidate is a
+    fan with nothing against him (`_why` empty) or a kept selection, exactly the fans `verdicts`
+    selects or waitlists. What `explain` shows,
     computed once here instead of re-ranking a market at every lookup. A fan who is not a
     candidate (rejected, or not reached in single-market mode) gets the rank he would have: one
     behind the candidates ahead of him.
@@ -149,7 +163,7 @@ def market_standings(fans: DataFrame, selections: DataFrame, run_id: str) -> Dat
     listed = fans.where(F.col("band_score").isNotNull()).select(
         *FAN,
         "band_score",
-        ((F.size("_why") == 0) | F.col("_kept")).cast("int").alias("is_candidate"),
+        (F.coalesce(F.size("_why") == 0, F.lit(False)) | F.col("_kept")).cast("int").alias("is_candidate"),
         F.posexplode("market_preferences").alias("pos", "market_id"),
     )
     market = Window.partitionBy("campaign_id", "market_id")
@@ -176,15 +190,16 @@ def market_standings(fans: DataFrame, selections: DataFrame, run_id: str) -> Dat
     )
 
 
-def fairness_summary(selections: DataFrame, fans: DataFrame):
+def fairness_summary(selections: DataFrame, fans: DataFrame, scores: DataFrame):
     """Counts behind the fairness summary: per band, per market (first choice), rounds. `fans` has
-    each registrant's `market_preferences` and `band` (`selection_fans(...)`).
+    each registrant's `market_preferences` (`selection_fans(...)`); the band is the fan's score's.
 
     (campaign, fan, market) is the key of `selections`, so the rows of one group (one verdict and
     market) are different fans: a count, not a distinct count, gives the fans."""
-    first = fans.select(*FAN, F.element_at("market_preferences", 1).alias("first_choice"), "band")
+    first = fans.select(*FAN, F.element_at("market_preferences", 1).alias("first_choice"))
     rows = (
         selections.join(first, FAN, "left")
+        .join(scores.select(*FAN, "band"), FAN, "left")
         .groupBy("verdict", "market_id", "first_choice", "band", "preference_rank")
         .agg(F.count(F.lit(1)).alias("rows"))
         .collect()
@@ -198,22 +213,19 @@ def select(ctx: StageContext) -> StageReport:
     wh, cid, campaign = ctx.warehouse, ctx.campaign_id, ctx.campaign
     registrants, scores = wh.read("registrants", cid), wh.read("scores", cid)
     with ctx.step("allocate"):
-        require_columns(registrants, [*FAN, "eligible", "ineligible_reasons", "market_preferences"], "selection")
-        require_columns(scores, [*FAN, "raw_score", "band", "band_score"], "selection")
-        kept = kept_selections(campaign, wh.read("selections", cid), wh.read("code_assignments", cid))
-        # Read once: every use below sees the same earlier selections, whatever another run commits.
-        kept = ctx.cut(kept, "kept selections")
-        fans = ctx.cut(selection_fans(registrants, scores, kept, campaign.options.min_score), "fans")
+        previous, coded = wh.read("selections", cid), wh.read("code_assignments", cid)
+        kept, fans = selection_inputs(campaign, registrants, scores, previous, coded, ctx.cut)
         selections = verdicts(ctx.spark, campaign, fans, kept, ctx.run_id, ctx.cut)
     with ctx.step("write"):
         written = wh.replace_if_changed("selections", selections, cid, cut=ctx.cut)
     with ctx.step("standings"):
-        standings = market_standings(fans, wh.read("selections", cid), ctx.run_id)
+        # This run's verdicts, not a fresh read: another run may have replaced the table since.
+        standings = market_standings(fans, selections, ctx.run_id)
         wh.replace_if_changed("standings", standings, cid, cut=ctx.cut)
     with ctx.step("counts_and_checks"):
         table = wh.read("selections", cid)
         dq = check_tables(ctx, CHECKS)[0]
-        return select_report(campaign, fairness_summary(table, fans), written, dq)
+        return select_report(campaign, fairness_summary(table, fans, scores), written, dq)
 
 
 def select_report(campaign: Campaign, facts: list[dict], written: bool, dq: str) -> StageReport:

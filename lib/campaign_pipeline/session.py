@@ -46,6 +46,12 @@ DELTA_CONFS = {
     # own queries) and, with 100 entries, compiled ~2,300: the same code over again once the cache
     # had moved on, each time a new class that the JIT compiles again when it runs hot.
     "spark.sql.codegen.cache.maxEntries": "4096",
+    # No top-k per group before the shuffle for `row_number() … = 1` filters. Spark would sort every
+    # input partition first to keep each group's best rows, but our groups (a fan's registrations,
+    # his activity rows, an address's messages) are mostly single rows: that sort keeps them all and
+    # the sort after the shuffle follows anyway. Allocation turns it on for its own rounds, where a
+    # market keeps a few hundred of a million offers (`selection.allocate`).
+    "spark.sql.optimizer.windowGroupLimitThreshold": "-1",
 }
 
 # Our local file system below (jvm/, built by `make install`, shipped in the package).

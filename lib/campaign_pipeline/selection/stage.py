@@ -14,7 +14,7 @@ keeps that market); every other fan is allocated again.
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from campaign_pipeline.catalog import FAN, FAN_MARKET, columns
@@ -37,6 +37,11 @@ def rejection_reasons(min_score: float):
         .when(F.col("band_score") < F.lit(min_score), F.array(F.lit("BELOW_MIN_SCORE")))
         .otherwise(F.array().cast("array<string>"))
     )
+
+
+def nothing_against() -> Column:
+    """Whether a `selection_fans` row may be selected: no reason against him (`_why` empty)."""
+    return F.coalesce(F.size("_why") == 0, F.lit(False))
 
 
 def selection_fans(registrants: DataFrame, scores: DataFrame, kept: DataFrame, min_score: float) -> DataFrame:
@@ -114,7 +119,7 @@ def verdicts(
     """Selections from `selection_fans(...)` (materialised) and the kept selections."""
     opts = campaign.options
     kept_fans = kept.select(*FAN).distinct()
-    candidates = fans.where(F.size("_why") == 0)
+    candidates = fans.where(nothing_against())
     if opts.single_market:
         candidates = candidates.where(~F.col("_kept"))
     candidates = candidates.select(*FAN, "band_score", "market_preferences")
@@ -154,16 +159,15 @@ def market_standings(fans: DataFrame, selections: DataFrame, run_id: str) -> Dat
     number, and the market's selected count and lowest selected band_score.
 
     `fans` is `selection_fans(...)` and `selections` what `verdicts` made of it: a candidate is a
-    fan with nothing against him (`_why` empty) or a kept selection, exactly the fans `verdicts`
-    selects or waitlists. What `explain` shows,
-    computed once here instead of re-ranking a market at every lookup. A fan who is not a
-    candidate (rejected, or not reached in single-market mode) gets the rank he would have: one
-    behind the candidates ahead of him.
+    fan with `nothing_against()` him or a kept selection, exactly the fans `verdicts` selects or
+    waitlists. What `explain` shows, computed once here instead of re-ranking a market at every
+    lookup. A fan who is not a candidate (rejected, or not reached in single-market mode) gets the
+    rank he would have: one behind the candidates ahead of him.
     """
     listed = fans.where(F.col("band_score").isNotNull()).select(
         *FAN,
         "band_score",
-        (F.coalesce(F.size("_why") == 0, F.lit(False)) | F.col("_kept")).cast("int").alias("is_candidate"),
+        (nothing_against() | F.col("_kept")).cast("int").alias("is_candidate"),
         F.posexplode("market_preferences").alias("pos", "market_id"),
     )
     market = Window.partitionBy("campaign_id", "market_id")

@@ -296,6 +296,23 @@ def test_few_taken_out_of_many_keeps_each_markets_best_before_the_shuffle_and_pl
     assert sorted(map(tuple, _allocate_cases(spark, cases))) == sorted(map(tuple, rows))
 
 
+def test_rounds_stop_once_every_market_is_full_and_place_the_same(spark, monkeypatch):
+    """Capacity gone after the first choices: no later round is planned or run, and the
+    placements are those of running every round."""
+    from campaign_pipeline.selection import allocate as allocation
+
+    capacities, fans = _random_case(7, 300, 4)
+    cases = {"C000": (capacities, fans)}
+    rounds, take = [], allocation._take
+    monkeypatch.setattr(allocation, "_take", lambda *a: rounds.append(1) or take(*a))
+    rows = _allocate_cases(spark, cases)
+    assert max(len(prefs) for _, _, prefs, _ in fans) == 4 and len(rounds) == 1
+    _check_properties(capacities, fans, rows, True)
+    rounds.clear()
+    monkeypatch.setattr(allocation, "_left_after", lambda base, placed: allocation._after(base, placed))
+    assert sorted(map(tuple, _allocate_cases(spark, cases))) == sorted(map(tuple, rows)) and len(rounds) == 4
+
+
 def _table(df):
     return sorted(tuple(r) for r in df.select(*COLUMNS).collect())
 

@@ -32,6 +32,7 @@ from campaign_pipeline.frames import literal_frame
 from campaign_pipeline.stage_context import local_cut, session_settings
 
 MARKET = ["campaign_id", "market_id"]
+LEFT = "campaign_id string, market_id string, remaining long, offset long"  # `capacity_left`'s rows
 PLACED = ["campaign_id", "global_user_id", "market_id", "preference_rank", "market_rank", "band_score"]
 
 
@@ -108,6 +109,18 @@ def _after(base: DataFrame, placed_rounds: list[DataFrame]) -> DataFrame:
     )
 
 
+def _left_after(base: DataFrame, placed_rounds: list[DataFrame]) -> DataFrame | None:
+    """`_after(base, placed_rounds)` as a small literal frame (`base` itself before the first round),
+    or None when no market has capacity left. Read on the driver once per round, in place of the
+    broadcast that would compute it inside the round."""
+    if not placed_rounds:
+        return base
+    rows = _after(base, placed_rounds).collect()
+    if not any(r["remaining"] > 0 for r in rows):
+        return None
+    return literal_frame(base.sparkSession, rows, LEFT)
+
+
 def _placements(admitted: DataFrame, rank: str) -> DataFrame:
     return admitted.select(
         *FAN, "market_id", "preference_rank", (F.col("offset") + F.col(rank)).alias("market_rank"), "band_score"
@@ -146,9 +159,10 @@ def allocate(
         settings = {"spark.sql.optimizer.windowGroupLimitThreshold": str(most + 1)} if most is not None else {}
         with session_settings(candidates.sparkSession, settings):
             for k in range(1, (longest or 0) + 1):
-                admitted = _take(
-                    unplaced(all_offers.where(F.col("preference_rank") == k)), _after(base, placed_rounds), most
-                )
+                left = _left_after(base, placed_rounds)
+                if left is None:  # every market is full: later rounds would admit nobody
+                    break
+                admitted = _take(unplaced(all_offers.where(F.col("preference_rank") == k)), left, most)
                 placed_rounds.append(cut(_placements(admitted, "_r"), f"allocation round {k}"))
     elif not opts.single_market:
         placed_rounds.append(cut(_placements(_take(all_offers, base, None), "_r"), "allocation round 1"))

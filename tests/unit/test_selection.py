@@ -308,9 +308,25 @@ def test_rounds_stop_once_every_market_is_full_and_place_the_same(spark, monkeyp
     rows = _allocate_cases(spark, cases)
     assert max(len(prefs) for _, _, prefs, _ in fans) == 4 and len(rounds) == 1
     _check_properties(capacities, fans, rows, True)
+    # seats left after round 1 (B, C), none after round 2: round 3 is the first not run
+    full_after_two = {
+        "C001": (
+            {"A": 1, "B": 1, "C": 1},
+            [("F1", 0.9, ["A", "B", "C"], True), ("F2", 0.8, ["A", "B", "C"], True),
+             ("F3", 0.7, ["A", "C", "B"], True), ("F4", 0.6, ["A", "C", "B"], True)],
+        )
+    }  # fmt: skip
     rounds.clear()
+    two = _allocate_cases(spark, full_after_two)
+    assert len(rounds) == 2
+    assert sorted((r["global_user_id"], r["verdict"], r["market_id"]) for r in two) == [
+        ("F1", "selected", "A"), ("F2", "selected", "B"), ("F3", "selected", "C"), ("F4", "waitlisted", "A")
+    ]  # fmt: skip
     monkeypatch.setattr(allocation, "_left_after", lambda base, placed: allocation._after(base, placed))
+    rounds.clear()
     assert sorted(map(tuple, _allocate_cases(spark, cases))) == sorted(map(tuple, rows)) and len(rounds) == 4
+    rounds.clear()
+    assert sorted(map(tuple, _allocate_cases(spark, full_after_two))) == sorted(map(tuple, two)) and len(rounds) == 3
 
 
 def _table(df):

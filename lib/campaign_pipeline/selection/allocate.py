@@ -116,7 +116,7 @@ def _left_after(base: DataFrame, placed_rounds: list[DataFrame]) -> DataFrame | 
     if not placed_rounds:
         return base
     rows = _after(base, placed_rounds).collect()
-    if not any(r["remaining"] > 0 for r in rows):
+    if not any((r["remaining"] or 0) > 0 for r in rows):
         return None
     return literal_frame(base.sparkSession, rows, LEFT)
 

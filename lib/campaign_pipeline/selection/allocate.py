@@ -4,8 +4,8 @@ Every ordering that decides an outcome is total: `band_score` descending, then `
 
 `order_by_preference: true` (the default). Round k offers the k-th preference of every fan still
 unplaced (with `single_market: false`: of every fan) to the capacity each market has left; a market
-takes the highest band scores. Rounds = the longest preference list (≤ 4). First choices are served
-before any second choice.
+takes the highest band scores. Rounds = the longest preference list (≤ 4), fewer when every market
+is full earlier. First choices are served before any second choice.
 
 `order_by_preference: false`. A stable matching by fan-proposing deferred acceptance: each round,
 every fan not held by a market proposes to the next market on his list; each market keeps its

@@ -32,7 +32,6 @@ from campaign_pipeline.frames import literal_frame
 from campaign_pipeline.stage_context import local_cut, session_settings
 
 MARKET = ["campaign_id", "market_id"]
-LEFT = "campaign_id string, market_id string, remaining long, offset long"  # `capacity_left`'s rows
 PLACED = ["campaign_id", "global_user_id", "market_id", "preference_rank", "market_rank", "band_score"]
 
 
@@ -115,10 +114,11 @@ def _left_after(base: DataFrame, placed_rounds: list[DataFrame]) -> DataFrame | 
     broadcast that would compute it inside the round."""
     if not placed_rounds:
         return base
-    rows = _after(base, placed_rounds).collect()
+    left = _after(base, placed_rounds)
+    rows = left.collect()  # one row per market of the campaign
     if not any((r["remaining"] or 0) > 0 for r in rows):
         return None
-    return literal_frame(base.sparkSession, rows, LEFT)
+    return literal_frame(base.sparkSession, rows, left.schema)
 
 
 def _placements(admitted: DataFrame, rank: str) -> DataFrame:

@@ -27,6 +27,7 @@ from pyspark.sql import Column, DataFrame
 from campaign_pipeline.config import Campaign
 from campaign_pipeline.errors import PipelineError
 from campaign_pipeline.frames import catalog_rows
+from campaign_pipeline.stage_context import session_settings
 
 # great-expectations draws tqdm progress bars; a batch job's log wants one line per stage. Set
 # before great_expectations (and tqdm) is first imported.
@@ -66,6 +67,7 @@ RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": 0}
 # Rows up to which `validate(engine="auto")` checks on the driver with pandas: a bounded handful
 # (tests, tiny campaigns), never registrant-sized data; anything larger is checked by Spark.
 SMALL_TABLE = 10_000
+ALL_PARTITIONS_AT_ONCE = {"spark.sql.limit.initialNumPartitions": str(1 << 20)}
 
 
 @dataclass
@@ -136,7 +138,11 @@ def validate(df: DataFrame, table: str, suite: Suite, engine: str = "auto") -> l
     cached = data.persist(StorageLevel.MEMORY_AND_DISK)
     frame = None
     if engine == "auto":
-        head = cached.limit(SMALL_TABLE + 1).toPandas()
+        # Every partition at once: Spark's `limit` tries one partition first, and the cache fills a
+        # partition whole, so a large table had one core caching its first partition alone (then
+        # the rest unevenly, in great-expectations' first job) while the other core waited.
+        with session_settings(df.sparkSession, ALL_PARTITIONS_AT_ONCE):
+            head = cached.limit(SMALL_TABLE + 1).toPandas()
         engine = "pandas" if len(head) <= SMALL_TABLE else "spark"
         frame = head if engine == "pandas" else None
     context = gx.get_context(mode="ephemeral")

@@ -43,9 +43,9 @@ def local_cut(df: DataFrame, step: str = "") -> DataFrame:
 def session_settings(spark: SparkSession, settings: dict[str, str]) -> Iterator[None]:
     """Spark SQL settings for the plans made (and run) inside the block; restored after it."""
     saved = {key: spark.conf.get(key, None) for key in settings}
-    for key, value in settings.items():
-        spark.conf.set(key, value)
     try:
+        for key, value in settings.items():
+            spark.conf.set(key, value)
         yield
     finally:
         for key, value in saved.items():

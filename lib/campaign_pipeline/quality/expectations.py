@@ -27,7 +27,7 @@ from pyspark.sql import Column, DataFrame
 from campaign_pipeline.config import Campaign
 from campaign_pipeline.errors import PipelineError
 from campaign_pipeline.frames import catalog_rows
-from campaign_pipeline.stage_context import session_settings
+from campaign_pipeline.privacy import scrub
 
 # great-expectations draws tqdm progress bars; a batch job's log wants one line per stage. Set
 # before great_expectations (and tqdm) is first imported.
@@ -67,7 +67,6 @@ RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": 0}
 # Rows up to which `validate(engine="auto")` checks on the driver with pandas: a bounded handful
 # (tests, tiny campaigns), never registrant-sized data; anything larger is checked by Spark.
 SMALL_TABLE = 10_000
-ALL_PARTITIONS_AT_ONCE = {"spark.sql.limit.initialNumPartitions": str(1 << 20)}
 
 
 @dataclass
@@ -132,33 +131,27 @@ def validate(df: DataFrame, table: str, suite: Suite, engine: str = "auto") -> l
     expectations = suite.all()
     derived = df.select(*df.columns, *[c.alias(n) for n, c in suite.derived.items()])
     data = derived.select(*_columns(expectations, derived.columns))
-    # The expectations scan the data several times: read (and derive) it once. The probe that
-    # picks the engine reads through the cache too, so its tries never re-run a joined plan, and
-    # for a small table it already holds the rows pandas validates.
+    # The expectations scan the data several times: read (and derive) it once. The count that
+    # picks the engine fills the cache on every partition at once and sends the driver one number
+    # per partition (a `limit` probe tries one partition first: on a large table one core cached it
+    # alone while the other waited, and trying them all would send each one's first rows).
     cached = data.persist(StorageLevel.MEMORY_AND_DISK)
-    frame = None
-    if engine == "auto":
-        # Every partition at once: Spark's `limit` tries one partition first, and the cache fills a
-        # partition whole, so a large table had one core caching its first partition alone (then
-        # the rest unevenly, in great-expectations' first job) while the other core waited.
-        with session_settings(df.sparkSession, ALL_PARTITIONS_AT_ONCE):
-            head = cached.limit(SMALL_TABLE + 1).toPandas()
-        engine = "pandas" if len(head) <= SMALL_TABLE else "spark"
-        frame = head if engine == "pandas" else None
-    context = gx.get_context(mode="ephemeral")
-    # great-expectations passes `disable=` to tqdm itself, so TQDM_DISABLE alone does not silence it.
-    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-    gx_suite = gx.ExpectationSuite(name=suite.name)
-    for expectation in expectations:
-        gx_suite.add_expectation(expectation)
-    if engine == "pandas":
-        source = context.data_sources.add_pandas(name=f"{table}_source")
-        frame = cached.toPandas() if frame is None else frame
-    else:
-        source = context.data_sources.add_spark(name=f"{table}_source")
-        frame = cached
-    batch_definition = source.add_dataframe_asset(name=table).add_batch_definition_whole_dataframe("whole")
     try:
+        if engine == "auto":
+            engine = "pandas" if cached.count() <= SMALL_TABLE else "spark"
+        context = gx.get_context(mode="ephemeral")
+        # great-expectations passes `disable=` to tqdm itself, so TQDM_DISABLE alone does not silence it.
+        context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+        gx_suite = gx.ExpectationSuite(name=suite.name)
+        for expectation in expectations:
+            gx_suite.add_expectation(expectation)
+        if engine == "pandas":
+            source = context.data_sources.add_pandas(name=f"{table}_source")
+            frame = cached.toPandas()
+        else:
+            source = context.data_sources.add_spark(name=f"{table}_source")
+            frame = cached
+        batch_definition = source.add_dataframe_asset(name=table).add_batch_definition_whole_dataframe("whole")
         batch = batch_definition.get_batch(batch_parameters={"dataframe": frame})
         outcome = batch.validate(gx_suite, result_format=RESULT_FORMAT)
     finally:
@@ -171,11 +164,38 @@ def validate(df: DataFrame, table: str, suite: Suite, engine: str = "auto") -> l
             for k in ("element_count", "unexpected_count", "unexpected_percent", "observed_value")
             if k in r.result
         }
-        if r.exception_info and r.exception_info.get("raised_exception"):
-            observed["error"] = str(r.exception_info.get("exception_message"))[:300]
+        raised = _exception_messages(r.exception_info)
+        if raised:
+            observed["error"] = scrub(raised[0])
         severity = str(getattr(config.severity, "value", config.severity) or CRITICAL)
-        results.append(CheckResult(table, _name(config), severity, bool(r.success), observed, r.to_json_dict()))
+        results.append(CheckResult(table, _name(config), severity, bool(r.success), observed, _kept(r.to_json_dict())))
     return results
+
+
+def _exception_messages(info) -> list[str]:
+    """The messages of the exceptions in a result's `exception_info`: great-expectations gives one
+    (`raised_exception`, `exception_message`, `exception_traceback`) or one per failed metric."""
+    if not isinstance(info, dict):
+        return []
+    if "raised_exception" in info:
+        return [str(info.get("exception_message"))] if info.get("raised_exception") else []
+    return [m for value in info.values() for m in _exception_messages(value)]
+
+
+def _kept(result: dict) -> dict:
+    """great-expectations' JSON of a result as `dq_results` keeps it: exception messages masked (a
+    failed cast quotes the value, which may be a phone number or an email), no tracebacks."""
+
+    def clean(info):
+        if not isinstance(info, dict):
+            return info
+        if "raised_exception" in info:
+            message = info.get("exception_message")
+            return {**info, "exception_message": None if message is None else scrub(str(message)),
+                    "exception_traceback": None}  # fmt: skip
+        return {k: clean(v) for k, v in info.items()}
+
+    return {**result, "exception_info": clean(result["exception_info"])} if "exception_info" in result else result
 
 
 def failures(results: list[CheckResult], severity: str = CRITICAL) -> list[CheckResult]:

@@ -156,20 +156,23 @@ def validate(df: DataFrame, table: str, suite: Suite, engine: str = "auto") -> l
         outcome = batch.validate(gx_suite, result_format=RESULT_FORMAT)
     finally:
         cached.unpersist()
-    results = []
-    for r in outcome.results:
-        config = r.expectation_config
-        observed = {
-            k: r.result.get(k)
-            for k in ("element_count", "unexpected_count", "unexpected_percent", "observed_value")
-            if k in r.result
-        }
-        raised = _exception_messages(r.exception_info)
-        if raised:
-            observed["error"] = scrub(raised[0])
-        severity = str(getattr(config.severity, "value", config.severity) or CRITICAL)
-        results.append(CheckResult(table, _name(config), severity, bool(r.success), observed, _kept(r.to_json_dict())))
-    return results
+    return [check_result(table, r) for r in outcome.results]
+
+
+def check_result(table: str, r) -> CheckResult:
+    """One great-expectations result as the pipeline keeps it: counts and observed values, an
+    exception's message masked (a failed cast quotes the value: a phone, an email), no traceback."""
+    config = r.expectation_config
+    observed = {
+        k: r.result.get(k)
+        for k in ("element_count", "unexpected_count", "unexpected_percent", "observed_value")
+        if k in r.result
+    }
+    raised = _exception_messages(r.exception_info)
+    if raised:
+        observed["error"] = scrub(raised[0])
+    severity = str(getattr(config.severity, "value", config.severity) or CRITICAL)
+    return CheckResult(table, _name(config), severity, bool(r.success), observed, _kept(r.to_json_dict()))
 
 
 def _exception_messages(info) -> list[str]:

@@ -168,37 +168,29 @@ def check_result(table: str, r) -> CheckResult:
         for k in ("element_count", "unexpected_count", "unexpected_percent", "observed_value")
         if k in r.result
     }
-    raised = _exception_messages(r.exception_info)
-    if raised:
-        observed["error"] = scrub(raised[0])
+    result = r.to_json_dict()
+    if "exception_info" in result:
+        result["exception_info"], raised = _masked_exceptions(result["exception_info"])
+        if raised:
+            observed["error"] = raised[0]
     severity = str(getattr(config.severity, "value", config.severity) or CRITICAL)
-    return CheckResult(table, _name(config), severity, bool(r.success), observed, _kept(r.to_json_dict()))
+    return CheckResult(table, _name(config), severity, bool(r.success), observed, result)
 
 
-def _exception_messages(info) -> list[str]:
-    """The messages of the exceptions in a result's `exception_info`: great-expectations gives one
-    (`raised_exception`, `exception_message`, `exception_traceback`) or one per failed metric."""
+def _masked_exceptions(info) -> tuple[object, list[str]]:
+    """A result's `exception_info` as `dq_results` keeps it (each message masked: a failed cast
+    quotes the value, which may be a phone number or an email; no traceback), and the masked
+    messages of the exceptions raised. great-expectations gives one (`raised_exception`,
+    `exception_message`, `exception_traceback`) or one per failed metric."""
     if not isinstance(info, dict):
-        return []
+        return info, []
     if "raised_exception" in info:
-        return [str(info.get("exception_message"))] if info.get("raised_exception") else []
-    return [m for value in info.values() for m in _exception_messages(value)]
-
-
-def _kept(result: dict) -> dict:
-    """great-expectations' JSON of a result as `dq_results` keeps it: exception messages masked (a
-    failed cast quotes the value, which may be a phone number or an email), no tracebacks."""
-
-    def clean(info):
-        if not isinstance(info, dict):
-            return info
-        if "raised_exception" in info:
-            message = info.get("exception_message")
-            return {**info, "exception_message": None if message is None else scrub(str(message)),
-                    "exception_traceback": None}  # fmt: skip
-        return {k: clean(v) for k, v in info.items()}
-
-    return {**result, "exception_info": clean(result["exception_info"])} if "exception_info" in result else result
+        message = info.get("exception_message")
+        masked = scrub(str(message))
+        kept = {**info, "exception_message": None if message is None else masked, "exception_traceback": None}
+        return kept, [masked] if info.get("raised_exception") else []
+    each = {key: _masked_exceptions(value) for key, value in info.items()}
+    return {key: kept for key, (kept, _) in each.items()}, [m for _, messages in each.values() for m in messages]
 
 
 def failures(results: list[CheckResult], severity: str = CRITICAL) -> list[CheckResult]:
